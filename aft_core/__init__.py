@@ -1,0 +1,1 @@
+"""aft_core package."""

@@ -1,0 +1,124 @@
+"""Configuration dataclasses shared by the library, with help on every field and validation.
+
+Every setting is declared with `setting(default, help)`; `validate()` raises `AftInputError`
+naming the field and what to do instead. `config_id()` hashes the full config: it names run
+folders, sweep branches, Prefect cache keys and Comet experiments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aft_core.errors import AftInputError
+
+T = TypeVar("T")
+
+
+def setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def config_id(cfg: Any, length: int = 12) -> str:
+    """Stable short hash of a config's full content."""
+    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build a config from a dict, refusing unknown keys (with the valid ones listed)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise AftInputError(where, unknown[0], f"unknown setting for {cls.__name__}",
+                            f"remove it; valid settings are {sorted(known)}")
+    cfg = cls(**data)
+    cfg.validate()
+    return cfg
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise AftInputError(path, "<root>", f"unreadable config ({e})", "pass a JSON config written by aft") from e
+    return from_dict(cls, data, str(path))
+
+
+def help_text(cls: type) -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def _check(cond: bool, field_name: str, problem: str, fix: str, where: str = "config") -> None:
+    if not cond:
+        raise AftInputError(where, field_name, problem, fix)
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    d_model: int
+    d_ff: int
+    num_layers: int  # encoder layers; the decoder has as many
+    num_heads: int
+    d_kv: int
+    vocab_size: int  # size of the tokenizer trained on the corpus
+    help: str
+
+
+PRESETS: dict[str, ModelPreset] = {
+    "tiny": ModelPreset(64, 128, 1, 2, 32, 800, "0.2M params; seconds to train; for tests"),
+    "small": ModelPreset(128, 512, 2, 4, 32, 2000, "1.2M params; the default CPU run (ENV_NOTES calibration)"),
+    "large": ModelPreset(1024, 4096, 24, 16, 64, 32128, "T5-Large shape (~740M params); for GPU timing, not CPU training"),
+}
+
+
+
+MODEL_PRESETS = tuple(PRESETS)
+
+
+def _check_model_name(model: str, where: str) -> None:
+    if model in MODEL_PRESETS or model.startswith("hf:"):
+        return
+    path = Path(model)
+    if "/" not in model and "\\" not in model and not path.exists():
+        raise AftInputError(where, "model", f"unknown model size '{model}'",
+                            f"use one of {list(MODEL_PRESETS)}, a saved model directory, or hf:<org>/<name>")
+    if not (path / "config.json").exists():
+        raise AftInputError(model, "model", "does not exist or holds no saved model (no config.json)",
+                            "point at a folder written by `aft sft` or save_pretrained")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning of a seq2seq model on (history -> system turn) examples."""
+
+    data: str = setting("", "corpus path: MultiWOZ file/folder, unified data.zip, or a TownInfo folder")
+    model: str = setting("small", "a preset (tiny, small, large), a saved model folder, or hf:<org>/<name>")
+    max_source_tokens: int = setting(192, "source budget; longer histories lose their oldest turns first")
+    max_target_tokens: int = setting(48, "target budget, EOS included; longer targets are cut on the right")
+    batch_size: int = setting(32, "examples per optimisation step (bucketed by source length)")
+    learning_rate: float = setting(1e-3, "peak AdamW learning rate")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    warmup_steps: int = setting(200, "linear warm-up steps before cosine decay")
+    max_steps: int = setting(3000, "optimisation steps (the cosine schedule ends here)")
+    grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
+    eval_every: int = setting(250, "steps between dev-loss evaluations (and checkpoints)")
+    dev_examples: int = setting(500, "dev examples used for dev loss (the first N of the dev split)")
+    patience: int = setting(4, "evaluations without dev-loss improvement before early stopping; 0 disables")
+    keep_checkpoints: int = setting(2, "most recent checkpoints kept on disk")
+    seed: int = setting(0, "seed for initialisation, data order and dropout")
+
+    def validate(self, where: str = "config") -> "SFTConfig":
+        _check(bool(self.data), "data", "no corpus given", "pass --data PATH", where)
+        _check_model_name(self.model, where)
+        for name in ("max_source_tokens", "max_target_tokens"):
+            _check(getattr(self, name) >= 4, name, f"{getattr(self, name)} is too small", "use at least 4", where)
+        for name in ("batch_size", "max_steps", "eval_every", "dev_examples", "keep_checkpoints"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}", "use a positive integer", where)
+        _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}", "use e.g. 1e-3", where)
+        _check(self.warmup_steps >= 0 and self.patience >= 0, "warmup_steps/patience", "must be >= 0", "use 0 or more", where)
+        _check(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}", "use e.g. 1.0", where)
+        return self

@@ -1,0 +1,297 @@
+"""Loading dialogue corpora into examples: the MultiWOZ 2.x original schema and the ConvLab unified schema.
+
+Accepted inputs (AFT_SPEC §1):
+- MultiWOZ original: one `.json` / `.json.zip` holding `{dialogue_id: {"goal", "log"}}` (split taken
+  from the file name, or given), a folder with `data.json[.zip]` plus `valListFile.txt` /
+  `testListFile.txt` (the rest is train), or a folder with one file per split
+  (`train.json[.zip]`, `val.json[.zip]`, `test.json[.zip]`). A `db/` folder beside the data
+  holds the venue databases.
+- ConvLab unified: a `.json` list of dialogues, or `data.zip` holding `data/dialogues.json`;
+  each dialogue carries its `data_split`.
+Bad input raises `AftInputError` naming the file, the field and the fix.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aft_core.data.examples import Example, Turn, examples_from_turns
+from aft_core.errors import AftInputError
+
+SPLIT_ALIASES = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation",
+                 "dev": "validation", "test": "test"}
+MULTIWOZ_EMPTY_VALUES = {"", "not mentioned", "none"}
+NON_DOMAIN_GOAL_KEYS = {"topic", "message"}
+
+
+@dataclass
+class Corpus:
+    """Examples per split, plus where they came from."""
+
+    format: str  # "multiwoz" or "unified"
+    source: Path
+    examples: dict[str, list[Example]]
+    dialogues: dict[str, int]  # split -> number of dialogues
+    db_dir: Path | None = None  # venue databases (`<domain>_db.json`), when the corpus has them
+    raw_dialogues: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+
+    def stats(self) -> dict[str, Any]:
+        words = [sum(len(t.text.split()) for t in ex.history) for exs in self.examples.values() for ex in exs]
+        return {
+            "format": self.format,
+            "source": str(self.source),
+            "dialogues": dict(self.dialogues),
+            "examples": {split: len(exs) for split, exs in self.examples.items()},
+            "history_words_mean": round(statistics.fmean(words), 2) if words else 0.0,
+            "history_words_max": max(words, default=0),
+            "db_dir": str(self.db_dir) if self.db_dir else None,
+        }
+
+
+def read_json(path: Path, member: str | None = None) -> Any:
+    """Read JSON from a file or from a zip; `member` picks the file inside the zip."""
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.endswith(".json")]
+                wanted = member or (names[0] if len(names) == 1 else None)
+                if wanted not in zf.namelist():
+                    raise AftInputError(path, member or "<zip member>",
+                                        f"the zip holds {sorted(zf.namelist())[:5]}, not the expected JSON file",
+                                        f"put {member or 'exactly one .json file'} inside the zip")
+                raw = zf.read(wanted)
+        else:
+            raw = path.read_bytes()
+    except zipfile.BadZipFile as e:
+        raise AftInputError(path, "<file>", f"not a readable zip ({e})", "re-download or re-zip the file") from e
+    except FileNotFoundError as e:
+        raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing corpus file or folder") from e
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AftInputError(path, "<root>", f"not valid JSON ({e})",
+                            "pass a MultiWOZ or ConvLab unified JSON file (or its .zip)") from e
+
+
+def load_corpus(path: str | Path, split: str | None = None) -> Corpus:
+    """Detect the format at `path` and load every split it holds."""
+    path = Path(path)
+    if not path.exists():
+        raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing corpus file or folder")
+    if path.is_dir():
+        if any((path / n).exists() for n in ("data.zip", "dialogues.json")):
+            return load_unified(path / ("data.zip" if (path / "data.zip").exists() else "dialogues.json"))
+        return load_multiwoz(path, split=split)
+    data = read_json(path, "data/dialogues.json" if path.name == "data.zip" else None)
+    if isinstance(data, list):
+        return load_unified(path, data=data)
+    if isinstance(data, dict):
+        return load_multiwoz(path, split=split, data=data)
+    raise AftInputError(path, "<root>", f"top-level JSON is a {type(data).__name__}",
+                        "MultiWOZ files hold an object {dialogue_id: {goal, log}}; unified files a list of dialogues")
+
+
+# --- MultiWOZ original schema -------------------------------------------------------------------
+
+def _split_from_name(path: Path) -> str:
+    stem = path.name.split(".")[0].lower()
+    for key, split in SPLIT_ALIASES.items():
+        if key == stem or stem.startswith(key):
+            return split
+    return "train"
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.json", f"{stem}.json.zip"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _read_list(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None) -> Corpus:
+    """Load MultiWOZ-schema dialogues from a file or a folder (see the module docstring)."""
+    by_split: dict[str, tuple[Path, dict[str, Any]]] = {}
+    if path.is_dir():
+        per_split = {s: _find(path, stem) for stem, s in (("train", "train"), ("val", "validation"), ("test", "test"))}
+        whole = _find(path, "data")
+        if whole is not None:
+            dialogues = read_json(whole)
+            _check_object(whole, dialogues)
+            lists = {"validation": path / "valListFile.txt", "test": path / "testListFile.txt"}
+            assigned: dict[str, str] = {}
+            for split_name, list_file in lists.items():
+                if not list_file.exists():
+                    continue
+                for dialogue_id in _read_list(list_file):
+                    if dialogue_id not in dialogues:
+                        raise AftInputError(list_file, dialogue_id, f"names dialogue '{dialogue_id}', which {whole.name} lacks",
+                                            "remove the id from the list or use the matching data file")
+                    if dialogue_id in assigned:
+                        raise AftInputError(list_file, dialogue_id, f"dialogue already listed for split '{assigned[dialogue_id]}'",
+                                            "list each dialogue in one split only")
+                    assigned[dialogue_id] = split_name
+            for split_name in ("train", "validation", "test"):
+                chosen = {k: v for k, v in dialogues.items() if assigned.get(k, "train") == split_name}
+                if chosen:
+                    by_split[split_name] = (whole, chosen)
+        elif any(per_split.values()):
+            seen: dict[str, str] = {}
+            for split_name, file in per_split.items():
+                if file is None:
+                    continue
+                dialogues = read_json(file)
+                _check_object(file, dialogues)
+                for dialogue_id in dialogues:
+                    if dialogue_id in seen:
+                        raise AftInputError(file, dialogue_id, f"dialogue also appears in split '{seen[dialogue_id]}'",
+                                            "keep each dialogue in one split file only")
+                    seen[dialogue_id] = split_name
+                by_split[split_name] = (file, dialogues)
+        else:
+            raise AftInputError(path, "<folder>", "holds no data.json, train/val/test.json(.zip) or data.zip",
+                                "point at a MultiWOZ data file, a folder of split files, or a unified data.zip")
+        db_dir = path / "db"
+    else:
+        dialogues = data if data is not None else read_json(path)
+        _check_object(path, dialogues)
+        by_split[split or _split_from_name(path)] = (path, dialogues)
+        db_dir = path.parent / "db"
+
+    examples: dict[str, list[Example]] = {}
+    counts: dict[str, int] = {}
+    raw: dict[str, list[dict[str, Any]]] = {}
+    for split_name, (file, dialogues) in by_split.items():
+        examples[split_name] = []
+        raw[split_name] = []
+        for dialogue_id, dialogue in dialogues.items():
+            examples[split_name].extend(_multiwoz_examples(file, split_name, dialogue_id, dialogue))
+            raw[split_name].append({"dialogue_id": dialogue_id, **dialogue})
+        counts[split_name] = len(dialogues)
+    return Corpus("multiwoz", path, examples, counts, db_dir if db_dir.is_dir() else None, raw)
+
+
+def _check_object(path: Path, data: Any) -> None:
+    if not isinstance(data, dict):
+        raise AftInputError(path, "<root>", f"expected an object {{dialogue_id: {{goal, log}}}}, got a {type(data).__name__}",
+                            "pass a MultiWOZ original-schema file, or a unified-schema data.zip")
+    if not data:
+        raise AftInputError(path, "<root>", "holds no dialogues", "pass a non-empty corpus file")
+
+
+def multiwoz_belief_state(metadata: Any) -> dict[str, dict[str, str]]:
+    """Flatten MultiWOZ turn metadata into domain -> slot -> value, keeping only filled slots."""
+    state: dict[str, dict[str, str]] = {}
+    if not isinstance(metadata, dict):
+        return state
+    for domain, parts in metadata.items():
+        if not isinstance(parts, dict):
+            continue
+        slots: dict[str, str] = {}
+        for part in ("semi", "book"):
+            for slot, value in (parts.get(part) or {}).items():
+                if isinstance(value, str) and value.strip().lower() not in MULTIWOZ_EMPTY_VALUES:
+                    slots[slot] = value
+        if slots:
+            state[domain] = slots
+    return state
+
+
+def _multiwoz_examples(file: Path, split: str, dialogue_id: str, dialogue: Any) -> list[Example]:
+    where = f"dialogue '{dialogue_id}'"
+    if not isinstance(dialogue, dict) or not isinstance(dialogue.get("log"), list):
+        raise AftInputError(file, f"{dialogue_id}.log", f"{where} has no 'log' list of turns",
+                            "each dialogue must be an object with a 'log' list (MultiWOZ original schema)")
+    log = dialogue["log"]
+    turns, states = [], []
+    for i, raw_turn in enumerate(log):
+        text = raw_turn.get("text") if isinstance(raw_turn, dict) else None
+        if not isinstance(text, str):
+            raise AftInputError(file, f"{dialogue_id}.log[{i}].text", f"{where} turn {i} has no text string",
+                                "give every turn a 'text' string")
+        if not text.strip():
+            raise AftInputError(file, f"{dialogue_id}.log[{i}].text", f"{where} turn {i} is an empty utterance",
+                                "remove the dialogue or fill the turn's text")
+        values = tuple(dict.fromkeys(
+            str(span[2]) for span in raw_turn.get("span_info") or [] if isinstance(span, list) and len(span) >= 3
+        ))
+        turns.append(Turn("user" if i % 2 == 0 else "system", " ".join(text.split()), values))
+        states.append(multiwoz_belief_state(raw_turn.get("metadata")) if i % 2 == 1 else {})
+    if len(turns) < 2:
+        raise AftInputError(file, f"{dialogue_id}.log", f"{where} has no system turn",
+                            "drop dialogues with fewer than two turns")
+    goal = dialogue.get("goal") if isinstance(dialogue.get("goal"), dict) else {}
+    domains = [d for d, v in goal.items() if d not in NON_DOMAIN_GOAL_KEYS and isinstance(v, dict) and v]
+    return examples_from_turns(dialogue_id, split, turns, states, domains)
+
+
+# --- ConvLab unified schema ---------------------------------------------------------------------
+
+def load_unified(path: Path, data: list | None = None) -> Corpus:
+    """Load a ConvLab unified-schema corpus (a list of dialogues, each with its `data_split`)."""
+    if data is None:
+        data = read_json(path, "data/dialogues.json" if path.suffix == ".zip" else None)
+    if not isinstance(data, list):
+        raise AftInputError(path, "<root>", f"expected a list of dialogues, got a {type(data).__name__}",
+                            "pass a ConvLab unified dialogues.json or data.zip")
+    if not data:
+        raise AftInputError(path, "<root>", "holds no dialogues", "pass a non-empty corpus file")
+    examples: dict[str, list[Example]] = {}
+    counts: dict[str, int] = {}
+    raw: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[str, str] = {}
+    for n, dialogue in enumerate(data):
+        if not isinstance(dialogue, dict) or not isinstance(dialogue.get("turns"), list):
+            raise AftInputError(path, f"[{n}].turns", f"dialogue {n} has no 'turns' list",
+                                "each dialogue needs dialogue_id, data_split and turns (ConvLab unified schema)")
+        dialogue_id = str(dialogue.get("dialogue_id", n))
+        split_raw = str(dialogue.get("data_split", "")).lower()
+        if split_raw not in SPLIT_ALIASES:
+            raise AftInputError(path, f"{dialogue_id}.data_split", f"unknown split '{split_raw}'",
+                                "use train, validation or test")
+        split = SPLIT_ALIASES[split_raw]
+        if dialogue_id in seen:
+            raise AftInputError(path, f"{dialogue_id}.dialogue_id",
+                                f"dialogue id appears twice (splits '{seen[dialogue_id]}' and '{split}')",
+                                "give every dialogue a unique id and one split")
+        seen[dialogue_id] = split
+        turns, states = [], []
+        for i, raw_turn in enumerate(dialogue["turns"]):
+            field_name = f"{dialogue_id}.turns[{i}]"
+            if not isinstance(raw_turn, dict) or raw_turn.get("speaker") not in ("user", "system"):
+                raise AftInputError(path, f"{field_name}.speaker", "speaker must be 'user' or 'system'",
+                                    "fix the turn's speaker field")
+            text = raw_turn.get("utterance")
+            if not isinstance(text, str) or not text.strip():
+                raise AftInputError(path, f"{field_name}.utterance", "empty or missing utterance",
+                                    "remove the dialogue or fill the turn's utterance")
+            if turns and turns[-1].speaker == raw_turn["speaker"]:
+                raise AftInputError(path, f"{field_name}.speaker",
+                                    f"two '{raw_turn['speaker']}' turns in a row: turns must alternate",
+                                    "merge consecutive turns of one speaker")
+            values = tuple(dict.fromkeys(
+                str(a.get("value")) for a in (raw_turn.get("dialogue_acts") or {}).get("non-categorical", [])
+                if isinstance(a, dict) and a.get("value")
+            ))
+            turns.append(Turn(raw_turn["speaker"], " ".join(text.split()), values))
+            state = raw_turn.get("state") if isinstance(raw_turn.get("state"), dict) else {}
+            states.append({d: {s: v for s, v in slots.items() if isinstance(v, str) and v}
+                           for d, slots in state.items() if isinstance(slots, dict)})
+        if not any(t.speaker == "system" for t in turns[1:]):
+            raise AftInputError(path, f"{dialogue_id}.turns", f"dialogue '{dialogue_id}' has no system turn after the first",
+                                "drop dialogues without a system response")
+        # In the unified schema the state sits on user turns; the system turn answers the state just before it.
+        states = [states[i - 1] if i and turns[i].speaker == "system" else {} for i in range(len(turns))]
+        domains = [str(d) for d in dialogue.get("domains") or []]
+        examples.setdefault(split, []).extend(examples_from_turns(dialogue_id, split, turns, states, domains))
+        counts[split] = counts.get(split, 0) + 1
+        raw.setdefault(split, []).append(dialogue)
+    db_dir = path.parent / "db"
+    return Corpus("unified", path, examples, counts, db_dir if db_dir.is_dir() else None, raw)

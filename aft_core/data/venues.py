@@ -1,0 +1,96 @@
+"""Venue databases (MultiWOZ `db/<domain>_db.json` layout) and the entity-accuracy check built on them.
+
+A response is entity-correct when it names a venue of the database that satisfies every
+constraint of the dialogue's belief state for that venue's domain.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aft_core.errors import AftInputError
+
+IGNORED_VALUES = {"", "dontcare", "not mentioned", "none", "dont care", "don't care"}
+NAME_FIELDS = ("name", "trainID")
+
+
+@dataclass
+class VenueDB:
+    """domain -> list of venue records; names indexed for fast mention lookup."""
+
+    venues: dict[str, list[dict[str, Any]]]
+
+    def __post_init__(self) -> None:
+        self._by_name: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for domain, records in self.venues.items():
+            for record in records:
+                name = venue_name(record)
+                if name:
+                    self._by_name.setdefault(name.lower(), []).append((domain, record))
+        names = sorted(self._by_name, key=len, reverse=True)
+        self._pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(n) for n in names) + r")(?!\w)") if names else None
+
+    @classmethod
+    def load(cls, db_dir: str | Path) -> "VenueDB":
+        db_dir = Path(db_dir)
+        venues: dict[str, list[dict[str, Any]]] = {}
+        for file in sorted(db_dir.glob("*_db.json")):
+            try:
+                records = json.loads(file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise AftInputError(file, "<root>", f"not valid JSON ({e})", "restore the venue database file") from e
+            if not isinstance(records, list):
+                raise AftInputError(file, "<root>", "a venue database must be a list of records",
+                                    "use the MultiWOZ db/<domain>_db.json layout")
+            venues[file.name[: -len("_db.json")]] = [r for r in records if isinstance(r, dict)]
+        if not venues:
+            raise AftInputError(db_dir, "<folder>", "holds no <domain>_db.json files", "point at the corpus's db/ folder")
+        return cls(venues)
+
+    def mentioned(self, text: str) -> list[tuple[str, dict[str, Any]]]:
+        """Venues whose name appears in `text` (case-insensitive, whole words)."""
+        if self._pattern is None:
+            return []
+        found = []
+        for name in dict.fromkeys(m.group(1) for m in self._pattern.finditer(text.lower())):
+            found.extend(self._by_name[name])
+        return found
+
+    def matching(self, domain: str, constraints: dict[str, str]) -> list[dict[str, Any]]:
+        return [r for r in self.venues.get(domain, []) if satisfies(r, constraints)]
+
+
+def venue_name(record: dict[str, Any]) -> str | None:
+    for key in NAME_FIELDS:
+        if isinstance(record.get(key), str) and record[key].strip():
+            return record[key].strip()
+    return None
+
+
+def satisfies(record: dict[str, Any], constraints: dict[str, str]) -> bool:
+    """True when every constraint that the record has a field for holds (case-insensitive)."""
+    for slot, value in constraints.items():
+        if slot in NAME_FIELDS or slot not in record or str(value).lower() in IGNORED_VALUES:
+            continue
+        if str(record[slot]).lower() != str(value).lower():
+            return False
+    return True
+
+
+def names_venue(db: VenueDB, text: str) -> bool:
+    return bool(db.mentioned(text))
+
+
+def entity_correct(db: VenueDB, response: str, belief_state: dict[str, dict[str, str]]) -> bool:
+    """Does `response` name a venue that satisfies the belief-state constraints of its domain?
+
+    Only domains present in the belief state count: naming a venue of a domain the user never
+    asked about is not a correct answer.
+    """
+    for domain, record in db.mentioned(response):
+        if domain in belief_state and satisfies(record, belief_state[domain]):
+            return True
+    return False

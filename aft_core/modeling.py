@@ -1,0 +1,175 @@
+"""Seq2seq models and tokenizers: build a T5 from a size preset, load any local or hub model, generate.
+
+Attention weights are only returned by the eager attention implementation, so every model
+is loaded or built with `attn_implementation="eager"` (AFT_SPEC §2). Models are saved with
+`save_pretrained` (safetensors), so any Hugging Face tool can open them.
+
+A model is named by one of:
+- a preset (`tiny`, `small`, `large`): a T5 built from config with a tokenizer trained on the corpus;
+- an existing local directory holding a saved model and tokenizer;
+- `hf:<org>/<name>`: a Hugging Face hub model. Only this form may touch the network.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from aft_core.config import PRESETS, ModelPreset
+from aft_core.errors import AftInputError
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+HUB_PREFIX = "hf:"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
+    """A BPE tokenizer (Metaspace, specials <pad>=0, </s>=1, <unk>=2, EOS appended) trained on `texts`.
+
+    BPE rather than Unigram: tokenizers 0.23.3's Unigram trainer split even frequent words into
+    characters on dialogue corpora ('e xp e n siv e'), while BPE learns whole-word pieces.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}",
+                                                       special_tokens=[(EOS, tok.token_to_id(EOS))])
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+    if (wrapped.pad_token_id, wrapped.eos_token_id, wrapped.unk_token_id) != (0, 1, 2):
+        raise RuntimeError("tokenizer specials are not <pad>=0, </s>=1, <unk>=2")
+    return wrapped
+
+
+def build_model(preset: str, tokenizer: Any, seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised T5 of the named preset, sized to `tokenizer`."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    p = preset_or_error(preset)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=p.d_model, d_ff=p.d_ff, d_kv=p.d_kv, num_layers=p.num_layers,
+        num_decoder_layers=p.num_layers, num_heads=p.num_heads, dropout_rate=0.1, feed_forward_proj="relu",
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    model.set_attn_implementation("eager")
+    _neutral_generation_config(model)
+    return model
+
+
+def preset_or_error(name: str) -> ModelPreset:
+    if name not in PRESETS:
+        raise AftInputError("model", "preset", f"unknown model size '{name}'",
+                            f"use one of {sorted(PRESETS)}, a saved model directory, or hf:<org>/<name>")
+    return PRESETS[name]
+
+
+def _neutral_generation_config(model: Any) -> None:
+    """Plain ancestral sampling unless a caller asks otherwise: no top-k / top-p from a saved config."""
+    gc = model.generation_config
+    gc.top_k, gc.top_p, gc.temperature = None, None, None
+    gc.do_sample = False
+
+
+def load_model(name_or_path: str | Path, for_training: bool = False) -> tuple[torch.nn.Module, Any]:
+    """Load a saved seq2seq model and its tokenizer (local directory, or `hf:<org>/<name>`)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    name = str(name_or_path)
+    hub = name.startswith(HUB_PREFIX)
+    source = name[len(HUB_PREFIX):] if hub else name
+    if not hub:
+        path = Path(source)
+        if not path.is_dir():
+            raise AftInputError(path, "model", "does not exist or is not a directory",
+                                f"pass a saved model directory, a preset ({', '.join(PRESETS)}), or hf:<org>/<name>")
+        if not (path / "config.json").exists():
+            raise AftInputError(path, "config.json", "the directory holds no saved model",
+                                "point at a folder written by `aft sft` or save_pretrained")
+    kwargs: dict[str, Any] = {} if hub else {"local_files_only": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, attn_implementation="eager", **kwargs)
+    except (OSError, ValueError) as e:
+        raise AftInputError(source, "model", f"could not be loaded ({str(e).splitlines()[0]})",
+                            "check the folder holds config.json, model.safetensors and the tokenizer files") from e
+    check_tokenizer_matches(model, tokenizer, source)
+    _neutral_generation_config(model)
+    model.train(for_training)
+    return model, tokenizer
+
+
+def check_tokenizer_matches(model: Any, tokenizer: Any, where: str | Path) -> None:
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise AftInputError(where, "tokenizer", f"has {len(tokenizer)} tokens but the model embeds only {vocab}",
+                            "use the tokenizer saved with this model")
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise AftInputError(where, "tokenizer", "has no pad or EOS token", "use a seq2seq tokenizer with <pad> and </s>")
+
+
+def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
+    """Write model (safetensors) and tokenizer to `out_dir` via a temporary folder, then swap it in."""
+    from aft_core.io import replace_dir
+
+    with replace_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into ids [B, L] and a 0/1 attention mask [B, L]."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+                 do_sample: bool, num_return_sequences: int = 1, temperature: float = 1.0) -> torch.Tensor:
+    """Greedy or ancestral sampling (temperature only, no top-k/top-p). Returns ids [B*K, 1+T], starting
+    with the decoder start token; samples of one prompt are adjacent (repeat_interleave order)."""
+    kwargs: dict[str, Any] = {"do_sample": do_sample, "max_new_tokens": max_new_tokens,
+                              "num_return_sequences": num_return_sequences, "use_cache": True}
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+    return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+def generate_texts(model: Any, tokenizer: Any, sources: Sequence[Sequence[int]], *, max_new_tokens: int,
+                   batch_size: int = 64) -> list[str]:
+    """Greedy responses for many source id lists, in input order; batches are length-bucketed."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    out: list[str] = [""] * len(sources)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ids, mask = pad_batch([sources[i] for i in idx], tokenizer.pad_token_id)
+        gen = generate_ids(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens, do_sample=False)
+        for i, text in zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)):
+            out[i] = text.strip()
+    model.train(was_training)
+    return out
+
+
+def torch_threads() -> int:
+    """Threads for CPU work: all cores unless AFT_THREADS says otherwise."""
+    return int(os.environ.get("AFT_THREADS", os.cpu_count() or 1))

@@ -1,0 +1,45 @@
+"""Shared fixtures: a hermetic environment (no hub, no stray files) and small corpora built on the fly."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+_scratch = Path(tempfile.mkdtemp(prefix="aft-tests-"))
+for var, sub in (("MPLCONFIGDIR", "mpl"), ("HF_HOME", "hf"), ("PREFECT_HOME", "prefect"), ("TMPDIR", "tmp")):
+    os.environ.setdefault(var, str(_scratch / sub))
+    Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                  COMET_AUTO_LOG_ENV_DETAILS="false", COMET_ERROR_TRACKING_ENABLE="false",
+                  PREFECT_SERVER_ANALYTICS_ENABLED="false", AFT_THREADS=os.environ.get("AFT_THREADS", "2"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data; the test is skipped (with the reason) when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not present at {path} (the shared data folder lives beside the project)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def towninfo_dir(tmp_path_factory) -> Path:
+    from aft_core.data.towninfo import generate_towninfo
+
+    return generate_towninfo(tmp_path_factory.mktemp("towninfo") / "corpus", dialogues=200, seed=3)
+
+
+def write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: to prove nothing on disk changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,67 @@
+"""Model layer: presets, tokenizer and model round-trip, loading errors, generation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aft_core.errors import AftInputError
+from aft_core.modeling import (build_model, generate_ids, generate_texts, load_model, pad_batch, save_model,
+                               train_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [f"user: i want {f} food in the {a} please ." for f in ("thai", "greek", "french") for a in ("north", "south")]
+    return train_tokenizer(texts * 10, 200)
+
+
+def test_round_trip_through_save_and_load(tmp_path, tokenizer):
+    model = build_model("tiny", tokenizer, seed=1).eval()
+    save_model(model, tokenizer, tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").exists()
+    loaded, tok2 = load_model(tmp_path / "m")
+    text = "user: i want thai food in the north please ."
+    assert tok2(text)["input_ids"] == tokenizer(text)["input_ids"]
+    ids, mask = pad_batch([tokenizer(text)["input_ids"]], tokenizer.pad_token_id)
+    labels = torch.tensor([[5, 6, 1]])
+    with torch.no_grad():
+        a = model(input_ids=ids, attention_mask=mask, labels=labels).logits
+        b = loaded(input_ids=ids, attention_mask=mask, labels=labels).logits
+    assert torch.equal(a, b)
+    assert loaded.config._attn_implementation == "eager"
+
+
+def test_attention_weights_are_returned(tokenizer):
+    model = build_model("tiny", tokenizer).eval()
+    ids, mask = pad_batch([[5, 6, 7, 1]], 0)
+    out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=torch.tensor([[0, 5]]), output_attentions=True)
+    assert len(out.cross_attentions) == 1 and out.cross_attentions[0].shape == (1, 2, 2, 4)
+
+
+def test_generation_helpers(tokenizer):
+    model = build_model("tiny", tokenizer).eval()
+    ids, mask = pad_batch([[5, 6, 1], [7, 1]], 0)
+    torch.manual_seed(0)
+    samples = generate_ids(model, ids, mask, max_new_tokens=4, do_sample=True, num_return_sequences=3)
+    assert samples.shape[0] == 6 and samples.shape[1] <= 5 and bool((samples[:, 0] == 0).all())
+    texts = generate_texts(model, tokenizer, [[5, 6, 1], [7, 1], [5, 1]], max_new_tokens=3, batch_size=2)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+
+
+def test_unknown_preset_and_missing_model(tmp_path, tokenizer):
+    with pytest.raises(AftInputError, match="unknown model size 'huge'.*Fix:"):
+        build_model("huge", tokenizer)
+    with pytest.raises(AftInputError, match="does not exist"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AftInputError, match="config.json.*holds no saved model"):
+        load_model(tmp_path / "empty")
+
+
+def test_tokenizer_that_does_not_match_the_model(tmp_path, tokenizer):
+    model = build_model("tiny", tokenizer)
+    big = train_tokenizer([f"word{i} other{i} thing{i}" for i in range(400)], 600)
+    assert len(big) > len(tokenizer)
+    save_model(model, big, tmp_path / "m")
+    with pytest.raises(AftInputError, match="tokenizer.*embeds only"):
+        load_model(tmp_path / "m")

@@ -1,0 +1,45 @@
+"""SFT on the tiny preset: it learns, it resumes exactly, and it refuses a folder holding another run."""
+from __future__ import annotations
+
+import pytest
+from safetensors.torch import load_file
+
+from aft_core.config import SFTConfig
+from aft_core.errors import AftInputError
+from aft_core.sft import run_sft
+from conftest import snapshot
+
+
+def tiny_config(corpus, **overrides) -> SFTConfig:
+    settings = dict(data=str(corpus), model="tiny", max_steps=30, eval_every=10, warmup_steps=5,
+                    dev_examples=64, batch_size=16, max_source_tokens=96, patience=0)
+    return SFTConfig(**{**settings, **overrides})
+
+
+def test_sft_lowers_dev_loss(tmp_path, towninfo_dir):
+    result = run_sft(tiny_config(towninfo_dir, max_steps=60, learning_rate=3e-3), tmp_path / "run", progress=False)
+    losses = [loss for _, loss in result["dev_history"]]
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "sft_result.json").exists()
+    # A finished run is not trained again.
+    assert run_sft(tiny_config(towninfo_dir, max_steps=60, learning_rate=3e-3), tmp_path / "run") == result
+
+
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, towninfo_dir):
+    cfg = tiny_config(towninfo_dir)
+    straight = run_sft(cfg, tmp_path / "straight", progress=False)
+    assert run_sft(cfg, tmp_path / "resumed", progress=False, stop_after=20) == {"interrupted_at": 20}
+    resumed = run_sft(cfg, tmp_path / "resumed", progress=False)
+    assert resumed["dev_history"] == straight["dev_history"]
+    a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_refuses_output_folder_of_a_different_run(tmp_path, towninfo_dir):
+    run_sft(tiny_config(towninfo_dir, max_steps=10), tmp_path / "run", progress=False)
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(AftInputError, match="max_steps.*different run.*Fix:"):
+        run_sft(tiny_config(towninfo_dir, max_steps=20), tmp_path / "run", progress=False)
+    assert snapshot(tmp_path / "run") == before
