@@ -3,6 +3,7 @@
     aft data towninfo --out DIR [--dialogues N] [--seed S]   write the built-in synthetic corpus
     aft data stats PATH                                      one JSON object describing a corpus
     aft sft --data PATH --model PRESET|DIR --out DIR [...]   supervised fine-tuning (resumable)
+    aft train-branch --sft DIR --data PATH --out DIR [...]   one AFT branch end to end (resumable)
 
 Bad input prints one line (file, field, fix) and exits 2.
 """
@@ -14,7 +15,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-from aft_core.config import SFTConfig
+from aft_core.config import AFTConfig, SFTConfig
 from aft_core.errors import AftInputError
 
 
@@ -61,6 +62,15 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_branch(args: argparse.Namespace) -> int:
+    from aft_core.aft import run_branch
+
+    cfg = config_from_args(AFTConfig, args, sft_model=args.sft)
+    result = run_branch(cfg, args.out, progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aft", description="Attention Fine-Tuning (AFT) for seq2seq dialogue models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--out", required=True, help="run folder")
     sft.add_argument("--quiet", action="store_true", help="no progress bar")
     sft.set_defaults(func=cmd_sft)
+
+    branch = sub.add_parser("train-branch", help="one AFT branch from an SFT model (resumes in the same --out)")
+    branch.add_argument("--sft", required=True, help="the SFT model folder (e.g. runs/sft-small/model)")
+    add_config_options(branch, AFTConfig, skip=("sft_model",))
+    branch.add_argument("--out", required=True, help="branch folder")
+    branch.add_argument("--quiet", action="store_true", help="no progress bar")
+    branch.set_defaults(func=cmd_train_branch)
     return parser
 
 

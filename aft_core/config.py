@@ -65,13 +65,14 @@ class ModelPreset:
     num_heads: int
     d_kv: int
     vocab_size: int  # size of the tokenizer trained on the corpus
+    dropout: float  # 0 on the CPU presets: dropout's RNG was ~40% of a step, and epochs beat regularisation here
     help: str
 
 
 PRESETS: dict[str, ModelPreset] = {
-    "tiny": ModelPreset(64, 128, 1, 2, 32, 800, "0.2M params; seconds to train; for tests"),
-    "small": ModelPreset(128, 512, 2, 4, 32, 2000, "1.2M params; the default CPU run (ENV_NOTES calibration)"),
-    "large": ModelPreset(1024, 4096, 24, 16, 64, 32128, "T5-Large shape (~740M params); for GPU timing, not CPU training"),
+    "tiny": ModelPreset(64, 128, 1, 2, 32, 800, 0.0, "0.2M params; seconds to train; for tests"),
+    "small": ModelPreset(128, 512, 2, 4, 32, 2000, 0.0, "1.2M params; the default CPU run (ENV_NOTES calibration)"),
+    "large": ModelPreset(1024, 4096, 24, 16, 64, 32128, 0.1, "T5-Large shape (~740M params); for GPU timing, not CPU training"),
 }
 
 
@@ -103,7 +104,7 @@ class SFTConfig:
     learning_rate: float = setting(1e-3, "peak AdamW learning rate")
     weight_decay: float = setting(0.01, "AdamW weight decay")
     warmup_steps: int = setting(200, "linear warm-up steps before cosine decay")
-    max_steps: int = setting(3000, "optimisation steps (the cosine schedule ends here)")
+    max_steps: int = setting(2500, "optimisation steps (the cosine schedule ends here); 2,500 fits 600 s for `small` on 2 cores")
     grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
     eval_every: int = setting(250, "steps between dev-loss evaluations (and checkpoints)")
     dev_examples: int = setting(500, "dev examples used for dev loss (the first N of the dev split)")
@@ -121,4 +122,56 @@ class SFTConfig:
         _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}", "use e.g. 1e-3", where)
         _check(self.warmup_steps >= 0 and self.patience >= 0, "warmup_steps/patience", "must be >= 0", "use 0 or more", where)
         _check(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}", "use e.g. 1.0", where)
+        return self
+
+
+@dataclass
+class AFTConfig:
+    """One AFT branch: post-training from an SFT model with the HACA reward (AFT_SPEC §4-6)."""
+
+    sft_model: str = setting("", "the SFT model folder (also the frozen reference π_ref)")
+    data: str = setting("", "corpus path (the same corpus as the SFT run)")
+    alpha: float = setting(1.0, "α, weight of coverage in R")
+    beta: float = setting(1.0, "β, weight of focus in R")
+    gamma: float = setting(0.5, "γ, weight of the repeat penalty in R (subtracted)")
+    eta: float = setting(1.0, "η, softmax temperature over normalised rewards")
+    eta_kl: float = setting(0.05, "η_kl, weight of the KL-anchoring term")
+    k: int = setting(4, "K, sampled responses per prompt")
+    kl_estimator: str = setting("paper", "KL term: paper (as written), k3, or full (exact over the vocabulary)")
+    ix_mode: str = setting("all", "I_x: all (paper), history (earlier turns), salient (slot values)")
+    layers: str = setting("all", "decoder layers averaged into A: all, last, or indices like '0,1'")
+    repeat_n: int = setting(3, "n of the repeat penalty's n-grams")
+    logprob_reduction: str = setting("sum", "log π(y|x) over tokens: sum (paper) or mean")
+    learning_rate: float = setting(1e-4, "AdamW learning rate (constant)")
+    batch_size: int = setting(8, "prompts per step")
+    steps: int = setting(300, "AFT steps")
+    checkpoint_every: int = setting(50, "steps between checkpoints (each one is probed)")
+    probe_size: int = setting(200, "fixed held-out probe examples (the first N of the dev split)")
+    max_new_tokens: int = setting(48, "sampling and probe generation budget (paper: 128)")
+    temperature: float = setting(1.0, "sampling temperature (ancestral sampling, no top-k/top-p)")
+    max_source_tokens: int = setting(192, "source budget, as in SFT")
+    grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
+    bertscore_model: str = setting("", "BERTScore encoder: empty = offline all-MiniLM-L6-v2, or a folder/hub name")
+    keep_checkpoints: int = setting(2, "most recent resumable checkpoints kept on disk")
+    seed: int = setting(0, "seed for sampling and prompt order")
+
+    def validate(self, where: str = "config") -> "AFTConfig":
+        _check(bool(self.sft_model), "sft_model", "no SFT model given", "pass --sft-model DIR (an SFT run's model/)", where)
+        _check_model_name(self.sft_model, where)
+        _check(bool(self.data), "data", "no corpus given", "pass --data PATH", where)
+        _check(self.k >= 2, "k", f"K must be >= 2 to compare candidates, got {self.k}", "use K >= 2 (paper: 4)", where)
+        _check(self.eta > 0, "eta", f"η must be > 0, got {self.eta}", "use e.g. 1.0", where)
+        _check(self.gamma >= 0, "gamma", f"γ must be >= 0, got {self.gamma}", "use e.g. 0.5", where)
+        _check(self.eta_kl >= 0, "eta_kl", f"η_kl must be >= 0, got {self.eta_kl}", "use e.g. 0.05", where)
+        _check(self.max_new_tokens > 0, "max_new_tokens", f"must be > 0, got {self.max_new_tokens}", "use e.g. 48", where)
+        _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}", "use 1.0", where)
+        _check(self.kl_estimator in ("paper", "k3", "full"), "kl_estimator", f"unknown '{self.kl_estimator}'",
+               "use paper, k3 or full", where)
+        _check(self.ix_mode in ("all", "history", "salient"), "ix_mode", f"unknown '{self.ix_mode}'",
+               "use all, history or salient", where)
+        _check(self.logprob_reduction in ("sum", "mean"), "logprob_reduction", f"unknown '{self.logprob_reduction}'",
+               "use sum or mean", where)
+        for name in ("batch_size", "steps", "checkpoint_every", "probe_size", "repeat_n", "keep_checkpoints"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}", "use a positive integer", where)
+        _check(self.learning_rate > 0 and self.grad_clip > 0, "learning_rate/grad_clip", "must be > 0", "use e.g. 1e-4 and 1.0", where)
         return self

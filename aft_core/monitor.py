@@ -1,0 +1,117 @@
+"""Checkpoint monitoring on a fixed probe of held-out examples with greedy decoding (AFT_SPEC §6).
+
+Per checkpoint: mean focus, coverage and repeat of the greedy responses (read from a
+teacher-forced pass over them), BERTScore F1 against the references, mean length in tokens (EOS
+excluded), unique outputs, generic-closing rate, and the loss/reward trend since the previous
+checkpoint. Δ values are against the step-0 row, i.e. the SFT model on the same probe.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from aft_core.attention import position_mask, teacher_forced_pass
+from aft_core.bertscore import BertScore
+from aft_core.modeling import generate_ids, pad_batch
+from aft_core.reward import coverage, focus, repeat_penalty
+
+GENERIC_CLOSINGS = ("is there anything else i can help you with", "can i help you with anything else",
+                    "is there anything else i can do for you", "anything else i can help with")
+CLOSING_MAX_OTHER_WORDS = 3  # an output is "a generic closing" when little else is said besides it
+
+
+@dataclass
+class SourceBatch:
+    """Padded sources with their token map: all [B,S]."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    src_turn: torch.Tensor
+    src_is_tag: torch.Tensor
+    src_is_salient: torch.Tensor
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[dict[str, Any]], pad_id: int) -> "SourceBatch":
+        ids, mask = pad_batch([r["input_ids"] for r in rows], pad_id)
+        width = ids.shape[1]
+
+        def padded(key: str, fill: int) -> torch.Tensor:
+            return torch.tensor([list(r[key]) + [fill] * (width - len(r[key])) for r in rows], dtype=torch.long)
+
+        return cls(ids, mask, padded("src_turn", -1), padded("src_is_tag", 0).bool(), padded("src_is_salient", 0).bool())
+
+    def mask(self, mode: str) -> torch.Tensor:
+        return position_mask(mode, self.attention_mask, self.src_turn, self.src_is_tag, self.src_is_salient)
+
+
+def is_generic_closing(text: str) -> bool:
+    lowered = " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+    for phrase in GENERIC_CLOSINGS:
+        if phrase in lowered:
+            return len(lowered.replace(phrase, " ").split()) <= CLOSING_MAX_OTHER_WORDS
+    return False
+
+
+@torch.no_grad()
+def evaluate_probe(model: Any, tokenizer: Any, probe_rows: Sequence[dict[str, Any]], *, ix_mode: str,
+                   layers: Sequence[int], max_new_tokens: int, repeat_n: int, scorer: BertScore,
+                   batch_size: int = 50) -> dict[str, Any]:
+    was_training = model.training
+    model.eval()
+    special = (tokenizer.pad_token_id, tokenizer.eos_token_id)
+    texts: list[str] = []
+    foc, cov, rep, lengths = [], [], [], []
+    for start in range(0, len(probe_rows), batch_size):
+        src = SourceBatch.from_rows(probe_rows[start:start + batch_size], tokenizer.pad_token_id)
+        seqs = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=max_new_tokens, do_sample=False)
+        tf = teacher_forced_pass(model, src.input_ids, src.attention_mask, seqs, 1, tokenizer.eos_token_id, layers)
+        hist = src.mask(ix_mode)
+        foc += focus(tf["attn"], tf["tgt_mask"], hist).tolist()
+        cov += coverage(tf["attn"], tf["tgt_mask"], hist).tolist()
+        rep += repeat_penalty(tf["labels"], tf["tgt_mask"], repeat_n, special).tolist()
+        lengths += (tf["tgt_mask"] & (tf["labels"] != tokenizer.eos_token_id)).sum(dim=1).tolist()
+        texts += [t.strip() for t in tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+    model.train(was_training)
+    f1 = scorer.f1(texts, [r["target"] for r in probe_rows])
+    n = max(len(texts), 1)
+    return {
+        "probe_size": len(texts), "focus": sum(foc) / n, "coverage": sum(cov) / n, "repeat": sum(rep) / n,
+        "bertscore": sum(f1) / n, "mean_length": sum(lengths) / n, "unique_outputs": len(set(texts)),
+        "closing_rate": sum(map(is_generic_closing, texts)) / n,
+        "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer, "samples": texts[:5],
+    }
+
+
+def trend(step_logs: Sequence[dict[str, float]], ema: float = 0.9) -> dict[str, float]:
+    """Loss/reward trend over the steps since the previous checkpoint.
+
+    loss_rising_steps: consecutive steps (ending now) over which the EMA-smoothed loss rose;
+    reward_slope / loss_slope: least-squares slopes per step.
+    """
+    if not step_logs:
+        return {"loss_mean": 0.0, "reward_mean": 0.0, "loss_slope": 0.0, "reward_slope": 0.0, "loss_rising_steps": 0}
+    losses = [s["loss"] for s in step_logs]
+    rewards = [s["reward_mean"] for s in step_logs]
+    smoothed, value = [], losses[0]
+    for x in losses:
+        value = ema * value + (1 - ema) * x
+        smoothed.append(value)
+    rising = 0
+    for a, b in zip(reversed(smoothed[:-1]), reversed(smoothed[1:])):
+        if b > a:
+            rising += 1
+        else:
+            break
+    return {"loss_mean": sum(losses) / len(losses), "reward_mean": sum(rewards) / len(rewards),
+            "loss_slope": _slope(losses), "reward_slope": _slope(rewards), "loss_rising_steps": rising}
+
+
+def _slope(values: Sequence[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mx, my = (n - 1) / 2, sum(values) / n
+    return sum((i - mx) * (v - my) for i, v in enumerate(values)) / sum((i - mx) ** 2 for i in range(n))
