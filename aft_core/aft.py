@@ -35,7 +35,7 @@ from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights, 
 from aft_core.modeling import generate_ids, load_model, torch_threads
 from aft_core.monitor import SourceBatch, evaluate_probe, trend
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
-from aft_core.sft import epoch_batches
+from aft_core.sft import BatchSchedule
 from aft_core.tracking import NullTracker, Tracker
 
 
@@ -130,15 +130,13 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         steps_file.unlink(missing_ok=True)
         _write_probe(out, state["rows"])
 
-    lengths = [len(r["input_ids"]) for r in train_rows]
-    n_batches = len(epoch_batches(lengths, cfg.batch_size, cfg.seed, 0))
+    schedule = BatchSchedule([len(r["input_ids"]) for r in train_rows], cfg.batch_size, cfg.seed + 1)
     pending: list[dict[str, float]] = []
     step = state["step"]
     started = time.monotonic() - state["seconds"]
     bar = tqdm(total=cfg.steps, initial=step, desc=f"aft {branch_id}", disable=not progress, dynamic_ncols=True)
     while step < cfg.steps:
-        epoch, position = divmod(step, n_batches)
-        idx = epoch_batches(lengths, cfg.batch_size, cfg.seed + 1, epoch)[position]
+        idx = schedule(step)
         src = SourceBatch.from_rows([train_rows[i] for i in idx], pad_id)
         parts, metrics = aft_step_loss(policy, reference, src, cfg, layers, pad_id, eos_id)
         if torch.isfinite(parts["loss"]):

@@ -52,6 +52,21 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
     return batches
 
 
+class BatchSchedule:
+    """Global step -> batch of example indices; one epoch's order is built once and reused for its steps."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self._epoch, self._batches = 0, epoch_batches(lengths, batch_size, seed, 0)
+        self.per_epoch = len(self._batches)
+
+    def __call__(self, step: int) -> list[int]:
+        epoch, position = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, epoch_batches(self.lengths, self.batch_size, self.seed, epoch)
+        return self._batches[position]
+
+
 def collate(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     input_ids, attention_mask = pad_batch(sources, pad_id)
     labels, label_mask = pad_batch(targets, pad_id)
@@ -138,18 +153,13 @@ def run_sft(cfg: SFTConfig, out_dir: str | Path, tracker: Tracker | None = None,
     else:
         tracker.log_params({**dataclasses.asdict(cfg), "parameters": count_parameters(model)})
 
-    lengths = [len(s) for s in train_src]
-    n_batches = len(epoch_batches(lengths, cfg.batch_size, cfg.seed, 0))
-    epoch_cache: dict[int, list[list[int]]] = {}
+    schedule = BatchSchedule([len(s) for s in train_src], cfg.batch_size, cfg.seed)
     step = state["step"]
     started = time.monotonic() - state["train_seconds"]
     bar = tqdm(total=cfg.max_steps, initial=step, desc="sft", disable=not progress, dynamic_ncols=True)
     stopped_early = False
     while step < cfg.max_steps:
-        epoch, position = divmod(step, n_batches)
-        if epoch not in epoch_cache:
-            epoch_cache = {epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
-        idx = epoch_cache[epoch][position]
+        idx = schedule(step)
         batch = collate([train_src[i] for i in idx], [train_tgt[i] for i in idx], pad_id)
         loss = model(**batch).loss
         loss.backward()
