@@ -2,12 +2,14 @@
 
 Branch folder:
     config.json       the branch config (a different config in the same folder is refused)
-    checkpoints/      step-NNNNNNN/ resumable states (model, optimizer, RNG, probe rows)
+    checkpoints/      step-NNNNNNN/ resumable states (model, optimizer, RNG, probe rows); the last few are kept
+    weights/          step-NNNNNNN.safetensors: the policy's weights at every checkpoint (for ★ and last evaluation)
     steps.jsonl       one line per step: loss, WMLE and KL parts, reward mean/std, focus/coverage/repeat
                       of the samples, sample length, weight entropy (only checkpointed steps are kept)
     probe.parquet     one row per checkpoint (step 0 = the SFT model): probe metrics, Δ vs SFT, trend
     attractors.json   label, evidence and warnings per checkpoint, and the primary checkpoint (★)
-    result.json       written last: the branch is complete
+    result.json       written last: the branch is complete (status `completed`, or `diverged` when
+                      `max_nonfinite_steps` non-finite steps came in a row)
 Dropout is off during AFT (the policy is scored and updated in eval mode), as is usual for RL fine-tuning.
 """
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Any, Sequence
 
 import pandas as pd
 import torch
+from safetensors.torch import save_model
 from tqdm.auto import tqdm
 
 from aft_core.attention import parse_layers, teacher_forced_pass
 from aft_core.attractors import AttractorThresholds, classify_trajectory, select_primary
 from aft_core.bertscore import load_bertscore
-from aft_core.checkpoint import resume_latest, save_checkpoint
+from aft_core.checkpoint import checkpoint_dir, resume_latest, save_checkpoint
 from aft_core.config import AFTConfig, config_id
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
@@ -126,7 +129,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         tracker.log_params({**dataclasses.asdict(cfg), "branch_id": branch_id})
         torch.manual_seed(cfg.seed)  # sampling RNG; a resume restores it from the checkpoint instead
         state = {"step": 0, "rows": [probe_row(0, [], None)], "logged_steps": 0, "skipped_nonfinite": 0,
-                 "seconds": 0.0}
+                 "nonfinite_run": 0, "seconds": 0.0}
         steps_file.unlink(missing_ok=True)
         _write_probe(out, state["rows"])
 
@@ -139,24 +142,27 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         idx = schedule(step)
         src = SourceBatch.from_rows([train_rows[i] for i in idx], pad_id)
         parts, metrics = aft_step_loss(policy, reference, src, cfg, layers, pad_id, eos_id)
-        if torch.isfinite(parts["loss"]):
+        finite = bool(torch.isfinite(parts["loss"]))
+        if finite:
             parts["loss"].backward()
             metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
-            if torch.isfinite(torch.tensor(metrics["grad_norm"])):
-                optimizer.step()
-            else:
-                state["skipped_nonfinite"] += 1
-        else:
+            finite = bool(torch.isfinite(torch.tensor(metrics["grad_norm"])))
+        if finite:
+            optimizer.step()
+            state["nonfinite_run"] = 0
+        else:  # a non-finite loss or gradient: skip the update, count it
             state["skipped_nonfinite"] += 1
+            state["nonfinite_run"] = state.get("nonfinite_run", 0) + 1
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        metrics["step"] = step
+        metrics.update(step=step, nonfinite=not finite)
         pending.append(metrics)
-        tracker.log_metrics({f"train/{k}": v for k, v in metrics.items() if k != "step"}, step)
+        tracker.log_metrics({f"train/{k}": float(v) for k, v in metrics.items() if k != "step"}, step)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.2f}", R=f"{metrics['reward_mean']:.3f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            row = probe_row(step, pending, state["rows"][0])
+        diverged = state["nonfinite_run"] >= cfg.max_nonfinite_steps
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or diverged:
+            row = probe_row(step, [m for m in pending if not m["nonfinite"]], state["rows"][0])
             state["rows"].append(row)
             tracker.log_metrics({f"probe/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step)
             with open(steps_file, "a", encoding="utf-8") as f:
@@ -164,30 +170,66 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
             state.update(step=step, logged_steps=state["logged_steps"] + len(pending),
                          seconds=time.monotonic() - started)
             pending = []
+            with atomic_path(weights_path(out, step)) as tmp:
+                save_model(policy, str(tmp))
             save_checkpoint(out / "checkpoints", step, policy, optimizer, scheduler, state, keep=cfg.keep_checkpoints)
             _write_probe(out, state["rows"])
+            if diverged:
+                break
             if stop_after is not None and step >= stop_after and step < cfg.steps:
                 bar.close()
                 return {"interrupted_at": step}
     bar.close()
 
-    labels = classify_trajectory(state["rows"], cfg.max_new_tokens, thresholds)
-    primary = select_primary(state["rows"], labels, thresholds)
-    final_label = labels[-1].label
-    write_json_atomic(out / "attractors.json", {"checkpoints": [c.as_row() for c in labels], "primary_step": primary})
+    diverged = state["nonfinite_run"] >= cfg.max_nonfinite_steps
+    verdict = classify_branch(out, cfg.max_new_tokens, thresholds,
+                              diverged_at=step if diverged else None, nonfinite_run=state["nonfinite_run"])
     steps = pd.read_json(steps_file, lines=True)
     with atomic_path(out / "steps.parquet") as tmp:
         steps.to_parquet(tmp)
-    by_step = {r["step"]: r for r in state["rows"]}
+    first = state["rows"][0]
     result = {
-        "branch_id": branch_id, "steps": step, "primary_step": primary, "final_label": final_label,
-        "primary_delta_focus": by_step[primary]["delta_focus"] if primary is not None else None,
-        "primary_delta_bertscore": by_step[primary]["delta_bertscore"] if primary is not None else None,
-        "skipped_nonfinite": state["skipped_nonfinite"], "seconds": round(time.monotonic() - started, 1),
-        "bertscore_encoder": state["rows"][0]["bertscore_encoder"], "bertscore_layer": state["rows"][0]["bertscore_layer"],
+        "branch_id": branch_id, "status": "diverged" if diverged else "completed", "steps": step,
+        **verdict, "skipped_nonfinite": state["skipped_nonfinite"], "seconds": round(time.monotonic() - started, 1),
+        "bertscore_encoder": first["bertscore_encoder"], "bertscore_layer": first["bertscore_layer"],
     }
     write_json_atomic(out / "result.json", result)
+    tracker.log_params({"final_label": result["final_label"], "primary_step": result["primary_step"],
+                        "status": result["status"]})
     return result
+
+
+def weights_path(branch_dir: str | Path, step: int) -> Path:
+    """The policy's weights saved at checkpoint `step` (kept for every checkpoint)."""
+    return Path(branch_dir) / "weights" / f"{checkpoint_dir(Path(), step).name}.safetensors"
+
+
+def classify_branch(branch_dir: str | Path, max_new_tokens: int, thresholds: AttractorThresholds | None = None,
+                    diverged_at: int | None = None, nonfinite_run: int = 0) -> dict[str, Any]:
+    """Label every checkpoint of a branch from its probe table, pick ★, write attractors.json.
+
+    Re-runnable with other thresholds without retraining. A branch stopped by a run of
+    non-finite steps ends labelled semantic_incoherence, with that run as its evidence.
+    Returns the primary step, the final label and the Δ values at ★.
+    """
+    out = Path(branch_dir)
+    rows = pd.read_parquet(out / "probe.parquet").to_dict("records")
+    labels = classify_trajectory(rows, max_new_tokens, thresholds)
+    if diverged_at is not None:
+        last = labels[-1]
+        last.evidence["semantic_incoherence"] = {"nonfinite_steps_in_a_row": float(nonfinite_run),
+                                                 "stopped_at_step": float(diverged_at)}
+        last.label = "semantic_incoherence"
+    primary = select_primary(rows, labels, thresholds)
+    write_json_atomic(out / "attractors.json", {"checkpoints": [c.as_row() for c in labels], "primary_step": primary})
+    by_step = {int(r["step"]): r for r in rows}
+    return {
+        "primary_step": primary, "last_step": labels[-1].step, "final_label": labels[-1].label,
+        "primary_delta_focus": float(by_step[primary]["delta_focus"]) if primary is not None else None,
+        "primary_delta_bertscore": float(by_step[primary]["delta_bertscore"]) if primary is not None else None,
+        "last_delta_focus": float(by_step[labels[-1].step]["delta_focus"]),
+        "last_delta_bertscore": float(by_step[labels[-1].step]["delta_bertscore"]),
+    }
 
 
 def _write_probe(out: Path, rows: list[dict[str, Any]]) -> None:

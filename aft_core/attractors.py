@@ -37,6 +37,16 @@ class AttractorThresholds:
     incoherence_bertscore_drop_per_100: float = setting(0.05, "Flash Flood early warning: BERTScore falling faster than this per 100 steps while length rises")
     primary_min_delta_bertscore: float = setting(-0.03, "★ selection: ΔBERTScore at or above this among healthy checkpoints")
 
+    def validate(self, where: str = "thresholds") -> "AttractorThresholds":
+        from aft_core.config import _check
+
+        for name in ("unique_min_fraction", "length_near_max_fraction", "closing_rate_min", "incoherence_unique_min_fraction"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, name, f"must be a share in [0, 1], got {value}", "use the paper's default", where)
+        for name in ("loss_rising_steps", "inertia_step", "inertia_warning_step"):
+            _check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}", "use a step count", where)
+        return self
+
 
 @dataclass
 class Classification:

@@ -18,11 +18,15 @@ class BertScore:
     scorer: Any
 
     def f1(self, candidates: Sequence[str], references: Sequence[str]) -> list[float]:
-        if not candidates:
-            return []
-        # An empty candidate gets a score of 0 from bert-score (with a warning); keep that behaviour explicit.
-        _, _, f1 = self.scorer.score(list(candidates), list(references), batch_size=64, verbose=False)
-        return [float(x) for x in f1]
+        # An empty response scores 0 (bert-score's intent; with transformers 5 it crashes on one instead).
+        scored = [i for i, c in enumerate(candidates) if c.strip()]
+        f1 = [0.0] * len(candidates)
+        if scored:
+            _, _, values = self.scorer.score([candidates[i] for i in scored], [references[i] for i in scored],
+                                             batch_size=64, verbose=False)
+            for i, value in zip(scored, values):
+                f1[i] = float(value)
+        return f1
 
 
 def load_bertscore(model: str = "", num_layers: int | None = None) -> BertScore:

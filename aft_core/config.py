@@ -153,6 +153,7 @@ class AFTConfig:
     grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
     bertscore_model: str = setting("", "BERTScore encoder: empty = offline all-MiniLM-L6-v2, or a folder/hub name")
     keep_checkpoints: int = setting(2, "most recent resumable checkpoints kept on disk")
+    max_nonfinite_steps: int = setting(10, "non-finite losses/gradients in a row that end the branch as diverged")
     seed: int = setting(0, "seed for sampling and prompt order")
 
     def validate(self, where: str = "config") -> "AFTConfig":
@@ -171,7 +172,8 @@ class AFTConfig:
                "use all, history or salient", where)
         _check(self.logprob_reduction in ("sum", "mean"), "logprob_reduction", f"unknown '{self.logprob_reduction}'",
                "use sum or mean", where)
-        for name in ("batch_size", "steps", "checkpoint_every", "probe_size", "repeat_n", "keep_checkpoints"):
+        for name in ("batch_size", "steps", "checkpoint_every", "probe_size", "repeat_n", "keep_checkpoints",
+                     "max_nonfinite_steps"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}", "use a positive integer", where)
         _check(self.learning_rate > 0 and self.grad_clip > 0, "learning_rate/grad_clip", "must be > 0", "use e.g. 1e-4 and 1.0", where)
         return self

@@ -56,31 +56,59 @@ def is_generic_closing(text: str) -> bool:
 
 
 @torch.no_grad()
-def evaluate_probe(model: Any, tokenizer: Any, probe_rows: Sequence[dict[str, Any]], *, ix_mode: str,
-                   layers: Sequence[int], max_new_tokens: int, repeat_n: int, scorer: BertScore,
-                   batch_size: int = 50) -> dict[str, Any]:
+def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, ix_modes: Sequence[str],
+                 layers: Sequence[int], max_new_tokens: int, repeat_n: int, batch_size: int = 50,
+                 keep_attention: bool = False) -> dict[str, Any]:
+    """Greedy responses to `rows` (encoded sources) and their per-example attention scores.
+
+    Rows are decoded in length-sorted batches (less padding) and returned in input order.
+    Returns `texts`, `length` (tokens, EOS excluded), `repeat`, and `focus/<mode>`,
+    `coverage/<mode>` for each I_x mode; with keep_attention, `attention` holds each example's
+    A[T,S] over its real target and source positions.
+    """
     was_training = model.training
     model.eval()
     special = (tokenizer.pad_token_id, tokenizer.eos_token_id)
-    texts: list[str] = []
-    foc, cov, rep, lengths = [], [], [], []
-    for start in range(0, len(probe_rows), batch_size):
-        src = SourceBatch.from_rows(probe_rows[start:start + batch_size], tokenizer.pad_token_id)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    scores: dict[str, list[Any]] = {"texts": [], "length": [], "repeat": []}
+    for mode in ix_modes:
+        scores[f"focus/{mode}"], scores[f"coverage/{mode}"] = [], []
+    if keep_attention:
+        scores["attention"] = []
+    for start in range(0, len(order), batch_size):
+        batch = [rows[i] for i in order[start:start + batch_size]]
+        src = SourceBatch.from_rows(batch, tokenizer.pad_token_id)
         seqs = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=max_new_tokens, do_sample=False)
         tf = teacher_forced_pass(model, src.input_ids, src.attention_mask, seqs, 1, tokenizer.eos_token_id, layers)
-        hist = src.mask(ix_mode)
-        foc += focus(tf["attn"], tf["tgt_mask"], hist).tolist()
-        cov += coverage(tf["attn"], tf["tgt_mask"], hist).tolist()
-        rep += repeat_penalty(tf["labels"], tf["tgt_mask"], repeat_n, special).tolist()
-        lengths += (tf["tgt_mask"] & (tf["labels"] != tokenizer.eos_token_id)).sum(dim=1).tolist()
-        texts += [t.strip() for t in tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+        for mode in ix_modes:
+            hist = src.mask(mode)
+            scores[f"focus/{mode}"] += focus(tf["attn"], tf["tgt_mask"], hist).tolist()
+            scores[f"coverage/{mode}"] += coverage(tf["attn"], tf["tgt_mask"], hist).tolist()
+        scores["repeat"] += repeat_penalty(tf["labels"], tf["tgt_mask"], repeat_n, special).tolist()
+        scores["length"] += (tf["tgt_mask"] & (tf["labels"] != tokenizer.eos_token_id)).sum(dim=1).tolist()
+        scores["texts"] += [t.strip() for t in tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+        if keep_attention:
+            for b in range(len(batch)):
+                t_len, s_len = int(tf["tgt_mask"][b].sum()), int(src.attention_mask[b].sum())
+                scores["attention"].append(tf["attn"][b, :t_len, :s_len].clone())
     model.train(was_training)
+    inverse = sorted(range(len(order)), key=lambda k: order[k])  # position of input i in decoding order
+    return {key: [values[k] for k in inverse] for key, values in scores.items()}
+
+
+def evaluate_probe(model: Any, tokenizer: Any, probe_rows: Sequence[dict[str, Any]], *, ix_mode: str,
+                   layers: Sequence[int], max_new_tokens: int, repeat_n: int, scorer: BertScore,
+                   batch_size: int = 50) -> dict[str, Any]:
+    """One checkpoint's probe row: mean metrics of the greedy responses on the fixed probe."""
+    s = score_greedy(model, tokenizer, probe_rows, ix_modes=(ix_mode,), layers=layers,
+                     max_new_tokens=max_new_tokens, repeat_n=repeat_n, batch_size=batch_size)
+    texts = s["texts"]
     f1 = scorer.f1(texts, [r["target"] for r in probe_rows])
     n = max(len(texts), 1)
     return {
-        "probe_size": len(texts), "focus": sum(foc) / n, "coverage": sum(cov) / n, "repeat": sum(rep) / n,
-        "bertscore": sum(f1) / n, "mean_length": sum(lengths) / n, "unique_outputs": len(set(texts)),
-        "closing_rate": sum(map(is_generic_closing, texts)) / n,
+        "probe_size": len(texts), "focus": sum(s[f"focus/{ix_mode}"]) / n, "coverage": sum(s[f"coverage/{ix_mode}"]) / n,
+        "repeat": sum(s["repeat"]) / n, "bertscore": sum(f1) / n, "mean_length": sum(s["length"]) / n,
+        "unique_outputs": len(set(texts)), "closing_rate": sum(map(is_generic_closing, texts)) / n,
         "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer, "samples": texts[:5],
     }
 

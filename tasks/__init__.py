@@ -1,1 +1,10 @@
-"""tasks package."""
+"""Thin Prefect tasks over aft_core.
+
+Importing this package switches off the telemetry of the libraries it drives unless the user set
+these variables: Prefect's server analytics (and any library honouring DO_NOT_TRACK). Comet's
+environment and error reporting are switched off in tasks/tracking.py when no COMET_API_KEY is set.
+"""
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")

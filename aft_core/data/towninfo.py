@@ -3,7 +3,7 @@
 It exists so the whole pipeline runs offline with no download. Deterministic from a seed. Four
 domains (restaurant, hotel, attraction, train) with a venue database written by the generator.
 Each dialogue pursues 1-2 domain goals of 1-3 constraints, revealed across several user turns;
-the system asks for missing slots in a fixed order, recommends a venue satisfying every
+the system asks for missing slots in a fixed order, recommends its top-ranked venue satisfying every
 constraint (or says "no match" only when the database truly has none, after which the user
 relaxes a constraint), books with a reference number, answers requests and closes. Every act
 has several paraphrases. Belief states (`metadata`), `dialog_act` and `span_info` follow MultiWOZ.
@@ -23,11 +23,9 @@ from aft_core.io import write_json_atomic, write_text_atomic
 
 AREAS = ["centre", "north", "south", "east", "west"]
 PRICES = ["cheap", "moderate", "expensive"]
-FOODS = ["italian", "chinese", "indian", "french", "thai", "spanish", "turkish", "japanese", "korean",
-         "mexican", "greek", "lebanese", "vietnamese", "british"]
-ATTRACTION_TYPES = ["museum", "park", "college", "theatre", "cinema", "nightclub", "gallery",
-                    "swimming pool", "church", "boat tour"]
-DESTINATIONS = ["london", "ely", "norwich", "stansted", "peterborough", "leicester"]
+FOODS = ["italian", "chinese", "indian", "french", "thai", "spanish", "turkish", "british"]
+ATTRACTION_TYPES = ["museum", "park", "college", "theatre", "cinema", "nightclub", "gallery", "boat tour"]
+DESTINATIONS = ["london", "ely", "norwich", "stansted"]
 DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 STARS = ["2", "3", "4", "5"]
 ADJECTIVES = ["golden", "silver", "little", "old", "royal", "hidden", "green", "blue", "red", "quiet", "happy",
@@ -76,15 +74,20 @@ def _contact(rng: random.Random) -> dict[str, str]:
 
 
 def build_database(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
-    """Venues for the four domains; every informable value occurs at least once."""
+    """Venues for the four domains; every informable value occurs at least once.
+
+    Records are listed in the order the system ranks them: it always offers the first match,
+    as a real booking system offers its top result, so the answer to a request is a function
+    of the constraints the user gave.
+    """
     db: dict[str, list[dict[str, Any]]] = {}
-    names = _unique_names(rng, 40, lambda: f"the {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}")
+    names = _unique_names(rng, 32, lambda: f"the {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}")
     db["restaurant"] = [
         {"id": str(i), "name": name, "food": FOODS[i % len(FOODS)], "area": AREAS[i % len(AREAS)],
          "pricerange": PRICES[(i // len(AREAS)) % len(PRICES)], **_contact(rng)}
         for i, name in enumerate(names)
     ]
-    names = _unique_names(rng, 28, lambda: f"{rng.choice(SURNAMES)} {rng.choice(HOTEL_WORDS)}")
+    names = _unique_names(rng, 20, lambda: f"{rng.choice(SURNAMES)} {rng.choice(HOTEL_WORDS)}")
     db["hotel"] = [
         {"id": str(i), "name": name, "area": AREAS[i % len(AREAS)], "pricerange": PRICES[(i // 2) % len(PRICES)],
          "stars": STARS[(i // 3) % len(STARS)], "type": "guesthouse" if "guesthouse" in name else "hotel",
@@ -92,22 +95,23 @@ def build_database(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
         for i, name in enumerate(names)
     ]
     attractions = []
-    for i in range(30):
+    for i in range(24):
         kind = ATTRACTION_TYPES[i % len(ATTRACTION_TYPES)]
         attractions.append((kind, AREAS[(i // 2) % len(AREAS)]))
-    names = _unique_names(rng, 30, lambda: f"{rng.choice(SURNAMES)} {rng.choice(ADJECTIVES)}")
+    names = _unique_names(rng, 24, lambda: f"{rng.choice(SURNAMES)} {rng.choice(ADJECTIVES)}")
     db["attraction"] = [
         {"id": str(i), "name": f"{name} {ATTRACTION_WORDS[kind]}", "type": kind, "area": area,
          "entrance fee": rng.choice(["free", f"{rng.randint(2, 9)} pounds"]), **_contact(rng)}
         for i, ((kind, area), name) in enumerate(zip(attractions, names))
     ]
     trains = []
-    for i, (dest, day) in enumerate((d, day) for d in DESTINATIONS for day in DAYS):
+    for (d, dest), (k, day) in ((d, k) for d in enumerate(DESTINATIONS) for k in enumerate(DAYS)):
         hour, minute = rng.randint(5, 21), rng.choice(range(0, 60, 5))
         duration = rng.choice([17, 30, 50, 79, 88, 105])
         arrive = hour * 60 + minute + duration
         trains.append({
-            "trainID": f"tr{1000 + 97 * i + rng.randint(0, 96)}", "departure": "cambridge", "destination": dest,
+            # Line, weekday and service number, as real headcodes are built.
+            "trainID": f"tr{d + 1}{k + 1}{rng.randint(10, 99)}", "departure": "cambridge", "destination": dest,
             "day": day, "leaveAt": f"{hour:02d}:{minute:02d}", "arriveBy": f"{arrive // 60 % 24:02d}:{arrive % 60:02d}",
             "duration": f"{duration} minutes", "price": f"{rng.randint(4, 38)}.{rng.choice(['10', '60', '80'])} pounds",
         })
@@ -182,28 +186,29 @@ REQUEST_WORDS = {"address": ["address", "the address"], "phone": ["phone number"
                  "postcode": ["postcode", "the postcode"]}
 
 
-def _recommend(rng: random.Random, domain: str, venue: dict[str, Any], n_matches: int) -> str:
+def _recommend(rng: random.Random, domain: str, venue: dict[str, Any]) -> str:
+    """Most paraphrases describe the venue before naming it, as MultiWOZ's wizards often did."""
     name = venue_name(venue)
-    lead = rng.choice([f"there are {n_matches} options . ", f"i found {n_matches} matches . ", ""]) if n_matches > 1 else ""
     if domain == "restaurant":
-        body = rng.choice([f"i recommend {name} . it serves {venue['food']} food in the {venue['area']} .",
-                           f"{name} is a {venue['pricerange']} {venue['food']} restaurant in the {venue['area']} .",
-                           f"how about {name} ? it is {venue['pricerange']} and in the {venue['area']} ."])
+        what = f"{venue['pricerange']} {venue['food']} restaurant in the {venue['area']}"
+        body = rng.choice([f"there is a {what} called {name} .", f"i have a {what} : {name} .",
+                           f"for a {what} , i recommend {name} .", f"{name} is a {what} ."])
     elif domain == "hotel":
-        body = rng.choice([f"i recommend {name} . it is a {venue['stars']} star {venue['type']} in the {venue['area']} .",
-                           f"{name} is {venue['pricerange']} and has {venue['stars']} stars .",
-                           f"how about {name} in the {venue['area']} ? it is {venue['pricerange']} ."])
+        what = f"{venue['pricerange']} {venue['stars']} star {venue['type']} in the {venue['area']}"
+        body = rng.choice([f"there is a {what} called {name} .", f"i have a {what} : {name} .",
+                           f"i recommend {name} , a {what} ."])
     elif domain == "attraction":
-        body = rng.choice([f"i recommend {name} in the {venue['area']} . the entrance fee is {venue['entrance fee']} .",
-                           f"{name} is a lovely {venue['type']} in the {venue['area']} .",
-                           f"you might enjoy {name} . it is in the {venue['area']} ."])
+        what = f"{venue['type']} in the {venue['area']}"
+        body = rng.choice([f"there is a {what} called {name} . the entrance fee is {venue['entrance fee']} .",
+                           f"you might enjoy the {what} : {name} .", f"{name} is a lovely {what} ."])
     else:
-        body = rng.choice([f"{name} leaves at {venue['leaveAt']} and arrives at {venue['arriveBy']} .",
-                           f"i have {name} departing at {venue['leaveAt']} on {venue['day']} .",
-                           f"{name} goes to {venue['destination']} at {venue['leaveAt']} . the price is {venue['price']} ."])
+        what = f"train to {venue['destination']} on {venue['day']}"
+        body = rng.choice([f"the {what} is {name} , leaving at {venue['leaveAt']} .",
+                           f"there is a {what} : {name} departs at {venue['leaveAt']} and arrives at {venue['arriveBy']} .",
+                           f"i have the {what} , {name} . the price is {venue['price']} ."])
     follow = rng.choice([" would you like me to book it ?", " would you like more information ?", ""]) if domain != "attraction" \
         else rng.choice([" would you like the address ?", ""])
-    return lead + body + follow
+    return body + follow
 
 
 def _no_match(rng: random.Random, domain: str, slots: dict[str, str]) -> str:
@@ -292,10 +297,11 @@ def _domain_segment(rng: random.Random, db: dict[str, list[dict[str, Any]]], dlg
                  f"{Act}-Inform", {slot: value})
         active[slot] = value
         matches = [r for r in db[domain] if satisfies(r, active)]
-    venue = rng.choice(matches)
+    venue = matches[0]  # the system's top-ranked match
     name = venue_name(venue)
+    dlg.system(_recommend(rng, domain, venue), f"{Act}-Recommend", {"Name": name})
+    # The name enters the belief state once offered (the next turn's metadata), never before.
     dlg.state[domain]["semi"]["name" if domain != "train" else "trainID"] = name
-    dlg.system(_recommend(rng, domain, venue, len(matches)), f"{Act}-Recommend", {"Name": name})
 
     followups = ["request", "book"] if BOOK_SLOTS[domain] else ["request"]
     for what in rng.sample(followups, rng.randint(1, len(followups))):
@@ -349,7 +355,7 @@ def generate_towninfo(out_dir: str | Path, dialogues: int = 3000, seed: int = 0,
     if dialogues < 10:
         raise AftInputError("towninfo", "dialogues", f"{dialogues} is too few", "ask for at least 10 dialogues")
     out = Path(out_dir)
-    spec = {"generator": "towninfo", "version": 1, "dialogues": dialogues, "seed": seed,
+    spec = {"generator": "towninfo", "version": 2, "dialogues": dialogues, "seed": seed,
             "val_fraction": val_fraction, "test_fraction": test_fraction}
     spec_file = out / "towninfo.json"
     if spec_file.exists():

@@ -1,0 +1,164 @@
+"""Flow parameters as pydantic models, so the Prefect UI shows a form with help on every field.
+
+The per-stage settings are generated from the library's config dataclasses (one source of truth
+for names, defaults and help). `PRESETS` hold named parameter sets; prefect.yaml's deployments
+use the same values (tests/test_flows.py keeps them in sync).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from aft_core.attractors import AttractorThresholds
+from aft_core.config import AFTConfig, SFTConfig
+from aft_core.evaluation import EvalConfig
+from data_checks.suites import DataCheckConfig
+
+
+def model_of(cls: type, name: str, exclude: tuple[str, ...] = (), **defaults: Any) -> type[BaseModel]:
+    """A pydantic model with the fields (types, defaults, help) of a config dataclass."""
+    fields = {}
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        default = defaults.get(f.name, f.default)
+        fields[f.name] = (type(f.default), Field(default, description=f.metadata.get("help", "")))
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+GRID_FIELDS = ("beta", "gamma", "eta_kl", "k")
+# Settings every branch shares; the sweep sets sft_model and data, the grid the swept ones.
+BranchSettings = model_of(AFTConfig, "BranchSettings", exclude=("sft_model", "data"))
+SFTSettings = model_of(SFTConfig, "SFTSettings", exclude=("data",))
+CheckSettings = model_of(DataCheckConfig, "CheckSettings")
+Thresholds = model_of(AttractorThresholds, "Thresholds")
+EvalSettings = model_of(EvalConfig, "EvalSettings", exclude=("data", "ix_mode", "layers", "repeat_n",
+                                                               "max_source_tokens", "max_new_tokens", "bertscore_model"))
+
+
+class SweepGrid(BaseModel):
+    """The grid: one branch per combination of the listed values."""
+
+    model_config = ConfigDict(extra="forbid")
+    beta: list[float] = Field([1.0], description="β values (weight of focus in R)")
+    gamma: list[float] = Field([0.5], description="γ values (weight of the repeat penalty)")
+    eta_kl: list[float] = Field([0.05], description="η_kl values (weight of the KL anchor)")
+    k: list[int] = Field([4], description="K values (samples per prompt)")
+    other: dict[str, list[Any]] = Field({}, description="any other branch setting to sweep, e.g. {\"kl_estimator\": [\"paper\", \"k3\"]}")
+
+    @field_validator("beta", "gamma", "eta_kl", "k")
+    @classmethod
+    def _non_empty(cls, values: list[Any]) -> list[Any]:
+        if not values:
+            raise ValueError("give at least one value (the grid would be empty)")
+        return values
+
+    @field_validator("other")
+    @classmethod
+    def _known_settings(cls, other: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        known = set(BranchSettings.model_fields) - set(GRID_FIELDS)
+        for key, values in other.items():
+            if key not in known:
+                raise ValueError(f"grid.other: '{key}' is not a branch setting; use one of {sorted(known)}")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid.other.{key}: give a non-empty list of values")
+        return other
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination, in a stable order."""
+        axes = {"beta": self.beta, "gamma": self.gamma, "eta_kl": self.eta_kl, "k": self.k, **self.other}
+        points: list[dict[str, Any]] = [{}]
+        for key, values in axes.items():
+            points = [{**p, key: v} for p in points for v in values]
+        return points
+
+
+class SweepParams(BaseModel):
+    """The sweep: a grid of branches over shared settings, and how branches are executed."""
+
+    model_config = ConfigDict(extra="forbid")
+    grid: SweepGrid = Field(default_factory=SweepGrid, description="the values swept")
+    branch: BranchSettings = Field(default_factory=BranchSettings, description="settings every branch shares")
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="attractor-classifier thresholds")
+    runner: Literal["in_process", "deployment"] = Field(
+        "in_process", description="in_process: branches run in this flow run; deployment: one flow run of "
+                                  "`branch_deployment` per branch, picked up by any worker of its pool")
+    branch_deployment: str = Field("aft-branch/aft-branch", description="FLOW/DEPLOYMENT run per branch (runner=deployment)")
+    parallel_branches: int = Field(1, ge=1, description="branches run at once by the in-process runner")
+
+
+class PipelineParams(BaseModel):
+    """The whole pipeline: data → checks → SFT → sweep → classification → test evaluation → summary."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_dir: str = Field("runs/main", description="run folder; every stage writes below it")
+    data: str = Field("", description="corpus path; empty = generate the built-in TownInfo corpus in run_dir/data")
+    towninfo_dialogues: int = Field(3000, ge=10, description="TownInfo dialogues (when data is empty)")
+    towninfo_seed: int = Field(0, description="TownInfo generator seed (when data is empty)")
+    checks: CheckSettings = Field(default_factory=CheckSettings, description="data-check thresholds")
+    sft: SFTSettings = Field(default_factory=SFTSettings, description="supervised fine-tuning")
+    sweep: SweepParams = Field(default_factory=SweepParams, description="the AFT sweep")
+    evaluation: EvalSettings = Field(default_factory=EvalSettings, description="final test evaluation")
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+# Named parameter sets (overrides of the defaults). prefect.yaml's deployments carry the same values.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The README main job: the built-in corpus, the small model, a 2-branch sweep; ≤ 15 min on 2 CPU cores.
+    "towninfo-small": {
+        "run_dir": "runs/main",
+        "sft": {"model": "small", "max_steps": 2000},
+        "sweep": {"grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05, 0.10], "k": [4]},
+                  "branch": {"steps": 60, "checkpoint_every": 20, "probe_size": 100, "max_new_tokens": 32}},
+        "evaluation": {"test_examples": 300},
+    },
+    # The paper's grid around E3-20 (β=1, γ=0.5, η_kl=0.05, K=4), 500 steps per branch: a GPU-sized job.
+    "paper-e3-20": {
+        "run_dir": "runs/paper-e3-20",
+        "sft": {"model": "small"},
+        "sweep": {"grid": {"beta": [0.5, 1.0, 2.0], "gamma": [0.25, 0.5, 1.0], "eta_kl": [0.05, 0.10], "k": [4, 8]},
+                  "branch": {"steps": 500, "checkpoint_every": 50, "probe_size": 200, "max_new_tokens": 128}},
+    },
+    # Seconds per stage: for tests and smoke runs.
+    "tiny": {
+        "run_dir": "runs/tiny",
+        "towninfo_dialogues": 60,
+        "checks": {"source_fits_mostly": 0.0},
+        "sft": {"model": "tiny", "max_steps": 40, "batch_size": 16, "warmup_steps": 5, "eval_every": 20,
+                "dev_examples": 40, "max_source_tokens": 96, "max_target_tokens": 32},
+        "sweep": {"grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05, 0.10], "k": [2]},
+                  "branch": {"steps": 4, "checkpoint_every": 2, "probe_size": 8, "batch_size": 2,
+                             "max_new_tokens": 8, "max_source_tokens": 96}},
+        "evaluation": {"test_examples": 12},
+    },
+}
+
+
+def preset(name: str, overrides: dict[str, Any] | None = None) -> PipelineParams:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}'; use one of {sorted(PRESETS)}")
+    return PipelineParams.model_validate(deep_merge(PRESETS[name], overrides or {}))
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b.c=VALUE` (VALUE as JSON, else a string) → {"a": {"b": {"c": VALUE}}}."""
+    if "=" not in text:
+        raise ValueError(f"--set expects KEY=VALUE (e.g. sweep.grid.beta=[0.5,1]), got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value

@@ -1,0 +1,94 @@
+"""`aft-pipeline`: validated data → SFT → sweep → attractor classification → test evaluation → summary.
+
+Run folder (`params.run_dir`):
+    pipeline.json     the parameters of the latest run
+    data/             the built-in TownInfo corpus (when no corpus is given)
+    checks/           great-expectations report (json and markdown)
+    sft/              the SFT run (skipped when finished for the same config)
+    branches/<id>/    one folder per sweep branch (see aft_core/aft.py)
+    sweep.json        every branch's outcome
+    evaluation/       per_example.parquet, table.json (SFT, each branch's ★ and last checkpoint)
+    summary.json, summary.md, comet/   the summary, and offline Comet archives
+A data-check failure stops the run before any training. A failing branch does not stop the
+others: the completed ones are still classified and evaluated, then the run ends Failed naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from aft_core.config import SFTConfig
+from aft_core.io import write_json_atomic
+from flows.params import PipelineParams
+from flows.summary import summarize
+from flows.sweep import SweepBranchesFailed, aft_sweep
+from tasks.stages import (branch_dir, check_data, classify_branch, evaluate_test, prepare_corpus, result_storage,
+                          train_sft)
+
+
+def _sft_config(params: PipelineParams, data: str) -> dict[str, Any]:
+    return dataclasses.asdict(SFTConfig(**{**params.sft.model_dump(), "data": data}).validate("sft"))
+
+
+def evaluation_systems(sft_model: str, branches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """SFT, then each completed branch's ★ (when it has one) and last checkpoint."""
+    from aft_core.aft import weights_path
+
+    systems: dict[str, dict[str, Any]] = {"SFT": {"model": sft_model}}
+    for b in branches:
+        folder = b["folder"]
+        if b.get("primary_step") is not None:
+            systems[f"{b['branch_id']} ★ step {b['primary_step']}"] = {
+                "model": sft_model, "weights": str(weights_path(folder, b["primary_step"]))}
+        systems[f"{b['branch_id']} last step {b['last_step']}"] = {
+            "model": sft_model, "weights": str(weights_path(folder, b["last_step"]))}
+    return systems
+
+
+@flow(name="aft-pipeline", flow_run_name="pipeline-{params.run_dir}")
+def aft_pipeline(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
+    logger = get_run_logger()
+    run_dir = params.run_dir
+    write_json_atomic(Path(run_dir) / "pipeline.json", params.model_dump())
+
+    corpus = prepare_corpus(run_dir, params.data, params.towninfo_dialogues, params.towninfo_seed)
+    data = corpus["data"]
+    check_data(run_dir, data, params.checks.model_dump())
+
+    sft_config = _sft_config(params, data)
+    sft_done = (Path(run_dir) / "sft" / "sft_result.json").exists()
+    sft = train_sft.with_options(result_storage=result_storage(run_dir), refresh_cache=not sft_done)(run_dir, sft_config)
+
+    sweep_state = aft_sweep(run_dir, sft["model_dir"], data, params.sweep, return_state=True)
+    sweep_failed = sweep_state.is_failed()
+    sweep = sweep_state.result(raise_on_failure=False)
+    if isinstance(sweep, BaseException):
+        if not isinstance(sweep, SweepBranchesFailed):
+            raise sweep  # the sweep itself broke (not one of its branches): nothing to evaluate
+        sweep = json.loads((Path(run_dir) / "sweep.json").read_text())
+
+    thresholds = params.sweep.thresholds.model_dump()
+    max_new_tokens = params.sweep.branch.max_new_tokens
+    # Re-classified here from the probe tables, so new thresholds apply without retraining.
+    branches = [{**row, **classify_branch(run_dir, row["branch_id"], max_new_tokens, thresholds),
+                 "folder": str(branch_dir(run_dir, row["branch_id"]))}
+                for row in sweep["branches"] if row["status"] != "failed"]
+    failed = [row for row in sweep["branches"] if row["status"] == "failed"]
+
+    branch = params.sweep.branch
+    evaluation = {**params.evaluation.model_dump(), "data": data, "ix_mode": branch.ix_mode, "layers": branch.layers,
+                  "repeat_n": branch.repeat_n, "max_source_tokens": branch.max_source_tokens,
+                  "max_new_tokens": branch.max_new_tokens, "bertscore_model": branch.bertscore_model}
+    table = evaluate_test(run_dir, evaluation_systems(sft["model_dir"], branches), evaluation)
+
+    summary = summarize(run_dir, params.model_dump(), sft, branches, failed, table)
+    logger.info("results: %s (summary %s)", run_dir, Path(run_dir) / "summary.md")
+    if sweep_failed:
+        raise SweepBranchesFailed(f"{len(failed)} branch(es) failed: {', '.join(r['branch_id'] for r in failed)}; "
+                                  f"the others were evaluated (see {Path(run_dir) / 'summary.md'}). "
+                                  "Rerun the pipeline to retry only the failed branches.")
+    return summary

@@ -1,0 +1,70 @@
+"""The pipeline's summary: summary.json/summary.md in the run folder, Prefect artifacts, a Comet experiment."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from aft_core.io import write_json_atomic, write_text_atomic
+from flows.sweep import branch_table_row
+
+TABLE_COLUMNS = (("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("avg_len", "Avg Len"),
+                 ("coverage_history", "Cov(history)"), ("coverage_salient", "Cov(salient)"),
+                 ("entity_accuracy", "Entity acc."))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(run_dir: str, sft: dict[str, Any], branch_rows: list[dict[str, Any]],
+                     table: dict[str, Any]) -> str:
+    present = [(k, name) for k, name in TABLE_COLUMNS if any(k in r for r in table["rows"])]
+    test = markdown_table(["System", *[name for _, name in present]],
+                          [[r["system"], *[r.get(k) for k, _ in present]] for r in table["rows"]])
+    header = list(branch_rows[0]) if branch_rows else ["branch_id"]
+    branches = markdown_table(header, [[r.get(k) for k in header] for r in branch_rows])
+    return (f"# AFT pipeline: {run_dir}\n\n"
+            f"SFT: {sft['steps']} steps, best dev loss {sft['best_dev_loss']:.4f} (`{sft['model_dir']}`).\n\n"
+            f"## Branches\n\n{branches}\n\n"
+            f"## Test evaluation ({table['examples']} {table['split']} examples, greedy; "
+            f"BERTScore encoder {table['bertscore_encoder']}, layer {table['bertscore_layer']}; "
+            f"Focus under I_x = {table['ix_mode']})\n\n{test}\n")
+
+
+@task(name="summarize")
+def summarize(run_dir: str, params: dict[str, Any], sft: dict[str, Any], branches: list[dict[str, Any]],
+              failed: list[dict[str, Any]], table: dict[str, Any]) -> dict[str, Any]:
+    """Write summary.json and summary.md, publish them as Prefect artifacts, log them to Comet."""
+    from tasks.tracking import CometTracker
+
+    branch_rows = [branch_table_row(b) for b in [*branches, *failed]]
+    markdown = summary_markdown(run_dir, sft, branch_rows, table)
+    summary = {"run_dir": run_dir, "sft": sft, "branches": branch_rows, "test": table,
+               "failed": [r["branch_id"] for r in failed]}
+    out = Path(run_dir)
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "summary.md", markdown)
+    create_table_artifact(key="aft-branches", table=branch_rows, description=f"AFT branches of {run_dir}")
+    create_markdown_artifact(key="aft-summary", markdown=markdown, description=f"AFT pipeline summary of {run_dir}")
+    tracker = CometTracker(run_dir, name=f"pipeline-{out.resolve().name}", tags=["pipeline"])
+    try:
+        tracker.log_params({"run_dir": run_dir, "sft_model": sft["model_dir"], "branches": len(branch_rows)})
+        tracker.log_table("test_table", out / "evaluation" / "per_example.parquet")
+        tracker.log_table("summary", out / "summary.json")
+        tracker.log_table("summary_markdown", out / "summary.md")
+        tracker.log_metrics({f"test/{r['system']}/{k}": r[k] for r in table["rows"] for k, _ in TABLE_COLUMNS
+                             if isinstance(r.get(k), float)}, step=0)
+    finally:
+        tracker.end()
+    return summary

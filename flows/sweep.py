@@ -1,0 +1,126 @@
+"""`aft-sweep`: one AFT branch per grid point; `aft-branch`: one branch as its own flow run.
+
+A branch is identified by the hash of its full config; the id names its folder
+(`<run_dir>/branches/<id>`), its Prefect task run, its Comet experiment and its cache key.
+A failing branch does not stop the others; the sweep ends Failed naming the failed branches.
+Rerunning the sweep executes only branches without a result (completed ones are cache hits; an
+interrupted one resumes from its last checkpoint).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from aft_core.config import AFTConfig, config_id
+from aft_core.io import write_json_atomic
+from flows.params import SweepParams
+from tasks.stages import branch_complete, result_storage, train_branch
+
+
+class SweepBranchesFailed(RuntimeError):
+    """Some branches of a sweep failed; the others completed."""
+
+
+def plan_branches(sft_model: str, data: str, params: SweepParams) -> list[dict[str, Any]]:
+    """Every grid point as a full, validated branch config with its id and Comet tags."""
+    planned, seen = [], set()
+    for point in params.grid.points():
+        cfg = AFTConfig(**{**params.branch.model_dump(), **point, "sft_model": sft_model, "data": data}).validate(
+            f"sweep grid point {point}")
+        branch_id = config_id(cfg)
+        if branch_id in seen:
+            continue
+        seen.add(branch_id)
+        planned.append({"branch_id": branch_id, "grid": point, "config": dataclasses.asdict(cfg),
+                        "tags": [f"{k}={v}" for k, v in point.items()]})
+    return planned
+
+
+def _branch_task(run_dir: str, branch_id: str):
+    """The cached branch task; the cache is refreshed when the branch's folder holds no result."""
+    return train_branch.with_options(result_storage=result_storage(run_dir),
+                                     refresh_cache=not branch_complete(run_dir, branch_id))
+
+
+@flow(name="aft-branch", flow_run_name="branch-{branch_id}")
+def aft_branch(run_dir: str, branch_id: str, config: dict[str, Any], thresholds: dict[str, Any],
+               tags: list[str]) -> dict[str, Any]:
+    """One branch as its own flow run (what `runner=deployment` starts per grid point)."""
+    return _branch_task(run_dir, branch_id)(run_dir, branch_id, config, thresholds, tags)
+
+
+@task(name="dispatch-branch", task_run_name="dispatch-{branch_id}")
+def dispatch_branch(deployment: str, run_dir: str, branch_id: str, config: dict[str, Any],
+                    thresholds: dict[str, Any], tags: list[str]) -> dict[str, Any]:
+    """Start the branch deployment for one branch and wait for its flow run to finish."""
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(deployment, timeout=None, flow_run_name=f"branch-{branch_id}",
+                              parameters={"run_dir": str(Path(run_dir).resolve()), "branch_id": branch_id,
+                                          "config": config, "thresholds": thresholds, "tags": tags})
+    if not flow_run.state or not flow_run.state.is_completed():
+        raise RuntimeError(f"branch flow run {flow_run.name} ended {flow_run.state.name if flow_run.state else 'unknown'}: "
+                           f"{flow_run.state.message if flow_run.state else ''}")
+    return flow_run.state.result()
+
+
+@flow(name="aft-sweep", flow_run_name="sweep-{run_dir}")
+def aft_sweep(run_dir: str, sft_model: str, data: str, params: SweepParams = SweepParams()) -> dict[str, Any]:
+    """Train every branch of the grid; returns (and writes to run_dir/sweep.json) each branch's outcome."""
+    logger = get_run_logger()
+    branches = plan_branches(sft_model, data, params)
+    thresholds = params.thresholds.model_dump()
+    logger.info("sweep of %d branches (%s runner): %s", len(branches), params.runner,
+                ", ".join(f"{b['branch_id']} {b['grid']}" for b in branches))
+    outcomes: dict[str, Any] = {}
+    todo = []
+    for b in branches:
+        if params.runner == "deployment" and not branch_complete(run_dir, b["branch_id"]):
+            todo.append((b, dispatch_branch.submit(params.branch_deployment, run_dir, b["branch_id"], b["config"],
+                                                   thresholds, b["tags"])))
+        else:
+            todo.append((b, None))
+    # In-process branches run in waves of `parallel_branches` (2 CPU cores are busy with one).
+    waves = [todo[i:i + params.parallel_branches] for i in range(0, len(todo), params.parallel_branches)]
+    for wave in waves:
+        submitted = [(b, future or _branch_task(run_dir, b["branch_id"]).submit(
+            run_dir, b["branch_id"], b["config"], thresholds, b["tags"])) for b, future in wave]
+        for b, future in submitted:
+            future.wait()
+            outcome = future.result(raise_on_failure=False)
+            if isinstance(outcome, BaseException):
+                outcomes[b["branch_id"]] = {"status": "failed", "error": f"{type(outcome).__name__}: {outcome}"}
+                logger.error("branch %s %s failed: %s", b["branch_id"], b["grid"], outcome)
+            else:
+                outcomes[b["branch_id"]] = outcome
+
+    rows = [{"branch_id": b["branch_id"], **b["grid"], **outcomes[b["branch_id"]]} for b in branches]
+    summary = {"run_dir": run_dir, "branches": rows, "failed": [r["branch_id"] for r in rows if r["status"] == "failed"]}
+    write_json_atomic(Path(run_dir) / "sweep.json", summary)
+    create_table_artifact(key="aft-sweep-branches", table=[branch_table_row(r) for r in rows],
+                          description=f"AFT sweep in {run_dir}")
+    if summary["failed"]:
+        named = "; ".join(f"{r['branch_id']} ({', '.join(f'{k}={r[k]}' for k in branches[0]['grid'])}): {r['error']}"
+                          for r in rows if r["status"] == "failed")
+        raise SweepBranchesFailed(f"{len(summary['failed'])} of {len(rows)} branches failed: {named}. "
+                                  "Rerun the sweep to retry only these.")
+    return summary
+
+
+def branch_table_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The branch table of the artifacts: settings, status, ★ step, Δ at ★, final label."""
+    def fmt(value: Any) -> Any:
+        return round(value, 4) if isinstance(value, float) else ("" if value is None else value)
+
+    keys = ("branch_id", "beta", "gamma", "eta_kl", "k", "status", "primary_step", "primary_delta_focus",
+            "primary_delta_bertscore", "final_label", "error")
+    extra = [k for k in row if k not in keys and k not in _RESULT_KEYS]
+    return {k: fmt(row.get(k)) for k in (*keys[:5], *extra, *keys[5:])}
+
+
+_RESULT_KEYS = {"folder", "steps", "last_step", "last_delta_focus", "last_delta_bertscore", "skipped_nonfinite", "seconds",
+                "bertscore_encoder", "bertscore_layer"}

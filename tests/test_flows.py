@@ -1,0 +1,169 @@
+"""The Prefect workflow: the whole tiny pipeline, sweep caching, a failing branch and its rerun,
+data checks that stop the run, and prefect.yaml kept equal to the presets."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_run(harness, tmp_path_factory) -> Path:
+    """The whole aft-pipeline on the tiny preset, once for the module."""
+    from flows.params import preset
+    from flows.pipeline import aft_pipeline
+
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    aft_pipeline(preset("tiny", {"run_dir": str(run_dir)}))
+    return run_dir
+
+
+def test_pipeline_writes_every_stage_consistently(tiny_run):
+    checks = json.loads((tiny_run / "checks" / "report.json").read_text())
+    assert checks["success"] and set(checks["suites"]) == {"turns", "dialogue_splits", "examples"}
+    sft = json.loads((tiny_run / "sft" / "sft_result.json").read_text())
+    assert (Path(sft["model_dir"]) / "model.safetensors").exists()
+
+    sweep = json.loads((tiny_run / "sweep.json").read_text())
+    ids = [b["branch_id"] for b in sweep["branches"]]
+    assert len(ids) == 2 and sweep["failed"] == []
+    assert sorted(p.name for p in (tiny_run / "branches").iterdir()) == sorted(ids)
+    for branch_id in ids:
+        folder = tiny_run / "branches" / branch_id
+        config = json.loads((folder / "config.json").read_text())
+        assert config["branch_id"] == branch_id and config["sft_model"] == sft["model_dir"]
+        probe = pd.read_parquet(folder / "probe.parquet")
+        assert list(probe["step"]) == [0, 2, 4]
+        attractors = json.loads((folder / "attractors.json").read_text())
+        assert [c["step"] for c in attractors["checkpoints"]] == [0, 2, 4]
+        assert sorted(p.name for p in (folder / "weights").iterdir()) == ["step-0000002.safetensors", "step-0000004.safetensors"]
+
+    table = json.loads((tiny_run / "evaluation" / "table.json").read_text())
+    systems = [r["system"] for r in table["rows"]]
+    assert systems[0] == "SFT" and all(any(s.startswith(i) and "last step 4" in s for s in systems) for i in ids)
+    for row in table["rows"]:
+        for column in ("focus", "repeat", "bertscore", "avg_len", "coverage_history", "coverage_salient"):
+            assert isinstance(row[column], float), (row["system"], column)
+    per_example = pd.read_parquet(tiny_run / "evaluation" / "per_example.parquet")
+    assert len(per_example) == table["examples"] * len(systems) == 12 * len(systems)
+
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert [b["branch_id"] for b in summary["branches"]] == ids
+    assert "## Test evaluation" in (tiny_run / "summary.md").read_text()
+    # One offline Comet archive per branch and one for the pipeline; no API key, so offline.
+    assert len(list((tiny_run / "comet").glob("*.zip"))) == len(ids) + 1
+
+
+def _count_branch_runs(monkeypatch, fail_when=None) -> list[str]:
+    """Wrap the library's branch trainer: record each real execution, optionally raise for some configs."""
+    import aft_core.aft
+
+    calls: list[str] = []
+    real = aft_core.aft.run_branch
+
+    def counting(cfg, out_dir, *args, **kwargs):
+        calls.append(Path(out_dir).name)
+        if fail_when is not None and fail_when(cfg):
+            raise RuntimeError(f"injected fault for eta_kl={cfg.eta_kl}")
+        return real(cfg, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(aft_core.aft, "run_branch", counting)
+    return calls
+
+
+def _sweep_params(**grid):
+    from flows.params import PRESETS, SweepParams
+
+    return SweepParams.model_validate({**PRESETS["tiny"]["sweep"], "grid": {**PRESETS["tiny"]["sweep"]["grid"], **grid}})
+
+
+def test_second_sweep_executes_no_completed_branch(tiny_run, tmp_path, monkeypatch):
+    from flows.sweep import aft_sweep
+
+    sft_model, data = str(tiny_run / "sft" / "model"), str(tiny_run / "data")
+    params = _sweep_params(eta_kl=[0.2])
+    calls = _count_branch_runs(monkeypatch)
+    first = aft_sweep(str(tmp_path / "run"), sft_model, data, params)
+    assert len(calls) == 1 and first["failed"] == []
+    second = aft_sweep(str(tmp_path / "run"), sft_model, data, params)
+    assert len(calls) == 1, "a completed branch was executed again"
+    assert second["branches"][0]["final_label"] == first["branches"][0]["final_label"]
+    # A branch whose folder was deleted is trained again, not read from a stale cache.
+    shutil.rmtree(tmp_path / "run" / "branches")
+    aft_sweep(str(tmp_path / "run"), sft_model, data, params)
+    assert len(calls) == 2
+
+
+def test_failing_branch_spares_the_others_and_a_rerun_retries_only_it(tiny_run, tmp_path, monkeypatch):
+    from flows.sweep import aft_sweep
+
+    sft_model, data, run_dir = str(tiny_run / "sft" / "model"), str(tiny_run / "data"), str(tmp_path / "run")
+    params = _sweep_params(eta_kl=[0.3, 0.4])
+    calls = _count_branch_runs(monkeypatch, fail_when=lambda cfg: cfg.eta_kl == 0.4)
+    state = aft_sweep(run_dir, sft_model, data, params, return_state=True)
+    assert state.is_failed()
+    assert "1 of 2 branches failed" in state.message and "eta_kl=0.4" in state.message
+    sweep = json.loads((tmp_path / "run" / "sweep.json").read_text())
+    by_eta = {b["eta_kl"]: b for b in sweep["branches"]}
+    assert by_eta[0.3]["status"] == "completed" and by_eta[0.4]["status"] == "failed"
+    assert "injected fault" in by_eta[0.4]["error"]
+    assert len(calls) == 2
+
+    monkeypatch.undo()  # the cause removed
+    calls = _count_branch_runs(monkeypatch)
+    result = aft_sweep(run_dir, sft_model, data, params)
+    assert calls == [by_eta[0.4]["branch_id"]], "the rerun must execute only the failed branch"
+    assert result["failed"] == []
+
+
+def test_data_check_failure_stops_before_training(harness, tmp_path):
+    from aft_core.data.towninfo import generate_towninfo
+    from flows.params import preset
+    from flows.pipeline import aft_pipeline
+
+    corpus = generate_towninfo(tmp_path / "corpus", dialogues=40, seed=5)
+    data = json.loads((corpus / "data.json").read_text())
+    for dialogue in data.values():  # strip the annotations the MultiWOZ schema promises
+        for turn in dialogue["log"]:
+            turn["metadata"], turn["span_info"] = {}, []
+    (corpus / "data.json").write_text(json.dumps(data))
+    run_dir = tmp_path / "run"
+    state = aft_pipeline(preset("tiny", {"run_dir": str(run_dir), "data": str(corpus)}), return_state=True)
+    assert state.is_failed()
+    assert "data checks failed before training" in state.message
+    assert "examples.expect_column_values_to_be_in_set[has_belief_state]" in state.message
+    report = (run_dir / "checks" / "report.md").read_text()
+    assert "has_belief_state" in report and "rows fail" in report
+    assert not (run_dir / "sft").exists() and not (run_dir / "branches").exists()
+
+
+def test_prefect_yaml_matches_the_presets():
+    from flows.params import PRESETS, PipelineParams, SweepParams
+
+    doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = {(d["entrypoint"].split(":")[1], d["name"]): d for d in doc["deployments"]}
+    for name, values in PRESETS.items():
+        pipeline = deployments[("aft_pipeline", name)]
+        assert pipeline["parameters"]["params"] == values
+        PipelineParams.model_validate(values)
+        sweep = deployments[("aft_sweep", name)]["parameters"]
+        assert sweep["params"] == values["sweep"] and sweep["run_dir"] == values["run_dir"]
+        SweepParams.model_validate(sweep["params"])
+    assert ("aft_branch", "aft-branch") in deployments
+    assert {d["work_pool"]["name"] for d in doc["deployments"]} == {"aft-pool"}
