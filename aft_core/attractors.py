@@ -23,6 +23,8 @@ class AttractorThresholds:
     """Every threshold of the classifier; defaults are the paper's appendix values (200-example probe)."""
 
     unique_min_fraction: float = setting(155 / 200, "Dam: unique outputs below this share of the probe (paper: 155/200)")
+    unique_relative_to_sft: bool = setting(False, "Dam: measure unique outputs as a share of the SFT model's (step 0) "
+                                                  "instead of the probe size; for templated corpora whose SFT model is already below 155/200")
     length_near_max_fraction: float = setting(0.9, "Whirlpool/Flash Flood: mean length at or above this share of max_new_tokens")
     repeat_max: float = setting(0.03, "Whirlpool: repeat penalty above this (paper: 0.03)")
     loss_rising_steps: int = setting(50, "Whirlpool early warning: smoothed loss rising this many consecutive steps while reward rises")
@@ -61,10 +63,11 @@ class Classification:
 
 
 def classify(row: dict[str, Any], previous: dict[str, Any] | None, max_new_tokens: int,
-             th: AttractorThresholds | None = None) -> Classification:
-    """Label one checkpoint from its probe row (and the previous checkpoint's, for trends)."""
+             th: AttractorThresholds | None = None, sft: dict[str, Any] | None = None) -> Classification:
+    """Label one checkpoint from its probe row (and the previous checkpoint's, for trends; SFT's, step 0)."""
     th = th or AttractorThresholds()
     size = row["probe_size"]
+    unique_base = (sft or row)["unique_outputs"] if th.unique_relative_to_sft else size
     near_max = row["mean_length"] >= th.length_near_max_fraction * max_new_tokens
     fired: dict[str, dict[str, float]] = {}
 
@@ -75,7 +78,7 @@ def classify(row: dict[str, Any], previous: dict[str, Any] | None, max_new_token
     if near_max and row["repeat"] > th.repeat_max:
         fired["length_loop"] = {"mean_length": row["mean_length"], "repeat": row["repeat"],
                                 "loss_rising_steps": row.get("loss_rising_steps", 0)}
-    if row["unique_outputs"] < th.unique_min_fraction * size:
+    if row["unique_outputs"] < th.unique_min_fraction * unique_base:
         fired["template_fixation"] = {"unique_outputs": row["unique_outputs"],
                                       "delta_bertscore": row["delta_bertscore"]}
     if row["closing_rate"] >= th.closing_rate_min:
@@ -86,7 +89,7 @@ def classify(row: dict[str, Any], previous: dict[str, Any] | None, max_new_token
         fired["near_sft_inertia"] = {"delta_focus": row["delta_focus"], "delta_bertscore": row["delta_bertscore"]}
 
     warnings: dict[str, dict[str, float]] = {}
-    if row["unique_outputs"] < th.unique_min_fraction * size:
+    if row["unique_outputs"] < th.unique_min_fraction * unique_base:
         warnings["template_fixation"] = {"unique_outputs": row["unique_outputs"]}
     if row.get("loss_rising_steps", 0) >= th.loss_rising_steps and row.get("reward_slope", 0.0) > 0:
         warnings["length_loop"] = {"loss_rising_steps": row["loss_rising_steps"], "reward_slope": row["reward_slope"]}
@@ -108,7 +111,8 @@ def classify(row: dict[str, Any], previous: dict[str, Any] | None, max_new_token
 def classify_trajectory(rows: Sequence[dict[str, Any]], max_new_tokens: int,
                         th: AttractorThresholds | None = None) -> list[Classification]:
     ordered = sorted(rows, key=lambda r: r["step"])
-    return [classify(row, ordered[i - 1] if i else None, max_new_tokens, th) for i, row in enumerate(ordered)]
+    sft = ordered[0] if ordered and ordered[0]["step"] == 0 else None
+    return [classify(row, ordered[i - 1] if i else None, max_new_tokens, th, sft) for i, row in enumerate(ordered)]
 
 
 def select_primary(rows: Sequence[dict[str, Any]], labels: Sequence[Classification],

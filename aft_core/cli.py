@@ -4,6 +4,8 @@
     aft data stats PATH                                      one JSON object describing a corpus
     aft sft --data PATH --model PRESET|DIR --out DIR [...]   supervised fine-tuning (resumable)
     aft train-branch --sft DIR --data PATH --out DIR [...]   one AFT branch end to end (resumable)
+    aft evaluate --sft DIR [--branch DIR ...] --data PATH --out DIR   test evaluation (Table 1)
+    aft report RUN_DIR                                       (re)build RUN_DIR/report.html
 
 Bad input prints one line (file, field, fix) and exits 2.
 """
@@ -15,8 +17,11 @@ import json
 import sys
 from typing import Any, Sequence
 
+from pathlib import Path
+
 from aft_core.config import AFTConfig, SFTConfig
 from aft_core.errors import AftInputError
+from aft_core.evaluation import EvalConfig
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
@@ -71,6 +76,37 @@ def cmd_train_branch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from aft_core.aft import weights_path
+    from aft_core.evaluation import EvalConfig, evaluate_systems, table1_markdown
+
+    systems = {"SFT": {"model": args.sft}}
+    for folder in args.branch or []:
+        result_file = Path(folder) / "result.json"
+        if not result_file.exists():
+            raise AftInputError(folder, "result.json", "the branch has not finished",
+                                "finish it with `aft train-branch` (same --out) or leave it out")
+        result = json.loads(result_file.read_text())
+        name = Path(folder).name
+        if result.get("primary_step") is not None:
+            systems[f"{name} ★ step {result['primary_step']}"] = {"model": args.sft, "weights": str(weights_path(folder, result["primary_step"]))}
+        last = result.get("last_step", result["steps"])
+        systems[f"{name} last step {last}"] = {"model": args.sft, "weights": str(weights_path(folder, last))}
+    table = evaluate_systems(systems, config_from_args(EvalConfig, args), args.out)
+    print(table1_markdown(table))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from aft_core.report import build_report
+
+    if not (Path(args.run_dir) / "evaluation" / "table.json").exists():
+        raise AftInputError(args.run_dir, "evaluation/table.json", "the run has no test evaluation yet",
+                            "run the pipeline (or `aft evaluate --out RUN_DIR/evaluation`) first")
+    print(build_report(args.run_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aft", description="Attention Fine-Tuning (AFT) for seq2seq dialogue models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     branch.add_argument("--out", required=True, help="branch folder")
     branch.add_argument("--quiet", action="store_true", help="no progress bar")
     branch.set_defaults(func=cmd_train_branch)
+
+    evaluate = sub.add_parser("evaluate", help="greedy test evaluation of SFT and branches' ★/last checkpoints (Table 1)")
+    evaluate.add_argument("--sft", required=True, help="the SFT model folder")
+    evaluate.add_argument("--branch", action="append", help="a finished branch folder (repeatable)")
+    add_config_options(evaluate, EvalConfig)
+    evaluate.add_argument("--out", required=True, help="folder for per_example.parquet, table.json, table1.md")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    report = sub.add_parser("report", help="(re)build the self-contained HTML report of a pipeline run")
+    report.add_argument("run_dir", help="the pipeline's run folder")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -3,7 +3,9 @@
 Per system and example: the response, focus under the run's I_x, coverage under `all`, `history`
 and `salient`, repeat, BERTScore F1, length in tokens, and, when the corpus has a venue database,
 entity correctness (a venue named that satisfies the turn's belief state). Everything per example
-goes to `per_example.parquet` so any figure can be recomputed; the means go to `table.json`.
+goes to `per_example.parquet` so any figure can be recomputed; `table.json` holds every mean with its
+95% bootstrap CI, distinct-1/2, entity accuracy and the paired comparison with the first system
+(SFT); `table1.md` is the paper's Table 1 in markdown, with the paper's own figures beside it.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.examples import Example, encode_sources
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
 from aft_core.errors import AftInputError
-from aft_core.io import atomic_path, write_json_atomic
+from aft_core.io import atomic_path, write_json_atomic, write_text_atomic
 from aft_core.modeling import generate_texts, load_model, torch_threads
 from aft_core.monitor import score_greedy
+from aft_core.stats import bootstrap_ci, distinct_n, paired_comparison
 
 IX_MODES = ("all", "history", "salient")
 
@@ -85,7 +88,7 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
         table = table.select(range(min(cfg.test_examples, len(table))))
     db = VenueDB.load(corpus.db_dir) if corpus.db_dir else None
     scorer = load_bertscore(cfg.bertscore_model)
-    frames, rows = [], []
+    frames = []
     for name, spec in systems.items():
         model, tokenizer = load_system(spec["model"], spec.get("weights"))
         encoded = encode_table(table, tokenizer, cfg.max_source_tokens, 8).to_list()
@@ -103,27 +106,81 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
             states = [json.loads(r["belief_state"]) for r in encoded]
             frame["venue_turn"] = [names_venue(db, ref) for ref in references]
             frame["entity_correct"] = [entity_correct(db, resp, st) for resp, st in zip(s["texts"], states)]
+        frame["model"], frame["weights"] = str(spec["model"]), str(spec.get("weights") or "")
         frames.append(frame)
-        rows.append(summary_row(name, spec, frame))
     per_example = pd.concat(frames, ignore_index=True)
     with atomic_path(out / "per_example.parquet") as tmp:
         per_example.to_parquet(tmp)
     result = {"split": cfg.split, "examples": len(table), "ix_mode": cfg.ix_mode,
-              "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer, "rows": rows}
+              "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer,
+              "rows": table_rows(per_example, baseline=next(iter(systems)))}
     write_json_atomic(out / "table.json", result)
+    write_text_atomic(out / "table1.md", table1_markdown(result))
     return result
 
 
-def summary_row(name: str, spec: dict[str, Any], frame: pd.DataFrame) -> dict[str, Any]:
-    row = {"system": name, "model": str(spec["model"]), "weights": str(spec.get("weights") or ""),
-           "focus": frame["focus"].mean(), "repeat": frame["repeat"].mean(), "bertscore": frame["bertscore"].mean(),
-           "avg_len": frame["length"].mean(),
-           **{f"coverage_{m}": frame[f"coverage_{m}"].mean() for m in IX_MODES}}
-    if "venue_turn" in frame:
-        venue = frame[frame["venue_turn"]]
-        row["entity_accuracy"] = float(venue["entity_correct"].mean()) if len(venue) else None
-        row["venue_turns"] = int(len(venue))
-    return {k: float(v) if isinstance(v, (float, int)) and not isinstance(v, bool) else v for k, v in row.items()}
+METRICS = ("focus", "repeat", "bertscore", "length", "coverage_history", "coverage_salient")
+COLUMN = {"length": "avg_len"}  # per-example column -> table column
+PAPER_TABLE1 = (  # T5-Large on MultiWOZ 2.1 (AFT_SPEC §7), bert-score's default encoder
+    ("Base T5-Large", -3.333, 0.146, 0.672, 113.3), ("T5-Large SFT", -3.656, 0.024, 0.804, 37.3),
+    ("AFT step 250 ★", -3.318, 0.042, 0.777, 41.4), ("AFT step 500", -4.381, 0.081, 0.612, 114.0))
+
+
+def table_rows(per_example: pd.DataFrame, baseline: str) -> list[dict[str, Any]]:
+    """One row per system: every mean with its 95% bootstrap CI, distinct-1/2, entity accuracy, and the
+    paired comparison against `baseline` on the same examples."""
+    base = per_example[per_example["system"] == baseline].set_index("example_id")
+    rows = []
+    for name, frame in per_example.groupby("system", sort=False):
+        row: dict[str, Any] = {"system": name, "model": frame["model"].iloc[0], "weights": frame["weights"].iloc[0],
+                               "examples": int(len(frame))}
+        for key in METRICS:
+            mean, low, high = bootstrap_ci(frame[key].to_numpy())
+            row[COLUMN.get(key, key)], row[f"{COLUMN.get(key, key)}_ci"] = mean, [low, high]
+        row["distinct_1"] = distinct_n(frame["response"].tolist(), 1)
+        row["distinct_2"] = distinct_n(frame["response"].tolist(), 2)
+        if "venue_turn" in frame:
+            venue = frame.loc[frame["venue_turn"], "entity_correct"].astype(float).to_numpy()
+            mean, low, high = bootstrap_ci(venue)
+            row.update(entity_accuracy=mean if venue.size else None,
+                       entity_accuracy_ci=[low, high] if venue.size else None, venue_turns=int(venue.size))
+        if name != baseline:
+            aligned = frame.set_index("example_id").loc[base.index]
+            focus_cmp = paired_comparison(aligned["focus"].to_numpy(), base["focus"].to_numpy())
+            bs_cmp = paired_comparison(aligned["bertscore"].to_numpy(), base["bertscore"].to_numpy())
+            row["vs_baseline"] = {"baseline": baseline, "focus_improved_share": focus_cmp["share_improved"],
+                                  "focus_p_value": focus_cmp["p_value"], "median_delta_bertscore": bs_cmp["median_delta"],
+                                  "bertscore_p_value": bs_cmp["p_value"]}
+        rows.append(row)
+    return rows
+
+
+def table1_markdown(table: dict[str, Any]) -> str:
+    """Table 1 in markdown: means with 95% CIs, entity accuracy, the paired comparison, and the paper's figures."""
+    def cell(row: dict[str, Any], key: str) -> str:
+        if row.get(key) is None:
+            return "–"
+        low, high = row.get(f"{key}_ci") or (None, None)
+        fmt = "{:.1f}" if key == "avg_len" else "{:.3f}"
+        return fmt.format(row[key]) + (f" [{fmt.format(low)}, {fmt.format(high)}]" if low is not None else "")
+
+    keys = ["focus", "repeat", "bertscore", "avg_len", "coverage_history", "coverage_salient", "entity_accuracy"]
+    names = ["Focus", "Repeat", "BERTScore", "Avg Len", "Cov(history)", "Cov(salient)", "Entity acc."]
+    lines = [f"Table 1: {table['examples']} {table['split']} examples, greedy decoding; mean [95% bootstrap CI]. "
+             f"BERTScore F1 with {table['bertscore_encoder']} (layer {table['bertscore_layer']}); Focus under "
+             f"I_x = {table['ix_mode']}.", "",
+             "| System | " + " | ".join(names) + " | distinct-1 / 2 | Focus ↑ vs SFT | median ΔBERTScore (p) |",
+             "|" + "---|" * (len(names) + 4)]
+    for row in table["rows"]:
+        cmp = row.get("vs_baseline")
+        paired = (f"{cmp['focus_improved_share']:.0%} (p={cmp['focus_p_value']:.3f})",
+                  f"{cmp['median_delta_bertscore']:+.3f} (p={cmp['bertscore_p_value']:.3f})") if cmp else ("–", "–")
+        lines.append(f"| {row['system']} | " + " | ".join(cell(row, k) for k in keys)
+                     + f" | {row['distinct_1']:.3f} / {row['distinct_2']:.3f} | {paired[0]} | {paired[1]} |")
+    lines += ["", "The paper's figures (T5-Large, MultiWOZ 2.1, bert-score's default encoder; not comparable "
+              "across encoders or corpora):", "", "| Model | Focus | Repeat | BERTScore | Avg Len |", "|---|---|---|---|---|"]
+    lines += [f"| {m} | {f:.3f} | {r:.3f} | {b:.3f} | {n:.1f} |" for m, f, r, b, n in PAPER_TABLE1]
+    return "\n".join(lines) + "\n"
 
 
 def venue_turns(db: VenueDB, examples: Sequence[Example], limit: int) -> list[Example]:

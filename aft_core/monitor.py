@@ -64,7 +64,7 @@ def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, 
     Rows are decoded in length-sorted batches (less padding) and returned in input order.
     Returns `texts`, `length` (tokens, EOS excluded), `repeat`, and `focus/<mode>`,
     `coverage/<mode>` for each I_x mode; with keep_attention, `attention` holds each example's
-    A[T,S] over its real target and source positions.
+    A[T,S] over its real target and source positions and `target_ids` the T response ids.
     """
     was_training = model.training
     model.eval()
@@ -74,7 +74,7 @@ def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, 
     for mode in ix_modes:
         scores[f"focus/{mode}"], scores[f"coverage/{mode}"] = [], []
     if keep_attention:
-        scores["attention"] = []
+        scores["attention"], scores["target_ids"] = [], []
     for start in range(0, len(order), batch_size):
         batch = [rows[i] for i in order[start:start + batch_size]]
         src = SourceBatch.from_rows(batch, tokenizer.pad_token_id)
@@ -91,6 +91,7 @@ def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, 
             for b in range(len(batch)):
                 t_len, s_len = int(tf["tgt_mask"][b].sum()), int(src.attention_mask[b].sum())
                 scores["attention"].append(tf["attn"][b, :t_len, :s_len].clone())
+                scores["target_ids"].append(tf["labels"][b, :t_len].tolist())
     model.train(was_training)
     inverse = sorted(range(len(order)), key=lambda k: order[k])  # position of input i in decoding order
     return {key: [values[k] for k in inverse] for key, values in scores.items()}

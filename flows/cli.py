@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrun folder: {run_dir.resolve()}")
     if (run_dir / "summary.md").exists():
         print((run_dir / "summary.md").read_text())
+    if (run_dir / "report.html").exists():
+        print(f"report: {(run_dir / 'report.html').resolve()}")
     if not state.is_completed():
         print(f"error: the pipeline ended {state.name}: {state.message}", file=sys.stderr)
         return 1

@@ -7,8 +7,9 @@ Run folder (`params.run_dir`):
     sft/              the SFT run (skipped when finished for the same config)
     branches/<id>/    one folder per sweep branch (see aft_core/aft.py)
     sweep.json        every branch's outcome
-    evaluation/       per_example.parquet, table.json (SFT, each branch's ★ and last checkpoint)
+    evaluation/       per_example.parquet, table.json, table1.md (SFT, each branch's ★ and last checkpoint)
     summary.json, summary.md, comet/   the summary, and offline Comet archives
+    report.html       the self-contained report (Table 1, dynamics, sweep grid, qualitative pairs)
 A data-check failure stops the run before any training. A failing branch does not stop the
 others: the completed ones are still classified and evaluated, then the run ends Failed naming it.
 """
@@ -26,8 +27,8 @@ from aft_core.io import write_json_atomic
 from flows.params import PipelineParams
 from flows.summary import summarize
 from flows.sweep import SweepBranchesFailed, aft_sweep
-from tasks.stages import (branch_dir, check_data, classify_branch, evaluate_test, prepare_corpus, result_storage,
-                          train_sft)
+from tasks.stages import (branch_dir, build_report, check_data, classify_branch, evaluate_test, prepare_corpus,
+                          result_storage, train_sft)
 
 
 def _sft_config(params: PipelineParams, data: str) -> dict[str, Any]:
@@ -86,7 +87,8 @@ def aft_pipeline(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
     table = evaluate_test(run_dir, evaluation_systems(sft["model_dir"], branches), evaluation)
 
     summary = summarize(run_dir, params.model_dump(), sft, branches, failed, table)
-    logger.info("results: %s (summary %s)", run_dir, Path(run_dir) / "summary.md")
+    report = build_report(run_dir)
+    logger.info("results: %s (summary %s, report %s)", run_dir, Path(run_dir) / "summary.md", report)
     if sweep_failed:
         raise SweepBranchesFailed(f"{len(failed)} branch(es) failed: {', '.join(r['branch_id'] for r in failed)}; "
                                   f"the others were evaluated (see {Path(run_dir) / 'summary.md'}). "

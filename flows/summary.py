@@ -50,7 +50,8 @@ def summarize(run_dir: str, params: dict[str, Any], sft: dict[str, Any], branche
 
     branch_rows = [branch_table_row(b) for b in [*branches, *failed]]
     markdown = summary_markdown(run_dir, sft, branch_rows, table)
-    summary = {"run_dir": run_dir, "sft": sft, "branches": branch_rows, "test": table,
+    summary = {"run_dir": run_dir, "sft": sft, "test": table,
+               "branches": [{k: v for k, v in b.items() if k != "folder"} for b in [*branches, *failed]],
                "failed": [r["branch_id"] for r in failed]}
     out = Path(run_dir)
     write_json_atomic(out / "summary.json", summary)

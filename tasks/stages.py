@@ -165,3 +165,17 @@ def evaluate_test(run_dir: str, systems: dict[str, dict[str, Any]], config: dict
     table = evaluate_systems(systems, cfg, Path(run_dir) / "evaluation")
     _logger().info("test evaluation: %d systems on %d %s examples", len(table["rows"]), table["examples"], table["split"])
     return table
+
+
+@task(name="build-report")
+def build_report(run_dir: str) -> str:
+    """The self-contained HTML report of the run, linked from a Prefect artifact."""
+    from prefect.artifacts import create_link_artifact
+
+    from aft_core.report import build_report as build
+
+    path = build(run_dir).resolve()
+    create_link_artifact(key="aft-report", link=path.as_uri(), link_text="AFT report (open locally)",
+                         description=f"report of {run_dir}: Table 1, training dynamics, sweep grid, qualitative pairs")
+    _logger().info("report: %s", path)
+    return str(path)

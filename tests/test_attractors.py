@@ -66,3 +66,18 @@ def test_primary_checkpoint_is_the_best_healthy_focus_gain_within_the_bertscore_
     labels = classify_trajectory(rows, MAX_NEW)
     assert select_primary(rows, labels) == 250
     assert select_primary([row(0)], classify_trajectory([row(0)], MAX_NEW)) is None
+
+
+def test_template_fixation_relative_to_sft():
+    """With unique_relative_to_sft, the Dam is judged against the SFT model's own unique count."""
+    from aft_core.attractors import AttractorThresholds, classify_trajectory
+
+    def row(step, unique):
+        return {"step": step, "probe_size": 200, "unique_outputs": unique, "mean_length": 12.0, "repeat": 0.0,
+                "bertscore": 0.7, "closing_rate": 0.0, "delta_focus": 0.2, "delta_bertscore": 0.0}
+
+    rows = [row(0, 110), row(50, 100), row(100, 40)]
+    absolute = classify_trajectory(rows, 48)
+    relative = classify_trajectory(rows, 48, AttractorThresholds(unique_relative_to_sft=True))
+    assert [c.label for c in absolute] == ["template_fixation"] * 3
+    assert [c.label for c in relative] == ["healthy", "healthy", "template_fixation"]  # 40 < 0.775 * 110

@@ -167,3 +167,24 @@ def test_prefect_yaml_matches_the_presets():
         SweepParams.model_validate(sweep["params"])
     assert ("aft_branch", "aft-branch") in deployments
     assert {d["work_pool"]["name"] for d in doc["deployments"]} == {"aft-pool"}
+
+
+def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(tiny_run, monkeypatch):
+    """New thresholds on the same run folder: no training runs again, every checkpoint is relabelled,
+    the ★ checkpoints are evaluated, and the report shows the qualitative pairs with heatmaps."""
+    from flows.params import preset
+    from flows.pipeline import aft_pipeline
+
+    calls = _count_branch_runs(monkeypatch)
+    lenient = {"unique_min_fraction": 0.0, "length_near_max_fraction": 1.0, "repeat_max": 1.0, "closing_rate_min": 1.0,
+               "inertia_step": 10**6, "primary_min_delta_bertscore": -1.0}
+    aft_pipeline(preset("tiny", {"run_dir": str(tiny_run), "sweep": {"thresholds": lenient}}))
+    assert calls == []
+    table = json.loads((tiny_run / "evaluation" / "table.json").read_text())
+    stars = [r for r in table["rows"] if "★" in r["system"]]
+    assert len(stars) == 2 and all("vs_baseline" in r for r in stars)
+    report = (tiny_run / "report.html").read_text()
+    assert report.count("class='pair'") == 4 and "attention SFT" in report and "attention ★" in report
+    assert "http://" not in report and "https://" not in report  # self-contained
+    markdown = (tiny_run / "evaluation" / "table1.md").read_text()
+    assert "mean [95% bootstrap CI]" in markdown and "T5-Large SFT" in markdown and "★" in markdown

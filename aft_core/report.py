@@ -1,0 +1,299 @@
+"""The results report of a pipeline run: one self-contained HTML file (no network needed to open it).
+
+Sections: Table 1 with 95% CIs beside the paper's figures (and the BERTScore encoder used); the
+training dynamics of every branch (ΔFocus, BERTScore, mean length, loss and reward against step,
+checkpoints coloured by attractor label, ★ marked; the paper's Fig. 3); the sweep at a glance (β×γ
+per η_kl and K, coloured by ΔFocus at ★, attractors marked); and the qualitative pairs chosen by a
+stated rule, each with the cross-attention heatmaps of SFT and ★. Plots are matplotlib PNGs
+embedded as data URIs; the page has no scripts. `aft report RUN_DIR` regenerates it.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from aft_core.evaluation import PAPER_TABLE1
+from aft_core.io import write_text_atomic
+
+QUALITATIVE_PAIRS = 4
+LABEL_COLOURS = {"healthy": "#2b8a3e", "template_fixation": "#e8590c", "length_loop": "#1971c2",
+                 "generic_closing": "#9c36b5", "near_sft_inertia": "#868e96", "semantic_incoherence": "#c92a2a"}
+QUALITATIVE_RULE = (f"the {QUALITATIVE_PAIRS} test examples with the largest per-example focus gain of the best "
+                    "branch's ★ over SFT (best branch: largest ΔFocus at ★ on the probe), ties broken by example id")
+
+
+def _pyplot():
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "mpl"))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    _pyplot().close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and value != value) else f"{value:.{digits}f}"
+
+
+# --- sections ----------------------------------------------------------------------------------------
+
+def table1_html(table: dict[str, Any]) -> str:
+    cols = [("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("avg_len", "Avg Len"),
+            ("coverage_history", "Cov(history)"), ("coverage_salient", "Cov(salient)"), ("entity_accuracy", "Entity acc.")]
+    head = "".join(f"<th>{n}</th>" for _, n in cols)
+    rows = []
+    for r in table["rows"]:
+        cells = []
+        for key, _ in cols:
+            ci = r.get(f"{key}_ci")
+            digits = 1 if key == "avg_len" else 3
+            cells.append(f"<td>{_num(r.get(key), digits)}" + (f"<br><small>[{_num(ci[0], digits)}, {_num(ci[1], digits)}]</small>"
+                                                              if ci else "") + "</td>")
+        cmp = r.get("vs_baseline")
+        paired = (f"<td>{cmp['focus_improved_share']:.0%} (p={cmp['focus_p_value']:.3f})</td>"
+                  f"<td>{cmp['median_delta_bertscore']:+.3f} (p={cmp['bertscore_p_value']:.3f})</td>") if cmp else "<td>–</td><td>–</td>"
+        rows.append(f"<tr><td>{_esc(r['system'])}</td>{''.join(cells)}<td>{r['distinct_1']:.3f} / {r['distinct_2']:.3f}</td>{paired}</tr>")
+    paper = "".join(f"<tr><td>{_esc(m)}</td><td>{f:.3f}</td><td>{rp:.3f}</td><td>{b:.3f}</td><td>{n:.1f}</td></tr>"
+                    for m, f, rp, b, n in PAPER_TABLE1)
+    return (f"<h2>Table 1: test evaluation</h2><p>{table['examples']} {_esc(table['split'])} examples, greedy decoding; "
+            f"mean with its 95% bootstrap CI. BERTScore F1 with <b>{_esc(table['bertscore_encoder'])}</b> (layer "
+            f"{table['bertscore_layer']}); Focus under I_x = {_esc(table['ix_mode'])}. Paired columns compare "
+            f"each system with SFT on the same examples (paired bootstrap p-values).</p>"
+            f"<table id='table1'><tr><th>System</th>{head}<th>distinct-1 / 2</th><th>Focus ↑ vs SFT</th>"
+            f"<th>median ΔBERTScore</th></tr>{''.join(rows)}</table>"
+            f"<p>The paper's figures (T5-Large on MultiWOZ 2.1, bert-score's default encoder; not comparable across "
+            f"encoders or corpora):</p><table id='paper'><tr><th>Model</th><th>Focus</th><th>Repeat</th>"
+            f"<th>BERTScore</th><th>Avg Len</th></tr>{paper}</table>")
+
+
+def dynamics_figure(branch_id: str, probe: pd.DataFrame, steps: pd.DataFrame | None, labels: dict[int, str],
+                    primary: int | None) -> str:
+    plt = _pyplot()
+    panels = [("delta_focus", "ΔFocus", probe), ("bertscore", "BERTScore", probe), ("mean_length", "mean length", probe)]
+    if steps is not None and len(steps):
+        panels += [("loss", "loss", steps), ("reward_mean", "reward", steps)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6))
+    for ax, (key, title, frame) in zip(axes, panels):
+        ax.plot(frame["step"], frame[key], color="#495057", lw=1)
+        if frame is probe:
+            for step, value in zip(probe["step"], probe[key]):
+                ax.scatter([step], [value], color=LABEL_COLOURS.get(labels.get(int(step), "healthy"), "#000"), s=28, zorder=3)
+            if primary is not None:
+                star = probe[probe["step"] == primary]
+                ax.scatter(star["step"], star[key], marker="*", s=220, color="#f59f00", edgecolor="k", zorder=4)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"branch {branch_id}", fontsize=9)
+    return _png(fig)
+
+
+def sweep_figure(branches: list[dict[str, Any]]) -> str | None:
+    """β×γ grids, one panel per (η_kl, K), coloured by ΔFocus at ★; attractor-ended branches marked."""
+    if not branches:
+        return None
+    plt = _pyplot()
+    import numpy as np
+
+    panels = sorted({(b["eta_kl"], b["k"]) for b in branches})
+    betas = sorted({b["beta"] for b in branches})
+    gammas = sorted({b["gamma"] for b in branches})
+    values = [b.get("primary_delta_focus") for b in branches if b.get("primary_delta_focus") is not None]
+    span = max([abs(v) for v in values] + [1e-6])
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 + 1.2 * len(betas) * len(panels), 2.4 + 0.4 * len(gammas)),
+                             squeeze=False)
+    for ax, (eta_kl, k) in zip(axes[0], panels):
+        grid = np.full((len(gammas), len(betas)), np.nan)
+        for b in branches:
+            if (b["eta_kl"], b["k"]) == (eta_kl, k) and b.get("primary_delta_focus") is not None:
+                grid[gammas.index(b["gamma"]), betas.index(b["beta"])] = b["primary_delta_focus"]
+        image = ax.imshow(grid, cmap="RdYlGn", vmin=-span, vmax=span, origin="lower")
+        for b in branches:
+            if (b["eta_kl"], b["k"]) != (eta_kl, k):
+                continue
+            x, y = betas.index(b["beta"]), gammas.index(b["gamma"])
+            label = b.get("final_label") or b.get("status", "")
+            text = _num(b.get("primary_delta_focus"), 2) + ("" if label == "healthy" else f"\n{label[:12]}")
+            ax.text(x, y, text, ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(betas)), [str(v) for v in betas], fontsize=7)
+        ax.set_yticks(range(len(gammas)), [str(v) for v in gammas], fontsize=7)
+        ax.set_xlabel("β", fontsize=8)
+        ax.set_ylabel("γ", fontsize=8)
+        ax.set_title(f"η_kl={eta_kl}, K={k}", fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="ΔFocus at ★")
+    return _png(fig)
+
+
+def heatmap_figure(title: str, tokens: list[str], source_tokens: list[str], attention: Any, turns: list[int],
+                   ix_mask: list[bool]) -> str:
+    """Response tokens × source tokens; dashed lines at turn boundaries; I_x positions ticked in orange."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(min(14, 2 + 0.09 * len(source_tokens)), 1.2 + 0.16 * len(tokens)))
+    ax.imshow(attention, aspect="auto", cmap="viridis")
+    for s in range(1, len(turns)):
+        if turns[s] != turns[s - 1]:
+            ax.axvline(s - 0.5, color="white", lw=0.8, ls="--")
+    for s, inside in enumerate(ix_mask):
+        if inside:
+            ax.plot([s], [-0.9], marker="|", color="#f59f00", markersize=5, clip_on=False)
+    ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
+    step = max(1, len(source_tokens) // 60)
+    ax.set_xticks(range(0, len(source_tokens), step), source_tokens[::step], fontsize=5, rotation=90)
+    ax.set_title(title, fontsize=8)
+    return _png(fig)
+
+
+# --- the report -----------------------------------------------------------------------------------------
+
+def _branch_rows(run: Path) -> list[dict[str, Any]]:
+    """The branches with their latest classification (the pipeline's summary), else the sweep's record."""
+    for name in ("summary.json", "sweep.json"):
+        if (run / name).exists():
+            return json.loads((run / name).read_text())["branches"]
+    return []
+
+
+def qualitative_pairs(run: Path, table: dict[str, Any], branches: list[dict[str, Any]]) -> tuple[str | None, pd.DataFrame]:
+    """The examples chosen by QUALITATIVE_RULE, with SFT's and ★'s responses side by side."""
+    per_example = pd.read_parquet(run / "evaluation" / "per_example.parquet")
+    ranked = sorted((b for b in branches if b.get("primary_delta_focus") is not None),
+                    key=lambda b: (-b["primary_delta_focus"], b["branch_id"]))
+    star = next((r["system"] for b in ranked for r in table["rows"]
+                 if r["system"].startswith(f"{b['branch_id']} ★")), None)
+    if star is None:
+        return None, pd.DataFrame()
+    sft = per_example[per_example["system"] == "SFT"].set_index("example_id")
+    best = per_example[per_example["system"] == star].set_index("example_id").loc[sft.index]
+    pairs = pd.DataFrame({"example_id": sft.index, "gain": best["focus"].to_numpy() - sft["focus"].to_numpy(),
+                          "reference": sft["reference"].to_numpy(), "sft": sft["response"].to_numpy(),
+                          "star": best["response"].to_numpy(), "sft_focus": sft["focus"].to_numpy(),
+                          "star_focus": best["focus"].to_numpy()})
+    for name, frame in (("sft", sft), ("star", best)):
+        pairs[f"{name}_correct"] = frame["entity_correct"].to_numpy() if "entity_correct" in frame else None
+    pairs = pairs.sort_values(["gain", "example_id"], ascending=[False, True]).head(QUALITATIVE_PAIRS)
+    return star, pairs.reset_index(drop=True)
+
+
+def _attention_maps(system: dict[str, Any], data: str, example_ids: list[str], max_source_tokens: int,
+                    max_new_tokens: int, ix_mode: str) -> list[dict[str, Any]]:
+    """Greedy responses of one system to the chosen examples, with A[T,S] and the source map."""
+    from aft_core.attention import parse_layers
+    from aft_core.data.corpus import load_corpus
+    from aft_core.data.dataset import corpus_to_dataset, encode_table
+    from aft_core.evaluation import load_system
+    from aft_core.monitor import SourceBatch, score_greedy
+
+    model, tokenizer = load_system(system["model"], system.get("weights") or None)
+    test = corpus_to_dataset(load_corpus(data))["test"]
+    wanted = set(example_ids)
+    rows = [r for r in encode_table(test.filter(lambda r: r["example_id"] in wanted), tokenizer, max_source_tokens, 8).to_list()]
+    rows.sort(key=lambda r: example_ids.index(r["example_id"]))
+    scored = score_greedy(model, tokenizer, rows, ix_modes=(ix_mode,), layers=parse_layers("all", model.config.num_decoder_layers),
+                          max_new_tokens=max_new_tokens, repeat_n=3, keep_attention=True)
+    maps = []
+    for i, row in enumerate(rows):
+        src = SourceBatch.from_rows([row], tokenizer.pad_token_id)
+        maps.append({"tokens": tokenizer.convert_ids_to_tokens(scored["target_ids"][i]),
+                     "source_tokens": tokenizer.convert_ids_to_tokens(row["input_ids"]),
+                     "attention": scored["attention"][i].numpy(), "turns": list(row["src_turn"]),
+                     "ix": src.mask(ix_mode)[0].tolist(), "history": row["history_texts"],
+                     "speakers": row["history_speakers"]})
+    return maps
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#212529}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ced4da;padding:4px 8px;text-align:left}
+th{background:#f1f3f5}img{max-width:100%;display:block;margin:0.5em 0}.pair{border:1px solid #dee2e6;padding:1em;margin:1em 0}
+.hist{font-size:12px;color:#495057}small{color:#868e96}.ok{color:#2b8a3e}.bad{color:#c92a2a}"""
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write <run_dir>/report.html from the run's tables; returns its path."""
+    run = Path(run_dir)
+    table = json.loads((run / "evaluation" / "table.json").read_text())
+    params = json.loads((run / "pipeline.json").read_text()) if (run / "pipeline.json").exists() else {}
+    branches = _branch_rows(run)
+    parts = [f"<h1>AFT run: {_esc(run.resolve().name)}</h1>", table1_html(table)]
+
+    parts.append("<h2>Training dynamics</h2><p>Probe metrics per checkpoint (dots coloured by attractor label: "
+                 + ", ".join(f"<span style='color:{c}'>{k}</span>" for k, c in LABEL_COLOURS.items())
+                 + "; ★ = primary checkpoint), loss and mean reward per step.</p>")
+    for b in branches:
+        folder = run / "branches" / b["branch_id"]
+        if not (folder / "probe.parquet").exists():
+            parts.append(f"<p>branch {_esc(b['branch_id'])}: {_esc(b.get('status'))} {_esc(b.get('error', ''))}</p>")
+            continue
+        probe = pd.read_parquet(folder / "probe.parquet")
+        steps = pd.read_parquet(folder / "steps.parquet") if (folder / "steps.parquet").exists() else None
+        attractors = json.loads((folder / "attractors.json").read_text()) if (folder / "attractors.json").exists() else {}
+        labels = {c["step"]: c["label"] for c in attractors.get("checkpoints", [])}
+        grid = ", ".join(f"{k}={b[k]}" for k in ("beta", "gamma", "eta_kl", "k") if k in b)
+        parts.append(f"<h3>{_esc(b['branch_id'])} ({_esc(grid)}): final label {_esc(b.get('final_label'))}</h3>"
+                     f"<img alt='dynamics {b['branch_id']}' src='{dynamics_figure(b['branch_id'], probe, steps, labels, attractors.get('primary_step'))}'>")
+
+    sweep_png = sweep_figure([b for b in branches if b.get("status") != "failed"])
+    if sweep_png:
+        parts.append(f"<h2>The sweep at a glance</h2><p>ΔFocus at ★ on the probe for each β×γ, one panel per (η_kl, K); "
+                     f"a label marks a branch that ended in an attractor; blank cells have no ★.</p>"
+                     f"<img alt='sweep grid' src='{sweep_png}'>")
+
+    star, pairs = qualitative_pairs(run, table, branches)
+    parts.append(f"<h2>Qualitative comparison</h2><p>Rule: {QUALITATIVE_RULE}.</p>")
+    if star is None:
+        parts.append("<p>No branch has a ★ checkpoint, so there is no ★ to compare with SFT.</p>")
+    else:
+        systems = {r["system"]: r for r in table["rows"]}
+        branch = params.get("sweep", {}).get("branch", {})
+        data = _corpus_of(run)
+        kwargs = dict(max_source_tokens=branch.get("max_source_tokens", 192), max_new_tokens=branch.get("max_new_tokens", 48),
+                      ix_mode=table["ix_mode"])
+        ids = pairs["example_id"].tolist()
+        maps = {name: _attention_maps(systems[name], data, ids, **kwargs) for name in ("SFT", star)}
+        for i, pair in pairs.iterrows():
+            history = "<br>".join(f"<b>{_esc(s)}:</b> {_esc(t)}" for s, t in zip(maps["SFT"][i]["speakers"], maps["SFT"][i]["history"]))
+
+            def verdict(value: Any) -> str:
+                if value is None or value != value:
+                    return ""
+                return " <span class='ok'>✓ correct venue</span>" if value else " <span class='bad'>✗ no correct venue</span>"
+
+            figures = "".join(
+                f"<img alt='attention {who} {pair['example_id']}' src='"
+                + heatmap_figure(f"{who}: cross-attention (response × source; dashed = turn boundary, orange = I_x)",
+                                 m["tokens"], m["source_tokens"], m["attention"], m["turns"], m["ix"]) + "'>"
+                for who, m in (("SFT", maps["SFT"][i]), ("★", maps[star][i])))
+            parts.append(f"<div class='pair'><p><b>{_esc(pair['example_id'])}</b>: focus gain {pair['gain']:+.3f}</p>"
+                         f"<p class='hist'>{history}</p><p><b>reference:</b> {_esc(pair['reference'])}</p>"
+                         f"<p><b>SFT</b> (focus {pair['sft_focus']:.3f}): {_esc(pair['sft'])}{verdict(pair['sft_correct'])}</p>"
+                         f"<p><b>{_esc(star)}</b> (focus {pair['star_focus']:.3f}): {_esc(pair['star'])}{verdict(pair['star_correct'])}</p>"
+                         f"{figures}</div>")
+
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AFT report: {_esc(run.resolve().name)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    out = run / "report.html"
+    write_text_atomic(out, page)
+    return out
+
+
+def _corpus_of(run: Path) -> str:
+    """The corpus a run evaluated (recorded in its SFT config)."""
+    return json.loads((run / "sft" / "sft_config.json").read_text())["data"]

@@ -1,0 +1,104 @@
+"""The deployment path end to end, against a real `prefect server` on 127.0.0.1 and a real process worker.
+
+It starts and stops everything it uses: server → work pool → `prefect deploy --all` →
+`prefect deployment run 'aft-sweep/tiny'` → `prefect worker start --run-once` → the run is
+Completed and its results are on disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"prefect server not healthy at {url} after {timeout}s")
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A real Prefect server on loopback with its own home; yields the environment that points at it."""
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "AFT_PROJECT_DIR": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO"}
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_healthy(env["PREFECT_API_URL"], server)
+        yield env
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def _prefect(env: dict, *args: str, timeout: float = 300) -> str:
+    done = subprocess.run([PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def test_sweep_deployment_runs_on_a_real_server_and_worker(prefect_server, tmp_path):
+    from aft_core.config import SFTConfig
+    from aft_core.data.towninfo import generate_towninfo
+    from aft_core.sft import run_sft
+    from flows.params import PRESETS
+
+    env = prefect_server
+    corpus = generate_towninfo(tmp_path / "data", dialogues=60, seed=0)
+    sft_settings = PRESETS["tiny"]["sft"]
+    sft = run_sft(dataclasses.replace(SFTConfig(**sft_settings), data=str(corpus)), tmp_path / "sft", progress=False)
+    run_dir = tmp_path / "run"
+
+    _prefect(env, "work-pool", "create", "aft-pool", "--type", "process")
+    deployed = _prefect(env, "--no-prompt", "deploy", "--all")
+    assert "aft-sweep/tiny" in deployed and "aft-pipeline/towninfo-small" in deployed
+    started = _prefect(env, "deployment", "run", "aft-sweep/tiny", "--param", f"run_dir={run_dir}",
+                       "--param", f"sft_model={sft['model_dir']}", "--param", f"data={corpus}")
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started).group(1)
+    _prefect(env, "worker", "start", "--pool", "aft-pool", "--run-once", timeout=600)
+
+    inspected = _prefect(env, "flow-run", "inspect", flow_run_id)
+    assert "COMPLETED" in inspected, inspected
+    sweep = json.loads((run_dir / "sweep.json").read_text())
+    assert sweep["failed"] == [] and len(sweep["branches"]) == 2
+    for branch in sweep["branches"]:
+        assert (run_dir / "branches" / branch["branch_id"] / "result.json").exists()
+    assert len(list((run_dir / "comet").glob("*.zip"))) == 2

@@ -1,0 +1,63 @@
+"""Statistics of the test table against known values, and entity accuracy on hand-made turns."""
+from __future__ import annotations
+
+import pytest
+
+from aft_core.data.venues import VenueDB, entity_correct
+from aft_core.stats import bootstrap_ci, distinct_n, paired_bootstrap_p, paired_comparison
+
+
+def test_bootstrap_ci_of_a_constant_is_a_point():
+    assert bootstrap_ci([0.7] * 50) == (pytest.approx(0.7), pytest.approx(0.7), pytest.approx(0.7))
+
+
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_data():
+    small = bootstrap_ci([0.0, 1.0] * 10)
+    large = bootstrap_ci([0.0, 1.0] * 500)
+    assert small[1] < 0.5 < small[2] and large[1] < 0.5 < large[2]
+    assert large[2] - large[1] < small[2] - small[1]
+    # The half-width of a 95% CI of a fair coin's mean over 1,000 draws is about 1.96 * 0.5 / sqrt(1000) = 0.031.
+    assert (large[2] - large[1]) / 2 == pytest.approx(0.031, abs=0.005)
+
+
+def test_paired_comparison_of_identical_systems_shows_no_difference():
+    scores = [0.1, 0.5, 0.3, 0.9, 0.2]
+    cmp = paired_comparison(scores, scores)
+    assert cmp == {"share_improved": 0.0, "share_worse": 0.0, "median_delta": 0.0, "mean_delta": 0.0, "p_value": 1.0}
+
+
+def test_paired_comparison_detects_a_consistent_gain():
+    base = [0.1 * i for i in range(40)]
+    better = [b + 0.05 + (0.01 if i % 2 else -0.01) for i, b in enumerate(base)]
+    cmp = paired_comparison(better, base)
+    assert cmp["share_improved"] == 1.0 and cmp["median_delta"] == pytest.approx(0.05)
+    assert cmp["p_value"] < 0.01
+    assert paired_bootstrap_p([1.0, -1.0] * 20) > 0.5  # symmetric differences: no evidence
+    with pytest.raises(ValueError, match="same examples"):
+        paired_comparison([1.0], [1.0, 2.0])
+
+
+def test_distinct_n_by_hand():
+    texts = ["a b a b", "a c"]
+    # unigrams: a b a b a c -> 3 distinct / 6; bigrams: ab ba ab ac -> 3 distinct / 4
+    assert distinct_n(texts, 1) == pytest.approx(3 / 6)
+    assert distinct_n(texts, 2) == pytest.approx(3 / 4)
+    assert distinct_n(["one"], 2) == 0.0
+
+
+@pytest.fixture
+def db():
+    return VenueDB({"restaurant": [
+        {"name": "the golden wok", "food": "chinese", "area": "centre", "pricerange": "cheap"},
+        {"name": "the silver spoon", "food": "italian", "area": "north", "pricerange": "expensive"},
+    ], "hotel": [{"name": "acorn house", "area": "north", "pricerange": "cheap", "stars": "4"}]})
+
+
+def test_entity_accuracy_on_hand_made_turns(db):
+    state = {"restaurant": {"food": "chinese", "area": "centre", "pricerange": "dontcare"}}
+    assert entity_correct(db, "how about the golden wok ? it is cheap .", state)  # a correct venue
+    assert not entity_correct(db, "the silver spoon is lovely .", state)  # a venue that breaks the constraints
+    assert db.matching("restaurant", state["restaurant"])  # a match exists, so an apology is wrong
+    assert not entity_correct(db, "i am sorry , there is no such restaurant .", state)
+    # A venue of a domain the user never asked about is not a correct answer.
+    assert not entity_correct(db, "acorn house is in the north .", state)
