@@ -4,6 +4,7 @@ A kill at any moment leaves either the old file or the new one, never a torn one
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,19 +16,39 @@ from typing import Any, Iterator
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A full disk or an unwritable folder ends in an AftInputError naming the file; the old file,
+    if any, is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno not in _OUTPUT_ERRORS:
+            raise
+        from aft_core.errors import AftInputError
+
+        raise AftInputError(path, "<output>", f"cannot be written ({os.strerror(e.errno)})",
+                            _OUTPUT_ERRORS[e.errno]) from e
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+
+
+_OUTPUT_ERRORS = {errno.ENOSPC: "free disk space (or choose an output folder on another disk) and rerun; the run resumes",
+                  errno.EDQUOT: "free space within your quota and rerun; the run resumes",
+                  errno.EROFS: "choose an output folder on a writable file system",
+                  errno.EACCES: "choose an output folder you can write to, or fix its permissions",
+                  errno.EPERM: "choose an output folder you can write to, or fix its permissions"}
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -85,3 +106,61 @@ def claim_run_dir(out_dir: str | Path, config_file: str, config: dict[str, Any])
                             "choose an empty or new --out folder")
     write_json_atomic(marker, json.loads(json.dumps(config, default=str)))
     return False
+
+
+LOCK_FILE = ".aft-lock.json"
+
+
+@contextmanager
+def run_lock(run_dir: str | Path, owner: str) -> Iterator[None]:
+    """Hold `run_dir` for one pipeline or sweep at a time.
+
+    The lock file names its owner (what, process id, host, since). A second run on the same folder
+    is refused with that owner named; a lock left by a process that no longer runs on this host is
+    taken over. Re-entrant within one process (the pipeline runs its sweep as a subflow).
+    """
+    import socket
+    import time
+
+    from aft_core.errors import AftInputError
+
+    lock = Path(run_dir) / LOCK_FILE
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {"owner": owner, "pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                held = json.loads(lock.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                held = {}
+            if held.get("pid") == me["pid"] and held.get("host") == me["host"]:
+                yield  # our own process already holds it
+                return
+            if held.get("host") == me["host"] and not _alive(held.get("pid")):
+                lock.unlink(missing_ok=True)  # stale: its owner is gone
+                continue
+            raise AftInputError(lock, "<lock>", f"the run folder is in use by {held.get('owner', '?')} (pid {held.get('pid')} "
+                                f"on {held.get('host')}, since {held.get('since')})",
+                                "wait for that run to finish, or use another run folder; delete the lock file only if "
+                                "that process is gone")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(me, f)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

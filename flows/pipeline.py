@@ -23,10 +23,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from aft_core.config import SFTConfig
-from aft_core.io import write_json_atomic
+from aft_core.io import run_lock, write_json_atomic
 from flows.params import PipelineParams
 from flows.summary import summarize
-from flows.sweep import SweepBranchesFailed, aft_sweep
+from flows.sweep import SweepBranchesFailed, _flow_run_name, aft_sweep
 from tasks.stages import (branch_dir, build_report, check_data, classify_branch, evaluate_test, prepare_corpus,
                           result_storage, train_sft)
 
@@ -52,6 +52,11 @@ def evaluation_systems(sft_model: str, branches: list[dict[str, Any]]) -> dict[s
 
 @flow(name="aft-pipeline", flow_run_name="pipeline-{params.run_dir}")
 def aft_pipeline(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
+    with run_lock(params.run_dir, f"aft-pipeline flow run {_flow_run_name()}"):
+        return _pipeline(params)
+
+
+def _pipeline(params: PipelineParams) -> dict[str, Any]:
     logger = get_run_logger()
     run_dir = params.run_dir
     write_json_atomic(Path(run_dir) / "pipeline.json", params.model_dump())

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from aft_core.config import AFTConfig, config_id
-from aft_core.io import write_json_atomic
+from aft_core.io import run_lock, write_json_atomic
 from flows.params import SweepParams
 from tasks.stages import branch_complete, result_storage, train_branch
 
@@ -71,6 +71,17 @@ def dispatch_branch(deployment: str, run_dir: str, branch_id: str, config: dict[
 @flow(name="aft-sweep", flow_run_name="sweep-{run_dir}")
 def aft_sweep(run_dir: str, sft_model: str, data: str, params: SweepParams = SweepParams()) -> dict[str, Any]:
     """Train every branch of the grid; returns (and writes to run_dir/sweep.json) each branch's outcome."""
+    with run_lock(run_dir, f"aft-sweep flow run {_flow_run_name()}"):
+        return _sweep(run_dir, sft_model, data, params)
+
+
+def _flow_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"'{flow_run.name}' ({flow_run.id})"
+
+
+def _sweep(run_dir: str, sft_model: str, data: str, params: SweepParams) -> dict[str, Any]:
     logger = get_run_logger()
     branches = plan_branches(sft_model, data, params)
     thresholds = params.thresholds.model_dump()

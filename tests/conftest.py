@@ -35,6 +35,26 @@ def towninfo_dir(tmp_path_factory) -> Path:
     return generate_towninfo(tmp_path_factory.mktemp("towninfo") / "corpus", dialogues=200, seed=3)
 
 
+@pytest.fixture(scope="session")
+def sft_model(tmp_path_factory, towninfo_dir) -> str:
+    """A tiny SFT model on the session's TownInfo corpus (seconds to train)."""
+    from aft_core.config import SFTConfig
+    from aft_core.sft import run_sft
+
+    cfg = SFTConfig(data=str(towninfo_dir), model="tiny", max_steps=60, eval_every=30, warmup_steps=5,
+                    dev_examples=64, batch_size=16, max_source_tokens=96, learning_rate=3e-3)
+    return run_sft(cfg, tmp_path_factory.mktemp("sft") / "run", progress=False)["model_dir"]
+
+
+def branch_config(sft_model, towninfo_dir, **over):
+    """A tiny branch config: 4 steps, checkpoints every 2."""
+    from aft_core.config import AFTConfig
+
+    settings = dict(sft_model=sft_model, data=str(towninfo_dir), steps=4, checkpoint_every=2, probe_size=16,
+                    batch_size=4, k=2, max_new_tokens=12, max_source_tokens=96, learning_rate=1e-3)
+    return AFTConfig(**{**settings, **over})
+
+
 def write_json(path: Path, obj) -> Path:
     path.write_text(json.dumps(obj), encoding="utf-8")
     return path

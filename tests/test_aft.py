@@ -9,26 +9,12 @@ import torch
 
 from aft_core.aft import aft_step_loss, run_branch
 from aft_core.attention import parse_layers
-from aft_core.config import AFTConfig, SFTConfig
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.errors import AftInputError
 from aft_core.modeling import load_model
 from aft_core.monitor import SourceBatch
-from aft_core.sft import run_sft
-
-
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory, towninfo_dir):
-    cfg = SFTConfig(data=str(towninfo_dir), model="tiny", max_steps=60, eval_every=30, warmup_steps=5,
-                    dev_examples=64, batch_size=16, max_source_tokens=96, learning_rate=3e-3)
-    return run_sft(cfg, tmp_path_factory.mktemp("sft") / "run", progress=False)["model_dir"]
-
-
-def branch_config(sft_model, towninfo_dir, **over) -> AFTConfig:
-    settings = dict(sft_model=sft_model, data=str(towninfo_dir), steps=4, checkpoint_every=2, probe_size=16,
-                    batch_size=4, k=2, max_new_tokens=12, max_source_tokens=96, learning_rate=1e-3)
-    return AFTConfig(**{**settings, **over})
+from conftest import branch_config
 
 
 def test_reward_rises_on_a_fixed_batch_and_weights_move(sft_model, towninfo_dir):

@@ -97,3 +97,99 @@ def test_cli_stats(towninfo_dir, capsys):
     assert main(["data", "stats", str(towninfo_dir)]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["format"] == "multiwoz" and stats["examples"]["train"] > 0
+
+
+# --- the catalogue: settings that are refused before anything is written --------------------------------
+
+def _aft(**over):
+    from aft_core.config import AFTConfig
+
+    return lambda: AFTConfig(**{"sft_model": "tiny", "data": "x", **over}).validate()
+
+
+def _grid(**grid):
+    from flows.params import SweepGrid
+
+    return lambda: SweepGrid(**grid)
+
+
+CATALOGUE = {
+    "K below 2": (_aft(k=1), "'k'"),
+    "eta not positive": (_aft(eta=0.0), "'eta'"),
+    "negative gamma": (_aft(gamma=-0.5), "'gamma'"),
+    "negative eta_kl": (_aft(eta_kl=-0.01), "'eta_kl'"),
+    "max_new_tokens not positive": (_aft(max_new_tokens=0), "'max_new_tokens'"),
+    "unknown KL estimator": (_aft(kl_estimator="k2"), "'kl_estimator'"),
+    "unknown I_x mode": (_aft(ix_mode="future"), "'ix_mode'"),
+    "unknown AFT setting": (lambda: from_dict(__import__("aft_core.config").config.AFTConfig, {"sft_model": "tiny", "data": "x", "betta": 1}), "'betta'"),
+    "attractor share out of range": (lambda: __import__("aft_core.attractors").attractors.AttractorThresholds(unique_min_fraction=1.5).validate(), "'unique_min_fraction'"),
+    "data-check share out of range": (lambda: __import__("data_checks.suites").suites.DataCheckConfig(annotated_mostly=2.0).validate(), "'annotated_mostly'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CATALOGUE))
+def test_catalogue_setting_refused_with_field_and_fix(case):
+    call, field = CATALOGUE[case]
+    message = expect_error(call)
+    assert field in message, message
+
+
+@pytest.mark.parametrize("grid, problem", [({"beta": []}, "at least one value"),
+                                           ({"other": {"temprature": [1.0]}}, "'temprature' is not a branch setting"),
+                                           ({"other": {"kl_estimator": []}}, "non-empty list")])
+def test_sweep_grid_refused_with_what_to_do(grid, problem):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=problem):
+        _grid(**grid)()
+
+
+def test_unknown_pipeline_parameter_and_preset():
+    from pydantic import ValidationError
+
+    from flows.params import preset
+
+    with pytest.raises(ValidationError, match="sft_steps"):
+        preset("tiny", {"sft_steps": 5})
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        preset("huge")
+
+
+def test_read_only_output_folder(tmp_path):
+    import os
+
+    from aft_core.io import write_json_atomic
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "keep.json").write_text("{}")
+    os.chmod(folder, 0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user that can write to read-only folders (root); simulated below instead")
+        expect_error(lambda: write_json_atomic(folder / "keep.json", {"new": 1}), "cannot be written", "writable")
+    finally:
+        os.chmod(folder, 0o700)
+    assert (folder / "keep.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("errno_name, fix", [("ENOSPC", "free disk space"), ("EROFS", "writable file system"),
+                                             ("EACCES", "you can write to")])
+def test_full_disk_or_unwritable_output_leaves_the_old_file(tmp_path, monkeypatch, errno_name, fix):
+    import errno
+    import os
+
+    import aft_core.io
+    from aft_core.io import write_json_atomic
+
+    target = tmp_path / "result.json"
+    write_json_atomic(target, {"old": True})
+    before = snapshot(tmp_path)
+
+    def failing_replace(src, dst):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)))
+
+    monkeypatch.setattr(aft_core.io.os, "replace", failing_replace)
+    message = expect_error(lambda: write_json_atomic(target, {"new": True}), str(target), fix)
+    assert "cannot be written" in message
+    assert snapshot(tmp_path) == before  # the old file intact, no temporary left behind

@@ -188,3 +188,53 @@ def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(ti
     assert "http://" not in report and "https://" not in report  # self-contained
     markdown = (tiny_run / "evaluation" / "table1.md").read_text()
     assert "mean [95% bootstrap CI]" in markdown and "T5-Large SFT" in markdown and "★" in markdown
+
+
+def test_no_network_without_a_comet_key_and_the_key_never_written(harness, tmp_path, monkeypatch):
+    """A whole tiny pipeline with every non-loopback connection made to fail loudly; then every file of
+    the run (inside the Comet archives too) is searched for the API key."""
+    import socket
+    import zipfile
+
+    import tasks.tracking
+    from flows.params import preset
+    from flows.pipeline import aft_pipeline
+
+    secret = "aft-test-secret-comet-key-4f9c"
+    monkeypatch.setenv("COMET_API_KEY", secret)
+    monkeypatch.setattr(tasks.tracking, "comet_online", lambda: False)  # the key is present, the run stays offline
+    attempts: list[str] = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def loopback_only(host: object) -> bool:
+        return str(host) in ("127.0.0.1", "::1", "localhost") or str(host).startswith("127.")
+
+    def guarded_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not loopback_only(address[0]):
+            attempts.append(f"connect {address}")
+            raise ConnectionRefusedError(f"test: no network beyond loopback ({address})")
+        return real_connect(sock, address)
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if host is not None and not loopback_only(host):
+            attempts.append(f"resolve {host}")
+            raise socket.gaierror(f"test: no name lookups beyond loopback ({host})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    run_dir = tmp_path / "run"
+    aft_pipeline(preset("tiny", {"run_dir": str(run_dir)}))
+    assert attempts == []
+    assert (run_dir / "report.html").exists()
+
+    leaks = []
+    for path in run_dir.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                leaks += [f"{path.name}:{name}" for name in archive.namelist() if secret.encode() in archive.read(name)]
+        elif secret.encode() in path.read_bytes():
+            leaks.append(str(path))
+    assert leaks == []

@@ -1,0 +1,124 @@
+"""Faults: a branch killed with SIGKILL resumes exactly, divergence ends a branch cleanly, a run folder
+is held by one run at a time, and no pickle is ever loaded."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aft_core.aft import run_branch
+from aft_core.errors import AftInputError
+from aft_core.io import LOCK_FILE, run_lock
+from conftest import ROOT, branch_config
+
+AFT = str(Path(sys.executable).with_name("aft"))
+
+
+def _branch_args(sft_model: str, data: str, out: Path) -> list[str]:
+    return [AFT, "train-branch", "--sft", sft_model, "--data", data, "--out", str(out), "--steps", "12",
+            "--checkpoint-every", "4", "--probe-size", "8", "--batch-size", "4", "--k", "2", "--max-new-tokens", "12",
+            "--max-source-tokens", "96", "--learning-rate", "1e-3", "--quiet"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(sft_model, towninfo_dir, tmp_path):
+    env = {**os.environ, "AFT_THREADS": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(_branch_args(sft_model, str(towninfo_dir), straight), env=env, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_branch_args(sft_model, str(towninfo_dir), killed), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoints" / "step-0000004" / "state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the branch ended before its first checkpoint"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the steps after the checkpoint, not at a boundary
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "result.json").exists(), "the kill came too late to interrupt training"
+    subprocess.run(_branch_args(sft_model, str(towninfo_dir), killed), env=env, check=True, capture_output=True)
+
+    a = load_file(straight / "weights" / "step-0000012.safetensors")
+    b = load_file(killed / "weights" / "step-0000012.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(pd.read_parquet(straight / "probe.parquet"), pd.read_parquet(killed / "probe.parquet"))
+    assert len(pd.read_parquet(killed / "steps.parquet")) == 12
+
+
+def test_truncated_checkpoint_is_named_and_the_previous_one_used(sft_model, towninfo_dir, tmp_path, caplog):
+    cfg = branch_config(sft_model, towninfo_dir, steps=6)
+    assert run_branch(cfg, tmp_path / "b", progress=False, stop_after=4) == {"interrupted_at": 4}
+    newest = tmp_path / "b" / "checkpoints" / "step-0000004" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a torn write
+    result = run_branch(cfg, tmp_path / "b", progress=False)
+    assert "step-0000004 is damaged" in caplog.text
+    assert result["steps"] == 6 and len(pd.read_parquet(tmp_path / "b" / "steps.parquet")) == 6
+
+
+def test_divergence_ends_the_branch_with_its_evidence(sft_model, towninfo_dir, tmp_path, monkeypatch):
+    import aft_core.aft
+
+    real = aft_core.aft.aft_step_loss
+
+    def poisoned(*args, **kwargs):
+        parts, metrics = real(*args, **kwargs)
+        parts["loss"] = parts["loss"] * float("nan")
+        return parts, metrics
+
+    monkeypatch.setattr(aft_core.aft, "aft_step_loss", poisoned)
+    before = load_file(str(Path(sft_model) / "model.safetensors"))
+    result = run_branch(branch_config(sft_model, towninfo_dir, steps=20, max_nonfinite_steps=3), tmp_path / "d",
+                        progress=False)
+    assert result["status"] == "diverged" and result["steps"] == 3 and result["skipped_nonfinite"] == 3
+    assert result["final_label"] == "semantic_incoherence"
+    last = json.loads((tmp_path / "d" / "attractors.json").read_text())["checkpoints"][-1]
+    assert last["evidence"]["semantic_incoherence"]["nonfinite_steps_in_a_row"] == 3.0
+    after = load_file(tmp_path / "d" / "weights" / "step-0000003.safetensors")
+    shared = set(before) & set(after)
+    assert shared and all(torch.equal(before[k], after[k]) for k in shared)  # no update was applied
+    steps = pd.read_parquet(tmp_path / "d" / "steps.parquet")
+    assert steps["nonfinite"].all()
+
+
+def test_run_folder_is_held_by_one_run_and_a_stale_lock_is_taken_over(tmp_path):
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        lock = tmp_path / LOCK_FILE
+        import socket
+
+        lock.write_text(json.dumps({"owner": "aft-sweep flow run 'other'", "pid": sleeper.pid,
+                                    "host": socket.gethostname(), "since": "earlier"}))
+        with pytest.raises(AftInputError, match=rf"in use by aft-sweep flow run 'other' \(pid {sleeper.pid}"):
+            with run_lock(tmp_path, "me"):
+                pass
+        assert json.loads(lock.read_text())["pid"] == sleeper.pid  # the owner's lock is untouched
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with run_lock(tmp_path, "me"):  # the owner is gone: the stale lock is taken over
+        assert json.loads(lock.read_text())["owner"] == "me"
+        with run_lock(tmp_path, "me again"):  # re-entrant in one process (pipeline → sweep)
+            pass
+    assert not lock.exists()
+
+
+def test_no_pickle_is_ever_loaded():
+    """Checkpoints are safetensors + JSON; any torch.load must pass weights_only=True."""
+    offenders = []
+    for path in [*ROOT.glob("aft_core/**/*.py"), *ROOT.glob("tasks/*.py"), *ROOT.glob("flows/*.py"), *ROOT.glob("bench/*.py")]:
+        text = path.read_text()
+        for needle in ("pickle.load", "torch.load(", "joblib.load", "pd.read_pickle"):
+            for line in text.splitlines():
+                if needle in line and not (needle == "torch.load(" and "weights_only=True" in line):
+                    offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert offenders == []
