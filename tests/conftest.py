@@ -55,6 +55,24 @@ def branch_config(sft_model, towninfo_dir, **over):
     return AFTConfig(**{**settings, **over})
 
 
+@pytest.fixture(scope="session")
+def chromium() -> dict[str, str]:
+    """Debian's chromium and chromedriver; the test set-up installs them (apt, as root) when they are missing."""
+    import shutil
+    import subprocess
+
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            pytest.skip("Debian chromium + chromium-driver are not installed and this test set-up can only install "
+                        "them with apt-get as root: run `apt-get install -y chromium chromium-driver`")
+        done = subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
+                              capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        assert done.returncode == 0, f"apt-get install chromium chromium-driver failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    return {"browser": browser, "driver": driver}
+
+
 def write_json(path: Path, obj) -> Path:
     path.write_text(json.dumps(obj), encoding="utf-8")
     return path

@@ -238,3 +238,34 @@ def test_no_network_without_a_comet_key_and_the_key_never_written(harness, tmp_p
         elif secret.encode() in path.read_bytes():
             leaks.append(str(path))
     assert leaks == []
+
+
+def test_report_opens_in_headless_chromium(tiny_run, chromium, tmp_path):
+    """No console errors, every image loaded, the tables present, and a screenshot that is not blank."""
+    import io
+
+    import matplotlib.image
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium["browser"]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1800"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(chromium["driver"]), options=options)
+    try:
+        driver.get((tiny_run / "report.html").resolve().as_uri())
+        images = driver.execute_script("return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        tables = driver.execute_script("return Array.from(document.querySelectorAll('table')).map(t => t.id || 'table')")
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        screenshot = driver.get_screenshot_as_png()
+    finally:
+        driver.quit()
+    assert errors == []
+    assert len(images) >= 3 and all(complete and width > 0 for _, complete, width in images), images
+    assert "table1" in tables and "paper" in tables
+    pixels = matplotlib.image.imread(io.BytesIO(screenshot), format="png")
+    assert pixels.std() > 0.02, "the screenshot is blank"
