@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft.set_defaults(func=cmd_sft)
 
     branch = sub.add_parser("train-branch", help="one AFT branch from an SFT model (resumes in the same --out)")
-    branch.add_argument("--sft", required=True, help="the SFT model folder (e.g. runs/sft-small/model)")
+    branch.add_argument("--sft", required=True, help="the SFT model folder (e.g. runs/main/sft/model)")
     add_config_options(branch, AFTConfig, skip=("sft_model",))
     branch.add_argument("--out", required=True, help="branch folder")
     branch.add_argument("--quiet", action="store_true", help="no progress bar")
