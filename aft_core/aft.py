@@ -190,7 +190,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     first = state["rows"][0]
     result = {
         "branch_id": branch_id, "status": "diverged" if diverged else "completed", "steps": step,
-        **verdict, "skipped_nonfinite": state["skipped_nonfinite"], "seconds": round(time.monotonic() - started, 1),
+        **verdict, "skipped_nonfinite": state["skipped_nonfinite"], "nonfinite_run": state["nonfinite_run"], "seconds": round(time.monotonic() - started, 1),
         "bertscore_encoder": first["bertscore_encoder"], "bertscore_layer": first["bertscore_layer"],
     }
     write_json_atomic(out / "result.json", result)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from aft_core.config import setting
+from aft_core.config import _check, check_shares, setting
 
 MODES = ("semantic_incoherence", "length_loop", "template_fixation", "generic_closing", "near_sft_inertia")
 PAPER_NAMES = {"template_fixation": "The Dam", "length_loop": "The Whirlpool", "generic_closing": "The Underground River",
@@ -40,11 +40,8 @@ class AttractorThresholds:
     primary_min_delta_bertscore: float = setting(-0.03, "★ selection: ΔBERTScore at or above this among healthy checkpoints")
 
     def validate(self, where: str = "thresholds") -> "AttractorThresholds":
-        from aft_core.config import _check
-
-        for name in ("unique_min_fraction", "length_near_max_fraction", "closing_rate_min", "incoherence_unique_min_fraction"):
-            value = getattr(self, name)
-            _check(0.0 <= value <= 1.0, name, f"must be a share in [0, 1], got {value}", "use the paper's default", where)
+        check_shares(self, ("unique_min_fraction", "length_near_max_fraction", "closing_rate_min",
+                            "incoherence_unique_min_fraction"), where, "use the paper's default")
         for name in ("loss_rising_steps", "inertia_step", "inertia_warning_step"):
             _check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}", "use a step count", where)
         return self

@@ -77,8 +77,7 @@ def cmd_train_branch(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from aft_core.aft import weights_path
-    from aft_core.evaluation import EvalConfig, evaluate_systems, table1_markdown
+    from aft_core.evaluation import EvalConfig, branch_systems, evaluate_systems, table1_markdown
 
     systems = {"SFT": {"model": args.sft}}
     for folder in args.branch or []:
@@ -86,12 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not result_file.exists():
             raise AftInputError(folder, "result.json", "the branch has not finished",
                                 "finish it with `aft train-branch` (same --out) or leave it out")
-        result = json.loads(result_file.read_text())
-        name = Path(folder).name
-        if result.get("primary_step") is not None:
-            systems[f"{name} ★ step {result['primary_step']}"] = {"model": args.sft, "weights": str(weights_path(folder, result["primary_step"]))}
-        last = result.get("last_step", result["steps"])
-        systems[f"{name} last step {last}"] = {"model": args.sft, "weights": str(weights_path(folder, last))}
+        systems.update(branch_systems(args.sft, folder, json.loads(result_file.read_text())))
     table = evaluate_systems(systems, config_from_args(EvalConfig, args), args.out)
     print(table1_markdown(table))
     return 0

@@ -57,6 +57,20 @@ def _check(cond: bool, field_name: str, problem: str, fix: str, where: str = "co
         raise AftInputError(where, field_name, problem, fix)
 
 
+def check_positive(cfg: Any, names: tuple[str, ...], where: str) -> None:
+    """Every named setting of `cfg` is an integer >= 1."""
+    for name in names:
+        value = getattr(cfg, name)
+        _check(value >= 1, name, f"must be >= 1, got {value}", "use a positive integer", where)
+
+
+def check_shares(cfg: Any, names: tuple[str, ...], where: str, fix: str = "use a share in [0, 1]") -> None:
+    """Every named setting of `cfg` is a share in [0, 1]."""
+    for name in names:
+        value = getattr(cfg, name)
+        _check(0.0 <= value <= 1.0, name, f"must be a share in [0, 1], got {value}", fix, where)
+
+
 @dataclass(frozen=True)
 class ModelPreset:
     d_model: int
@@ -117,8 +131,7 @@ class SFTConfig:
         _check_model_name(self.model, where)
         for name in ("max_source_tokens", "max_target_tokens"):
             _check(getattr(self, name) >= 4, name, f"{getattr(self, name)} is too small", "use at least 4", where)
-        for name in ("batch_size", "max_steps", "eval_every", "dev_examples", "keep_checkpoints"):
-            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}", "use a positive integer", where)
+        check_positive(self, ("batch_size", "max_steps", "eval_every", "dev_examples", "keep_checkpoints"), where)
         _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}", "use e.g. 1e-3", where)
         _check(self.warmup_steps >= 0 and self.patience >= 0, "warmup_steps/patience", "must be >= 0", "use 0 or more", where)
         _check(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}", "use e.g. 1.0", where)
@@ -172,8 +185,7 @@ class AFTConfig:
                "use all, history or salient", where)
         _check(self.logprob_reduction in ("sum", "mean"), "logprob_reduction", f"unknown '{self.logprob_reduction}'",
                "use sum or mean", where)
-        for name in ("batch_size", "steps", "checkpoint_every", "probe_size", "repeat_n", "keep_checkpoints",
-                     "max_nonfinite_steps"):
-            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}", "use a positive integer", where)
+        check_positive(self, ("batch_size", "steps", "checkpoint_every", "probe_size", "repeat_n", "keep_checkpoints",
+                              "max_nonfinite_steps"), where)
         _check(self.learning_rate > 0 and self.grad_clip > 0, "learning_rate/grad_clip", "must be > 0", "use e.g. 1e-4 and 1.0", where)
         return self

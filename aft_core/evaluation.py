@@ -19,7 +19,7 @@ import torch
 
 from aft_core.attention import parse_layers
 from aft_core.bertscore import load_bertscore
-from aft_core.config import _check, setting
+from aft_core.config import _check, check_positive, setting
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.examples import Example, encode_sources
@@ -53,8 +53,7 @@ class EvalConfig:
         _check(self.split in ("test", "validation"), "split", f"unknown split '{self.split}'", "use test or validation", where)
         _check(self.test_examples >= 0, "test_examples", "must be >= 0", "use 0 for the whole split", where)
         _check(self.ix_mode in IX_MODES, "ix_mode", f"unknown '{self.ix_mode}'", "use all, history or salient", where)
-        for name in ("max_new_tokens", "batch_size", "repeat_n", "max_source_tokens"):
-            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}", "use a positive integer", where)
+        check_positive(self, ("max_new_tokens", "batch_size", "repeat_n", "max_source_tokens"), where)
         return self
 
 
@@ -69,6 +68,21 @@ def load_system(model_dir: str | Path, weights: str | Path | None = None) -> tup
                                 "rerun the branch, or point at an existing weights/step-*.safetensors")
         load_weights(model, str(weights), strict=True)
     return model.eval(), tokenizer
+
+
+def branch_systems(sft_model: str, branch_dir: str | Path, result: dict[str, Any],
+                   name: str | None = None) -> dict[str, dict[str, Any]]:
+    """The systems a finished branch contributes to Table 1: its ★ (when it has one) and its last checkpoint."""
+    from aft_core.aft import weights_path
+
+    name = name or Path(branch_dir).name
+    systems = {}
+    if result.get("primary_step") is not None:
+        step = result["primary_step"]
+        systems[f"{name} ★ step {step}"] = {"model": sft_model, "weights": str(weights_path(branch_dir, step))}
+    last = result.get("last_step", result["steps"])
+    systems[f"{name} last step {last}"] = {"model": sft_model, "weights": str(weights_path(branch_dir, last))}
+    return systems
 
 
 def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -89,9 +103,12 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
     db = VenueDB.load(corpus.db_dir) if corpus.db_dir else None
     scorer = load_bertscore(cfg.bertscore_model)
     frames = []
+    encoded_by_model: dict[str, list[dict[str, Any]]] = {}
     for name, spec in systems.items():
         model, tokenizer = load_system(spec["model"], spec.get("weights"))
-        encoded = encode_table(table, tokenizer, cfg.max_source_tokens, 8).to_list()
+        if str(spec["model"]) not in encoded_by_model:  # the ★/last systems share SFT's tokenizer: encode once
+            encoded_by_model[str(spec["model"])] = encode_table(table, tokenizer, cfg.max_source_tokens, 8).to_list()
+        encoded = encoded_by_model[str(spec["model"])]
         layers = parse_layers(cfg.layers, model.config.num_decoder_layers)
         s = score_greedy(model, tokenizer, encoded, ix_modes=IX_MODES, layers=layers,
                          max_new_tokens=cfg.max_new_tokens, repeat_n=cfg.repeat_n, batch_size=cfg.batch_size)
@@ -121,6 +138,9 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
 
 METRICS = ("focus", "repeat", "bertscore", "length", "coverage_history", "coverage_salient")
 COLUMN = {"length": "avg_len"}  # per-example column -> table column
+TABLE1_COLUMNS = (("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("avg_len", "Avg Len"),
+                  ("coverage_history", "Cov(history)"), ("coverage_salient", "Cov(salient)"),
+                  ("entity_accuracy", "Entity acc."))  # table column -> heading, in Table 1's order
 PAPER_TABLE1 = (  # T5-Large on MultiWOZ 2.1 (AFT_SPEC §7), bert-score's default encoder
     ("Base T5-Large", -3.333, 0.146, 0.672, 113.3), ("T5-Large SFT", -3.656, 0.024, 0.804, 37.3),
     ("AFT step 250 ★", -3.318, 0.042, 0.777, 41.4), ("AFT step 500", -4.381, 0.081, 0.612, 114.0))
@@ -164,8 +184,8 @@ def table1_markdown(table: dict[str, Any]) -> str:
         fmt = "{:.1f}" if key == "avg_len" else "{:.3f}"
         return fmt.format(row[key]) + (f" [{fmt.format(low)}, {fmt.format(high)}]" if low is not None else "")
 
-    keys = ["focus", "repeat", "bertscore", "avg_len", "coverage_history", "coverage_salient", "entity_accuracy"]
-    names = ["Focus", "Repeat", "BERTScore", "Avg Len", "Cov(history)", "Cov(salient)", "Entity acc."]
+    keys = [key for key, _ in TABLE1_COLUMNS]
+    names = [name for _, name in TABLE1_COLUMNS]
     lines = [f"Table 1: {table['examples']} {table['split']} examples, greedy decoding; mean [95% bootstrap CI]. "
              f"BERTScore F1 with {table['bertscore_encoder']} (layer {table['bertscore_layer']}); Focus under "
              f"I_x = {table['ix_mode']}.", "",

@@ -127,7 +127,7 @@ def run_lock(run_dir: str | Path, owner: str) -> Iterator[None]:
     lock = Path(run_dir) / LOCK_FILE
     lock.parent.mkdir(parents=True, exist_ok=True)
     me = {"owner": owner, "pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
+    for _ in range(3):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -152,6 +152,8 @@ def run_lock(run_dir: str | Path, owner: str) -> Iterator[None]:
         finally:
             lock.unlink(missing_ok=True)
         return
+    raise AftInputError(lock, "<lock>", "another run keeps taking the run folder's lock",
+                        "wait for the other run to finish, or use another run folder")
 
 
 def _alive(pid: Any) -> bool:

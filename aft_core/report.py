@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from aft_core.evaluation import PAPER_TABLE1
+from aft_core.evaluation import PAPER_TABLE1, TABLE1_COLUMNS
 from aft_core.io import write_text_atomic
 
 QUALITATIVE_PAIRS = 4
@@ -57,8 +57,7 @@ def _num(value: Any, digits: int = 3) -> str:
 # --- sections ----------------------------------------------------------------------------------------
 
 def table1_html(table: dict[str, Any]) -> str:
-    cols = [("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("avg_len", "Avg Len"),
-            ("coverage_history", "Cov(history)"), ("coverage_salient", "Cov(salient)"), ("entity_accuracy", "Entity acc.")]
+    cols = TABLE1_COLUMNS
     head = "".join(f"<th>{n}</th>" for _, n in cols)
     rows = []
     for r in table["rows"]:
@@ -193,19 +192,25 @@ def qualitative_pairs(run: Path, table: dict[str, Any], branches: list[dict[str,
     return star, pairs.reset_index(drop=True)
 
 
-def _attention_maps(system: dict[str, Any], data: str, example_ids: list[str], max_source_tokens: int,
+def _chosen_examples(data: str, example_ids: list[str]) -> Any:
+    """The test examples of the qualitative pairs (a `datasets` table)."""
+    from aft_core.data.corpus import load_corpus
+    from aft_core.data.dataset import corpus_to_dataset
+
+    wanted = set(example_ids)
+    return corpus_to_dataset(load_corpus(data))["test"].filter(lambda r: r["example_id"] in wanted)
+
+
+def _attention_maps(system: dict[str, Any], examples: Any, example_ids: list[str], max_source_tokens: int,
                     max_new_tokens: int, ix_mode: str) -> list[dict[str, Any]]:
     """Greedy responses of one system to the chosen examples, with A[T,S] and the source map."""
     from aft_core.attention import parse_layers
-    from aft_core.data.corpus import load_corpus
-    from aft_core.data.dataset import corpus_to_dataset, encode_table
+    from aft_core.data.dataset import encode_table
     from aft_core.evaluation import load_system
     from aft_core.monitor import SourceBatch, score_greedy
 
     model, tokenizer = load_system(system["model"], system.get("weights") or None)
-    test = corpus_to_dataset(load_corpus(data))["test"]
-    wanted = set(example_ids)
-    rows = [r for r in encode_table(test.filter(lambda r: r["example_id"] in wanted), tokenizer, max_source_tokens, 8).to_list()]
+    rows = encode_table(examples, tokenizer, max_source_tokens, 8).to_list()
     rows.sort(key=lambda r: example_ids.index(r["example_id"]))
     scored = score_greedy(model, tokenizer, rows, ix_modes=(ix_mode,), layers=parse_layers("all", model.config.num_decoder_layers),
                           max_new_tokens=max_new_tokens, repeat_n=3, keep_attention=True)
@@ -263,11 +268,11 @@ def build_report(run_dir: str | Path) -> Path:
     else:
         systems = {r["system"]: r for r in table["rows"]}
         branch = params.get("sweep", {}).get("branch", {})
-        data = _corpus_of(run)
         kwargs = dict(max_source_tokens=branch.get("max_source_tokens", 192), max_new_tokens=branch.get("max_new_tokens", 48),
                       ix_mode=table["ix_mode"])
         ids = pairs["example_id"].tolist()
-        maps = {name: _attention_maps(systems[name], data, ids, **kwargs) for name in ("SFT", star)}
+        examples = _chosen_examples(_corpus_of(run), ids)
+        maps = {name: _attention_maps(systems[name], examples, ids, **kwargs) for name in ("SFT", star)}
         for i, pair in pairs.iterrows():
             history = "<br>".join(f"<b>{_esc(s)}:</b> {_esc(t)}" for s, t in zip(maps["SFT"][i]["speakers"], maps["SFT"][i]["history"]))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from aft_core.config import setting
+from aft_core.config import _check, check_shares, setting
 from aft_core.data.corpus import Corpus
 
 EXAMPLES_SHOWN = 5  # failing values quoted per expectation
@@ -36,11 +36,7 @@ class DataCheckConfig:
     annotated_mostly: float = setting(0.5, "share of examples with a belief state / slot spans, where the format has them")
 
     def validate(self, where: str = "data checks") -> "DataCheckConfig":
-        from aft_core.config import _check
-
-        for name in ("source_fits_mostly", "target_fits_mostly", "annotated_mostly"):
-            value = getattr(self, name)
-            _check(0.0 <= value <= 1.0, name, f"must be a share in [0, 1], got {value}", "use e.g. 0.5", where)
+        check_shares(self, ("source_fits_mostly", "target_fits_mostly", "annotated_mostly"), where, "use e.g. 0.5")
         _check(self.max_source_tokens >= 2 and self.max_target_tokens >= 2, "max_source_tokens/max_target_tokens",
                "must be >= 2", "use the SFT budgets (e.g. 192 and 48)", where)
         return self

@@ -27,8 +27,8 @@ from aft_core.io import run_lock, write_json_atomic
 from flows.params import PipelineParams
 from flows.summary import summarize
 from flows.sweep import SweepBranchesFailed, _flow_run_name, aft_sweep
-from tasks.stages import (branch_dir, build_report, check_data, classify_branch, evaluate_test, prepare_corpus,
-                          result_storage, train_sft)
+from tasks.stages import (branch_dir, build_report, cached, check_data, classify_branch, evaluate_test, prepare_corpus,
+                          train_sft)
 
 
 def _sft_config(params: PipelineParams, data: str) -> dict[str, Any]:
@@ -37,16 +37,11 @@ def _sft_config(params: PipelineParams, data: str) -> dict[str, Any]:
 
 def evaluation_systems(sft_model: str, branches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """SFT, then each completed branch's ★ (when it has one) and last checkpoint."""
-    from aft_core.aft import weights_path
+    from aft_core.evaluation import branch_systems
 
     systems: dict[str, dict[str, Any]] = {"SFT": {"model": sft_model}}
     for b in branches:
-        folder = b["folder"]
-        if b.get("primary_step") is not None:
-            systems[f"{b['branch_id']} ★ step {b['primary_step']}"] = {
-                "model": sft_model, "weights": str(weights_path(folder, b["primary_step"]))}
-        systems[f"{b['branch_id']} last step {b['last_step']}"] = {
-            "model": sft_model, "weights": str(weights_path(folder, b["last_step"]))}
+        systems.update(branch_systems(sft_model, b["folder"], b, name=b["branch_id"]))
     return systems
 
 
@@ -66,8 +61,7 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     check_data(run_dir, data, params.checks.model_dump())
 
     sft_config = _sft_config(params, data)
-    sft_done = (Path(run_dir) / "sft" / "sft_result.json").exists()
-    sft = train_sft.with_options(result_storage=result_storage(run_dir), refresh_cache=not sft_done)(run_dir, sft_config)
+    sft = cached(train_sft, run_dir, Path(run_dir) / "sft" / "sft_result.json")(run_dir, sft_config)
 
     sweep_state = aft_sweep(run_dir, sft["model_dir"], data, params.sweep, return_state=True)
     sweep_failed = sweep_state.is_failed()

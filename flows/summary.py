@@ -7,12 +7,9 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from aft_core.evaluation import TABLE1_COLUMNS
 from aft_core.io import write_json_atomic, write_text_atomic
 from flows.sweep import branch_table_row
-
-TABLE_COLUMNS = (("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("avg_len", "Avg Len"),
-                 ("coverage_history", "Cov(history)"), ("coverage_salient", "Cov(salient)"),
-                 ("entity_accuracy", "Entity acc."))
 
 
 def _cell(value: Any) -> str:
@@ -29,7 +26,7 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def summary_markdown(run_dir: str, sft: dict[str, Any], branch_rows: list[dict[str, Any]],
                      table: dict[str, Any]) -> str:
-    present = [(k, name) for k, name in TABLE_COLUMNS if any(k in r for r in table["rows"])]
+    present = [(k, name) for k, name in TABLE1_COLUMNS if any(k in r for r in table["rows"])]
     test = markdown_table(["System", *[name for _, name in present]],
                           [[r["system"], *[r.get(k) for k, _ in present]] for r in table["rows"]])
     header = list(branch_rows[0]) if branch_rows else ["branch_id"]
@@ -64,7 +61,7 @@ def summarize(run_dir: str, params: dict[str, Any], sft: dict[str, Any], branche
         tracker.log_table("test_table", out / "evaluation" / "per_example.parquet")
         tracker.log_table("summary", out / "summary.json")
         tracker.log_table("summary_markdown", out / "summary.md")
-        tracker.log_metrics({f"test/{r['system']}/{k}": r[k] for r in table["rows"] for k, _ in TABLE_COLUMNS
+        tracker.log_metrics({f"test/{r['system']}/{k}": r[k] for r in table["rows"] for k, _ in TABLE1_COLUMNS
                              if isinstance(r.get(k), float)}, step=0)
     finally:
         tracker.end()

@@ -18,7 +18,7 @@ from prefect.artifacts import create_table_artifact
 from aft_core.config import AFTConfig, config_id
 from aft_core.io import run_lock, write_json_atomic
 from flows.params import SweepParams
-from tasks.stages import branch_complete, result_storage, train_branch
+from tasks.stages import branch_complete, branch_dir, cached, train_branch
 
 
 class SweepBranchesFailed(RuntimeError):
@@ -42,8 +42,7 @@ def plan_branches(sft_model: str, data: str, params: SweepParams) -> list[dict[s
 
 def _branch_task(run_dir: str, branch_id: str):
     """The cached branch task; the cache is refreshed when the branch's folder holds no result."""
-    return train_branch.with_options(result_storage=result_storage(run_dir),
-                                     refresh_cache=not branch_complete(run_dir, branch_id))
+    return cached(train_branch, run_dir, branch_dir(run_dir, branch_id) / "result.json")
 
 
 @flow(name="aft-branch", flow_run_name="branch-{branch_id}")
@@ -133,5 +132,5 @@ def branch_table_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: fmt(row.get(k)) for k in (*keys[:5], *extra, *keys[5:])}
 
 
-_RESULT_KEYS = {"folder", "steps", "last_step", "last_delta_focus", "last_delta_bertscore", "skipped_nonfinite", "seconds",
+_RESULT_KEYS = {"folder", "nonfinite_run", "steps", "last_step", "last_delta_focus", "last_delta_bertscore", "skipped_nonfinite", "seconds",
                 "bertscore_encoder", "bertscore_layer"}

@@ -46,6 +46,12 @@ def run_key(run_dir: str | Path, kind: str, config_hash: str) -> str:
     return f"aft-{kind}-{config_hash}-{folder}"
 
 
+def cached(stage: Any, run_dir: str | Path, result_file: str | Path) -> Any:
+    """`stage` with its results cached in the run folder; the cache is refreshed when `result_file`,
+    the stage's own mark of completion on disk, is missing (never trust a cache the disk contradicts)."""
+    return stage.with_options(result_storage=result_storage(run_dir), refresh_cache=not Path(result_file).exists())
+
+
 def branch_dir(run_dir: str | Path, branch_id: str) -> Path:
     return Path(run_dir) / "branches" / branch_id
 
@@ -150,7 +156,7 @@ def classify_branch(run_dir: str, branch_id: str, max_new_tokens: int, threshold
     result = json.loads((out / "result.json").read_text())
     diverged_at = result["steps"] if result.get("status") == "diverged" else None
     verdict = classify(out, max_new_tokens, from_dict(AttractorThresholds, thresholds, "thresholds"),
-                       diverged_at=diverged_at, nonfinite_run=result.get("skipped_nonfinite", 0))
+                       diverged_at=diverged_at, nonfinite_run=result["nonfinite_run"])
     return {**result, **verdict}
 
 
