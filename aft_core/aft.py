@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import pandas as pd
 import torch
 from safetensors.torch import save_model
 from tqdm.auto import tqdm
 
-from aft_core.attention import parse_layers, teacher_forced_pass
+from aft_core.attention import encode, parse_layers, teacher_forced_pass
 from aft_core.attractors import AttractorThresholds, classify_trajectory, select_primary
 from aft_core.bertscore import load_bertscore
 from aft_core.checkpoint import checkpoint_dir, resume_latest, save_checkpoint
@@ -34,48 +36,100 @@ from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, claim_run_dir, write_json_atomic
-from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights, token_logprobs
+from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights
 from aft_core.modeling import generate_ids, load_model, torch_threads
 from aft_core.monitor import SourceBatch, evaluate_probe, trend
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
 from aft_core.sft import BatchSchedule
+from aft_core.timing import untimed
 from aft_core.tracking import NullTracker, Tracker
 
 
 def aft_step_loss(policy: Any, reference: Any, src: SourceBatch, cfg: AFTConfig, layers: Sequence[int],
-                  pad_id: int, eos_id: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Steps 1-6 of AFT_SPEC §5 for B prompts; returns the loss parts (with grad) and step metrics."""
+                  pad_id: int, eos_id: int, timer: Callable[[str], ContextManager] = untimed
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Steps 1-6 of AFT_SPEC §5 for B prompts; returns the loss parts (with grad) and step metrics.
+
+    The encoder runs once per prompt; its states serve the K samples (one batched `generate`) and
+    the teacher-forced pass. `timer` names the phases for profiles (bench/aft_step.py).
+    """
+    device = src.input_ids.device
+    with timer("teacher_forced"), mixed_precision(device):
+        encoded = encode(policy, src.input_ids, src.attention_mask)  # [B,S,D], with grad
+    with timer("sampling"), mixed_precision(device):
+        samples = generate_ids(policy, src.input_ids, src.attention_mask, max_new_tokens=cfg.max_new_tokens,
+                               do_sample=True, num_return_sequences=cfg.k, temperature=cfg.temperature,
+                               encoded=encoded)  # [B*K, 1+T]
+    return score_candidates(policy, reference, src, samples, cfg, layers, pad_id, eos_id, encoded, timer)
+
+
+def score_candidates(policy: Any, reference: Any, src: SourceBatch, samples: torch.Tensor, cfg: AFTConfig,
+                     layers: Sequence[int], pad_id: int, eos_id: int, encoded: torch.Tensor | None = None,
+                     timer: Callable[[str], ContextManager] = untimed
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Steps 2-6 of AFT_SPEC §5 for given samples [B*K, 1+T] (K adjacent per prompt): HACA rewards from the
+    policy's teacher-forced cross-attention, softmax weights, weighted MLE and the KL term against π_ref."""
     B, K = src.input_ids.shape[0], cfg.k
-    samples = generate_ids(policy, src.input_ids, src.attention_mask, max_new_tokens=cfg.max_new_tokens,
-                           do_sample=True, num_return_sequences=K, temperature=cfg.temperature)  # [B*K, 1+T]
-    tf = teacher_forced_pass(policy, src.input_ids, src.attention_mask, samples, K, eos_id, layers)
-    tgt_mask, labels = tf["tgt_mask"], tf["labels"]  # [N,T]
-    hist = src.mask(cfg.ix_mode).repeat_interleave(K, dim=0)  # [N,S]
-    special = (pad_id, eos_id)
-    rewards = haca_reward(tf["attn"], labels, tgt_mask, hist, cfg.alpha, cfg.beta, cfg.gamma, cfg.repeat_n, special)
-    token_logp = token_logprobs(tf["logits"], labels)  # [N,T]
-    logp = sequence_logprob(token_logp, tgt_mask, cfg.logprob_reduction).view(B, K)
-    with torch.inference_mode():
+    device = src.input_ids.device
+    # π_ref first: its temporaries are freed before the policy's graph is built, which lowers the peak
+    with timer("reference"), torch.inference_mode(), mixed_precision(device):
         ref = teacher_forced_pass(reference, src.input_ids, src.attention_mask, samples, K, eos_id, None)
-        ref_logits = ref["logits"] if cfg.kl_estimator == "full" else None
-        ref_token_logp = token_logprobs(ref["logits"], labels)
+        ref_logits = ref["logits"].float() if cfg.kl_estimator == "full" else None
+        ref_token_logp = ref["token_logp"]
+        del ref
     ref_token_logp = ref_token_logp.clone()  # a normal tensor, usable beside autograd tensors
     ref_logits = ref_logits.clone() if ref_logits is not None else None
-    kl = kl_term(cfg.kl_estimator, token_logp, ref_token_logp, tgt_mask, tf["logits"], ref_logits,
-                 cfg.logprob_reduction).view(B, K)
-    weights = softmax_weights(rewards.view(B, K), cfg.eta)
-    parts = aft_loss(weights, logp, kl, cfg.eta_kl)
-    lengths = (tgt_mask & (labels != eos_id)).sum(dim=1).float()
-    metrics = {
-        "loss": parts["loss"].item(), "wmle": parts["wmle"].item(), "kl": parts["kl"].item(),
-        "reward_mean": rewards.mean().item(), "reward_std": rewards.view(B, K).std(dim=-1, unbiased=False).mean().item(),
-        "focus": focus(tf["attn"], tgt_mask, hist).mean().item(),
-        "coverage": coverage(tf["attn"], tgt_mask, hist).mean().item(),
-        "repeat": repeat_penalty(labels, tgt_mask, cfg.repeat_n, special).mean().item(),
-        "sample_length": lengths.mean().item(),
-        "weight_entropy": -(weights * weights.clamp(min=1e-12).log()).sum(dim=-1).mean().item(),
-    }
+    with timer("teacher_forced"), mixed_precision(device):
+        tf = teacher_forced_pass(policy, src.input_ids, src.attention_mask, samples, K, eos_id, layers, encoded)
+    token_logp = tf["token_logp"]  # [N,T]
+    labels, tgt_mask = tf["labels"], tf["tgt_mask"]  # [N,T]
+    with timer("reward"):
+        hist = src.mask(cfg.ix_mode).repeat_interleave(K, dim=0)  # [N,S]
+        special = (pad_id, eos_id)
+        rewards = haca_reward(tf["attn"], labels, tgt_mask, hist, cfg.alpha, cfg.beta, cfg.gamma, cfg.repeat_n, special)
+    with timer("loss"):
+        logp = sequence_logprob(token_logp, tgt_mask, cfg.logprob_reduction).view(B, K)
+        kl = kl_term(cfg.kl_estimator, token_logp, ref_token_logp, tgt_mask, tf["logits"], ref_logits,
+                     cfg.logprob_reduction).view(B, K)
+        weights = softmax_weights(rewards.view(B, K), cfg.eta)
+        parts = aft_loss(weights, logp, kl, cfg.eta_kl)
+    with timer("reward"):
+        lengths = (tgt_mask & (labels != eos_id)).sum(dim=1).float()
+        metrics = {
+            "loss": parts["loss"].item(), "wmle": parts["wmle"].item(), "kl": parts["kl"].item(),
+            "reward_mean": rewards.mean().item(), "reward_std": rewards.view(B, K).std(dim=-1, unbiased=False).mean().item(),
+            "focus": focus(tf["attn"], tgt_mask, hist).mean().item(),
+            "coverage": coverage(tf["attn"], tgt_mask, hist).mean().item(),
+            "repeat": repeat_penalty(labels, tgt_mask, cfg.repeat_n, special).mean().item(),
+            "sample_length": lengths.mean().item(),
+            "weight_entropy": -(weights * weights.clamp(min=1e-12).log()).sum(dim=-1).mean().item(),
+        }
+    parts["rewards"] = rewards.view(B, K).detach()
     return parts, metrics
+
+
+def apply_update(policy: Any, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float,
+                 timer: Callable[[str], ContextManager] = untimed) -> tuple[bool, float | None]:
+    """Backward, clip and step; a non-finite loss or gradient skips the update. Returns (applied, grad norm)."""
+    grad_norm = None
+    finite = bool(torch.isfinite(loss))
+    if finite:
+        with timer("backward"):
+            loss.backward()
+        with timer("optimizer"):
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip))
+            finite = math.isfinite(grad_norm)
+            if finite:
+                optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return finite, grad_norm
+
+
+def mixed_precision(device: torch.device) -> ContextManager:
+    """bf16 autocast on a GPU that supports it (softmax and log-softmax stay fp32 under autocast); nothing on CPU."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = None, progress: bool = True,
@@ -142,18 +196,14 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         idx = schedule(step)
         src = SourceBatch.from_rows([train_rows[i] for i in idx], pad_id)
         parts, metrics = aft_step_loss(policy, reference, src, cfg, layers, pad_id, eos_id)
-        finite = bool(torch.isfinite(parts["loss"]))
+        finite, grad_norm = apply_update(policy, optimizer, parts["loss"], cfg.grad_clip)
+        if grad_norm is not None:
+            metrics["grad_norm"] = grad_norm
         if finite:
-            parts["loss"].backward()
-            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
-            finite = bool(torch.isfinite(torch.tensor(metrics["grad_norm"])))
-        if finite:
-            optimizer.step()
             state["nonfinite_run"] = 0
-        else:  # a non-finite loss or gradient: skip the update, count it
+        else:  # a non-finite loss or gradient: the update was skipped; count it
             state["skipped_nonfinite"] += 1
             state["nonfinite_run"] = state.get("nonfinite_run", 0) + 1
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         metrics.update(step=step, nonfinite=not finite)
         pending.append(metrics)

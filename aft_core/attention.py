@@ -2,13 +2,18 @@
 
 A[b,t,j] = mean over heads and the selected decoder layers of the cross-attention from target
 position t to source position j. It is read from a teacher-forced pass over the response, never
-from `generate`, and reduced as it is produced (layers summed one at a time).
+from `generate`, and reduced as it is produced: forward hooks on the selected layers add each
+layer's head mean into one [B,T,S] sum, so no per-layer attention tuple is ever gathered.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import torch
+
+from aft_core import decoding
+from aft_core.loss import token_logprobs, unpack
 
 IX_MODES = ("all", "history", "salient")
 
@@ -35,6 +40,50 @@ def aggregate_cross_attention(cross_attentions: Sequence[torch.Tensor], layers: 
         per_layer = cross_attentions[index].mean(dim=1)  # [B,T,S]
         total = per_layer if total is None else total + per_layer
     return total / len(layers)
+
+
+def cross_attention_modules(model: Any) -> list[torch.nn.Module]:
+    """The decoder's cross-attention modules, one per layer (T5 and BART-style decoders)."""
+    decoder = model.get_decoder()
+    if hasattr(decoder, "block"):  # T5, mT5, Flan-T5
+        return [block.layer[1].EncDecAttention for block in decoder.block]
+    if hasattr(decoder, "layers") and all(hasattr(layer, "encoder_attn") for layer in decoder.layers):  # BART, Marian, Pegasus
+        return [layer.encoder_attn for layer in decoder.layers]
+    raise ValueError(f"cannot find the cross-attention layers of {type(model).__name__}; "
+                     "AFT reads them from T5- or BART-style decoders")
+
+
+@contextmanager
+def reduced_cross_attention(model: Any, layers: Sequence[int]) -> Iterator[list[torch.Tensor]]:
+    """Collect A = mean over heads and `layers` of the cross-attention while a forward pass runs.
+
+    Forward hooks on the selected layers add each layer's head mean [B,T,S] into one running sum
+    as the layer runs, so the per-layer [B,H,T,S] tensors are never gathered into an output tuple
+    (autograd keeps them only where the backward pass needs them). Yields a list that holds A,
+    detached, once the pass has run. Needs the eager attention, which returns the weights.
+    """
+    total: list[torch.Tensor] = []
+
+    def add(module: torch.nn.Module, args: Any, output: tuple) -> None:
+        weights = output[-1]  # T5: (out, position_bias, weights); BART: (out, weights)
+        if weights is None:
+            raise RuntimeError("the attention returned no weights; load the model with attn_implementation='eager'")
+        head_mean = weights.detach().mean(dim=1)  # [B,H,T,S] -> [B,T,S]
+        if total:
+            total[0] += head_mean
+        else:
+            total.append(head_mean)
+
+    modules = cross_attention_modules(model)
+    handles = [modules[i].register_forward_hook(add) for i in layers]
+    result: list[torch.Tensor] = []
+    try:
+        yield result
+    finally:
+        for handle in handles:
+            handle.remove()
+    if total:
+        result.append(total[0] / len(layers))
 
 
 def position_mask(mode: str, attention_mask: torch.Tensor, src_turn: torch.Tensor, src_is_tag: torch.Tensor,
@@ -66,22 +115,38 @@ def response_mask(labels: torch.Tensor, eos_id: int) -> torch.Tensor:
     return ~eos_before
 
 
+def encode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The encoder's last hidden state [B,S,D]; computed once per prompt and reused by sampling and scoring."""
+    return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
 def teacher_forced_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sequences: torch.Tensor,
-                        repeats: int, eos_id: int, layers: Sequence[int] | None) -> dict[str, torch.Tensor | None]:
+                        repeats: int, eos_id: int, layers: Sequence[int] | None,
+                        encoded: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
     """Score responses teacher-forced: one encoder pass per prompt, reused for its `repeats` responses.
 
     input_ids/attention_mask [B,S]; sequences [B*repeats, 1+T] starting with the decoder start token
-    (as `generate` returns them). Returns logits [N,T,V], labels [N,T], tgt_mask [N,T] and, when
-    `layers` is given, A [N,T,S] (detached).
+    (as `generate_ids` returns them); `encoded` [B,S,D], the prompts' encoder states when already
+    computed. Returns labels [N,T], tgt_mask [N,T], token_logp [N,T] (log p(y_t | y_<t, x), 0 off
+    the response), logits [M,V] for the M response positions only (tgt_mask's true entries in
+    row-major order: padding after EOS is trimmed before the vocabulary projection) and, when
+    `layers` is given, A [N,T,S] (detached, reduced while the pass runs).
     """
     labels = sequences[:, 1:]
     tgt_mask = response_mask(labels, eos_id)  # [N,T]
-    decoder_mask = torch.ones_like(labels)
-    decoder_mask[:, 1:] = tgt_mask[:, :-1]  # position 0 is the decoder start token (= pad id): keep it
-    encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B,S,D]
-    out = model(encoder_outputs=(encoded.repeat_interleave(repeats, dim=0),),
-                attention_mask=attention_mask.repeat_interleave(repeats, dim=0),
-                decoder_input_ids=sequences[:, :-1], decoder_attention_mask=decoder_mask,
-                output_attentions=layers is not None, use_cache=False)
-    attn = aggregate_cross_attention(out.cross_attentions, layers).detach() if layers is not None else None
-    return {"logits": out.logits, "labels": labels, "tgt_mask": tgt_mask, "attn": attn}
+    if encoded is None:
+        encoded = encode(model, input_ids, attention_mask)  # [B,S,D]
+    if decoding.supports(model):
+        hidden, attn = decoding.teacher_forced_hidden(model, encoded, attention_mask, sequences[:, :-1], list(layers or []))
+        logits = model.lm_head(hidden[tgt_mask])  # [M,V]
+    else:
+        decoder_mask = torch.ones_like(labels)
+        decoder_mask[:, 1:] = tgt_mask[:, :-1]  # position 0 is the decoder start token: keep it
+        with reduced_cross_attention(model, layers or []) as collected:
+            out = model(encoder_outputs=(encoded.repeat_interleave(repeats, dim=0),),
+                        attention_mask=attention_mask.repeat_interleave(repeats, dim=0),
+                        decoder_input_ids=sequences[:, :-1], decoder_attention_mask=decoder_mask, use_cache=False)
+        logits = out.logits[tgt_mask]  # [M,V]
+        attn = collected[0] if layers else None
+    token_logp = unpack(token_logprobs(logits, labels[tgt_mask]), tgt_mask)  # [N,T]
+    return {"logits": logits, "token_logp": token_logp, "labels": labels, "tgt_mask": tgt_mask, "attn": attn}

@@ -27,6 +27,11 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
 
+def unpack(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scatter per-position values [M] back to the positions where mask [N,T] is true; 0 elsewhere   -> [N,T]"""
+    return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).masked_scatter(mask, values)
+
+
 def sequence_logprob(token_logp: torch.Tensor, tgt_mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """log π(y|x) = Σ_t log p(y_t | y_<t, x) over target tokens (`mean`: divided by |y|)   [N,T] -> [N]"""
     total = (token_logp * tgt_mask).sum(dim=-1)
@@ -50,7 +55,8 @@ def kl_term(estimator: str, policy_token_logp: torch.Tensor, ref_token_logp: tor
     paper: log π_θ(y|x) − log π_ref(y|x) (as written; gradient through log π_θ, ~0 in expectation
            on-policy, in practice pushes every sampled sequence's likelihood down: the Flash Flood);
     k3:    Σ_t exp(r_t) − r_t − 1 with r_t = log p_ref − log p_θ (non-negative, unbiased);
-    full:  Σ_t KL(p_θ(·|y_<t,x) ‖ p_ref(·|y_<t,x)) exactly over the vocabulary (needs both logits).
+    full:  Σ_t KL(p_θ(·|y_<t,x) ‖ p_ref(·|y_<t,x)) exactly over the vocabulary (needs both logits,
+           [N,T,V], or [M,V] for just the M positions where tgt_mask is true, in row-major order).
     Token sums follow `reduction` like `sequence_logprob`. The prompt's term averages this over K.
     """
     ref_token_logp = ref_token_logp.detach()
@@ -64,7 +70,9 @@ def kl_term(estimator: str, policy_token_logp: torch.Tensor, ref_token_logp: tor
             raise ValueError("the 'full' KL estimator needs policy_logits and ref_logits")
         logp = torch.log_softmax(policy_logits.float(), dim=-1)
         logq = torch.log_softmax(ref_logits.detach().float(), dim=-1)
-        per_token = (logp.exp() * (logp - logq)).sum(dim=-1)
+        per_token = (logp.exp() * (logp - logq)).sum(dim=-1)  # [N,T] or [M]
+        if per_token.dim() == 1:
+            per_token = unpack(per_token, tgt_mask.bool())
     else:
         raise ValueError(f"unknown kl_estimator {estimator!r}; use one of {KL_ESTIMATORS}")
     return sequence_logprob(per_token, tgt_mask, reduction)
