@@ -116,7 +116,7 @@ def check_agreement(bench: StepBench) -> dict[str, Any]:
         "grad_rel": float((grad - ref_grad).norm() / ref_grad.norm().clamp(min=1e-12)),
     }
     return {"differences": found, "tolerances": tol, "ok": all(found[k] <= tol[k] for k in tol),
-            "loss": {"product": float(parts["loss"]), "reference": float(ref_parts["loss"])},
+            "loss": {"product": float(parts["loss"].detach()), "reference": float(ref_parts["loss"].detach())},
             "reward_std": float(ref_parts["rewards"].std())}
 
 
