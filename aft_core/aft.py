@@ -37,7 +37,7 @@ from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, claim_run_dir, write_json_atomic
 from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights
-from aft_core.modeling import generate_ids, load_model, torch_threads
+from aft_core.modeling import generate_ids, load_model, model_device, torch_threads
 from aft_core.monitor import SourceBatch, evaluate_probe, trend
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
 from aft_core.sft import BatchSchedule
@@ -194,7 +194,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     bar = tqdm(total=cfg.steps, initial=step, desc=f"aft {branch_id}", disable=not progress, dynamic_ncols=True)
     while step < cfg.steps:
         idx = schedule(step)
-        src = SourceBatch.from_rows([train_rows[i] for i in idx], pad_id)
+        src = SourceBatch.from_rows([train_rows[i] for i in idx], pad_id).to(model_device(policy))
         parts, metrics = aft_step_loss(policy, reference, src, cfg, layers, pad_id, eos_id)
         finite, grad_norm = apply_update(policy, optimizer, parts["loss"], cfg.grad_clip)
         if grad_norm is not None:

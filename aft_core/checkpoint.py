@@ -1,7 +1,7 @@
 """Resumable training checkpoints: safetensors and JSON only, written atomically, verified on load.
 
 A checkpoint folder `step-NNNNNNN/` holds everything needed to continue exactly (nanoGPT-style):
-model weights, optimizer tensors, RNG states (torch, numpy, python) and a JSON state with the
+model weights, optimizer tensors, RNG states (torch CPU and GPU, numpy, python) and a JSON state with the
 step, the scheduler, the trainer's own counters and the config. It is written under a temporary
 name and renamed, so a kill leaves no half-written checkpoint; a damaged one is named on load
 and the previous good one is used.
@@ -54,11 +54,18 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, optimiz
     with replace_dir(final) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         save_file(tensors, str(tmp / "optimizer.safetensors"))
-        save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        save_file(_torch_rng_states(), str(tmp / "rng.safetensors"))
         (tmp / STATE_FILE).write_text(json.dumps(meta, default=float))  # last: marks the folder complete
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _torch_rng_states() -> dict[str, torch.Tensor]:
+    states = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch_cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return states
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -80,7 +87,10 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         per_param.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["optimizer"]["param_groups"]})
     scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
-    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch_cpu"])
+    rng = load_file(str(path / "rng.safetensors"))
+    torch.set_rng_state(rng["torch_cpu"])
+    if "torch_cuda" in rng and torch.cuda.is_available():  # sampling on a GPU draws from its generators
+        torch.cuda.set_rng_state_all(list(rng["torch_cuda"]))
     py = meta["python_rng"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     npst = meta["numpy_rng"]

@@ -79,8 +79,10 @@ def _neutral_generation_config(model: Any) -> None:
     gc.do_sample = False
 
 
-def load_model(name_or_path: str | Path, for_training: bool = False) -> tuple[torch.nn.Module, Any]:
-    """Load a saved seq2seq model and its tokenizer (local directory, or `hf:<org>/<name>`)."""
+def load_model(name_or_path: str | Path, for_training: bool = False,
+               device: torch.device | None = None) -> tuple[torch.nn.Module, Any]:
+    """Load a saved seq2seq model and its tokenizer (local directory, or `hf:<org>/<name>`) onto
+    `device` (default: `default_device()`)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     name = str(name_or_path)
@@ -104,7 +106,28 @@ def load_model(name_or_path: str | Path, for_training: bool = False) -> tuple[to
     check_tokenizer_matches(model, tokenizer, source)
     _neutral_generation_config(model)
     model.train(for_training)
-    return model, tokenizer
+    return model.to(device or default_device()), tokenizer
+
+
+def default_device() -> torch.device:
+    """AFT_DEVICE when set (cpu, cuda, cuda:N); otherwise the first GPU when torch sees one, else the CPU."""
+    name = os.environ.get("AFT_DEVICE", "").strip()
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise AftInputError("AFT_DEVICE", "device", f"'{name}' is not a device name", "use cpu, cuda or cuda:N") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AftInputError("AFT_DEVICE", "device", f"'{name}' asks for a GPU but torch sees none",
+                            "unset AFT_DEVICE or set it to cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise AftInputError("AFT_DEVICE", "device", f"'{name}' is not supported", "use cpu, cuda or cuda:N")
+    return device
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def check_tokenizer_matches(model: Any, tokenizer: Any, where: str | Path) -> None:
@@ -211,7 +234,7 @@ def generate_texts(model: Any, tokenizer: Any, sources: Sequence[Sequence[int]],
     model.eval()
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[str] = [""] * len(sources)
-    device = next(model.parameters()).device
+    device = model_device(model)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         ids, mask = pad_batch([sources[i] for i in idx], tokenizer.pad_token_id)

@@ -15,7 +15,7 @@ import torch
 
 from aft_core.attention import position_mask, teacher_forced_pass
 from aft_core.bertscore import BertScore
-from aft_core.modeling import generate_ids, pad_batch
+from aft_core.modeling import generate_ids, model_device, pad_batch
 from aft_core.reward import coverage, focus, repeat_penalty
 
 GENERIC_CLOSINGS = ("is there anything else i can help you with", "can i help you with anything else",
@@ -42,6 +42,10 @@ class SourceBatch:
             return torch.tensor([list(r[key]) + [fill] * (width - len(r[key])) for r in rows], dtype=torch.long)
 
         return cls(ids, mask, padded("src_turn", -1), padded("src_is_tag", 0).bool(), padded("src_is_salient", 0).bool())
+
+    def to(self, device: torch.device) -> "SourceBatch":
+        return SourceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.src_turn,
+                                                     self.src_is_tag, self.src_is_salient)))
 
     def mask(self, mode: str) -> torch.Tensor:
         return position_mask(mode, self.attention_mask, self.src_turn, self.src_is_tag, self.src_is_salient)
@@ -77,7 +81,7 @@ def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, 
         scores["attention"], scores["target_ids"] = [], []
     for start in range(0, len(order), batch_size):
         batch = [rows[i] for i in order[start:start + batch_size]]
-        src = SourceBatch.from_rows(batch, tokenizer.pad_token_id)
+        src = SourceBatch.from_rows(batch, tokenizer.pad_token_id).to(model_device(model))
         seqs = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=max_new_tokens, do_sample=False)
         tf = teacher_forced_pass(model, src.input_ids, src.attention_mask, seqs, 1, tokenizer.eos_token_id, layers)
         for mode in ix_modes:
@@ -90,7 +94,7 @@ def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, 
         if keep_attention:
             for b in range(len(batch)):
                 t_len, s_len = int(tf["tgt_mask"][b].sum()), int(src.attention_mask[b].sum())
-                scores["attention"].append(tf["attn"][b, :t_len, :s_len].clone())
+                scores["attention"].append(tf["attn"][b, :t_len, :s_len].cpu().clone())
                 scores["target_ids"].append(tf["labels"][b, :t_len].tolist())
     model.train(was_training)
     inverse = sorted(range(len(order)), key=lambda k: order[k])  # position of input i in decoding order

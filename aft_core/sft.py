@@ -31,8 +31,8 @@ from aft_core.config import SFTConfig, config_id
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table, tokenizer_texts
 from aft_core.io import claim_run_dir, write_json_atomic
-from aft_core.modeling import (PRESETS, build_model, count_parameters, load_model, pad_batch, save_model,
-                               torch_threads, train_tokenizer)
+from aft_core.modeling import (PRESETS, build_model, count_parameters, default_device, load_model, model_device,
+                               pad_batch, save_model, torch_threads, train_tokenizer)
 from aft_core.tracking import JsonlTracker, MultiTracker, NullTracker, Tracker
 
 IGNORE_INDEX = -100
@@ -67,11 +67,13 @@ class BatchSchedule:
         return self._batches[position]
 
 
-def collate(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int,
+            device: torch.device | None = None) -> dict[str, torch.Tensor]:
     input_ids, attention_mask = pad_batch(sources, pad_id)
     labels, label_mask = pad_batch(targets, pad_id)
     labels[label_mask == 0] = IGNORE_INDEX
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
 
 @torch.no_grad()
@@ -84,7 +86,7 @@ def dev_loss(model: Any, sources: Sequence[Sequence[int]], targets: Sequence[Seq
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = collate([sources[i] for i in idx], [targets[i] for i in idx], pad_id)
+        batch = collate([sources[i] for i in idx], [targets[i] for i in idx], pad_id, model_device(model))
         logits = model(**batch).logits  # [B, T, V]
         total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
                                                    ignore_index=IGNORE_INDEX, reduction="sum").item()
@@ -113,7 +115,7 @@ def prepare_model_and_tokenizer(cfg: SFTConfig, out: Path, train_table: Any) -> 
         else:
             tokenizer = train_tokenizer(tokenizer_texts(train_table), PRESETS[cfg.model].vocab_size)
             tokenizer.save_pretrained(tok_dir)
-        return build_model(cfg.model, tokenizer, seed=cfg.seed), tokenizer
+        return build_model(cfg.model, tokenizer, seed=cfg.seed).to(default_device()), tokenizer
     return load_model(cfg.model, for_training=True)
 
 
@@ -160,7 +162,7 @@ def run_sft(cfg: SFTConfig, out_dir: str | Path, tracker: Tracker | None = None,
     stopped_early = False
     while step < cfg.max_steps:
         idx = schedule(step)
-        batch = collate([train_src[i] for i in idx], [train_tgt[i] for i in idx], pad_id)
+        batch = collate([train_src[i] for i in idx], [train_tgt[i] for i in idx], pad_id, model_device(model))
         loss = model(**batch).loss
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

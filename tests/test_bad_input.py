@@ -5,6 +5,7 @@ import json
 import zipfile
 
 import pytest
+import torch
 
 from aft_core.cli import main
 from aft_core.config import SFTConfig, from_dict
@@ -193,3 +194,14 @@ def test_full_disk_or_unwritable_output_leaves_the_old_file(tmp_path, monkeypatc
     message = expect_error(lambda: write_json_atomic(target, {"new": True}), str(target), fix)
     assert "cannot be written" in message
     assert snapshot(tmp_path) == before  # the old file intact, no temporary left behind
+
+
+@pytest.mark.parametrize("value, fragment", [("banana", "is not a device name"), ("mps", "is not supported")]
+                         + ([] if torch.cuda.is_available() else [("cuda", "asks for a GPU but torch sees none")]))
+def test_unusable_device_named_by_aft_device(monkeypatch, value, fragment):
+    from aft_core.modeling import default_device
+
+    monkeypatch.setenv("AFT_DEVICE", value)
+    expect_error(default_device, "AFT_DEVICE", fragment)
+    monkeypatch.setenv("AFT_DEVICE", "cpu")
+    assert default_device() == torch.device("cpu")
