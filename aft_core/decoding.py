@@ -32,24 +32,15 @@ class T5IncrementalDecoder:
     def __init__(self, model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k: int, max_steps: int):
         decoder = model.get_decoder()
         self.model, self.decoder, self.k, self.max_steps = model, decoder, k, max_steps
-        self.b, s, _ = encoded.shape  # [B,S,D]
+        self.b = encoded.shape[0]  # encoded: [B,S,D]
         self.n = self.b * k
         first = decoder.block[0].layer[0].SelfAttention
         self.heads, self.d_kv = first.n_heads, first.key_value_proj_dim
-        dtype = encoded.dtype
-        # additive mask as in the eager attention: 0 on real source positions, the dtype's minimum on padding
-        self.cross_mask = ((1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min)  # [B,1,1,S]
-        self.cross_kv = []
-        for block in decoder.block:
-            attn = block.layer[1].EncDecAttention
-            key = attn.k(encoded).view(self.b, s, self.heads, self.d_kv).transpose(1, 2)  # [B,H,S,dk]
-            value = attn.v(encoded).view(self.b, s, self.heads, self.d_kv).transpose(1, 2)
-            self.cross_kv.append((key, value))
+        self.cross_mask = _source_bias(attention_mask, encoded.dtype)  # [B,1,1,S]
+        self.cross_kv = [_cross_keys_values(block.layer[1].EncDecAttention, encoded) for block in decoder.block]
         shape = (self.n, self.heads, max_steps, self.d_kv)
         self.self_kv = [(encoded.new_empty(shape), encoded.new_empty(shape)) for _ in decoder.block]
         self.position_bias = first.compute_bias(max_steps, max_steps, device=encoded.device)  # [1,H,T,T]
-        config = model.config
-        self.scale_output = getattr(config, "scale_decoder_outputs", config.tie_word_embeddings)
         self.t = 0
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
@@ -66,23 +57,18 @@ class T5IncrementalDecoder:
             q = attn.q(x).view(n, 1, h, dk).transpose(1, 2)  # [N,H,1,dk]
             cache_k[:, :, t:t + 1] = attn.k(x).view(n, 1, h, dk).transpose(1, 2)
             cache_v[:, :, t:t + 1] = attn.v(x).view(n, 1, h, dk).transpose(1, 2)
-            scores = q @ cache_k[:, :, :t + 1].transpose(2, 3) + bias  # [N,H,1,t+1]; T5 does not scale
-            context = torch.softmax(scores.float(), dim=-1).to(q.dtype) @ cache_v[:, :, :t + 1]  # [N,H,1,dk]
+            context, _ = _attend(q, cache_k[:, :, :t + 1], cache_v[:, :, :t + 1], bias, need_weights=False)  # [N,H,1,dk]
             hidden = hidden + attn.o(context.transpose(1, 2).reshape(n, 1, h * dk))
 
             attn = cross_layer.EncDecAttention
             x = cross_layer.layer_norm(hidden)
             q = attn.q(x).view(self.b, self.k, h, dk).transpose(1, 2)  # [B,H,K,dk]: a prompt's K queries together
-            scores = q @ cross_k.transpose(2, 3) + self.cross_mask  # [B,H,K,S]
-            context = torch.softmax(scores.float(), dim=-1).to(q.dtype) @ cross_v  # [B,H,K,dk]
+            context, _ = _attend(q, cross_k, cross_v, self.cross_mask, need_weights=False)  # [B,H,K,dk]
             hidden = hidden + attn.o(context.transpose(1, 2).reshape(n, 1, h * dk))
 
             hidden = block.layer[-1](hidden)  # feed-forward with its own norm and residual
-        hidden = self.decoder.final_layer_norm(hidden)
-        if self.scale_output:
-            hidden = hidden * (self.model.model_dim ** -0.5)
         self.t += 1
-        return self.model.lm_head(hidden)[:, 0, :]
+        return self.model.lm_head(_output_states(self.model, hidden))[:, 0, :]
 
 
 def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, decoder_ids: torch.Tensor,
@@ -101,10 +87,9 @@ def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: tor
     k = n // b
     first = decoder.block[0].layer[0].SelfAttention
     h, dk = first.n_heads, first.key_value_proj_dim
-    dtype = encoded.dtype
     causal = torch.ones(t, t, dtype=torch.bool, device=encoded.device).tril()
-    self_bias = first.compute_bias(t, t, device=encoded.device).masked_fill(~causal, torch.finfo(dtype).min)  # [1,H,T,T]
-    cross_mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # [B,1,1,S]
+    self_bias = first.compute_bias(t, t, device=encoded.device).masked_fill(~causal, torch.finfo(encoded.dtype).min)  # [1,H,T,T]
+    cross_mask = _source_bias(attention_mask, encoded.dtype)  # [B,1,1,S]
     hidden = decoder.embed_tokens(decoder_ids)  # [N,T,D]
     total = None
     for index, block in enumerate(decoder.block):
@@ -118,8 +103,7 @@ def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: tor
         attn = cross_layer.EncDecAttention
         x = cross_layer.layer_norm(hidden)
         q = attn.q(x).view(b, k * t, h, dk).transpose(1, 2)  # [B,H,K·T,dk]: a prompt's K sequences share its keys
-        key = attn.k(encoded).view(b, s, h, dk).transpose(1, 2)  # [B,H,S,dk]
-        value = attn.v(encoded).view(b, s, h, dk).transpose(1, 2)
+        key, value = _cross_keys_values(attn, encoded)  # [B,H,S,dk]
         context, probs = _attend(q, key, value, cross_mask, need_weights=index in layers)  # [B,H,K·T,dk]
         if index in layers:
             head_mean = probs.detach().float().mean(dim=1).view(n, t, s)  # [B,H,K·T,S] -> [N,T,S]
@@ -127,11 +111,28 @@ def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: tor
         hidden = hidden + attn.o(context.transpose(1, 2).reshape(n, t, h * dk))
 
         hidden = block.layer[-1](hidden)
-    hidden = decoder.final_layer_norm(hidden)
+    return _output_states(model, hidden), (total / len(layers) if total is not None else None)
+
+
+def _source_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask as in the eager attention: 0 on real source positions, the dtype's minimum on padding   [B,S] -> [B,1,1,S]"""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+def _cross_keys_values(attn: Any, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cross-attention layer's keys and values, once per prompt   [B,S,D] -> 2 x [B,H,S,dk]"""
+    b, s, _ = encoded.shape
+    shape = (b, s, attn.n_heads, attn.key_value_proj_dim)
+    return attn.k(encoded).view(shape).transpose(1, 2), attn.v(encoded).view(shape).transpose(1, 2)
+
+
+def _output_states(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """The decoder's final norm and T5's output scaling: what lm_head reads."""
+    hidden = model.get_decoder().final_layer_norm(hidden)
     config = model.config
     if getattr(config, "scale_decoder_outputs", config.tie_word_embeddings):
         hidden = hidden * (model.model_dim ** -0.5)
-    return hidden, (total / len(layers) if total is not None else None)
+    return hidden
 
 
 def _attend(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor,

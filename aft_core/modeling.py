@@ -17,6 +17,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from aft_core import decoding
+from aft_core.attention import encode
 from aft_core.config import PRESETS, ModelPreset
 from aft_core.errors import AftInputError
 
@@ -184,7 +186,7 @@ def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     start_id = config.decoder_start_token_id if config.decoder_start_token_id is not None else model.config.decoder_start_token_id
     eos_id, pad_id = _first(config.eos_token_id), config.pad_token_id if config.pad_token_id is not None else 0
     if encoded is None:
-        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        encoded = encode(model, input_ids, attention_mask)
     step_logits = _stepper(model, encoded.detach(), attention_mask, num_return_sequences, max_new_tokens)
     n = encoded.shape[0] * num_return_sequences
     tokens = [torch.full((n, 1), start_id, dtype=torch.long, device=encoded.device)]
@@ -207,8 +209,6 @@ def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
 
 def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k: int, max_steps: int):
     """A function from the last token ids [N] to the next logits [N,V], keeping the decoding state."""
-    from aft_core import decoding
-
     if decoding.supports(model):
         return decoding.T5IncrementalDecoder(model, encoded, attention_mask, k, max_steps).step
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache

@@ -35,7 +35,7 @@ from aft_core.config import AFTConfig  # noqa: E402
 from aft_core.data.corpus import load_corpus  # noqa: E402
 from aft_core.data.dataset import corpus_to_dataset, encode_table  # noqa: E402
 from aft_core.loss import sequence_logprob  # noqa: E402
-from aft_core.modeling import torch_threads  # noqa: E402
+from aft_core.modeling import generate_ids, torch_threads  # noqa: E402
 from aft_core.monitor import SourceBatch  # noqa: E402
 from aft_core.sft import BatchSchedule  # noqa: E402
 from aft_core.timing import PhaseTimer  # noqa: E402
@@ -64,9 +64,7 @@ class StepBench:
         self.initial = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
 
     def batch(self, step: int) -> SourceBatch:
-        src = SourceBatch.from_rows([self.rows[i] for i in self.schedule(step)], self.pad_id)
-        return SourceBatch(*(t.to(self.device) for t in (src.input_ids, src.attention_mask, src.src_turn,
-                                                          src.src_is_tag, src.src_is_salient)))
+        return SourceBatch.from_rows([self.rows[i] for i in self.schedule(step)], self.pad_id).to(self.device)
 
     def restart(self) -> torch.optim.Optimizer:
         """Back to the initial weights with a fresh optimizer and the run's seed."""
@@ -148,10 +146,8 @@ def model_flops_utilisation(bench: StepBench, repeats: int) -> dict[str, Any]:
 
     bench.restart()
     src = bench.batch(0)
-    with torch.no_grad():
-        from aft_core.modeling import generate_ids
-        samples = generate_ids(bench.policy, src.input_ids, src.attention_mask, max_new_tokens=bench.cfg.max_new_tokens,
-                               do_sample=True, num_return_sequences=bench.cfg.k)
+    samples = generate_ids(bench.policy, src.input_ids, src.attention_mask, max_new_tokens=bench.cfg.max_new_tokens,
+                           do_sample=True, num_return_sequences=bench.cfg.k)
 
     def forward_backward() -> None:
         encoded = encode(bench.policy, src.input_ids, src.attention_mask)

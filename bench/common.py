@@ -78,14 +78,7 @@ def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, n: int, re
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        started = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - started)
-    return 2 * n ** 3 / statistics.median(times)
+    return 2 * n ** 3 / median_seconds(lambda: a @ b, device, repeats)
 
 
 def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
