@@ -8,8 +8,9 @@ Branch folder:
                       of the samples, sample length, weight entropy (only checkpointed steps are kept)
     probe.parquet     one row per checkpoint (step 0 = the SFT model): probe metrics, Δ vs SFT, trend
     attractors.json   label, evidence and warnings per checkpoint, and the primary checkpoint (★)
-    result.json       written last: the branch is complete (status `completed`, or `diverged` when
-                      `max_nonfinite_steps` non-finite steps came in a row)
+    result.json       written last: the branch is complete (status `completed`; `diverged` when
+                      `max_nonfinite_steps` non-finite steps came in a row; `stopped_in_attractor` when the last
+                      `early_stop_checkpoints` checkpoints sat in a terminal attractor)
 Dropout is off during AFT (the policy is scored and updated in eval mode), as is usual for RL fine-tuning.
 """
 from __future__ import annotations
@@ -28,15 +29,17 @@ from safetensors.torch import save_model
 from tqdm.auto import tqdm
 
 from aft_core.attention import encode, parse_layers, teacher_forced_pass
-from aft_core.attractors import AttractorThresholds, classify_trajectory, select_primary
+from aft_core.attractors import (AttractorThresholds, classify_trajectory, select_primary, should_stop_early,
+                                 terminal_streak)
 from aft_core.bertscore import load_bertscore
 from aft_core.checkpoint import checkpoint_dir, resume_latest, save_checkpoint
 from aft_core.config import AFTConfig, config_id
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
+from aft_core.data.venues import VenueDB
 from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, claim_run_dir, write_json_atomic
-from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights
+from aft_core.loss import adaptive_kl_update, aft_loss, kl_term, per_token_kl, sequence_logprob, softmax_weights
 from aft_core.modeling import generate_ids, load_model, model_device, torch_threads
 from aft_core.monitor import SourceBatch, evaluate_probe, trend
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
@@ -46,12 +49,13 @@ from aft_core.tracking import NullTracker, Tracker
 
 
 def aft_step_loss(policy: Any, reference: Any, src: SourceBatch, cfg: AFTConfig, layers: Sequence[int],
-                  pad_id: int, eos_id: int, timer: Callable[[str], ContextManager] = untimed
-                  ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+                  pad_id: int, eos_id: int, timer: Callable[[str], ContextManager] = untimed,
+                  eta_kl: float | None = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Steps 1-6 of AFT_SPEC §5 for B prompts; returns the loss parts (with grad) and step metrics.
 
     The encoder runs once per prompt; its states serve the K samples (one batched `generate`) and
-    the teacher-forced pass. `timer` names the phases for profiles (bench/aft_step.py).
+    the teacher-forced pass. `timer` names the phases for profiles (bench/aft_step.py). `eta_kl`
+    overrides cfg.eta_kl (the adaptive controller's current value).
     """
     device = src.input_ids.device
     with timer("teacher_forced"), mixed_precision(device):
@@ -60,12 +64,12 @@ def aft_step_loss(policy: Any, reference: Any, src: SourceBatch, cfg: AFTConfig,
         samples = generate_ids(policy, src.input_ids, src.attention_mask, max_new_tokens=cfg.max_new_tokens,
                                do_sample=True, num_return_sequences=cfg.k, temperature=cfg.temperature,
                                encoded=encoded)  # [B*K, 1+T]
-    return score_candidates(policy, reference, src, samples, cfg, layers, pad_id, eos_id, encoded, timer)
+    return score_candidates(policy, reference, src, samples, cfg, layers, pad_id, eos_id, encoded, timer, eta_kl)
 
 
 def score_candidates(policy: Any, reference: Any, src: SourceBatch, samples: torch.Tensor, cfg: AFTConfig,
                      layers: Sequence[int], pad_id: int, eos_id: int, encoded: torch.Tensor | None = None,
-                     timer: Callable[[str], ContextManager] = untimed
+                     timer: Callable[[str], ContextManager] = untimed, eta_kl: float | None = None
                      ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Steps 2-6 of AFT_SPEC §5 for given samples [B*K, 1+T] (K adjacent per prompt): HACA rewards from the
     policy's teacher-forced cross-attention, softmax weights, weighted MLE and the KL term against π_ref."""
@@ -92,7 +96,8 @@ def score_candidates(policy: Any, reference: Any, src: SourceBatch, samples: tor
         kl = kl_term(cfg.kl_estimator, token_logp, ref_token_logp, tgt_mask, tf["logits"], ref_logits,
                      cfg.logprob_reduction).view(B, K)
         weights = softmax_weights(rewards.view(B, K), cfg.eta)
-        parts = aft_loss(weights, logp, kl, cfg.eta_kl)
+        eta_kl = cfg.eta_kl if eta_kl is None else eta_kl
+        parts = aft_loss(weights, logp, kl, eta_kl)
     with timer("reward"):
         lengths = (tgt_mask & (labels != eos_id)).sum(dim=1).float()
         metrics = {
@@ -103,6 +108,7 @@ def score_candidates(policy: Any, reference: Any, src: SourceBatch, samples: tor
             "repeat": repeat_penalty(labels, tgt_mask, cfg.repeat_n, special).mean().item(),
             "sample_length": lengths.mean().item(),
             "weight_entropy": -(weights * weights.clamp(min=1e-12).log()).sum(dim=-1).mean().item(),
+            "kl_per_token": per_token_kl(token_logp, ref_token_logp, tgt_mask), "eta_kl": eta_kl,
         }
     parts["rewards"] = rewards.view(B, K).detach()
     return parts, metrics
@@ -134,7 +140,10 @@ def mixed_precision(device: torch.device) -> ContextManager:
 
 def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = None, progress: bool = True,
                stop_after: int | None = None, thresholds: AttractorThresholds | None = None) -> dict[str, Any]:
-    """Run (or resume, or return the finished result of) one AFT branch in `out_dir`."""
+    """Run (or resume, or return the finished result of) one AFT branch in `out_dir`.
+
+    `thresholds` label the checkpoints (for ★ and for the early-stopping rule); default: the `sft` set.
+    """
     cfg.validate()
     out = Path(out_dir)
     corpus = load_corpus(cfg.data)
@@ -157,18 +166,24 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     train = encode_table(tables["train"], tokenizer, cfg.max_source_tokens, 8)
     probe = encode_table(tables["validation"].select(range(cfg.probe_size)), tokenizer, cfg.max_source_tokens, 8)
     train_rows = train.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient"]).to_list()
-    probe_rows = probe.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient", "target"]).to_list()
+    probe_rows = probe.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient", "target",
+                                       "belief_state"]).to_list()
+    db = VenueDB.load(corpus.db_dir) if corpus.db_dir else None
+    thresholds = thresholds or AttractorThresholds()
     scorer = load_bertscore(cfg.bertscore_model)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
     def probe_row(step: int, logs: list[dict[str, float]], baseline: dict[str, Any] | None) -> dict[str, Any]:
         row = evaluate_probe(policy, tokenizer, probe_rows, ix_mode=cfg.ix_mode, layers=layers,
-                             max_new_tokens=cfg.max_new_tokens, repeat_n=cfg.repeat_n, scorer=scorer)
+                             max_new_tokens=cfg.max_new_tokens, repeat_n=cfg.repeat_n, scorer=scorer, db=db)
         row.update(step=step, **trend(logs))
         base = baseline or row
         for key in ("focus", "coverage", "repeat", "bertscore", "mean_length"):
             row[f"delta_{key}"] = row[key] - base[key]
+        if db is not None:
+            both = row["entity_accuracy"] is not None and base["entity_accuracy"] is not None
+            row["delta_entity_accuracy"] = row["entity_accuracy"] - base["entity_accuracy"] if both else None
         row["samples"] = json.dumps(row["samples"])
         return row
 
@@ -176,6 +191,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     steps_file = out / "steps.jsonl"
     if resumed is not None:
         state = resumed["trainer"]
+        state.setdefault("eta_kl", cfg.eta_kl)  # checkpoints written before the adaptive controller existed
         lines = steps_file.read_text().splitlines()[: state["logged_steps"]] if steps_file.exists() else []
         with atomic_path(steps_file) as tmp:  # drop steps logged after the checkpoint
             tmp.write_text("".join(line + "\n" for line in lines))
@@ -183,7 +199,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         tracker.log_params({**dataclasses.asdict(cfg), "branch_id": branch_id})
         torch.manual_seed(cfg.seed)  # sampling RNG; a resume restores it from the checkpoint instead
         state = {"step": 0, "rows": [probe_row(0, [], None)], "logged_steps": 0, "skipped_nonfinite": 0,
-                 "nonfinite_run": 0, "seconds": 0.0}
+                 "nonfinite_run": 0, "seconds": 0.0, "eta_kl": cfg.eta_kl}
         steps_file.unlink(missing_ok=True)
         _write_probe(out, state["rows"])
 
@@ -195,8 +211,11 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     while step < cfg.steps:
         idx = schedule(step)
         src = SourceBatch.from_rows([train_rows[i] for i in idx], pad_id).to(model_device(policy))
-        parts, metrics = aft_step_loss(policy, reference, src, cfg, layers, pad_id, eos_id)
+        parts, metrics = aft_step_loss(policy, reference, src, cfg, layers, pad_id, eos_id, eta_kl=state["eta_kl"])
         finite, grad_norm = apply_update(policy, optimizer, parts["loss"], cfg.grad_clip)
+        if cfg.kl_target > 0 and finite:
+            state["eta_kl"] = adaptive_kl_update(state["eta_kl"], metrics["kl_per_token"], cfg.kl_target,
+                                                 src.input_ids.shape[0] * cfg.k, cfg.kl_horizon)
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
         if finite:
@@ -214,6 +233,8 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or diverged:
             row = probe_row(step, [m for m in pending if not m["nonfinite"]], state["rows"][0])
             state["rows"].append(row)
+            stuck = should_stop_early(classify_trajectory(state["rows"], cfg.max_new_tokens, thresholds),
+                                      cfg.early_stop_checkpoints)
             tracker.log_metrics({f"probe/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step)
             with open(steps_file, "a", encoding="utf-8") as f:
                 f.writelines(json.dumps(m) + "\n" for m in pending)
@@ -224,7 +245,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
                 save_model(policy, str(tmp))
             save_checkpoint(out / "checkpoints", step, policy, optimizer, scheduler, state, keep=cfg.keep_checkpoints)
             _write_probe(out, state["rows"])
-            if diverged:
+            if diverged or stuck:
                 break
             if stop_after is not None and step >= stop_after and step < cfg.steps:
                 bar.close()
@@ -232,6 +253,8 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     bar.close()
 
     diverged = state["nonfinite_run"] >= cfg.max_nonfinite_steps
+    labels = classify_trajectory(state["rows"], cfg.max_new_tokens, thresholds)
+    stuck = not diverged and step < cfg.steps and should_stop_early(labels, cfg.early_stop_checkpoints)
     verdict = classify_branch(out, cfg.max_new_tokens, thresholds,
                               diverged_at=step if diverged else None, nonfinite_run=state["nonfinite_run"])
     steps = pd.read_json(steps_file, lines=True)
@@ -239,9 +262,14 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         steps.to_parquet(tmp)
     first = state["rows"][0]
     result = {
-        "branch_id": branch_id, "status": "diverged" if diverged else "completed", "steps": step,
+        "branch_id": branch_id, "steps": step,
+        "status": "diverged" if diverged else "stopped_in_attractor" if stuck else "completed",
+        "steps_saved": cfg.steps - step if stuck else 0,
+        "early_stop": {"checkpoints_in_attractor": terminal_streak(labels), "label": labels[-1].label,
+                       "thresholds_basis": thresholds.basis} if stuck else None,
         **verdict, "skipped_nonfinite": state["skipped_nonfinite"], "nonfinite_run": state["nonfinite_run"], "seconds": round(time.monotonic() - started, 1),
         "bertscore_encoder": first["bertscore_encoder"], "bertscore_layer": first["bertscore_layer"],
+        "thresholds": dataclasses.asdict(thresholds),
     }
     write_json_atomic(out / "result.json", result)
     tracker.log_params({"final_label": result["final_label"], "primary_step": result["primary_step"],
@@ -273,13 +301,44 @@ def classify_branch(branch_dir: str | Path, max_new_tokens: int, thresholds: Att
     primary = select_primary(rows, labels, thresholds)
     write_json_atomic(out / "attractors.json", {"checkpoints": [c.as_row() for c in labels], "primary_step": primary})
     by_step = {int(r["step"]): r for r in rows}
-    return {
-        "primary_step": primary, "last_step": labels[-1].step, "final_label": labels[-1].label,
-        "primary_delta_focus": float(by_step[primary]["delta_focus"]) if primary is not None else None,
-        "primary_delta_bertscore": float(by_step[primary]["delta_bertscore"]) if primary is not None else None,
-        "last_delta_focus": float(by_step[labels[-1].step]["delta_focus"]),
-        "last_delta_bertscore": float(by_step[labels[-1].step]["delta_bertscore"]),
-    }
+
+    def at(step: int | None, key: str) -> float | None:
+        value = by_step[step].get(key) if step is not None else None
+        return None if value is None or value != value else float(value)  # NaN: a column absent at this step
+
+    verdict: dict[str, Any] = {"primary_step": primary, "last_step": labels[-1].step, "final_label": labels[-1].label,
+                               "healthy_until": _healthy_until(labels)}
+    for key in ("delta_focus", "delta_bertscore", "delta_entity_accuracy"):
+        verdict[f"primary_{key}"], verdict[f"last_{key}"] = at(primary, key), at(labels[-1].step, key)
+    return verdict
+
+
+def reclassify_branch(branch_dir: str | Path, thresholds: AttractorThresholds | None = None) -> dict[str, Any]:
+    """Re-label a finished branch with `thresholds` (no retraining): attractors.json and the verdict in
+    result.json are rewritten together, so ★ is never stale. Returns the updated result."""
+    out = Path(branch_dir)
+    for name in ("config.json", "result.json", "probe.parquet"):
+        if not (out / name).exists():
+            raise AftInputError(out, name, "not a finished AFT branch folder",
+                                "point at a folder written by `aft train-branch` that holds result.json")
+    config = json.loads((out / "config.json").read_text())
+    result = json.loads((out / "result.json").read_text())
+    diverged_at = result["steps"] if result.get("status") == "diverged" else None
+    verdict = classify_branch(out, config["max_new_tokens"], thresholds, diverged_at=diverged_at,
+                              nonfinite_run=result.get("nonfinite_run", 0))
+    result = {**result, **verdict, "thresholds": dataclasses.asdict(thresholds or AttractorThresholds())}
+    write_json_atomic(out / "result.json", result)
+    return result
+
+
+def _healthy_until(labels: Sequence[Any]) -> int | None:
+    """The last step of the healthy run that starts at step 0 (None when even step 0 is an attractor)."""
+    last = None
+    for c in labels:
+        if c.label != "healthy":
+            break
+        last = c.step
+    return last
 
 
 def _write_probe(out: Path, rows: list[dict[str, Any]]) -> None:

@@ -4,6 +4,8 @@
     aft data stats PATH                                      one JSON object describing a corpus
     aft sft --data PATH --model PRESET|DIR --out DIR [...]   supervised fine-tuning (resumable)
     aft train-branch --sft DIR --data PATH --out DIR [...]   one AFT branch end to end (resumable)
+    aft classify BRANCH_DIR [--thresholds sft|paper] [--threshold KEY=VALUE ...]
+                                                             re-label a finished branch (no retraining)
     aft evaluate --sft DIR [--branch DIR ...] --data PATH --out DIR   test evaluation (Table 1)
     aft report RUN_DIR                                       (re)build RUN_DIR/report.html
 
@@ -67,12 +69,48 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def thresholds_from_args(args: argparse.Namespace) -> Any:
+    """The named threshold set with each --threshold KEY=VALUE (VALUE as JSON) applied."""
+    from aft_core.attractors import thresholds_from
+
+    overrides = {}
+    for item in args.threshold or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise AftInputError("--threshold", item, "expects KEY=VALUE", "write e.g. --threshold unique_min_fraction=0.5")
+        try:
+            overrides[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = raw
+    return thresholds_from(args.thresholds, overrides, "--threshold")
+
+
+def add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    from aft_core.attractors import THRESHOLD_SETS
+
+    parser.add_argument("--thresholds", default="sft", choices=sorted(THRESHOLD_SETS),
+                        help="classifier threshold set: sft (relative to the branch's step-0 probe row; default) "
+                             "or paper (the paper's absolute values)")
+    parser.add_argument("--threshold", action="append", metavar="KEY=VALUE",
+                        help="override one threshold of the set, e.g. primary_min_delta_entity_accuracy=0 (repeatable)")
+
+
 def cmd_train_branch(args: argparse.Namespace) -> int:
     from aft_core.aft import run_branch
 
     cfg = config_from_args(AFTConfig, args, sft_model=args.sft)
-    result = run_branch(cfg, args.out, progress=not args.quiet)
+    result = run_branch(cfg, args.out, progress=not args.quiet, thresholds=thresholds_from_args(args))
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from aft_core.aft import reclassify_branch
+
+    result = reclassify_branch(args.branch_dir, thresholds_from_args(args))
+    keys = ("branch_id", "status", "steps", "final_label", "healthy_until", "primary_step", "primary_delta_focus",
+            "primary_delta_bertscore", "primary_delta_entity_accuracy")
+    print(json.dumps({k: result.get(k) for k in keys}, indent=2))
     return 0
 
 
@@ -126,7 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(branch, AFTConfig, skip=("sft_model",))
     branch.add_argument("--out", required=True, help="branch folder")
     branch.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threshold_options(branch)
     branch.set_defaults(func=cmd_train_branch)
+
+    classify = sub.add_parser("classify", help="re-label a finished branch's checkpoints and pick its ★ (no retraining)")
+    classify.add_argument("branch_dir", help="a finished branch folder (holds result.json)")
+    add_threshold_options(classify)
+    classify.set_defaults(func=cmd_classify)
 
     evaluate = sub.add_parser("evaluate", help="greedy test evaluation of SFT and branches' ★/last checkpoints (Table 1)")
     evaluate.add_argument("--sft", required=True, help="the SFT model folder")

@@ -151,11 +151,15 @@ class AFTConfig:
     eta_kl: float = setting(0.05, "η_kl, weight of the KL-anchoring term")
     k: int = setting(4, "K, sampled responses per prompt")
     kl_estimator: str = setting("paper", "KL term: paper (as written), k3, or full (exact over the vocabulary)")
+    kl_target: float = setting(0.0, "adaptive KL: per-token KL(π_θ‖π_ref) the controller steers η_kl toward "
+                                    "(RL4LMs/OpenRLHF); 0 = fixed η_kl")
+    kl_horizon: int = setting(1000, "adaptive KL: sequences (B·K per step) over which η_kl moves by the full clipped error")
     ix_mode: str = setting("all", "I_x: all (paper), history (earlier turns), salient (slot values)")
     layers: str = setting("all", "decoder layers averaged into A: all, last, or indices like '0,1'")
     repeat_n: int = setting(3, "n of the repeat penalty's n-grams")
     logprob_reduction: str = setting("sum", "log π(y|x) over tokens: sum (paper) or mean")
-    learning_rate: float = setting(1e-4, "AdamW learning rate (constant)")
+    learning_rate: float = setting(1e-5, "AdamW learning rate (constant); 1e-5 is calibrated for the `small` "
+                                         "preset (1e-4 falls into the Dam within 20 steps; README, Calibration)")
     batch_size: int = setting(8, "prompts per step")
     steps: int = setting(300, "AFT steps")
     checkpoint_every: int = setting(50, "steps between checkpoints (each one is probed)")
@@ -167,6 +171,8 @@ class AFTConfig:
     bertscore_model: str = setting("", "BERTScore encoder: empty = offline all-MiniLM-L6-v2, or a folder/hub name")
     keep_checkpoints: int = setting(2, "most recent resumable checkpoints kept on disk")
     max_nonfinite_steps: int = setting(10, "non-finite losses/gradients in a row that end the branch as diverged")
+    early_stop_checkpoints: int = setting(2, "stop the branch once this many checkpoints in a row sit in a terminal "
+                                             "attractor (Dam, Whirlpool, Underground River, Flash Flood); 0 = never")
     seed: int = setting(0, "seed for sampling and prompt order")
 
     def validate(self, where: str = "config") -> "AFTConfig":
@@ -177,6 +183,12 @@ class AFTConfig:
         _check(self.eta > 0, "eta", f"η must be > 0, got {self.eta}", "use e.g. 1.0", where)
         _check(self.gamma >= 0, "gamma", f"γ must be >= 0, got {self.gamma}", "use e.g. 0.5", where)
         _check(self.eta_kl >= 0, "eta_kl", f"η_kl must be >= 0, got {self.eta_kl}", "use e.g. 0.05", where)
+        _check(self.kl_target >= 0, "kl_target", f"must be >= 0, got {self.kl_target}",
+               "use 0 for a fixed η_kl, or a per-token KL such as 0.05", where)
+        _check(not (self.kl_target > 0 and self.eta_kl == 0), "eta_kl", "the adaptive KL controller scales η_kl, which is 0",
+               "start η_kl above 0 (e.g. 0.05) or set kl_target to 0", where)
+        _check(self.early_stop_checkpoints >= 0, "early_stop_checkpoints", f"must be >= 0, got {self.early_stop_checkpoints}",
+               "use 0 (never stop early) or a number of checkpoints such as 2", where)
         _check(self.max_new_tokens > 0, "max_new_tokens", f"must be > 0, got {self.max_new_tokens}", "use e.g. 48", where)
         _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}", "use 1.0", where)
         _check(self.kl_estimator in ("paper", "k3", "full"), "kl_estimator", f"unknown '{self.kl_estimator}'",
@@ -186,6 +198,6 @@ class AFTConfig:
         _check(self.logprob_reduction in ("sum", "mean"), "logprob_reduction", f"unknown '{self.logprob_reduction}'",
                "use sum or mean", where)
         check_positive(self, ("batch_size", "steps", "checkpoint_every", "probe_size", "repeat_n", "keep_checkpoints",
-                              "max_nonfinite_steps"), where)
+                              "max_nonfinite_steps", "kl_horizon"), where)
         _check(self.learning_rate > 0 and self.grad_clip > 0, "learning_rate/grad_clip", "must be > 0", "use e.g. 1e-4 and 1.0", where)
         return self

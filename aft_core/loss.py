@@ -83,3 +83,28 @@ def aft_loss(weights: torch.Tensor, logp: torch.Tensor, kl: torch.Tensor, eta_kl
     wmle = wmle_loss(weights, logp)  # [B]
     kl_part = eta_kl * kl.mean(dim=-1)  # [B]
     return {"loss": (wmle + kl_part).mean(), "wmle": wmle.mean(), "kl": kl_part.mean()}
+
+
+def per_token_kl(policy_token_logp: torch.Tensor, ref_token_logp: torch.Tensor, tgt_mask: torch.Tensor) -> float:
+    """KL(π_θ ‖ π_ref) per token, estimated on the sampled tokens: mean_t [log p_θ(y_t) − log p_ref(y_t)]   [N,T] -> scalar
+
+    Unbiased on on-policy samples; what the adaptive controller tracks (no gradient).
+    """
+    mask = tgt_mask.float()
+    return float(((policy_token_logp.detach().float() - ref_token_logp.float()) * mask).sum() / mask.sum().clamp(min=1))
+
+
+def adaptive_kl_update(eta_kl: float, kl: float, target: float, n_steps: int, horizon: int) -> float:
+    """The adaptive KL controller of RL4LMs / OpenRLHF (AFT_SPEC §5.8):
+
+        e = clip((KL − target) / target, −0.2, 0.2)
+        η_kl ← η_kl · (1 + e · n_steps / horizon)
+
+    KL is the measured per-token KL of this step's samples, n_steps the number of sequences it scored
+    (B·K) and horizon how many sequences it takes to move η_kl by the full error. A KL above the target
+    raises η_kl (a stronger anchor); below it, η_kl falls.
+    """
+    if target <= 0 or horizon <= 0:
+        raise ValueError(f"the adaptive KL controller needs target > 0 and horizon > 0, got {target} and {horizon}")
+    error = min(max((kl - target) / target, -0.2), 0.2)
+    return eta_kl * (1.0 + error * n_steps / horizon)

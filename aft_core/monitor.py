@@ -3,7 +3,9 @@
 Per checkpoint: mean focus, coverage and repeat of the greedy responses (read from a
 teacher-forced pass over them), BERTScore F1 against the references, mean length in tokens (EOS
 excluded), unique outputs, generic-closing rate, and the loss/reward trend since the previous
-checkpoint. Δ values are against the step-0 row, i.e. the SFT model on the same probe.
+checkpoint. Where the corpus has a venue database, entity accuracy: the share of probe turns whose
+reference names a venue on which the response names a venue satisfying the turn's belief state (as in
+the test evaluation). Δ values are against the step-0 row, i.e. the SFT model on the same probe.
 """
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import json
+
 import torch
 
 from aft_core.attention import position_mask, teacher_forced_pass
 from aft_core.bertscore import BertScore
+from aft_core.data.venues import VenueDB, entity_correct, names_venue
 from aft_core.modeling import generate_ids, model_device, pad_batch
 from aft_core.reward import coverage, focus, repeat_penalty
 
@@ -103,8 +108,12 @@ def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, 
 
 def evaluate_probe(model: Any, tokenizer: Any, probe_rows: Sequence[dict[str, Any]], *, ix_mode: str,
                    layers: Sequence[int], max_new_tokens: int, repeat_n: int, scorer: BertScore,
-                   batch_size: int = 50) -> dict[str, Any]:
-    """One checkpoint's probe row: mean metrics of the greedy responses on the fixed probe."""
+                   db: VenueDB | None = None, batch_size: int = 50) -> dict[str, Any]:
+    """One checkpoint's probe row: mean metrics of the greedy responses on the fixed probe.
+
+    With a venue database `db` (probe rows then need `belief_state`, JSON), the row also holds
+    `entity_accuracy` over the `venue_turns` probe turns whose reference names a venue (None when none does).
+    """
     s = score_greedy(model, tokenizer, probe_rows, ix_modes=(ix_mode,), layers=layers,
                      max_new_tokens=max_new_tokens, repeat_n=repeat_n, batch_size=batch_size)
     texts = s["texts"]
@@ -115,7 +124,15 @@ def evaluate_probe(model: Any, tokenizer: Any, probe_rows: Sequence[dict[str, An
         "repeat": sum(s["repeat"]) / n, "bertscore": sum(f1) / n, "mean_length": sum(s["length"]) / n,
         "unique_outputs": len(set(texts)), "closing_rate": sum(map(is_generic_closing, texts)) / n,
         "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer, "samples": texts[:5],
+        **(probe_entity_accuracy(db, texts, probe_rows) if db is not None else {}),
     }
+
+
+def probe_entity_accuracy(db: VenueDB, responses: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """entity_accuracy = mean of entity_correct(response, belief state) over the turns whose reference names a venue."""
+    turns = [(text, json.loads(row["belief_state"])) for text, row in zip(responses, rows) if names_venue(db, row["target"])]
+    correct = [entity_correct(db, text, state) for text, state in turns]
+    return {"entity_accuracy": sum(correct) / len(correct) if correct else None, "venue_turns": len(correct)}
 
 
 def trend(step_logs: Sequence[dict[str, float]], ema: float = 0.9) -> dict[str, float]:

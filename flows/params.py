@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from aft_core.attractors import AttractorThresholds
+from aft_core.attractors import THRESHOLD_SETS, AttractorThresholds, thresholds_from
 from aft_core.config import AFTConfig, SFTConfig
 from aft_core.evaluation import EvalConfig
 from data_checks.suites import DataCheckConfig
@@ -35,7 +35,17 @@ GRID_FIELDS = ("beta", "gamma", "eta_kl", "k")
 BranchSettings = model_of(AFTConfig, "BranchSettings", exclude=("sft_model", "data"))
 SFTSettings = model_of(SFTConfig, "SFTSettings", exclude=("data",))
 CheckSettings = model_of(DataCheckConfig, "CheckSettings")
-Thresholds = model_of(AttractorThresholds, "Thresholds")
+
+
+def overrides_model_of(cls: type, name: str) -> type[BaseModel]:
+    """A pydantic model whose every field (a setting of `cls`) is optional: None keeps the named set's value."""
+    fields = {f.name: (type(f.default) | None, Field(None, description=f"{f.metadata.get('help', '')} "
+                                                                        "(empty: the threshold set's value)"))
+              for f in dataclasses.fields(cls) if f.name != "basis"}
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+ThresholdOverrides = overrides_model_of(AttractorThresholds, "ThresholdOverrides")
 EvalSettings = model_of(EvalConfig, "EvalSettings", exclude=("data", "ix_mode", "layers", "repeat_n",
                                                                "max_source_tokens", "max_new_tokens", "bertscore_model"))
 
@@ -49,6 +59,10 @@ class SweepGrid(BaseModel):
     eta_kl: list[float] = Field([0.05], description="η_kl values (weight of the KL anchor)")
     k: list[int] = Field([4], description="K values (samples per prompt)")
     other: dict[str, list[Any]] = Field({}, description="any other branch setting to sweep, e.g. {\"kl_estimator\": [\"paper\", \"k3\"]}")
+    variants: list[dict[str, Any]] = Field(
+        [{}], description="variants of the shared branch settings, each crossed with the grid (a variant's values win "
+                          "over the grid's), e.g. [{}, {\"ix_mode\": \"salient\", \"beta\": 0.0}]: the grid, plus "
+                          "the grid with the salient-coverage reward")
 
     @field_validator("beta", "gamma", "eta_kl", "k")
     @classmethod
@@ -68,13 +82,25 @@ class SweepGrid(BaseModel):
                 raise ValueError(f"grid.other.{key}: give a non-empty list of values")
         return other
 
+    @field_validator("variants")
+    @classmethod
+    def _known_variant_settings(cls, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        known = set(BranchSettings.model_fields)
+        if not variants:
+            raise ValueError("give at least one variant ([{}] = the grid alone)")
+        for i, variant in enumerate(variants):
+            for key in variant:
+                if key not in known:
+                    raise ValueError(f"grid.variants[{i}]: '{key}' is not a branch setting; use one of {sorted(known)}")
+        return variants
+
     def points(self) -> list[dict[str, Any]]:
-        """Every combination, in a stable order."""
+        """Every combination of the grid's values, crossed with every variant, in a stable order."""
         axes = {"beta": self.beta, "gamma": self.gamma, "eta_kl": self.eta_kl, "k": self.k, **self.other}
         points: list[dict[str, Any]] = [{}]
         for key, values in axes.items():
             points = [{**p, key: v} for p in points for v in values]
-        return points
+        return [{**p, **variant} for variant in self.variants for p in points]
 
 
 class SweepParams(BaseModel):
@@ -83,12 +109,21 @@ class SweepParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     grid: SweepGrid = Field(default_factory=SweepGrid, description="the values swept")
     branch: BranchSettings = Field(default_factory=BranchSettings, description="settings every branch shares")
-    thresholds: Thresholds = Field(default_factory=Thresholds, description="attractor-classifier thresholds")
+    threshold_set: Literal[tuple(THRESHOLD_SETS)] = Field(  # type: ignore[valid-type]
+        "sft", description="attractor-classifier thresholds: sft (relative to each branch's step-0 SFT probe row) or "
+                           "paper (the paper's absolute values, which label a templated corpus's SFT model a Dam)")
+    thresholds: ThresholdOverrides = Field(default_factory=ThresholdOverrides,
+                                           description="single thresholds overriding the set's values")
     runner: Literal["in_process", "deployment"] = Field(
         "in_process", description="in_process: branches run in this flow run; deployment: one flow run of "
                                   "`branch_deployment` per branch, picked up by any worker of its pool")
     branch_deployment: str = Field("aft-branch/aft-branch", description="FLOW/DEPLOYMENT run per branch (runner=deployment)")
     parallel_branches: int = Field(1, ge=1, description="branches run at once by the in-process runner")
+
+    def resolved_thresholds(self) -> dict[str, Any]:
+        """The threshold set with the overrides applied, as the plain dict tasks pass around."""
+        overrides = {k: v for k, v in self.thresholds.model_dump().items() if v is not None}
+        return dataclasses.asdict(thresholds_from(self.threshold_set, overrides, "sweep.thresholds"))
 
 
 class PipelineParams(BaseModel):
@@ -119,9 +154,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run_dir": "runs/main",
         "sft": {"model": "small", "max_steps": 2000},
         "sweep": {"grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05, 0.10], "k": [4]},
-                  "branch": {"steps": 60, "checkpoint_every": 20, "probe_size": 100, "max_new_tokens": 32},
-                  # TownInfo is templated: its SFT model is already below the paper's 155/200 unique outputs.
-                  "thresholds": {"unique_relative_to_sft": True}},
+                  "branch": {"steps": 60, "checkpoint_every": 20, "probe_size": 100, "max_new_tokens": 32}},
         "evaluation": {"test_examples": 300},
     },
     # The paper's grid around E3-20 (β=1, γ=0.5, η_kl=0.05, K=4), 500 steps per branch: a GPU-sized job.

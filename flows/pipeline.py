@@ -71,10 +71,9 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
             raise sweep  # the sweep itself broke (not one of its branches): nothing to evaluate
         sweep = json.loads((Path(run_dir) / "sweep.json").read_text())
 
-    thresholds = params.sweep.thresholds.model_dump()
-    max_new_tokens = params.sweep.branch.max_new_tokens
+    thresholds = params.sweep.resolved_thresholds()
     # Re-classified here from the probe tables, so new thresholds apply without retraining.
-    branches = [{**row, **classify_branch(run_dir, row["branch_id"], max_new_tokens, thresholds),
+    branches = [{**row, **classify_branch(run_dir, row["branch_id"], thresholds),
                  "folder": str(branch_dir(run_dir, row["branch_id"]))}
                 for row in sweep["branches"] if row["status"] != "failed"]
     failed = [row for row in sweep["branches"] if row["status"] == "failed"]

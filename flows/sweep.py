@@ -83,7 +83,7 @@ def _flow_run_name() -> str:
 def _sweep(run_dir: str, sft_model: str, data: str, params: SweepParams) -> dict[str, Any]:
     logger = get_run_logger()
     branches = plan_branches(sft_model, data, params)
-    thresholds = params.thresholds.model_dump()
+    thresholds = params.resolved_thresholds()
     logger.info("sweep of %d branches (%s runner): %s", len(branches), params.runner,
                 ", ".join(f"{b['branch_id']} {b['grid']}" for b in branches))
     outcomes: dict[str, Any] = {}

@@ -148,16 +148,11 @@ def train_branch(run_dir: str, branch_id: str, config: dict[str, Any], threshold
 
 
 @task(name="classify-branch", task_run_name="classify-{branch_id}")
-def classify_branch(run_dir: str, branch_id: str, max_new_tokens: int, thresholds: dict[str, Any]) -> dict[str, Any]:
+def classify_branch(run_dir: str, branch_id: str, thresholds: dict[str, Any]) -> dict[str, Any]:
     """Label every checkpoint of a finished branch and pick its ★ (re-runnable with new thresholds)."""
-    from aft_core.aft import classify_branch as classify
+    from aft_core.aft import reclassify_branch
 
-    out = branch_dir(run_dir, branch_id)
-    result = json.loads((out / "result.json").read_text())
-    diverged_at = result["steps"] if result.get("status") == "diverged" else None
-    verdict = classify(out, max_new_tokens, from_dict(AttractorThresholds, thresholds, "thresholds"),
-                       diverged_at=diverged_at, nonfinite_run=result["nonfinite_run"])
-    return {**result, **verdict}
+    return reclassify_branch(branch_dir(run_dir, branch_id), from_dict(AttractorThresholds, thresholds, "thresholds"))
 
 
 # --- evaluation ------------------------------------------------------------------------------------

@@ -77,3 +77,54 @@ def test_bad_branch_settings(sft_model, towninfo_dir, tmp_path):
     with pytest.raises(AftInputError, match="probe_size.*exceeds the dev split"):
         run_branch(branch_config(sft_model, towninfo_dir, probe_size=10_000), tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_probe_records_entity_accuracy_on_a_corpus_with_a_venue_database(tmp_path, sft_model, towninfo_dir):
+    result = run_branch(branch_config(sft_model, towninfo_dir, steps=2, probe_size=40), tmp_path / "b", progress=False)
+    probe = pd.read_parquet(tmp_path / "b" / "probe.parquet")
+    assert (probe["venue_turns"] > 0).all()  # TownInfo's dev split opens with venue offers
+    assert probe["entity_accuracy"].between(0, 1).all()
+    assert probe["delta_entity_accuracy"].iloc[0] == 0.0
+    assert probe["delta_entity_accuracy"].iloc[-1] == pytest.approx(
+        probe["entity_accuracy"].iloc[-1] - probe["entity_accuracy"].iloc[0])
+    assert "last_delta_entity_accuracy" in result
+
+
+def test_a_branch_stuck_in_a_terminal_attractor_stops_early_with_its_evidence(tmp_path, sft_model, towninfo_dir):
+    from aft_core.attractors import TERMINAL_MODES, thresholds_from
+
+    # A closing-rate floor of 0 puts every checkpoint in the Underground River: the rule must stop the branch
+    # at the second checkpoint in a row (step 0 counts: the paper basis labels SFT itself).
+    always = thresholds_from("paper", {"closing_rate_min": 0.0})
+    cfg = branch_config(sft_model, towninfo_dir, steps=8, early_stop_checkpoints=2)
+    result = run_branch(cfg, tmp_path / "stuck", progress=False, thresholds=always)
+    assert result["status"] == "stopped_in_attractor"
+    assert result["steps"] == 2 and result["steps_saved"] == 6
+    assert result["early_stop"]["checkpoints_in_attractor"] == 2 and result["early_stop"]["thresholds_basis"] == "paper"
+    labels = json.loads((tmp_path / "stuck" / "attractors.json").read_text())["checkpoints"]
+    assert [c["step"] for c in labels] == [0, 2]
+    assert all(c["label"] in TERMINAL_MODES for c in labels)  # the label by precedence; the closing rule fired in each
+    assert all(c["evidence"]["generic_closing"]["closing_limit"] == 0.0 for c in labels)
+    assert (tmp_path / "stuck" / "weights" / "step-0000002.safetensors").exists()  # the evidence is kept
+
+    off = run_branch(branch_config(sft_model, towninfo_dir, steps=4, early_stop_checkpoints=0), tmp_path / "off",
+                     progress=False, thresholds=always)
+    assert off["status"] == "completed" and off["steps"] == 4
+
+
+def test_adaptive_kl_follows_its_controller_step_by_step_and_resumes(tmp_path, sft_model, towninfo_dir):
+    from aft_core.loss import adaptive_kl_update
+
+    cfg = branch_config(sft_model, towninfo_dir, kl_estimator="k3", eta_kl=0.1, kl_target=0.001, kl_horizon=10)
+    run_branch(cfg, tmp_path / "a", progress=False)
+    steps = pd.read_parquet(tmp_path / "a" / "steps.parquet")
+    assert steps["eta_kl"].iloc[0] == 0.1
+    n = cfg.batch_size * cfg.k
+    for before, after in zip(steps.itertuples(), list(steps.itertuples())[1:]):
+        assert after.eta_kl == pytest.approx(adaptive_kl_update(before.eta_kl, before.kl_per_token, 0.001, n, 10))
+    assert steps["eta_kl"].nunique() > 1  # it moved
+
+    assert run_branch(cfg, tmp_path / "b", progress=False, stop_after=2) == {"interrupted_at": 2}
+    run_branch(cfg, tmp_path / "b", progress=False)
+    resumed = pd.read_parquet(tmp_path / "b" / "steps.parquet")
+    assert resumed["eta_kl"].tolist() == pytest.approx(steps["eta_kl"].tolist(), rel=1e-12)

@@ -61,3 +61,19 @@ def test_entity_accuracy_on_hand_made_turns(db):
     assert not entity_correct(db, "i am sorry , there is no such restaurant .", state)
     # A venue of a domain the user never asked about is not a correct answer.
     assert not entity_correct(db, "acorn house is in the north .", state)
+
+
+def test_probe_entity_accuracy_counts_only_turns_whose_reference_names_a_venue(db):
+    import json
+
+    from aft_core.monitor import probe_entity_accuracy
+
+    chinese = json.dumps({"restaurant": {"food": "chinese", "area": "centre"}})
+    rows = [{"target": "the golden wok is in the centre .", "belief_state": chinese},      # venue turn, answered right
+            {"target": "the golden wok serves chinese food .", "belief_state": chinese},   # venue turn, answered wrong
+            {"target": "what area would you like ?", "belief_state": chinese},             # not a venue turn
+            {"target": "acorn house is cheap .", "belief_state": json.dumps({"hotel": {"area": "north"}})}]
+    responses = ["try the golden wok .", "the silver spoon .", "the golden wok .", "acorn house , in the north ."]
+    # turns 0, 1 and 3 count; 0 and 3 are correct (turn 2's correct answer is not a venue turn)
+    assert probe_entity_accuracy(db, responses, rows) == {"entity_accuracy": 2 / 3, "venue_turns": 3}
+    assert probe_entity_accuracy(db, responses[2:3], rows[2:3]) == {"entity_accuracy": None, "venue_turns": 0}

@@ -179,3 +179,32 @@ def test_weights_finite_and_normalised(b, k, eta, values):
     rewards = torch.tensor(values[: b * k]).view(b, k)
     w = softmax_weights(rewards, eta)
     assert torch.isfinite(w).all() and torch.allclose(w.sum(-1), torch.ones(b), atol=1e-5)
+
+
+@pytest.mark.parametrize("kl, expected", [
+    (0.03, 0.1 * (1 + 0.2 * 32 / 1000)),     # error +0.5, clipped to +0.2: η_kl rises
+    (0.019, 0.1 * (1 - 0.05 * 32 / 1000)),   # error −0.05 (inside the clip): η_kl falls a little
+    (0.0, 0.1 * (1 - 0.2 * 32 / 1000)),      # error −1, clipped to −0.2
+    (0.02, 0.1),                             # on target: unchanged
+])
+def test_adaptive_kl_update_by_hand(kl, expected):
+    from aft_core.loss import adaptive_kl_update
+
+    assert adaptive_kl_update(0.1, kl, target=0.02, n_steps=32, horizon=1000) == pytest.approx(expected, rel=1e-12)
+
+
+def test_adaptive_kl_update_refuses_a_zero_target():
+    from aft_core.loss import adaptive_kl_update
+
+    with pytest.raises(ValueError, match="target > 0"):
+        adaptive_kl_update(0.1, 0.03, target=0.0, n_steps=32, horizon=1000)
+
+
+def test_per_token_kl_by_hand():
+    from aft_core.loss import per_token_kl
+
+    policy = torch.tensor([[-1.0, -2.0, -0.3], [-0.5, -9.0, -9.0]])
+    ref = torch.tensor([[-1.5, -1.0, -0.3], [-0.7, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    # (0.5 − 1.0 + 0 + 0.2) / 4 positions; masked positions ignored
+    assert per_token_kl(policy, ref, mask) == pytest.approx(-0.3 / 4)
