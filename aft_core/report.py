@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from aft_core.evaluation import PAPER_TABLE1, TABLE1_COLUMNS
+from aft_core.evaluation import PAPER_TABLE1, TABLE1_COLUMNS, paired_changes
 from aft_core.io import write_text_atomic
 
 QUALITATIVE_PAIRS = 4
@@ -79,6 +79,8 @@ def table1_html(table: dict[str, Any]) -> str:
             f"each system with SFT on the same examples (paired bootstrap p-values).</p>"
             f"<table id='table1'><tr><th>System</th>{head}<th>distinct-1 / 2</th><th>Focus ↑ vs SFT</th>"
             f"<th>median ΔBERTScore</th></tr>{''.join(rows)}</table>"
+            + "<ul id='paired'>" + "".join(f"<li>{_esc(paired_changes(r))}</li>" for r in table["rows"] if r.get("vs_baseline"))
+            + "</ul>"
             f"<p>The paper's figures (T5-Large on MultiWOZ 2.1, bert-score's default encoder; not comparable across "
             f"encoders or corpora):</p><table id='paper'><tr><th>Model</th><th>Focus</th><th>Repeat</th>"
             f"<th>BERTScore</th><th>Avg Len</th></tr>{paper}</table>")
@@ -88,6 +90,8 @@ def dynamics_figure(branch_id: str, probe: pd.DataFrame, steps: pd.DataFrame | N
                     primary: int | None) -> str:
     plt = _pyplot()
     panels = [("delta_focus", "ΔFocus", probe), ("bertscore", "BERTScore", probe), ("mean_length", "mean length", probe)]
+    if "entity_accuracy" in probe and probe["entity_accuracy"].notna().any():
+        panels.append(("entity_accuracy", "entity accuracy", probe))
     if steps is not None and len(steps):
         panels += [("loss", "loss", steps), ("reward_mean", "reward", steps)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6))
@@ -251,8 +255,11 @@ def build_report(run_dir: str | Path) -> Path:
         steps = pd.read_parquet(folder / "steps.parquet") if (folder / "steps.parquet").exists() else None
         attractors = json.loads((folder / "attractors.json").read_text()) if (folder / "attractors.json").exists() else {}
         labels = {c["step"]: c["label"] for c in attractors.get("checkpoints", [])}
-        grid = ", ".join(f"{k}={b[k]}" for k in ("beta", "gamma", "eta_kl", "k") if k in b)
-        parts.append(f"<h3>{_esc(b['branch_id'])} ({_esc(grid)}): final label {_esc(b.get('final_label'))}</h3>"
+        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+        shown = ("beta", "gamma", "eta_kl", "k", "alpha", "ix_mode", "kl_estimator", "kl_target", "learning_rate")
+        grid = ", ".join(f"{k}={config.get(k, b.get(k))}" for k in shown if k in config or k in b)
+        parts.append(f"<h3>{_esc(b['branch_id'])} ({_esc(grid)}): {_esc(b.get('status'))}, healthy until step "
+                     f"{_esc(b.get('healthy_until'))}, final label {_esc(b.get('final_label'))}</h3>"
                      f"<img alt='dynamics {b['branch_id']}' src='{dynamics_figure(b['branch_id'], probe, steps, labels, attractors.get('primary_step'))}'>")
 
     sweep_png = sweep_figure([b for b in branches if b.get("status") != "failed"])
@@ -292,11 +299,39 @@ def build_report(run_dir: str | Path) -> Path:
                          f"<p><b>{_esc(star)}</b> (focus {pair['star_focus']:.3f}): {_esc(pair['star'])}{verdict(pair['star_correct'])}</p>"
                          f"{figures}</div>")
 
+    parts.append(frontier_html(run / "frontier"))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AFT report: {_esc(run.resolve().name)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     out = run / "report.html"
     write_text_atomic(out, page)
     return out
+
+
+def frontier_html(folder: Path) -> str:
+    """The frontier experiment's table, answer and plot (experiments/frontier.py --out RUN_DIR/frontier), when present."""
+    if not (folder / "frontier.json").exists():
+        return ""
+    frontier = json.loads((folder / "frontier.json").read_text())
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        value, ci = row.get(key), row.get(f"{key}_ci")
+        if value is None or value != value:
+            return "<td>–</td>"
+        return f"<td>{value:+.3f}<br><small>[{ci[0]:+.3f}, {ci[1]:+.3f}]</small></td>"
+
+    rows = "".join(
+        f"<tr><td>{_esc(r['setting'])}</td><td>{'★' if r['point'] == 'star' else 'last'}</td><td>{r['seeds']}/{r['of_seeds']}</td>"
+        + cell(r, "delta_focus") + cell(r, "delta_bertscore") + cell(r, "delta_entity_accuracy")
+        + f"<td>{_num(r.get('entity_p_pooled'))}</td><td>{_num(r.get('avg_len'), 1)}</td></tr>" for r in frontier["rows"])
+    plot = ""
+    if (folder / "frontier.png").exists():
+        plot = f"<img alt='frontier' src='data:image/png;base64,{base64.b64encode((folder / 'frontier.png').read_bytes()).decode()}'>"
+    meta = frontier["meta"]
+    return (f"<h2>Frontier over seeds</h2><p>{meta['branches']} branches, seeds {meta['seeds']}, {meta['test_examples']} "
+            f"test examples ({meta['venue_turns']} venue turns); Δ against SFT, mean over seeds [95% t-interval]; p: paired "
+            f"bootstrap of entity correctness against SFT.</p><table id='frontier'><tr><th>setting</th><th>point</th>"
+            f"<th>seeds</th><th>ΔFocus</th><th>ΔBERTScore</th><th>Δentity acc.</th><th>p</th><th>Avg Len</th></tr>{rows}"
+            f"</table><p>{_esc(frontier['answer'])}</p>{plot}")
 
 
 def _corpus_of(run: Path) -> str:

@@ -38,12 +38,12 @@ from aft_core.stats import paired_bootstrap_p
 
 # name -> AFTConfig overrides of the branch defaults (β=1, γ=0.5, η_kl=0.05, K=4, paper KL, I_x=all, lr 1e-5)
 SETTINGS: dict[str, dict[str, Any]] = {
-    "focus lr1e-4": {"learning_rate": 1e-4},
     "focus lr1e-5 (default)": {},
+    "salient coverage": {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0},
+    "focus lr1e-4": {"learning_rate": 1e-4},
     "focus lr3e-6": {"learning_rate": 3e-6},
     "focus k3 η_kl=0.5": {"kl_estimator": "k3", "eta_kl": 0.5},
     "focus adaptive KL": {"kl_estimator": "k3", "eta_kl": 0.1, "kl_target": 0.02},
-    "salient coverage": {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0},
     "salient coverage lr3e-6": {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0, "learning_rate": 3e-6},
 }
 POINTS = ("star", "last")

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from aft_core.evaluation import TABLE1_COLUMNS
+from aft_core.evaluation import TABLE1_COLUMNS, paired_changes
 from aft_core.io import write_json_atomic, write_text_atomic
 from flows.sweep import branch_table_row
 
@@ -29,14 +29,16 @@ def summary_markdown(run_dir: str, sft: dict[str, Any], branch_rows: list[dict[s
     present = [(k, name) for k, name in TABLE1_COLUMNS if any(k in r for r in table["rows"])]
     test = markdown_table(["System", *[name for _, name in present]],
                           [[r["system"], *[r.get(k) for k, _ in present]] for r in table["rows"]])
-    header = list(branch_rows[0]) if branch_rows else ["branch_id"]
+    header = list(dict.fromkeys(k for r in branch_rows for k in r)) or ["branch_id"]  # variants add their own keys
     branches = markdown_table(header, [[r.get(k) for k in header] for r in branch_rows])
+    changes = "\n".join(f"- {paired_changes(r)}" for r in table["rows"] if r.get("vs_baseline")) or "- (no AFT system)"
     return (f"# AFT pipeline: {run_dir}\n\n"
             f"SFT: {sft['steps']} steps, best dev loss {sft['best_dev_loss']:.4f} (`{sft['model_dir']}`).\n\n"
             f"## Branches\n\n{branches}\n\n"
             f"## Test evaluation ({table['examples']} {table['split']} examples, greedy; "
             f"BERTScore encoder {table['bertscore_encoder']}, layer {table['bertscore_layer']}; "
-            f"Focus under I_x = {table['ix_mode']})\n\n{test}\n")
+            f"Focus under I_x = {table['ix_mode']})\n\n{test}\n\n"
+            f"## What AFT changed against SFT (paired tests on the same test examples)\n\n{changes}\n")
 
 
 @task(name="summarize")

@@ -126,11 +126,11 @@ def branch_table_row(row: dict[str, Any]) -> dict[str, Any]:
     def fmt(value: Any) -> Any:
         return round(value, 4) if isinstance(value, float) else ("" if value is None else value)
 
-    keys = ("branch_id", "beta", "gamma", "eta_kl", "k", "status", "primary_step", "primary_delta_focus",
-            "primary_delta_bertscore", "final_label", "error")
+    keys = ("branch_id", "beta", "gamma", "eta_kl", "k", "status", "steps", "healthy_until", "primary_step",
+            "primary_delta_focus", "primary_delta_bertscore", "primary_delta_entity_accuracy", "final_label", "error")
     extra = [k for k in row if k not in keys and k not in _RESULT_KEYS]
     return {k: fmt(row.get(k)) for k in (*keys[:5], *extra, *keys[5:])}
 
 
-_RESULT_KEYS = {"folder", "nonfinite_run", "steps", "last_step", "last_delta_focus", "last_delta_bertscore", "skipped_nonfinite", "seconds",
-                "bertscore_encoder", "bertscore_layer"}
+_RESULT_KEYS = {"folder", "nonfinite_run", "last_step", "last_delta_focus", "last_delta_bertscore", "last_delta_entity_accuracy",
+                "skipped_nonfinite", "seconds", "bertscore_encoder", "bertscore_layer", "thresholds", "early_stop", "steps_saved"}

@@ -128,3 +128,35 @@ def test_adaptive_kl_follows_its_controller_step_by_step_and_resumes(tmp_path, s
     run_branch(cfg, tmp_path / "b", progress=False)
     resumed = pd.read_parquet(tmp_path / "b" / "steps.parquet")
     assert resumed["eta_kl"].tolist() == pytest.approx(steps["eta_kl"].tolist(), rel=1e-12)
+
+
+def test_aft_classify_relabels_a_finished_branch_without_retraining(tmp_path, sft_model, towninfo_dir, capsys):
+    from aft_core.cli import main
+
+    folder = tmp_path / "branch"
+    run_branch(branch_config(sft_model, towninfo_dir, early_stop_checkpoints=0), folder, progress=False)
+    weights = sorted(p.name for p in (folder / "weights").iterdir())
+    capsys.readouterr()
+
+    # Every checkpoint in the Underground River: no ★, the final label changes, nothing is retrained.
+    assert main(["classify", str(folder), "--thresholds", "paper", "--threshold", "closing_rate_min=0"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    labels = json.loads((folder / "attractors.json").read_text())
+    result = json.loads((folder / "result.json").read_text())
+    assert printed["primary_step"] is None and labels["primary_step"] is None and result["primary_step"] is None
+    assert result["final_label"] == labels["checkpoints"][-1]["label"] != "healthy"
+    assert result["thresholds"]["basis"] == "paper" and result["thresholds"]["closing_rate_min"] == 0
+    assert printed["healthy_until"] is None  # the paper set with this floor labels SFT itself
+    assert sorted(p.name for p in (folder / "weights").iterdir()) == weights
+
+    # Back to the default set: SFT is healthy again, and ★ and the label agree in both files.
+    assert main(["classify", str(folder)]) == 0
+    result = json.loads((folder / "result.json").read_text())
+    labels = json.loads((folder / "attractors.json").read_text())
+    assert labels["checkpoints"][0]["label"] == "healthy" and result["healthy_until"] is not None
+    assert result["primary_step"] == labels["primary_step"] and result["thresholds"]["basis"] == "sft"
+
+    assert main(["classify", str(tmp_path / "nowhere")]) == 2
+    assert "not a finished AFT branch folder" in capsys.readouterr().err
+    assert main(["classify", str(folder), "--threshold", "closing_rate_min"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

@@ -124,6 +124,12 @@ CATALOGUE = {
     "unknown I_x mode": (_aft(ix_mode="future"), "'ix_mode'"),
     "unknown AFT setting": (lambda: from_dict(__import__("aft_core.config").config.AFTConfig, {"sft_model": "tiny", "data": "x", "betta": 1}), "'betta'"),
     "attractor share out of range": (lambda: __import__("aft_core.attractors").attractors.AttractorThresholds(unique_min_fraction=1.5).validate(), "'unique_min_fraction'"),
+    "negative KL target": (_aft(kl_target=-0.1), "'kl_target'"),
+    "adaptive KL with eta_kl 0": (_aft(kl_target=0.05, eta_kl=0.0), "'eta_kl'"),
+    "negative early-stop count": (_aft(early_stop_checkpoints=-1), "'early_stop_checkpoints'"),
+    "unknown threshold basis": (lambda: __import__("aft_core.attractors").attractors.AttractorThresholds(basis="absolute").validate(), "'basis'"),
+    "unknown threshold": (lambda: __import__("aft_core.attractors").attractors.thresholds_from("sft", {"uniq": 0.5}), "'uniq'"),
+    "entity floor out of range": (lambda: __import__("aft_core.attractors").attractors.thresholds_from("sft", {"primary_min_delta_entity_accuracy": 2.0}), "'primary_min_delta_entity_accuracy'"),
     "data-check share out of range": (lambda: __import__("data_checks.suites").suites.DataCheckConfig(annotated_mostly=2.0).validate(), "'annotated_mostly'"),
 }
 
@@ -137,7 +143,9 @@ def test_catalogue_setting_refused_with_field_and_fix(case):
 
 @pytest.mark.parametrize("grid, problem", [({"beta": []}, "at least one value"),
                                            ({"other": {"temprature": [1.0]}}, "'temprature' is not a branch setting"),
-                                           ({"other": {"kl_estimator": []}}, "non-empty list")])
+                                           ({"other": {"kl_estimator": []}}, "non-empty list"),
+                                           ({"variants": [{}, {"ix_modes": "salient"}]}, r"variants\[1\]: 'ix_modes' is not a branch setting"),
+                                           ({"variants": []}, "at least one variant")])
 def test_sweep_grid_refused_with_what_to_do(grid, problem):
     from pydantic import ValidationError
 
