@@ -40,18 +40,6 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     return cfg
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise AftInputError(path, "<root>", f"unreadable config ({e})", "pass a JSON config written by aft") from e
-    return from_dict(cls, data, str(path))
-
-
-def help_text(cls: type) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
 def _check(cond: bool, field_name: str, problem: str, fix: str, where: str = "config") -> None:
     if not cond:
         raise AftInputError(where, field_name, problem, fix)
@@ -91,16 +79,14 @@ PRESETS: dict[str, ModelPreset] = {
 
 
 
-MODEL_PRESETS = tuple(PRESETS)
-
 
 def _check_model_name(model: str, where: str) -> None:
-    if model in MODEL_PRESETS or model.startswith("hf:"):
+    if model in PRESETS or model.startswith("hf:"):
         return
     path = Path(model)
     if "/" not in model and "\\" not in model and not path.exists():
         raise AftInputError(where, "model", f"unknown model size '{model}'",
-                            f"use one of {list(MODEL_PRESETS)}, a saved model directory, or hf:<org>/<name>")
+                            f"use one of {list(PRESETS)}, a saved model directory, or hf:<org>/<name>")
     if not (path / "config.json").exists():
         raise AftInputError(model, "model", "does not exist or holds no saved model (no config.json)",
                             "point at a folder written by `aft sft` or save_pretrained")

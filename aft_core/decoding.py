@@ -1,7 +1,7 @@
 """The T5 decoder for AFT's two decoder passes: incremental decoding and the teacher-forced pass.
 
 Both do the arithmetic of the Hugging Face T5 decoder (checked against it by
-tests/test_decoding.py) with the K responses of a prompt sharing that prompt's encoder states:
+tests/test_fast_step.py) with the K responses of a prompt sharing that prompt's encoder states:
 the cross-attention keys and values are projected once per *prompt* and a prompt's K query
 sequences are batched against them, instead of copying the encoder states K times and
 projecting every copy. In the teacher-forced pass that removes K-1 of every K cross-attention

@@ -70,8 +70,9 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         steps = args.steps_a if name.startswith("a-") else args.steps_bc
+        # lr 1e-4 and no early stopping: the setting these findings were measured with (before the calibration)
         cfg = AFTConfig(sft_model=args.sft, data=args.data, steps=steps, checkpoint_every=args.checkpoint_every,
-                        keep_checkpoints=1, **setting)
+                        keep_checkpoints=1, learning_rate=1e-4, early_stop_checkpoints=0, **setting)
         run_branch(cfg, out / "branches" / name, progress=sys.stderr.isatty())
         report[name] = findings(name, out / "branches" / name)
         print(json.dumps({k: v for k, v in report[name].items() if k != "probe"}), flush=True)

@@ -37,7 +37,6 @@ class Corpus:
     examples: dict[str, list[Example]]
     dialogues: dict[str, int]  # split -> number of dialogues
     db_dir: Path | None = None  # venue databases (`<domain>_db.json`), when the corpus has them
-    raw_dialogues: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     def stats(self) -> dict[str, Any]:
         words = [sum(len(t.text.split()) for t in ex.history) for exs in self.examples.values() for ex in exs]
