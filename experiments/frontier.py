@@ -37,6 +37,7 @@ from aft_core.io import write_json_atomic, write_text_atomic
 from aft_core.stats import paired_bootstrap_p
 
 # name -> AFTConfig overrides of the branch defaults (β=1, γ=0.5, η_kl=0.05, K=4, paper KL, I_x=all, lr 1e-5)
+# and of --steps
 SETTINGS: dict[str, dict[str, Any]] = {
     "focus lr1e-5 (default)": {},
     "salient coverage": {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0},
@@ -45,6 +46,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "focus k3 η_kl=0.5": {"kl_estimator": "k3", "eta_kl": 0.5},
     "focus adaptive KL": {"kl_estimator": "k3", "eta_kl": 0.1, "kl_target": 0.02},
     "salient coverage lr3e-6": {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0, "learning_rate": 3e-6},
+    "salient coverage 200 steps": {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0, "steps": 200},
 }
 POINTS = ("star", "last")
 BERTSCORE_FLOOR = -0.03
@@ -218,8 +220,9 @@ def main() -> int:
         runs[name] = []
         for seed in args.seeds:
             folder = out / "branches" / f"{slug(name)}-seed{seed}"
-            cfg = AFTConfig(sft_model=args.sft, data=args.data, steps=args.steps, checkpoint_every=args.checkpoint_every,
-                            probe_size=args.probe_size, keep_checkpoints=1, seed=seed, **overrides)
+            cfg = AFTConfig(**{"sft_model": args.sft, "data": args.data, "steps": args.steps,
+                               "checkpoint_every": args.checkpoint_every, "probe_size": args.probe_size,
+                               "keep_checkpoints": 1, "seed": seed, **overrides})
             result = run_branch(cfg, folder, progress=sys.stderr.isatty())
             per_example = evaluate_branch(folder, args.sft, eval_cfg)
             runs[name].append({"seed": seed, "result": result, "per_example": per_example})
@@ -236,7 +239,7 @@ def main() -> int:
             "venue_turns": int(sft["venue_turn"].sum()) if "venue_turn" in sft else 0,
             "sft_entity_accuracy": float(sft.loc[sft["venue_turn"], "entity_correct"].mean()) if "venue_turn" in sft else float("nan"),
             "sft_bertscore": float(sft["bertscore"].mean()), "sft_avg_len": float(sft["length"].mean()),
-            "steps_planned": args.steps * len(results), "steps_run": sum(r["steps"] for r in results),
+            "steps_planned": sum(settings[n].get("steps", args.steps) for n, seeds in runs.items() for _ in seeds), "steps_run": sum(r["steps"] for r in results),
             "steps_saved": sum(r.get("steps_saved", 0) for r in results), "seconds": time.monotonic() - started,
             "settings": settings, "branch_steps": args.steps, "probe_size": args.probe_size}
     write_json_atomic(out / "frontier.json", {"meta": meta, "rows": rows, "answer": answer(rows),
