@@ -242,13 +242,16 @@ def main() -> int:
             "steps_planned": sum(settings[n].get("steps", args.steps) for n, seeds in runs.items() for _ in seeds), "steps_run": sum(r["steps"] for r in results),
             "steps_saved": sum(r.get("steps_saved", 0) for r in results), "seconds": time.monotonic() - started,
             "settings": settings, "branch_steps": args.steps, "probe_size": args.probe_size}
-    write_json_atomic(out / "frontier.json", {"meta": meta, "rows": rows, "answer": answer(rows),
-                                              "branches": {f"{slug(n)}-seed{r['seed']}": r["result"]
-                                                           for n, seeds in runs.items() for r in seeds}})
-    write_text_atomic(out / "frontier.md", markdown(rows, meta))
-    plot(rows, out / "frontier.png")
+    write_outputs(out, rows, meta, {f"{slug(n)}-seed{r['seed']}": r["result"] for n, seeds in runs.items() for r in seeds})
     print((out / "frontier.md").read_text())
     return 0
+
+
+def write_outputs(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any], branches: dict[str, Any]) -> None:
+    """frontier.json (what `aft report` reads), frontier.md and frontier.png."""
+    write_json_atomic(out / "frontier.json", {"meta": meta, "rows": rows, "answer": answer(rows), "branches": branches})
+    write_text_atomic(out / "frontier.md", markdown(rows, meta))
+    plot(rows, out / "frontier.png")
 
 
 if __name__ == "__main__":

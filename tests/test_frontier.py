@@ -76,3 +76,24 @@ def test_a_seed_without_a_star_is_counted_and_blocks_the_claim():
     assert rows["star"]["seeds"] == 1 and rows["star"]["of_seeds"] == 2
     assert not rows["star"]["raises_entity_accuracy"]
     assert rows["last"]["seeds"] == 2
+
+
+def test_outputs_are_written_and_shown_by_the_report(tmp_path):
+    from aft_core.report import frontier_html
+
+    sft = frame("SFT", [False, False, True, False, False, False], 0.70, 12.0)
+    runs = {"salient coverage": [run(0, [True, True, True, False, False, False], 0.69, [False] * 6)],
+            "focus lr1e-5 (default)": [run(0, [False] * 6, 0.60, [False] * 6)]}
+    rows = frontier.summarize(sft, runs)
+    meta = {"seeds": [0], "branches": 2, "test_examples": 6, "venue_turns": 4, "sft_entity_accuracy": 0.25,
+            "sft_bertscore": 0.7, "sft_avg_len": 12.0, "steps_planned": 600, "steps_run": 500, "steps_saved": 100,
+            "seconds": 60.0}
+    folder = tmp_path / "frontier"
+    frontier.write_outputs(folder, rows, meta, {})
+    assert (folder / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    markdown = (folder / "frontier.md").read_text()
+    assert "| salient coverage | ★ | 1/1 |" in markdown and "early stopping saved 100 steps (17%)" in markdown
+    html = frontier_html(folder)
+    assert "<table id='frontier'>" in html and "salient coverage" in html and "data:image/png;base64," in html
+    assert frontier.answer(rows) in html.replace("&#x27;", "'")
+    assert frontier_html(tmp_path / "nowhere") == ""
