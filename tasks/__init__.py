@@ -8,3 +8,6 @@ import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# The temporary local API that `aft-pipeline` starts when no server is configured: on a busy 2-core machine
+# it took longer than Prefect's default 20 s to come up (seen while a sweep ran beside it).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

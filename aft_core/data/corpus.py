@@ -166,15 +166,12 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
 
     examples: dict[str, list[Example]] = {}
     counts: dict[str, int] = {}
-    raw: dict[str, list[dict[str, Any]]] = {}
     for split_name, (file, dialogues) in by_split.items():
         examples[split_name] = []
-        raw[split_name] = []
         for dialogue_id, dialogue in dialogues.items():
             examples[split_name].extend(_multiwoz_examples(file, split_name, dialogue_id, dialogue))
-            raw[split_name].append({"dialogue_id": dialogue_id, **dialogue})
         counts[split_name] = len(dialogues)
-    return Corpus("multiwoz", path, examples, counts, db_dir if db_dir.is_dir() else None, raw)
+    return Corpus("multiwoz", path, examples, counts, db_dir if db_dir.is_dir() else None)
 
 
 def _check_object(path: Path, data: Any) -> None:
@@ -244,7 +241,6 @@ def load_unified(path: Path, data: list | None = None) -> Corpus:
         raise AftInputError(path, "<root>", "holds no dialogues", "pass a non-empty corpus file")
     examples: dict[str, list[Example]] = {}
     counts: dict[str, int] = {}
-    raw: dict[str, list[dict[str, Any]]] = {}
     seen: dict[str, str] = {}
     for n, dialogue in enumerate(data):
         if not isinstance(dialogue, dict) or not isinstance(dialogue.get("turns"), list):
@@ -291,6 +287,5 @@ def load_unified(path: Path, data: list | None = None) -> Corpus:
         domains = [str(d) for d in dialogue.get("domains") or []]
         examples.setdefault(split, []).extend(examples_from_turns(dialogue_id, split, turns, states, domains))
         counts[split] = counts.get(split, 0) + 1
-        raw.setdefault(split, []).append(dialogue)
     db_dir = path.parent / "db"
-    return Corpus("unified", path, examples, counts, db_dir if db_dir.is_dir() else None, raw)
+    return Corpus("unified", path, examples, counts, db_dir if db_dir.is_dir() else None)
