@@ -190,12 +190,16 @@ def paired_changes(row: dict[str, Any]) -> str:
     cmp = row.get("vs_baseline")
     if not cmp:
         return ""
+
+    def p(value: float) -> str:
+        return "p<0.001" if value < 0.001 else f"p={value:.3f}"  # a bootstrap of 2,000 resamples resolves no finer
+
     parts = []
     if cmp.get("delta_entity_accuracy") is not None:
-        parts.append(f"entity accuracy {cmp['delta_entity_accuracy']:+.3f} (p={cmp['entity_p_value']:.3f}; "
+        parts.append(f"entity accuracy {cmp['delta_entity_accuracy']:+.3f} ({p(cmp['entity_p_value'])}; "
                      f"{cmp['entity_gained']} venue turns gained, {cmp['entity_lost']} lost)")
-    parts.append(f"length {cmp['mean_delta_length']:+.1f} tokens (p={cmp['length_p_value']:.3f})")
-    parts.append(f"BERTScore {cmp['mean_delta_bertscore']:+.3f} (p={cmp['bertscore_p_value']:.3f})")
+    parts.append(f"length {cmp['mean_delta_length']:+.1f} tokens ({p(cmp['length_p_value'])})")
+    parts.append(f"BERTScore {cmp['mean_delta_bertscore']:+.3f} ({p(cmp['bertscore_p_value'])})")
     return f"{row['system']} vs {cmp['baseline']}: " + ", ".join(parts) + "."
 
 

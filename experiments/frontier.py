@@ -114,7 +114,8 @@ def summarize(sft: pd.DataFrame, runs: dict[str, list[dict[str, Any]]]) -> list[
             for key, values in deltas.items():
                 mean, low, high = t_interval(values)
                 row[f"delta_{key}"], row[f"delta_{key}_ci"] = mean, [low, high]
-            row["avg_len"], row["avg_len_ci"] = t_interval(lengths)[0], list(t_interval(lengths)[1:])
+            row["avg_len"], *ci = t_interval(lengths)
+            row["avg_len_ci"] = ci
             row["entity_p_per_seed"] = per_seed_p
             row["entity_p_pooled"] = paired_bootstrap_p(np.mean(entity_deltas, axis=0)) if entity_deltas else None
             row["venue_turns"] = int(len(venue))
@@ -126,10 +127,12 @@ def summarize(sft: pd.DataFrame, runs: dict[str, list[dict[str, Any]]]) -> list[
 
 
 def _fmt(row: dict[str, Any], key: str, digits: int = 3) -> str:
+    """A mean with its 95% interval; Δ columns signed."""
     value, ci = row.get(key), row.get(f"{key}_ci")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value:+.{digits}f} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else f"{value:.{digits}f}"
+    sign = "+" if key.startswith("delta_") else ""
+    return f"{value:{sign}.{digits}f} [{ci[0]:{sign}.{digits}f}, {ci[1]:{sign}.{digits}f}]" if ci else f"{value:.{digits}f}"
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -146,7 +149,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(f"| {r['setting']} | {'★' if r['point'] == 'star' else 'last'} | {r['seeds']}/{r['of_seeds']} | "
                      f"{','.join(str(s) for s in r['steps'])} | {_fmt(r, 'delta_focus')} | {_fmt(r, 'delta_bertscore')} | "
                      f"{_fmt(r, 'delta_entity_accuracy')} | {p} | {_fmt(r, 'delta_coverage_salient', 4)} | "
-                     f"{r['avg_len']:.1f} |")
+                     f"{_fmt(r, 'avg_len', 1)} |")
     lines += ["", "## Answer", "", answer(rows), ""]
     lines += [f"Compute: {meta['steps_run']} AFT steps run of {meta['steps_planned']} planned; early stopping saved "
               f"{meta['steps_saved']} steps ({meta['steps_saved'] / max(meta['steps_planned'], 1):.0%}). "
@@ -159,10 +162,11 @@ def answer(rows: list[dict[str, Any]]) -> str:
     winners = [r for r in rows if r["raises_entity_accuracy"]]
     if winners:
         best = max(winners, key=lambda r: r["delta_entity_accuracy"])
+        others = ", ".join(f"{r['setting']} ({r['point']})" for r in winners if r is not best)
         return (f"Yes: **{best['setting']}** at {best['point']} raises test entity accuracy by "
                 f"{best['delta_entity_accuracy']:+.3f} (pooled paired p = {best['entity_p_pooled']:.3f}, all "
-                f"{best['seeds']} seeds) at ΔBERTScore {best['delta_bertscore']:+.3f}. Also: "
-                + (", ".join(f"{r['setting']} ({r['point']})" for r in winners if r is not best) or "none") + ".")
+                f"{best['seeds']} seeds) at ΔBERTScore {best['delta_bertscore']:+.3f}."
+                + (f" Also meeting the bar: {others}." if others else " No other setting meets the bar."))
     scored = [r for r in rows if r["entity_p_pooled"] is not None and not math.isnan(r["delta_entity_accuracy"])]
     if not scored:
         return "No setting could be judged (no venue turns, or no branch finished)."

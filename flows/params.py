@@ -150,13 +150,13 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 # Named parameter sets (overrides of the defaults). prefect.yaml's deployments carry the same values.
 PRESETS: dict[str, dict[str, Any]] = {
     # The README main job (≤ 15 min on 2 CPU cores): the built-in corpus, the small model and two branches at the
-    # calibrated lr 1e-5: the paper's E3-20 (a healthy window with a ★, then the Dam) and the salient-coverage
-    # reward (α=1, β=0, I_x=salient; the frontier's best setting for entity accuracy); 1,000 test examples.
+    # calibrated lr 1e-5: the paper's E3-20 (a healthy window with a ★, then the Dam) and 200 steps of the
+    # salient-coverage reward (α=1, β=0, I_x=salient; the frontier's best setting for entity accuracy); 1,000 test examples.
     "towninfo-small": {
         "run_dir": "runs/main",
         "sft": {"model": "small", "max_steps": 2000},
         "sweep": {"grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05], "k": [4],
-                           "variants": [{}, {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0}]},
+                           "variants": [{}, {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0, "steps": 200}]},
                   "branch": {"steps": 300, "checkpoint_every": 50, "probe_size": 200}},
         "evaluation": {"test_examples": 1000},
     },
