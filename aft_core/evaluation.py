@@ -130,6 +130,7 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
         per_example.to_parquet(tmp)
     result = {"split": cfg.split, "examples": len(table), "ix_mode": cfg.ix_mode,
               "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer,
+              "venue_tables": sorted(db.venues) if db else [], "venue_tables_skipped": db.skipped if db else {},
               "rows": table_rows(per_example, baseline=next(iter(systems)))}
     write_json_atomic(out / "table.json", result)
     write_text_atomic(out / "table1.md", table1_markdown(result))
@@ -225,6 +226,10 @@ def table1_markdown(table: dict[str, Any]) -> str:
                   f"{cmp['median_delta_bertscore']:+.3f} (p={cmp['bertscore_p_value']:.3f})") if cmp else ("–", "–")
         lines.append(f"| {row['system']} | " + " | ".join(cell(row, k) for k in keys)
                      + f" | {row['distinct_1']:.3f} / {row['distinct_2']:.3f} | {paired[0]} | {paired[1]} |")
+    if table.get("venue_tables"):
+        skipped = "; ".join(f"{d} ({why})" for d, why in table.get("venue_tables_skipped", {}).items())
+        lines += ["", f"Entity accuracy reads the venue tables {', '.join(table['venue_tables'])}"
+                      + (f"; skipped: {skipped}." if skipped else ".")]
     changes = [paired_changes(row) for row in table["rows"] if row.get("vs_baseline")]
     if changes:
         lines += ["", "Paired against SFT on the same examples (means of per-example differences, paired bootstrap "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from aft_core.data.venues import VenueDB, entity_correct
+from aft_core.errors import AftInputError
 from aft_core.stats import bootstrap_ci, distinct_n, paired_bootstrap_p, paired_comparison
 
 
@@ -77,3 +78,24 @@ def test_probe_entity_accuracy_counts_only_turns_whose_reference_names_a_venue(d
     # turns 0, 1 and 3 count; 0 and 3 are correct (turn 2's correct answer is not a venue turn)
     assert probe_entity_accuracy(db, responses, rows) == {"entity_accuracy": 2 / 3, "venue_turns": 3}
     assert probe_entity_accuracy(db, responses[2:3], rows[2:3]) == {"entity_accuracy": None, "venue_turns": 0}
+
+
+def test_a_database_file_that_is_not_a_list_of_records_is_skipped_and_named(tmp_path):
+    import json
+
+    from conftest import shared_path
+
+    (tmp_path / "restaurant_db.json").write_text(json.dumps([{"name": "the golden wok", "area": "centre"}]))
+    (tmp_path / "taxi_db.json").write_text(json.dumps({"taxi_colors": ["black"], "taxi_types": ["toyota"]}))
+    db = VenueDB.load(tmp_path)
+    assert list(db.venues) == ["restaurant"]
+    assert db.skipped == {"taxi": "taxi_db.json is a JSON dict, not a list of venue records"}
+    (tmp_path / "restaurant_db.json").unlink()
+    with pytest.raises(AftInputError, match="holds no venue table.*skipped: taxi_db.json"):
+        VenueDB.load(tmp_path)
+
+    real = shared_path("multiwoz21", "db")  # skips with the reason when ../shared is absent
+    multiwoz = VenueDB.load(real)
+    assert set(multiwoz.skipped) == {"taxi"}
+    assert {"restaurant", "hotel", "attraction", "train"} <= set(multiwoz.venues)
+    assert multiwoz.mentioned("how about pizza hut city centre ?")[0][0] == "restaurant"

@@ -1,13 +1,14 @@
 """Venue databases (MultiWOZ `db/<domain>_db.json` layout) and the entity-accuracy check built on them.
 
 A response is entity-correct when it names a venue of the database that satisfies every
-constraint of the dialogue's belief state for that venue's domain.
+constraint of the dialogue's belief state for that venue's domain. A `<domain>_db.json` that is not a
+list of records (MultiWOZ's taxi_db.json) is not a venue table: it is skipped and named in `skipped`.
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ class VenueDB:
     """domain -> list of venue records; names indexed for fast mention lookup."""
 
     venues: dict[str, list[dict[str, Any]]]
+    skipped: dict[str, str] = field(default_factory=dict)  # domain -> why its file is not a venue table
 
     def __post_init__(self) -> None:
         self._by_name: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -37,18 +39,24 @@ class VenueDB:
     def load(cls, db_dir: str | Path) -> "VenueDB":
         db_dir = Path(db_dir)
         venues: dict[str, list[dict[str, Any]]] = {}
+        skipped: dict[str, str] = {}
         for file in sorted(db_dir.glob("*_db.json")):
             try:
                 records = json.loads(file.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
                 raise AftInputError(file, "<root>", f"not valid JSON ({e})", "restore the venue database file") from e
+            domain = file.name[: -len("_db.json")]
             if not isinstance(records, list):
-                raise AftInputError(file, "<root>", "a venue database must be a list of records",
-                                    "use the MultiWOZ db/<domain>_db.json layout")
-            venues[file.name[: -len("_db.json")]] = [r for r in records if isinstance(r, dict)]
+                # MultiWOZ's taxi_db.json is a JSON object of colours, types and phone formats, not venues:
+                # by rule, a file that is not a list of records is not a venue table and is skipped (and named).
+                skipped[domain] = f"{file.name} is a JSON {type(records).__name__}, not a list of venue records"
+                continue
+            venues[domain] = [r for r in records if isinstance(r, dict)]
         if not venues:
-            raise AftInputError(db_dir, "<folder>", "holds no <domain>_db.json files", "point at the corpus's db/ folder")
-        return cls(venues)
+            found = f" (skipped: {'; '.join(skipped.values())})" if skipped else ""
+            raise AftInputError(db_dir, "<folder>", f"holds no venue table (<domain>_db.json, a list of records){found}",
+                                "point at the corpus's db/ folder")
+        return cls(venues, skipped)
 
     def mentioned(self, text: str) -> list[tuple[str, dict[str, Any]]]:
         """Venues whose name appears in `text` (case-insensitive, whole words)."""
