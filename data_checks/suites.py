@@ -112,7 +112,10 @@ def run_checks(corpus: Corpus, cfg: DataCheckConfig | None = None) -> dict[str, 
 
     cfg = (cfg or DataCheckConfig()).validate()
     tables = corpus_tables(corpus)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # dozens of "Calculating Metrics" bars otherwise
     source = context.data_sources.add_pandas("aft_corpus")
     report: dict[str, Any] = {"success": True, "corpus": str(corpus.source), "format": corpus.format, "suites": {}}
     for name, expectations in build_suites(cfg, corpus.format).items():

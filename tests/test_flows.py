@@ -3,6 +3,7 @@ data checks that stop the run, and prefect.yaml kept equal to the presets."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -269,3 +270,20 @@ def test_report_opens_in_headless_chromium(tiny_run, chromium, tmp_path):
     assert "table1" in tables and "paper" in tables
     pixels = matplotlib.image.imread(io.BytesIO(screenshot), format="png")
     assert pixels.std() > 0.02, "the screenshot is blank"
+
+
+def test_the_console_of_a_pipeline_run_holds_the_flow_log_not_library_noise(tmp_path):
+    """`aft-pipeline` as a user starts it: progress lines per stage, no third-party bars or info blocks."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "COMET_LOGGING_CONSOLE")}
+    run = subprocess.run([str(Path(sys.executable).with_name("aft-pipeline")), "--preset", "tiny", "--run-dir",
+                          str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
+    console = run.stdout + run.stderr
+    assert run.returncode == 0, console[-2000:]
+    for noise in ("Loading weights", "Writing model shards", "Calculating Metrics", "COMET INFO"):
+        assert noise not in console, noise
+    assert "sft step 40/40 (100%, ETA 0s)" in console and "test evaluation: 5 systems" in console
