@@ -208,7 +208,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     step = state["step"]
     started = time.monotonic() - state["seconds"]
     bar = tqdm(total=cfg.steps, initial=step, desc=f"aft {branch_id}", disable=not progress, dynamic_ncols=True)
-    while step < cfg.steps:
+    while step < cfg.steps and not state.get("early_stop"):
         idx = schedule(step)
         src = SourceBatch.from_rows([train_rows[i] for i in idx], pad_id).to(model_device(policy))
         parts, metrics = aft_step_loss(policy, reference, src, cfg, layers, pad_id, eos_id, eta_kl=state["eta_kl"])
@@ -233,8 +233,11 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or diverged:
             row = probe_row(step, [m for m in pending if not m["nonfinite"]], state["rows"][0])
             state["rows"].append(row)
-            stuck = should_stop_early(classify_trajectory(state["rows"], cfg.max_new_tokens, thresholds),
-                                      cfg.early_stop_checkpoints)
+            labels = classify_trajectory(state["rows"], cfg.max_new_tokens, thresholds)
+            if step < cfg.steps and should_stop_early(labels, cfg.early_stop_checkpoints):
+                # kept in the checkpoint: a branch resumed after this point does not train past its stop
+                state["early_stop"] = {"checkpoints_in_attractor": terminal_streak(labels), "label": labels[-1].label,
+                                       "thresholds_basis": thresholds.basis}
             tracker.log_metrics({f"probe/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step)
             with open(steps_file, "a", encoding="utf-8") as f:
                 f.writelines(json.dumps(m) + "\n" for m in pending)
@@ -245,7 +248,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
                 save_model(policy, str(tmp))
             save_checkpoint(out / "checkpoints", step, policy, optimizer, scheduler, state, keep=cfg.keep_checkpoints)
             _write_probe(out, state["rows"])
-            if diverged or stuck:
+            if diverged or state.get("early_stop"):
                 break
             if stop_after is not None and step >= stop_after and step < cfg.steps:
                 bar.close()
@@ -253,8 +256,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     bar.close()
 
     diverged = state["nonfinite_run"] >= cfg.max_nonfinite_steps
-    labels = classify_trajectory(state["rows"], cfg.max_new_tokens, thresholds)
-    stuck = not diverged and step < cfg.steps and should_stop_early(labels, cfg.early_stop_checkpoints)
+    stuck = not diverged and state.get("early_stop") is not None
     verdict = classify_branch(out, cfg.max_new_tokens, thresholds,
                               diverged_at=step if diverged else None, nonfinite_run=state["nonfinite_run"])
     steps = pd.read_json(steps_file, lines=True)
@@ -265,8 +267,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         "branch_id": branch_id, "steps": step,
         "status": "diverged" if diverged else "stopped_in_attractor" if stuck else "completed",
         "steps_saved": cfg.steps - step if stuck else 0,
-        "early_stop": {"checkpoints_in_attractor": terminal_streak(labels), "label": labels[-1].label,
-                       "thresholds_basis": thresholds.basis} if stuck else None,
+        "early_stop": state["early_stop"] if stuck else None,
         **verdict, "skipped_nonfinite": state["skipped_nonfinite"], "nonfinite_run": state["nonfinite_run"], "seconds": round(time.monotonic() - started, 1),
         "bertscore_encoder": first["bertscore_encoder"], "bertscore_layer": first["bertscore_layer"],
         "thresholds": dataclasses.asdict(thresholds),
