@@ -4,18 +4,21 @@ Per system and example: the response, focus under the run's I_x, coverage under 
 and `salient`, repeat, BERTScore F1, length in tokens, and, when the corpus has a venue database,
 entity correctness (a venue named that satisfies the turn's belief state). Everything per example
 goes to `per_example.parquet` so any figure can be recomputed; `table.json` holds every mean with its
-95% bootstrap CI, distinct-1/2, entity accuracy and the paired comparison with the first system
-(SFT); `table1.md` is the paper's Table 1 in markdown, with the paper's own figures beside it.
+95% bootstrap CI, distinct-1/2, entity accuracy, corpus BLEU (sacrebleu, signature recorded) and the
+paired comparison with the first system (SFT); `table1.md` is the paper's Table 1 in markdown, with
+the paper's own figures beside it.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from aft_core.attention import parse_layers
 from aft_core.bertscore import load_bertscore
@@ -76,19 +79,50 @@ def branch_systems(sft_model: str, branch_dir: str | Path, result: dict[str, Any
     from aft_core.aft import weights_path
 
     name = name or Path(branch_dir).name
-    systems = {}
-    if result.get("primary_step") is not None:
-        step = result["primary_step"]
-        systems[f"{name} ★ step {step}"] = {"model": sft_model, "weights": str(weights_path(branch_dir, step))}
     last = result.get("last_step", result["steps"])
+    star = result.get("primary_step")
+    if star == last:  # one checkpoint, evaluated once
+        return {f"{name} ★ = last step {last}": {"model": sft_model, "weights": str(weights_path(branch_dir, last))}}
+    systems = {}
+    if star is not None:
+        systems[f"{name} ★ step {star}"] = {"model": sft_model, "weights": str(weights_path(branch_dir, star))}
     systems[f"{name} last step {last}"] = {"model": sft_model, "weights": str(weights_path(branch_dir, last))}
     return systems
 
 
-def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
+class EvalProgress:
+    """Progress of an evaluation over all systems, with an ETA: a tqdm bar on a terminal, or a log line
+    every `log_every` share of the work (Prefect's logs), through `report(line)`."""
+
+    def __init__(self, total: int, report: Callable[[str], None] | None = None, log_every: float = 0.1) -> None:
+        self.total, self.done, self.report, self.log_every = total, 0, report, log_every
+        self.started, self.next_log = time.monotonic(), log_every
+        self.bar = None if report else tqdm(total=total, desc="evaluate", unit="ex", dynamic_ncols=True)
+
+    def update(self, system: str, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.set_postfix_str(system)
+            self.bar.update(n)
+        elif self.done / self.total >= self.next_log or self.done == self.total:
+            self.next_log += self.log_every
+            elapsed = time.monotonic() - self.started
+            self.report(f"evaluate {self.done}/{self.total} examples ({self.done / self.total:.0%}, "
+                        f"{self.done / elapsed:.1f} ex/s, ETA {elapsed / self.done * (self.total - self.done):.0f}s; {system})")
+
+    def close(self) -> float:
+        """Ends the bar; returns examples per second over the whole evaluation."""
+        if self.bar is not None:
+            self.bar.close()
+        return self.done / max(time.monotonic() - self.started, 1e-9)
+
+
+def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_dir: str | Path,
+                     report_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate each system {name: {"model": dir, "weights": file or None}} on the same test examples.
 
     Writes per_example.parquet and table.json in `out_dir`; returns the table (one row per system).
+    Progress: a bar with ETA, or progress lines with ETA through `report_progress` when given.
     """
     cfg.validate()
     out = Path(out_dir)
@@ -102,6 +136,7 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
         table = table.select(range(min(cfg.test_examples, len(table))))
     db = VenueDB.load(corpus.db_dir) if corpus.db_dir else None
     scorer = load_bertscore(cfg.bertscore_model)
+    progress = EvalProgress(len(systems) * len(table), report_progress)
     frames = []
     encoded_by_model: dict[str, list[dict[str, Any]]] = {}
     for name, spec in systems.items():
@@ -111,7 +146,8 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
         encoded = encoded_by_model[str(spec["model"])]
         layers = parse_layers(cfg.layers, model.config.num_decoder_layers)
         s = score_greedy(model, tokenizer, encoded, ix_modes=IX_MODES, layers=layers,
-                         max_new_tokens=cfg.max_new_tokens, repeat_n=cfg.repeat_n, batch_size=cfg.batch_size)
+                         max_new_tokens=cfg.max_new_tokens, repeat_n=cfg.repeat_n, batch_size=cfg.batch_size,
+                         on_batch=lambda n: progress.update(name, n))
         references = [r["target"] for r in encoded]
         frame = pd.DataFrame({
             "system": name, "example_id": [r["example_id"] for r in encoded], "reference": references,
@@ -125,13 +161,15 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
             frame["entity_correct"] = [entity_correct(db, resp, st) for resp, st in zip(s["texts"], states)]
         frame["model"], frame["weights"] = str(spec["model"]), str(spec.get("weights") or "")
         frames.append(frame)
+    examples_per_second = progress.close()
     per_example = pd.concat(frames, ignore_index=True)
     with atomic_path(out / "per_example.parquet") as tmp:
         per_example.to_parquet(tmp)
     result = {"split": cfg.split, "examples": len(table), "ix_mode": cfg.ix_mode,
+              "examples_per_second": round(examples_per_second, 2),  # system-examples scored per second, BERTScore included
               "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer,
               "venue_tables": sorted(db.venues) if db else [], "venue_tables_skipped": db.skipped if db else {},
-              "rows": table_rows(per_example, baseline=next(iter(systems)))}
+              "rows": table_rows(per_example, baseline=next(iter(systems)), ix_mode=cfg.ix_mode)}
     write_json_atomic(out / "table.json", result)
     write_text_atomic(out / "table1.md", table1_markdown(result))
     return result
@@ -139,7 +177,7 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
 
 METRICS = ("focus", "repeat", "bertscore", "length", "coverage_history", "coverage_salient")
 COLUMN = {"length": "avg_len"}  # per-example column -> table column
-TABLE1_COLUMNS = (("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("avg_len", "Avg Len"),
+TABLE1_COLUMNS = (("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("bleu", "BLEU"), ("avg_len", "Avg Len"),
                   ("coverage_history", "Cov(history)"), ("coverage_salient", "Cov(salient)"),
                   ("entity_accuracy", "Entity acc."))  # table column -> heading, in Table 1's order
 PAPER_TABLE1 = (  # T5-Large on MultiWOZ 2.1 (AFT_SPEC §7), bert-score's default encoder
@@ -147,9 +185,20 @@ PAPER_TABLE1 = (  # T5-Large on MultiWOZ 2.1 (AFT_SPEC §7), bert-score's defaul
     ("AFT step 250 ★", -3.318, 0.042, 0.777, 41.4), ("AFT step 500", -4.381, 0.081, 0.612, 114.0))
 
 
-def table_rows(per_example: pd.DataFrame, baseline: str) -> list[dict[str, Any]]:
-    """One row per system: every mean with its 95% bootstrap CI, distinct-1/2, entity accuracy, and the
-    paired comparison against `baseline` on the same examples."""
+def corpus_bleu(responses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenisation, exp smoothing) of responses against one reference each,
+    and sacrebleu's signature (what makes the figure reproducible). Responses are lexicalised (venue names,
+    phone numbers, ...), as are the references, so this is not the delexicalised BLEU of MultiWOZ leaderboards."""
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU()
+    return float(bleu.corpus_score(list(responses), [list(references)]).score), str(bleu.get_signature())
+
+
+def table_rows(per_example: pd.DataFrame, baseline: str, ix_mode: str = "all") -> list[dict[str, Any]]:
+    """One row per system: every mean with its 95% bootstrap CI, distinct-1/2, entity accuracy, corpus BLEU,
+    and the paired comparison against `baseline` on the same examples (with coverage under the run's I_x,
+    when that is not `all`: under `all` coverage is 1/|x| whatever the model does)."""
     base = per_example[per_example["system"] == baseline].set_index("example_id")
     rows = []
     for name, frame in per_example.groupby("system", sort=False):
@@ -158,6 +207,7 @@ def table_rows(per_example: pd.DataFrame, baseline: str) -> list[dict[str, Any]]
         for key in METRICS:
             mean, low, high = bootstrap_ci(frame[key].to_numpy())
             row[COLUMN.get(key, key)], row[f"{COLUMN.get(key, key)}_ci"] = mean, [low, high]
+        row["bleu"], row["bleu_signature"] = corpus_bleu(frame["response"].tolist(), frame["reference"].tolist())
         row["distinct_1"] = distinct_n(frame["response"].tolist(), 1)
         row["distinct_2"] = distinct_n(frame["response"].tolist(), 2)
         if "venue_turn" in frame:
@@ -174,6 +224,11 @@ def table_rows(per_example: pd.DataFrame, baseline: str) -> list[dict[str, Any]]
                                   "focus_p_value": focus_cmp["p_value"], "median_delta_bertscore": bs_cmp["median_delta"],
                                   "mean_delta_bertscore": bs_cmp["mean_delta"], "bertscore_p_value": bs_cmp["p_value"],
                                   "mean_delta_length": length_cmp["mean_delta"], "length_p_value": length_cmp["p_value"]}
+            if ix_mode != "all":
+                column = f"coverage_{ix_mode}"
+                cov_cmp = paired_comparison(aligned[column].to_numpy(), base[column].to_numpy())
+                row["vs_baseline"].update(ix_mode=ix_mode, relative_delta_coverage=cov_cmp["mean_delta"] / base[column].mean()
+                                          if base[column].mean() else None, coverage_p_value=cov_cmp["p_value"])
             if "venue_turn" in frame:
                 venue = base.index[base["venue_turn"].to_numpy(dtype=bool)]
                 entity_cmp = paired_comparison(aligned.loc[venue, "entity_correct"].to_numpy(dtype=float),
@@ -199,6 +254,8 @@ def paired_changes(row: dict[str, Any]) -> str:
     if cmp.get("delta_entity_accuracy") is not None:
         parts.append(f"entity accuracy {cmp['delta_entity_accuracy']:+.3f} ({p(cmp['entity_p_value'])}; "
                      f"{cmp['entity_gained']} venue turns gained, {cmp['entity_lost']} lost)")
+    if cmp.get("relative_delta_coverage") is not None:
+        parts.append(f"coverage under I_x = {cmp['ix_mode']} {cmp['relative_delta_coverage']:+.1%} ({p(cmp['coverage_p_value'])})")
     parts.append(f"length {cmp['mean_delta_length']:+.1f} tokens ({p(cmp['length_p_value'])})")
     parts.append(f"BERTScore {cmp['mean_delta_bertscore']:+.3f} ({p(cmp['bertscore_p_value'])})")
     return f"{row['system']} vs {cmp['baseline']}: " + ", ".join(parts) + "."
@@ -210,14 +267,15 @@ def table1_markdown(table: dict[str, Any]) -> str:
         if row.get(key) is None:
             return "–"
         low, high = row.get(f"{key}_ci") or (None, None)
-        fmt = "{:.1f}" if key == "avg_len" else "{:.3f}"
+        fmt = "{:.1f}" if key in ("avg_len", "bleu") else "{:.4f}" if key.startswith("coverage") else "{:.3f}"
         return fmt.format(row[key]) + (f" [{fmt.format(low)}, {fmt.format(high)}]" if low is not None else "")
 
     keys = [key for key, _ in TABLE1_COLUMNS]
     names = [name for _, name in TABLE1_COLUMNS]
     lines = [f"Table 1: {table['examples']} {table['split']} examples, greedy decoding; mean [95% bootstrap CI]. "
              f"BERTScore F1 with {table['bertscore_encoder']} (layer {table['bertscore_layer']}); Focus under "
-             f"I_x = {table['ix_mode']}.", "",
+             f"I_x = {table['ix_mode']}; BLEU: sacrebleu corpus BLEU on lexicalised responses "
+             f"({table['rows'][0].get('bleu_signature', '')}).", "",
              "| System | " + " | ".join(names) + " | distinct-1 / 2 | Focus ↑ vs SFT | median ΔBERTScore (p) |",
              "|" + "---|" * (len(names) + 4)]
     for row in table["rows"]:
@@ -230,6 +288,8 @@ def table1_markdown(table: dict[str, Any]) -> str:
         skipped = "; ".join(f"{d} ({why})" for d, why in table.get("venue_tables_skipped", {}).items())
         lines += ["", f"Entity accuracy reads the venue tables {', '.join(table['venue_tables'])}"
                       + (f"; skipped: {skipped}." if skipped else ".")]
+    else:
+        lines += ["", "Entity accuracy: not computed, the corpus has no venue database (db/<domain>_db.json beside it)."]
     changes = [paired_changes(row) for row in table["rows"] if row.get("vs_baseline")]
     if changes:
         lines += ["", "Paired against SFT on the same examples (means of per-example differences, paired bootstrap "

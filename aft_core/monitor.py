@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import json
 
@@ -67,13 +67,14 @@ def is_generic_closing(text: str) -> bool:
 @torch.no_grad()
 def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, ix_modes: Sequence[str],
                  layers: Sequence[int], max_new_tokens: int, repeat_n: int, batch_size: int = 50,
-                 keep_attention: bool = False) -> dict[str, Any]:
+                 keep_attention: bool = False, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Greedy responses to `rows` (encoded sources) and their per-example attention scores.
 
     Rows are decoded in length-sorted batches (less padding) and returned in input order.
     Returns `texts`, `length` (tokens, EOS excluded), `repeat`, and `focus/<mode>`,
     `coverage/<mode>` for each I_x mode; with keep_attention, `attention` holds each example's
     A[T,S] over its real target and source positions and `target_ids` the T response ids.
+    `on_batch(n)` is called after each batch of n examples (progress reporting).
     """
     was_training = model.training
     model.eval()
@@ -101,6 +102,8 @@ def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, 
                 t_len, s_len = int(tf["tgt_mask"][b].sum()), int(src.attention_mask[b].sum())
                 scores["attention"].append(tf["attn"][b, :t_len, :s_len].cpu().clone())
                 scores["target_ids"].append(tf["labels"][b, :t_len].tolist())
+        if on_batch is not None:
+            on_batch(len(batch))
     model.train(was_training)
     inverse = sorted(range(len(order)), key=lambda k: order[k])  # position of input i in decoding order
     return {key: [values[k] for k in inverse] for key, values in scores.items()}

@@ -64,7 +64,7 @@ def table1_html(table: dict[str, Any]) -> str:
         cells = []
         for key, _ in cols:
             ci = r.get(f"{key}_ci")
-            digits = 1 if key == "avg_len" else 3
+            digits = 1 if key in ("avg_len", "bleu") else 4 if key.startswith("coverage") else 3
             cells.append(f"<td>{_num(r.get(key), digits)}" + (f"<br><small>[{_num(ci[0], digits)}, {_num(ci[1], digits)}]</small>"
                                                               if ci else "") + "</td>")
         cmp = r.get("vs_baseline")

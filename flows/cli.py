@@ -5,6 +5,7 @@
     aft-pipeline --set sweep.grid.beta=[0.5,1] --set sft.max_steps=1000
     aft-pipeline --params params.json              parameters from a JSON file (PipelineParams)
 Rerunning the same command resumes: finished stages and branches are not executed again.
+Every parameter is checked before anything starts; a bad one prints its path and the fix and exits 2.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from aft_core.errors import AftInputError
-    from flows.params import PRESETS, PipelineParams, deep_merge, parse_override, preset
+    from flows.params import PRESETS, check_parameters, deep_merge, parse_override, preset
 
     parser = argparse.ArgumentParser(prog="aft-pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_dir:
             overrides["run_dir"] = args.run_dir
         params = preset(args.preset, overrides)
+        check_parameters(params)  # every stage's settings, the corpus and the run folder, before any work
     except (ValueError, ValidationError, AftInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,20 +1,28 @@
 """Flow parameters as pydantic models, so the Prefect UI shows a form with help on every field.
 
 The per-stage settings are generated from the library's config dataclasses (one source of truth
-for names, defaults and help). `PRESETS` hold named parameter sets; prefect.yaml's deployments
-use the same values (tests/test_flows.py keeps them in sync).
+for names, defaults and help). A setting several stages share is declared once: the source and
+target budgets live in `sft` and flow to the data checks, every branch and the test evaluation
+(`PipelineParams.check_config/sft_config/evaluation_config`, `branch_configs`). `check_parameters`
+validates the whole set before any work: every error names the parameter path, the problem and
+the fix. `PRESETS` hold named parameter sets; prefect.yaml's deployments use the same values
+(tests/test_flows.py keeps them in sync).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from aft_core.attractors import THRESHOLD_SETS, AttractorThresholds, thresholds_from
-from aft_core.config import AFTConfig, SFTConfig
+from aft_core.config import AFTConfig, SFTConfig, config_id
+from aft_core.errors import AftInputError
 from aft_core.evaluation import EvalConfig
 from data_checks.suites import DataCheckConfig
 
@@ -31,10 +39,11 @@ def model_of(cls: type, name: str, exclude: tuple[str, ...] = (), **defaults: An
 
 
 GRID_FIELDS = ("beta", "gamma", "eta_kl", "k")
-# Settings every branch shares; the sweep sets sft_model and data, the grid the swept ones.
-BranchSettings = model_of(AFTConfig, "BranchSettings", exclude=("sft_model", "data"))
+SHARED_BUDGETS = ("max_source_tokens", "max_target_tokens")  # declared in sft, derived by every other stage
+# Settings every branch shares; the sweep sets sft_model, data and the SFT source budget, the grid the swept ones.
+BranchSettings = model_of(AFTConfig, "BranchSettings", exclude=("sft_model", "data", "max_source_tokens"))
 SFTSettings = model_of(SFTConfig, "SFTSettings", exclude=("data",))
-CheckSettings = model_of(DataCheckConfig, "CheckSettings")
+CheckSettings = model_of(DataCheckConfig, "CheckSettings", exclude=SHARED_BUDGETS)
 
 
 def overrides_model_of(cls: type, name: str) -> type[BaseModel]:
@@ -96,11 +105,23 @@ class SweepGrid(BaseModel):
 
     def points(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values, crossed with every variant, in a stable order."""
+        return [point for _, point in self.points_with_variant()]
+
+    def points_with_variant(self) -> list[tuple[int, dict[str, Any]]]:
+        """(variant index, grid point) pairs: which variant each point comes from, for error messages."""
         axes = {"beta": self.beta, "gamma": self.gamma, "eta_kl": self.eta_kl, "k": self.k, **self.other}
         points: list[dict[str, Any]] = [{}]
         for key, values in axes.items():
             points = [{**p, key: v} for p in points for v in values]
-        return [{**p, **variant} for variant in self.variants for p in points]
+        return [(i, {**p, **variant}) for i, variant in enumerate(self.variants) for p in points]
+
+    def source_of(self, setting: str, variant: int) -> str:
+        """The parameter path a branch setting comes from: the variant, the grid, or the shared settings."""
+        if setting in self.variants[variant]:
+            return f"sweep.grid.variants[{variant}].{setting}"
+        if setting in GRID_FIELDS or setting in self.other:
+            return f"sweep.grid.{setting if setting in GRID_FIELDS else 'other.' + setting}"
+        return f"sweep.branch.{setting}"
 
 
 class SweepParams(BaseModel):
@@ -126,6 +147,28 @@ class SweepParams(BaseModel):
         return dataclasses.asdict(thresholds_from(self.threshold_set, overrides, "sweep.thresholds"))
 
 
+def branch_configs(sft_model: str, data: str, sweep: SweepParams, max_source_tokens: int) -> list[dict[str, Any]]:
+    """Every grid point as a full, validated branch config with its id and Comet tags (duplicates dropped).
+
+    A setting that fails validation is named by the parameter it came from (`sweep.grid.variants[1].k`)."""
+    planned, seen = [], set()
+    for variant, point in sweep.grid.points_with_variant():
+        values = {**sweep.branch.model_dump(), **point, "sft_model": sft_model, "data": data,
+                  "max_source_tokens": max_source_tokens}
+        try:
+            cfg = AFTConfig(**values).validate("sweep")
+        except AftInputError as e:
+            path = sweep.grid.source_of(e.field, variant) if e.field in values else f"sweep.{e.field}"
+            raise AftInputError("parameters", path, e.problem, e.fix) from e
+        branch_id = config_id(cfg)
+        if branch_id in seen:
+            continue
+        seen.add(branch_id)
+        planned.append({"branch_id": branch_id, "grid": point, "config": dataclasses.asdict(cfg),
+                        "tags": [f"{k}={v}" for k, v in point.items()]})
+    return planned
+
+
 class PipelineParams(BaseModel):
     """The whole pipeline: data → checks → SFT → sweep → classification → test evaluation → summary."""
 
@@ -139,6 +182,99 @@ class PipelineParams(BaseModel):
     sweep: SweepParams = Field(default_factory=SweepParams, description="the AFT sweep")
     evaluation: EvalSettings = Field(default_factory=EvalSettings, description="final test evaluation")
 
+    def check_config(self) -> DataCheckConfig:
+        """The data checks, with the budgets of the SFT config."""
+        return DataCheckConfig(**self.checks.model_dump(), **{k: getattr(self.sft, k) for k in SHARED_BUDGETS})
+
+    def sft_config(self, data: str) -> SFTConfig:
+        return SFTConfig(**{**self.sft.model_dump(), "data": data})
+
+    def evaluation_config(self, data: str) -> EvalConfig:
+        """The test evaluation, scoring as the branches do (I_x, layers, budgets, encoder)."""
+        branch = self.sweep.branch
+        return EvalConfig(**self.evaluation.model_dump(), data=data, ix_mode=branch.ix_mode, layers=branch.layers,
+                          repeat_n=branch.repeat_n, max_source_tokens=self.sft.max_source_tokens,
+                          max_new_tokens=branch.max_new_tokens, bertscore_model=branch.bertscore_model)
+
+
+def _as_parameter(prefix: str, error: AftInputError) -> AftInputError:
+    """A stage config's error, re-addressed to the pipeline parameter it came from (`sft.model`)."""
+    return AftInputError("parameters", f"{prefix}.{error.field}", error.problem, error.fix)
+
+
+def check_run_dir(run_dir: str) -> None:
+    """The run folder is, or can be created as, a writable folder. Writes nothing (a probe folder is removed)."""
+    path = Path(run_dir).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise AftInputError("parameters", "run_dir", f"{path} is a file, not a folder", "choose a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise AftInputError("parameters", "run_dir", f"{existing} (on the way to {path}) is a file",
+                            "choose a run folder whose parents are folders")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".aft-write-probe-", dir=existing))
+    except OSError as e:
+        raise AftInputError("parameters", "run_dir", f"cannot create folders in {existing} ({e.strerror})",
+                            "choose a run folder in a writable place, e.g. runs/NAME") from e
+
+
+def check_parameters(params: PipelineParams) -> dict[str, Any]:
+    """Validate every stage's settings, the corpus, the venue databases, the models and the run folder before
+    any work, so a bad parameter costs seconds rather than an SFT run. Raises AftInputError naming the
+    parameter path, the problem and the fix; writes nothing. Returns what it learnt about the corpus."""
+    from aft_core.data.corpus import load_corpus
+    from aft_core.data.venues import VenueDB
+
+    check_run_dir(params.run_dir)
+    corpus_facts: dict[str, Any] = {"data": params.data or "built-in TownInfo", "hold_out": False, "venue_db": True}
+    if params.data:
+        try:
+            corpus = load_corpus(params.data)
+        except AftInputError as e:
+            raise AftInputError("parameters", "data", f"{e.where} ({e.field}): {e.problem}",
+                                f"{e.fix}; the corpus is set by --set data=PATH (a MultiWOZ file or folder, "
+                                "or a ConvLab unified data.zip)") from e
+        splits = set(corpus.examples)
+        hold_out = len(splits) == 1 and corpus.format == "multiwoz"
+        missing = {"train", "validation", params.evaluation.split} - splits
+        if missing and not hold_out:
+            raise AftInputError("parameters", "data", f"{params.data} has splits {sorted(splits)}, no {sorted(missing)}",
+                                "give a corpus with train, validation and test splits, or a single MultiWOZ split "
+                                "file (it is then divided by dialogue)")
+        if corpus.db_dir:
+            try:
+                VenueDB.load(corpus.db_dir)
+            except AftInputError as e:
+                raise AftInputError("parameters", "data", f"venue databases: {e}",
+                                    "fix or remove the db/ folder beside the corpus") from e
+        corpus_facts.update(hold_out=hold_out, venue_db=corpus.db_dir is not None, splits=sorted(splits))
+    data = params.data or "<built-in TownInfo>"
+    stages = (("checks", params.check_config), ("sft", lambda: params.sft_config(data)),
+              # The SFT model does not exist yet: a preset name stands in for it (its folder is checked when SFT ends).
+              ("sweep.branch", lambda: AFTConfig(**{**params.sweep.branch.model_dump(), "sft_model": "tiny", "data": data})),
+              ("evaluation", lambda: params.evaluation_config(data)))
+    for prefix, make in stages:
+        try:
+            make().validate(prefix)
+        except AftInputError as e:
+            raise _as_parameter(prefix, e) from e
+    branch_configs("tiny", data, params.sweep, params.sft.max_source_tokens)
+    try:
+        thresholds = params.sweep.resolved_thresholds()
+    except AftInputError as e:
+        raise _as_parameter("sweep.thresholds", e) from e
+    if thresholds["primary_min_delta_entity_accuracy"] > -1.0 and not corpus_facts["venue_db"]:
+        raise AftInputError("parameters", "sweep.thresholds.primary_min_delta_entity_accuracy",
+                            "the ★ entity-accuracy rule needs venue databases, and the corpus has no db/ folder",
+                            "leave the threshold empty (no rule) or use a corpus with db/<domain>_db.json")
+    bertscore = params.sweep.branch.bertscore_model
+    if bertscore.startswith(("/", "./", "../", "~")) and not Path(bertscore).expanduser().is_dir():
+        raise AftInputError("parameters", "sweep.branch.bertscore_model", f"folder {bertscore} does not exist",
+                            "leave it empty for the offline MiniLM encoder, or name an existing encoder folder")
+    return corpus_facts
+
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
@@ -146,6 +282,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
     return merged
 
+
+# The two branches of the CPU presets, at the calibrated lr 1e-5: the paper's E3-20 (300 steps) and 200 steps of the
+# salient-coverage reward (α=1, β=0, I_x=salient). Presets are never mutated (`preset` deep-copies), so they share it.
+E3_20_AND_SALIENT_COVERAGE: dict[str, Any] = {
+    "grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05], "k": [4],
+             "variants": [{}, {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0, "steps": 200}]},
+    "branch": {"steps": 300, "checkpoint_every": 50, "probe_size": 200},
+}
 
 # Named parameter sets (overrides of the defaults). prefect.yaml's deployments carry the same values.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -155,9 +299,29 @@ PRESETS: dict[str, dict[str, Any]] = {
     "towninfo-small": {
         "run_dir": "runs/main",
         "sft": {"model": "small", "max_steps": 2000},
+        "sweep": E3_20_AND_SALIENT_COVERAGE,
+        "evaluation": {"test_examples": 1000},
+    },
+    # MultiWOZ 2.1 (the paper's corpus) on this machine: the shared validation split is divided by dialogue into
+    # train/validation/test (799/100/100 dialogues); a user with all of MultiWOZ sets `data` to its folder and it is
+    # used as given. Venue databases from db/ feed entity accuracy. Branches as in towninfo-small; the whole test split.
+    "multiwoz21": {
+        "run_dir": "runs/multiwoz21",
+        "data": "../shared/data/multiwoz21/val.json.zip",
+        "sft": {"model": "small", "max_steps": 2000},
+        "sweep": E3_20_AND_SALIENT_COVERAGE,
+        "evaluation": {"test_examples": 0},
+    },
+    # DailyDialog (the paper's proposed next experiment): open-domain chit-chat, I_x = history so HACA's coverage
+    # term rewards attending to the earlier turns; no venue database, so no entity accuracy. E3-20 with I_x = history,
+    # and 200 steps of the coverage term alone (β=0).
+    "dailydialog": {
+        "run_dir": "runs/dailydialog",
+        "data": "../shared/data/dailydialog/data.zip",
+        "sft": {"model": "small", "max_steps": 2000},
         "sweep": {"grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05], "k": [4],
-                           "variants": [{}, {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0, "steps": 200}]},
-                  "branch": {"steps": 300, "checkpoint_every": 50, "probe_size": 200}},
+                           "variants": [{}, {"alpha": 1.0, "beta": 0.0, "steps": 200}]},
+                  "branch": {"ix_mode": "history", "steps": 300, "checkpoint_every": 50, "probe_size": 200}},
         "evaluation": {"test_examples": 1000},
     },
     # The paper's grid around E3-20 (β=1, γ=0.5, η_kl=0.05, K=4), 500 steps per branch: a GPU-sized job.
@@ -176,7 +340,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "dev_examples": 40, "max_source_tokens": 96, "max_target_tokens": 32},
         "sweep": {"grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05, 0.10], "k": [2]},
                   "branch": {"steps": 4, "checkpoint_every": 2, "probe_size": 8, "batch_size": 2,
-                             "max_new_tokens": 8, "max_source_tokens": 96}},
+                             "max_new_tokens": 8}},
         "evaluation": {"test_examples": 12},
     },
 }

@@ -1,8 +1,12 @@
 """`aft-pipeline`: validated data → SFT → sweep → attractor classification → test evaluation → summary.
 
+Every parameter is checked before any work (`check_parameters`): a bad one fails the run at once,
+naming its path and the fix, with nothing written.
+
 Run folder (`params.run_dir`):
     pipeline.json     the parameters of the latest run
-    data/             the built-in TownInfo corpus (when no corpus is given)
+    data/             the built-in TownInfo corpus (when no corpus is given), or the hold-out of a
+                      single-split MultiWOZ file (links to it plus the held-out dialogue lists)
     checks/           great-expectations report (json and markdown)
     sft/              the SFT run (skipped when finished for the same config)
     branches/<id>/    one folder per sweep branch (see aft_core/aft.py)
@@ -22,17 +26,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from aft_core.config import SFTConfig
 from aft_core.io import run_lock, write_json_atomic
-from flows.params import PipelineParams
+from flows.params import PipelineParams, check_parameters
 from flows.summary import summarize
 from flows.sweep import SweepBranchesFailed, _flow_run_name, aft_sweep
 from tasks.stages import (branch_dir, build_report, cached, check_data, classify_branch, evaluate_test, prepare_corpus,
                           train_sft)
-
-
-def _sft_config(params: PipelineParams, data: str) -> dict[str, Any]:
-    return dataclasses.asdict(SFTConfig(**{**params.sft.model_dump(), "data": data}).validate("sft"))
 
 
 def evaluation_systems(sft_model: str, branches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -47,6 +46,7 @@ def evaluation_systems(sft_model: str, branches: list[dict[str, Any]]) -> dict[s
 
 @flow(name="aft-pipeline", flow_run_name="pipeline-{params.run_dir}")
 def aft_pipeline(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
+    check_parameters(params)  # before the lock, which creates the run folder
     with run_lock(params.run_dir, f"aft-pipeline flow run {_flow_run_name()}"):
         return _pipeline(params)
 
@@ -58,12 +58,13 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
 
     corpus = prepare_corpus(run_dir, params.data, params.towninfo_dialogues, params.towninfo_seed)
     data = corpus["data"]
-    check_data(run_dir, data, params.checks.model_dump())
+    check_data(run_dir, data, dataclasses.asdict(params.check_config()))
 
-    sft_config = _sft_config(params, data)
+    sft_config = dataclasses.asdict(params.sft_config(data).validate("sft"))
     sft = cached(train_sft, run_dir, Path(run_dir) / "sft" / "sft_result.json")(run_dir, sft_config)
 
-    sweep_state = aft_sweep(run_dir, sft["model_dir"], data, params.sweep, return_state=True)
+    sweep_state = aft_sweep(run_dir, sft["model_dir"], data, params.sweep, params.sft.max_source_tokens,
+                            return_state=True)
     sweep_failed = sweep_state.is_failed()
     sweep = sweep_state.result(raise_on_failure=False)
     if isinstance(sweep, BaseException):
@@ -78,13 +79,10 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
                 for row in sweep["branches"] if row["status"] != "failed"]
     failed = [row for row in sweep["branches"] if row["status"] == "failed"]
 
-    branch = params.sweep.branch
-    evaluation = {**params.evaluation.model_dump(), "data": data, "ix_mode": branch.ix_mode, "layers": branch.layers,
-                  "repeat_n": branch.repeat_n, "max_source_tokens": branch.max_source_tokens,
-                  "max_new_tokens": branch.max_new_tokens, "bertscore_model": branch.bertscore_model}
+    evaluation = dataclasses.asdict(params.evaluation_config(data))
     table = evaluate_test(run_dir, evaluation_systems(sft["model_dir"], branches), evaluation)
 
-    summary = summarize(run_dir, params.model_dump(), sft, branches, failed, table)
+    summary = summarize(run_dir, params.model_dump(), corpus, sft, branches, failed, table)
     report = build_report(run_dir)
     logger.info("results: %s (summary %s, report %s)", run_dir, Path(run_dir) / "summary.md", report)
     if sweep_failed:

@@ -24,7 +24,24 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def summary_markdown(run_dir: str, sft: dict[str, Any], branch_rows: list[dict[str, Any]],
+def corpus_line(corpus: dict[str, Any], table: dict[str, Any]) -> str:
+    """What was trained and tested on: the corpus, its splits, any hold-out, and where entity accuracy comes from."""
+    stats = corpus["stats"]
+    line = (f"Corpus: `{corpus['data']}` ({stats['format']} schema; dialogues "
+            + ", ".join(f"{k} {v}" for k, v in stats["dialogues"].items()) + ").")
+    holdout = stats.get("holdout")
+    if holdout:
+        line += f" Splits held out of the single-split `{holdout['source']}`: {holdout['rule']}."
+    if table.get("venue_tables"):
+        skipped = ", ".join(table.get("venue_tables_skipped") or {})
+        line += (f" Entity accuracy reads the venue tables {', '.join(table['venue_tables'])}"
+                 + (f" (skipped, not venue tables: {skipped})." if skipped else "."))
+    else:
+        line += " Entity accuracy: not computed, the corpus has no venue database (db/<domain>_db.json beside it)."
+    return line
+
+
+def summary_markdown(run_dir: str, corpus: dict[str, Any], sft: dict[str, Any], branch_rows: list[dict[str, Any]],
                      table: dict[str, Any]) -> str:
     present = [(k, name) for k, name in TABLE1_COLUMNS if any(k in r for r in table["rows"])]
     test = markdown_table(["System", *[name for _, name in present]],
@@ -32,7 +49,7 @@ def summary_markdown(run_dir: str, sft: dict[str, Any], branch_rows: list[dict[s
     header = list(dict.fromkeys(k for r in branch_rows for k in r)) or ["branch_id"]  # variants add their own keys
     branches = markdown_table(header, [[r.get(k) for k in header] for r in branch_rows])
     changes = "\n".join(f"- {paired_changes(r)}" for r in table["rows"] if r.get("vs_baseline")) or "- (no AFT system)"
-    return (f"# AFT pipeline: {run_dir}\n\n"
+    return (f"# AFT pipeline: {run_dir}\n\n{corpus_line(corpus, table)}\n\n"
             f"SFT: {sft['steps']} steps, best dev loss {sft['best_dev_loss']:.4f} (`{sft['model_dir']}`).\n\n"
             f"## Branches\n\n{branches}\n\n"
             f"## Test evaluation ({table['examples']} {table['split']} examples, greedy; "
@@ -42,14 +59,14 @@ def summary_markdown(run_dir: str, sft: dict[str, Any], branch_rows: list[dict[s
 
 
 @task(name="summarize")
-def summarize(run_dir: str, params: dict[str, Any], sft: dict[str, Any], branches: list[dict[str, Any]],
-              failed: list[dict[str, Any]], table: dict[str, Any]) -> dict[str, Any]:
+def summarize(run_dir: str, params: dict[str, Any], corpus: dict[str, Any], sft: dict[str, Any],
+              branches: list[dict[str, Any]], failed: list[dict[str, Any]], table: dict[str, Any]) -> dict[str, Any]:
     """Write summary.json and summary.md, publish them as Prefect artifacts, log them to Comet."""
     from tasks.tracking import CometTracker
 
     branch_rows = [branch_table_row(b) for b in [*branches, *failed]]
-    markdown = summary_markdown(run_dir, sft, branch_rows, table)
-    summary = {"run_dir": run_dir, "sft": sft, "test": table,
+    markdown = summary_markdown(run_dir, corpus, sft, branch_rows, table)
+    summary = {"run_dir": run_dir, "corpus": corpus, "sft": sft, "test": table,
                "branches": [{k: v for k, v in b.items() if k != "folder"} for b in [*branches, *failed]],
                "failed": [r["branch_id"] for r in failed]}
     out = Path(run_dir)

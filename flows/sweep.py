@@ -8,36 +8,20 @@ interrupted one resumes from its last checkpoint).
 """
 from __future__ import annotations
 
-import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from aft_core.config import AFTConfig, config_id
 from aft_core.io import run_lock, write_json_atomic
-from flows.params import SweepParams
+from flows.params import SweepParams, branch_configs
 from tasks.stages import branch_complete, branch_dir, cached, train_branch
 
 
 class SweepBranchesFailed(RuntimeError):
     """Some branches of a sweep failed; the others completed."""
-
-
-def plan_branches(sft_model: str, data: str, params: SweepParams) -> list[dict[str, Any]]:
-    """Every grid point as a full, validated branch config with its id and Comet tags."""
-    planned, seen = [], set()
-    for point in params.grid.points():
-        cfg = AFTConfig(**{**params.branch.model_dump(), **point, "sft_model": sft_model, "data": data}).validate(
-            f"sweep grid point {point}")
-        branch_id = config_id(cfg)
-        if branch_id in seen:
-            continue
-        seen.add(branch_id)
-        planned.append({"branch_id": branch_id, "grid": point, "config": dataclasses.asdict(cfg),
-                        "tags": [f"{k}={v}" for k, v in point.items()]})
-    return planned
 
 
 def _branch_task(run_dir: str, branch_id: str):
@@ -64,14 +48,24 @@ def dispatch_branch(deployment: str, run_dir: str, branch_id: str, config: dict[
     if not flow_run.state or not flow_run.state.is_completed():
         raise RuntimeError(f"branch flow run {flow_run.name} ended {flow_run.state.name if flow_run.state else 'unknown'}: "
                            f"{flow_run.state.message if flow_run.state else ''}")
-    return flow_run.state.result()
+    # The outcome is read from the shared run folder, not from the flow run's state: a flow run's return value
+    # is not persisted, so the API hands back a state without data.
+    result_file = branch_dir(Path(run_dir).resolve(), branch_id) / "result.json"
+    if not result_file.exists():
+        raise RuntimeError(f"branch flow run {flow_run.name} completed but {result_file} does not exist here: the "
+                           "worker that ran it does not share this run folder (mount it at the same path everywhere)")
+    return json.loads(result_file.read_text())
 
 
 @flow(name="aft-sweep", flow_run_name="sweep-{run_dir}")
-def aft_sweep(run_dir: str, sft_model: str, data: str, params: SweepParams = SweepParams()) -> dict[str, Any]:
-    """Train every branch of the grid; returns (and writes to run_dir/sweep.json) each branch's outcome."""
+def aft_sweep(run_dir: str, sft_model: str, data: str, params: SweepParams = SweepParams(),
+              max_source_tokens: int = 192) -> dict[str, Any]:
+    """Train every branch of the grid; returns (and writes to run_dir/sweep.json) each branch's outcome.
+
+    `max_source_tokens` is the SFT run's source budget (the pipeline passes `sft.max_source_tokens`)."""
+    branches = branch_configs(sft_model, data, params, max_source_tokens)  # a bad grid fails before the lock
     with run_lock(run_dir, f"aft-sweep flow run {_flow_run_name()}"):
-        return _sweep(run_dir, sft_model, data, params)
+        return _sweep(run_dir, branches, params)
 
 
 def _flow_run_name() -> str:
@@ -80,9 +74,8 @@ def _flow_run_name() -> str:
     return f"'{flow_run.name}' ({flow_run.id})"
 
 
-def _sweep(run_dir: str, sft_model: str, data: str, params: SweepParams) -> dict[str, Any]:
+def _sweep(run_dir: str, branches: list[dict[str, Any]], params: SweepParams) -> dict[str, Any]:
     logger = get_run_logger()
-    branches = plan_branches(sft_model, data, params)
     thresholds = params.resolved_thresholds()
     logger.info("sweep of %d branches (%s runner): %s", len(branches), params.runner,
                 ", ".join(f"{b['branch_id']} {b['grid']}" for b in branches))

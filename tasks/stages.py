@@ -64,11 +64,19 @@ def branch_complete(run_dir: str | Path, branch_id: str) -> bool:
 
 @task(name="prepare-corpus")
 def prepare_corpus(run_dir: str, data: str, dialogues: int, seed: int) -> dict[str, Any]:
-    """The corpus path: the user's, or the built-in TownInfo corpus generated into run_dir/data."""
-    from aft_core.data.corpus import load_corpus
+    """The corpus path every stage reads: the user's; the hold-out of a single-split MultiWOZ file (in
+    run_dir/data, links and dialogue lists, nothing copied); or the built-in TownInfo corpus generated there."""
+    from aft_core.data.corpus import hold_out_splits, load_corpus
     from aft_core.data.towninfo import generate_towninfo
 
-    path = data or str(generate_towninfo(Path(run_dir) / "data", dialogues=dialogues, seed=seed))
+    if not data:
+        path = str(generate_towninfo(Path(run_dir) / "data", dialogues=dialogues, seed=seed))
+    elif len(load_corpus(data).examples) == 1:
+        path = str(Path(run_dir) / "data" / "held-out")
+        record = hold_out_splits(data, path)
+        _logger().info("%s holds one split: divided by dialogue into %s (%s)", data, record["dialogues"], record["rule"])
+    else:
+        path = data
     stats = load_corpus(path).stats()
     _logger().info("corpus %s: %s", path, json.dumps({k: stats[k] for k in ("format", "dialogues", "examples")}))
     return {"data": path, "stats": stats}
@@ -163,8 +171,9 @@ def evaluate_test(run_dir: str, systems: dict[str, dict[str, Any]], config: dict
     from aft_core.evaluation import EvalConfig, evaluate_systems
 
     cfg = from_dict(EvalConfig, config, "evaluation")
-    table = evaluate_systems(systems, cfg, Path(run_dir) / "evaluation")
-    _logger().info("test evaluation: %d systems on %d %s examples", len(table["rows"]), table["examples"], table["split"])
+    table = evaluate_systems(systems, cfg, Path(run_dir) / "evaluation", report_progress=_logger().info)
+    _logger().info("test evaluation: %d systems on %d %s examples (%.1f examples/s)", len(table["rows"]),
+                   table["examples"], table["split"], table["examples_per_second"])
     return table
 
 

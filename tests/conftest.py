@@ -1,6 +1,7 @@
 """Shared fixtures: a hermetic environment (no hub, no stray files) and small corpora built on the fly."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -26,6 +27,15 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not present at {path} (the shared data folder lives beside the project)")
     return path
+
+
+@pytest.fixture(scope="module")
+def harness():
+    """A temporary Prefect server on loopback for one test module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +81,67 @@ def chromium() -> dict[str, str]:
         assert done.returncode == 0, f"apt-get install chromium chromium-driver failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     return {"browser": browser, "driver": driver}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, server, timeout: float = 90.0) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"prefect server not healthy at {url} after {timeout}s")
+
+
+def stop_process_group(process, timeout: float = 20.0) -> None:
+    """SIGTERM a process started with start_new_session=True and its children; SIGKILL what is left."""
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def prefect_server_env(folder: Path):
+    """A real `prefect server` on a free loopback port with its home in `folder`; yields the environment
+    that points at it (PREFECT_API_URL, AFT_PROJECT_DIR for prefect.yaml's pull step). Stopped on exit."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(folder / "prefect-home"),
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "AFT_PROJECT_DIR": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO"}
+    with open(folder / "server.log", "w") as log:
+        server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                                   "127.0.0.1", "--port", str(port)],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_healthy(env["PREFECT_API_URL"], server)
+            yield env
+        finally:
+            stop_process_group(server)
 
 
 def write_json(path: Path, obj) -> Path:

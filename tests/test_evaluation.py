@@ -99,3 +99,29 @@ def test_a_database_file_that_is_not_a_list_of_records_is_skipped_and_named(tmp_
     assert set(multiwoz.skipped) == {"taxi"}
     assert {"restaurant", "hotel", "attraction", "train"} <= set(multiwoz.venues)
     assert multiwoz.mentioned("how about pizza hut city centre ?")[0][0] == "restaurant"
+
+
+def test_corpus_bleu_by_hand():
+    import math
+
+    from aft_core.evaluation import corpus_bleu
+
+    assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"])[0] == pytest.approx(100.0)
+    # Every n-gram precision is 1 (4/4, 3/3, 2/2, 1/1); half the reference length: brevity penalty exp(1 - 8/4).
+    score, signature = corpus_bleu(["a b c d"], ["a b c d e f g h"])
+    assert score == pytest.approx(100 * math.exp(1 - 8 / 4), abs=1e-3)
+    # Corpus level: counts are pooled over pairs (not a mean of sentence scores): 8 of 8 words, 16 of 16 reference.
+    assert corpus_bleu(["a b c d", "e f g h"], ["a b c d x y z w", "e f g h x y z w"])[0] == pytest.approx(score, abs=1e-3)
+    assert signature.startswith("nrefs:1|") and "tok:13a" in signature
+
+
+def test_evaluation_progress_reports_every_tenth_with_a_rate_and_an_eta():
+    from aft_core.evaluation import EvalProgress
+
+    lines: list[str] = []
+    progress = EvalProgress(total=200, report=lines.append)
+    for _ in range(20):
+        progress.update("SFT", 10)
+    assert progress.close() > 0
+    assert len(lines) == 10 and lines[-1].startswith("evaluate 200/200 examples (100%")
+    assert all("ex/s, ETA" in line and line.endswith("SFT)") for line in lines)

@@ -17,14 +17,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
-
-@pytest.fixture(scope="module")
 def tiny_run(harness, tmp_path_factory) -> Path:
     """The whole aft-pipeline on the tiny preset, once for the module."""
     from flows.params import preset
@@ -38,6 +30,8 @@ def tiny_run(harness, tmp_path_factory) -> Path:
 def test_pipeline_writes_every_stage_consistently(tiny_run):
     checks = json.loads((tiny_run / "checks" / "report.json").read_text())
     assert checks["success"] and set(checks["suites"]) == {"turns", "dialogue_splits", "examples"}
+    # The tiny preset declares its budgets once, in sft (96 / 32); the checks and every branch took them.
+    assert (checks["config"]["max_source_tokens"], checks["config"]["max_target_tokens"]) == (96, 32)
     sft = json.loads((tiny_run / "sft" / "sft_result.json").read_text())
     assert (Path(sft["model_dir"]) / "model.safetensors").exists()
 
@@ -49,6 +43,7 @@ def test_pipeline_writes_every_stage_consistently(tiny_run):
         folder = tiny_run / "branches" / branch_id
         config = json.loads((folder / "config.json").read_text())
         assert config["branch_id"] == branch_id and config["sft_model"] == sft["model_dir"]
+        assert config["max_source_tokens"] == 96
         probe = pd.read_parquet(folder / "probe.parquet")
         assert list(probe["step"]) == [0, 2, 4]
         attractors = json.loads((folder / "attractors.json").read_text())
@@ -59,7 +54,7 @@ def test_pipeline_writes_every_stage_consistently(tiny_run):
     systems = [r["system"] for r in table["rows"]]
     assert systems[0] == "SFT" and all(any(s.startswith(i) and "last step 4" in s for s in systems) for i in ids)
     for row in table["rows"]:
-        for column in ("focus", "repeat", "bertscore", "avg_len", "coverage_history", "coverage_salient"):
+        for column in ("focus", "repeat", "bertscore", "bleu", "avg_len", "coverage_history", "coverage_salient"):
             assert isinstance(row[column], float), (row["system"], column)
     per_example = pd.read_parquet(tiny_run / "evaluation" / "per_example.parquet")
     assert len(per_example) == table["examples"] * len(systems) == 12 * len(systems)
@@ -165,6 +160,8 @@ def test_prefect_yaml_matches_the_presets():
         PipelineParams.model_validate(values)
         sweep = deployments[("aft_sweep", name)]["parameters"]
         assert sweep["params"] == values["sweep"] and sweep["run_dir"] == values["run_dir"]
+        # The sweep's source budget is the SFT run's (declared once, in sft).
+        assert sweep.get("max_source_tokens", 192) == values["sft"].get("max_source_tokens", 192)
         SweepParams.model_validate(sweep["params"])
     assert ("aft_branch", "aft-branch") in deployments
     assert {d["work_pool"]["name"] for d in doc["deployments"]} == {"aft-pool"}
@@ -284,6 +281,6 @@ def test_the_console_of_a_pipeline_run_holds_the_flow_log_not_library_noise(tmp_
                           str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
     console = run.stdout + run.stderr
     assert run.returncode == 0, console[-2000:]
-    for noise in ("Loading weights", "Writing model shards", "Calculating Metrics", "COMET INFO"):
+    for noise in ("Loading weights", "Writing model shards", "Calculating Metrics", "COMET INFO", "ephemeral docs site"):
         assert noise not in console, noise
     assert "sft step 40/40 (100%, ETA 0s)" in console and "test evaluation: 5 systems" in console

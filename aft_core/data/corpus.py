@@ -8,11 +8,15 @@ Accepted inputs (AFT_SPEC §1):
   holds the venue databases.
 - ConvLab unified: a `.json` list of dialogues, or `data.zip` holding `data/dialogues.json`;
   each dialogue carries its `data_split`.
+A corpus that holds a single split (like MultiWOZ's shared validation file) is divided into
+train/validation/test by `hold_out_splits`, deterministically and by dialogue.
 Bad input raises `AftInputError` naming the file, the field and the fix.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import statistics
 import zipfile
 from dataclasses import dataclass
@@ -21,11 +25,14 @@ from typing import Any
 
 from aft_core.data.examples import Example, Turn, examples_from_turns
 from aft_core.errors import AftInputError
+from aft_core.io import write_json_atomic, write_text_atomic
 
 SPLIT_ALIASES = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation",
                  "dev": "validation", "test": "test"}
 MULTIWOZ_EMPTY_VALUES = {"", "not mentioned", "none"}
 NON_DOMAIN_GOAL_KEYS = {"topic", "message"}
+SPLITS = ("train", "validation", "test")
+HOLDOUT_FILE = "holdout.json"
 
 
 @dataclass
@@ -37,6 +44,7 @@ class Corpus:
     examples: dict[str, list[Example]]
     dialogues: dict[str, int]  # split -> number of dialogues
     db_dir: Path | None = None  # venue databases (`<domain>_db.json`), when the corpus has them
+    holdout: dict[str, Any] | None = None  # how the splits were held out of a single-split source (hold_out_splits)
 
     def stats(self) -> dict[str, Any]:
         words = [sum(len(t.text.split()) for t in ex.history) for exs in self.examples.values() for ex in exs]
@@ -48,6 +56,7 @@ class Corpus:
             "history_words_mean": round(statistics.fmean(words), 2) if words else 0.0,
             "history_words_max": max(words, default=0),
             "db_dir": str(self.db_dir) if self.db_dir else None,
+            "holdout": self.holdout,
         }
 
 
@@ -94,6 +103,48 @@ def load_corpus(path: str | Path, split: str | None = None) -> Corpus:
                         "MultiWOZ files hold an object {dialogue_id: {goal, log}}; unified files a list of dialogues")
 
 
+# --- hold-out of a single-split corpus --------------------------------------------------------------
+
+def hold_out_splits(source: str | Path, out_dir: str | Path, test_share: float = 0.1,
+                    validation_share: float = 0.1) -> dict[str, Any]:
+    """Divide a single-split MultiWOZ-schema corpus into train/validation/test, by dialogue, deterministically.
+
+    Dialogues are ordered by sha256 of their id (independent of file order); the first `test_share`
+    of them are test, the next `validation_share` validation, the rest train. `out_dir` becomes a
+    MultiWOZ folder that every stage loads as it is: `data.json[.zip]` and `db/` are links to the
+    source (nothing copied), `valListFile.txt`/`testListFile.txt` name the held-out dialogues, and
+    `holdout.json` records the rule and the counts. Returns that record.
+    """
+    source, out = Path(source).resolve(), Path(out_dir)
+    corpus = load_corpus(source)
+    if len(corpus.examples) != 1 or corpus.format != "multiwoz":
+        raise AftInputError(source, "<splits>", f"hold-out needs a single-split MultiWOZ-schema corpus, this one is "
+                                                f"{corpus.format} with splits {sorted(corpus.examples)}",
+                            "pass one MultiWOZ split file, or a corpus that already has train/validation/test")
+    ids = sorted(read_json(source), key=lambda d: hashlib.sha256(d.encode()).hexdigest())
+    n_test, n_val = round(len(ids) * test_share), round(len(ids) * validation_share)
+    if len(ids) - n_test - n_val < 1 or n_test < 1 or n_val < 1:
+        raise AftInputError(source, "<dialogues>", f"{len(ids)} dialogues are too few to hold out test and validation "
+                                                   "dialogues and keep some for training", "use a larger corpus file")
+    record = {"source": str(source), "rule": f"dialogues ordered by sha256(dialogue_id): first {test_share:.0%} test, "
+                                             f"next {validation_share:.0%} validation, the rest train",
+              "dialogues": {"test": n_test, "validation": n_val, "train": len(ids) - n_test - n_val}}
+    out.mkdir(parents=True, exist_ok=True)
+    old = out / HOLDOUT_FILE
+    if old.exists() and json.loads(old.read_text()) == record:
+        return record  # the same hold-out is already in place
+    data_link = out / ("data.json.zip" if source.suffix == ".zip" else "data.json")
+    links = [(data_link, source)] + ([(out / "db", source.parent / "db")] if (source.parent / "db").is_dir() else [])
+    for link, target in links:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(target, link)
+    write_text_atomic(out / "testListFile.txt", "\n".join(ids[:n_test]) + "\n")
+    write_text_atomic(out / "valListFile.txt", "\n".join(ids[n_test:n_test + n_val]) + "\n")
+    write_json_atomic(old, record)  # last: its presence marks a complete hold-out folder
+    return record
+
+
 # --- MultiWOZ original schema -------------------------------------------------------------------
 
 def _split_from_name(path: Path) -> str:
@@ -118,6 +169,7 @@ def _read_list(path: Path) -> list[str]:
 def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None) -> Corpus:
     """Load MultiWOZ-schema dialogues from a file or a folder (see the module docstring)."""
     by_split: dict[str, tuple[Path, dict[str, Any]]] = {}
+    holdout = None
     if path.is_dir():
         per_split = {s: _find(path, stem) for stem, s in (("train", "train"), ("val", "validation"), ("test", "test"))}
         whole = _find(path, "data")
@@ -158,6 +210,8 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
             raise AftInputError(path, "<folder>", "holds no data.json, train/val/test.json(.zip) or data.zip",
                                 "point at a MultiWOZ data file, a folder of split files, or a unified data.zip")
         db_dir = path / "db"
+        if (path / HOLDOUT_FILE).is_file():
+            holdout = json.loads((path / HOLDOUT_FILE).read_text(encoding="utf-8"))
     else:
         dialogues = data if data is not None else read_json(path)
         _check_object(path, dialogues)
@@ -171,7 +225,7 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
         for dialogue_id, dialogue in dialogues.items():
             examples[split_name].extend(_multiwoz_examples(file, split_name, dialogue_id, dialogue))
         counts[split_name] = len(dialogues)
-    return Corpus("multiwoz", path, examples, counts, db_dir if db_dir.is_dir() else None)
+    return Corpus("multiwoz", path, examples, counts, db_dir if db_dir.is_dir() else None, holdout)
 
 
 def _check_object(path: Path, data: Any) -> None:

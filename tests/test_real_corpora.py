@@ -1,0 +1,261 @@
+"""Real corpora in one command: the multiwoz21 and dailydialog presets on slices of ../shared/data, the
+hold-out of a single-split file, parameters refused before any work, one declaration of the budgets,
+and data checks that let DailyDialog's rare long turn through while a corrupt corpus still fails."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_path
+from aft_core.errors import AftInputError
+
+
+# --- slices of the shared data ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def multiwoz_slice(tmp_path_factory) -> Path:
+    """60 dialogues of the shared MultiWOZ 2.1 validation split (one split file) with the real db/ beside it."""
+    from aft_core.data.corpus import read_json
+
+    source = shared_path("multiwoz21", "val.json.zip")
+    dialogues = read_json(source)
+    folder = tmp_path_factory.mktemp("multiwoz-slice")
+    (folder / "val.json").write_text(json.dumps({k: dialogues[k] for k in sorted(dialogues)[:60]}))
+    (folder / "db").symlink_to(source.parent / "db")
+    return folder / "val.json"
+
+
+@pytest.fixture(scope="module")
+def dailydialog_slice(tmp_path_factory) -> Path:
+    """DailyDialog (unified schema, data.zip): 48 train, 6 validation and 6 test dialogues of the shared corpus."""
+    source = shared_path("dailydialog", "data.zip")
+    with zipfile.ZipFile(source) as zf:
+        dialogues = json.loads(zf.read("data/dialogues.json"))
+    wanted = {"train": 48, "validation": 6, "test": 6}
+    chosen = []
+    for dialogue in dialogues:
+        if wanted.get(dialogue["data_split"], 0) > 0:
+            wanted[dialogue["data_split"]] -= 1
+            chosen.append(dialogue)
+    path = tmp_path_factory.mktemp("dailydialog-slice") / "data.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("data/dialogues.json", json.dumps(chosen))
+    return path
+
+
+def run_preset(name: str, data: Path, tmp_path: Path) -> Path:
+    """`aft-pipeline --preset NAME` on `data`, made seconds-long (the tiny model, 4-step branches); its corpus
+    handling, I_x and its second variant otherwise as the preset has them. Returns the run folder."""
+    from flows.params import PRESETS, preset
+    from flows.pipeline import aft_pipeline
+
+    run_dir = tmp_path / "run"
+    variant = PRESETS[name]["sweep"]["grid"]["variants"][1]
+    aft_pipeline(preset(name, tiny_overrides(variant, run_dir=str(run_dir), data=str(data))))
+    return run_dir
+
+
+def tiny_overrides(variant: dict, **more) -> dict:
+    """The tiny preset's model and budgets, a 4-step grid of the base point and `variant`."""
+    from flows.params import PRESETS, deep_merge
+
+    tiny = PRESETS["tiny"]
+    sft = {k: v for k, v in tiny["sft"].items() if k != "max_target_tokens"}  # real responses need the default 48
+    return deep_merge({"checks": tiny["checks"], "sft": sft, "evaluation": {"test_examples": 12},
+                       "sweep": {"branch": tiny["sweep"]["branch"],
+                                 "grid": {"k": [2], "variants": [{}, {**variant, "steps": 4}]}}}, more)
+
+
+# --- presets, end to end ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_multiwoz21_preset_holds_out_a_single_split_and_reads_the_real_db(harness, multiwoz_slice, tmp_path):
+    run_dir = run_preset("multiwoz21", multiwoz_slice, tmp_path)
+
+    holdout = json.loads((run_dir / "data" / "held-out" / "holdout.json").read_text())
+    assert holdout["dialogues"] == {"test": 6, "validation": 6, "train": 48}
+    assert (run_dir / "data" / "held-out" / "data.json").is_symlink()  # linked, not copied
+    table = json.loads((run_dir / "evaluation" / "table.json").read_text())
+    assert {"restaurant", "hotel", "attraction", "train"} <= set(table["venue_tables"])
+    assert "taxi" in table["venue_tables_skipped"]
+    assert all(r["entity_accuracy"] is not None and r["venue_turns"] > 0 for r in table["rows"])
+    assert all(0.0 <= r["bleu"] <= 100.0 and r["bleu_signature"].startswith("nrefs:1") for r in table["rows"])
+    summary = (run_dir / "summary.md").read_text()
+    assert "held out of the single-split" in summary and "skipped, not venue tables: taxi" in summary
+    assert " BLEU |" in summary
+    salient = [b for b in json.loads((run_dir / "sweep.json").read_text())["branches"] if b.get("ix_mode") == "salient"]
+    assert len(salient) == 1 and salient[0]["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_dailydialog_preset_scores_coverage_under_history_without_entity_accuracy(harness, dailydialog_slice, tmp_path):
+    run_dir = run_preset("dailydialog", dailydialog_slice, tmp_path)
+
+    sweep = json.loads((run_dir / "sweep.json").read_text())
+    configs = [json.loads((run_dir / "branches" / b["branch_id"] / "config.json").read_text()) for b in sweep["branches"]]
+    assert [c["ix_mode"] for c in configs] == ["history", "history"]
+    assert sorted(c["beta"] for c in configs) == [0.0, 1.0]  # E3-20 and the coverage term alone
+    table = json.loads((run_dir / "evaluation" / "table.json").read_text())
+    assert table["ix_mode"] == "history" and table["venue_tables"] == []
+    assert all("entity_accuracy" not in r and isinstance(r["coverage_history"], float) for r in table["rows"])
+    reason = "Entity accuracy: not computed, the corpus has no venue database"
+    assert reason in (run_dir / "summary.md").read_text() and reason in (run_dir / "evaluation" / "table1.md").read_text()
+
+
+# --- parameters checked before any work ---------------------------------------------------------------
+
+BAD_PARAMETERS = [
+    ({"sweep": {"branch": {"k": 1}}}, "sweep.branch.k"),
+    ({"sweep": {"grid": {"variants": [{}, {"k": 1}]}}}, "sweep.grid.variants[1].k"),
+    ({"sweep": {"grid": {"k": [4, 1]}}}, "sweep.grid.k"),
+    ({"sweep": {"grid": {"other": {"ix_mode": ["all", "bogus"]}}}}, "sweep.grid.other.ix_mode"),
+    ({"sft": {"model": "bogus"}}, "sft.model"),
+    ({"sft": {"max_source_tokens": 2}}, "sft.max_source_tokens"),
+    ({"checks": {"current_turn_fits_mostly": 2.0}}, "checks.current_turn_fits_mostly"),
+    ({"evaluation": {"split": "dev"}}, "evaluation.split"),
+    ({"sweep": {"thresholds": {"unique_min_fraction": 2.0}}}, "sweep.thresholds.unique_min_fraction"),
+    ({"sweep": {"branch": {"bertscore_model": "./no-such-encoder"}}}, "sweep.branch.bertscore_model"),
+    ({"data": "no-such-corpus.json"}, "data"),
+]
+
+
+@pytest.mark.parametrize("override,parameter", BAD_PARAMETERS, ids=[p for _, p in BAD_PARAMETERS])
+def test_a_bad_parameter_is_refused_by_the_cli_before_anything_is_written(override, parameter, tmp_path, capsys):
+    from flows.cli import main
+    from flows.params import deep_merge
+
+    run_dir = tmp_path / "run"
+    params_file = tmp_path / "params.json"
+    params_file.write_text(json.dumps(deep_merge(override, {"run_dir": str(run_dir)})))
+    assert main(["--preset", "tiny", "--params", str(params_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"field '{parameter}" in err and "Fix:" in err, err
+    assert not run_dir.exists(), "a refused run must write nothing"
+
+
+def test_run_folders_that_cannot_be_written_are_refused(tmp_path):
+    from flows.params import check_run_dir
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for bad in (a_file, a_file / "run"):
+        with pytest.raises(AftInputError, match="run_dir"):
+            check_run_dir(str(bad))
+    if Path("/proc").is_dir():  # Linux: a kernel file system where no folder can be made
+        with pytest.raises(AftInputError, match="cannot create folders in /proc"):
+            check_run_dir("/proc/aft-run")
+    check_run_dir(str(tmp_path / "new" / "run"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"], "the check wrote something"
+
+
+def test_corpus_problems_are_refused_up_front(dailydialog_slice, tmp_path):
+    from flows.params import check_parameters, preset
+
+    # The ★ entity-accuracy rule on a corpus without venue databases.
+    params = preset("tiny", {"run_dir": str(tmp_path / "r"), "data": str(dailydialog_slice),
+                             "sweep": {"thresholds": {"primary_min_delta_entity_accuracy": 0.0}}})
+    with pytest.raises(AftInputError, match=r"sweep\.thresholds\.primary_min_delta_entity_accuracy.*no db/"):
+        check_parameters(params)
+    # A unified corpus without a validation split (only one split of a MultiWOZ file is divided).
+    with zipfile.ZipFile(dailydialog_slice) as zf:
+        dialogues = [d for d in json.loads(zf.read("data/dialogues.json")) if d["data_split"] != "validation"]
+    no_dev = tmp_path / "no-dev.json"
+    no_dev.write_text(json.dumps(dialogues))
+    with pytest.raises(AftInputError, match=r"'data'.*no \['validation'\]"):
+        check_parameters(preset("tiny", {"run_dir": str(tmp_path / "r"), "data": str(no_dev)}))
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_pipeline_flow_refuses_a_bad_parameter_before_its_first_task(harness, tmp_path):
+    """The deployment path (no CLI in front): the flow run fails at once, naming the parameter, and writes nothing."""
+    from flows.params import preset
+    from flows.pipeline import aft_pipeline
+
+    run_dir = tmp_path / "run"
+    state = aft_pipeline(preset("tiny", {"run_dir": str(run_dir), "sweep": {"branch": {"k": 1}}}), return_state=True)
+    assert state.is_failed() and "sweep.branch.k" in state.message
+    assert not run_dir.exists()
+
+
+# --- one declaration per setting ----------------------------------------------------------------------
+
+def test_the_sft_budgets_reach_the_checks_every_branch_and_the_evaluation():
+    from pydantic import ValidationError
+
+    from flows.params import branch_configs, preset
+
+    params = preset("tiny", {"sft": {"max_source_tokens": 77, "max_target_tokens": 30},
+                             "sweep": {"grid": {"variants": [{}, {"ix_mode": "salient"}]}}})
+    checks = params.check_config()
+    assert (checks.max_source_tokens, checks.max_target_tokens) == (77, 30)
+    assert params.evaluation_config("corpus").max_source_tokens == 77
+    branches = branch_configs("tiny", "corpus", params.sweep, params.sft.max_source_tokens)
+    assert len(branches) == 4 and {b["config"]["max_source_tokens"] for b in branches} == {77}
+    # There is no second place to declare them.
+    for second in ({"sweep": {"branch": {"max_source_tokens": 77}}}, {"checks": {"max_target_tokens": 30}}):
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            preset("tiny", second)
+
+
+# --- data checks for real corpora ---------------------------------------------------------------------
+
+def test_dailydialogs_long_turn_passes_while_a_corpus_of_long_turns_fails():
+    from aft_core.data.corpus import load_corpus
+    from data_checks.suites import DataCheckConfig, run_checks
+
+    corpus = load_corpus(shared_path("dailydialog", "data.zip"))
+    words = [len(ex.history[-1].text.split()) + 1 for exs in corpus.examples.values() for ex in exs]
+    assert sum(w > 191 for w in words) == 1  # the one 204-word user turn
+    report = run_checks(corpus, DataCheckConfig())
+    assert report["success"], report
+
+    # Corrupt: 1% of current user turns blown up past the budget (e.g. a mangled export).
+    rng = random.Random(0)
+    train = corpus.examples["train"]
+    for i in rng.sample(range(len(train)), len(train) // 100):
+        last = train[i].history[-1]
+        train[i] = dataclasses.replace(train[i], history=(*train[i].history[:-1],
+                                                          dataclasses.replace(last, text="word " * 300)))
+    report = run_checks(corpus, DataCheckConfig())
+    failed = [f for f in report["suites"]["examples"]["failures"] if f["kwargs"].get("column") == "current_turn_words"]
+    assert not report["success"] and len(failed) == 1 and failed[0]["unexpected_count"] >= len(train) // 100
+    # A larger configured budget is a larger check budget.
+    assert run_checks(corpus, DataCheckConfig(max_source_tokens=400))["success"]
+
+
+# --- hold-out of a single split -----------------------------------------------------------------------
+
+def test_hold_out_is_by_dialogue_deterministic_and_independent_of_file_order(multiwoz_slice, tmp_path):
+    from aft_core.data.corpus import hold_out_splits, load_corpus
+
+    dialogues = json.loads(multiwoz_slice.read_text())
+    shuffled = tmp_path / "shuffled" / "val.json"
+    shuffled.parent.mkdir()
+    keys = list(dialogues)
+    random.Random(1).shuffle(keys)
+    shuffled.write_text(json.dumps({k: dialogues[k] for k in keys}))
+
+    first = hold_out_splits(multiwoz_slice, tmp_path / "a")
+    hold_out_splits(shuffled, tmp_path / "b")
+    a, b = load_corpus(tmp_path / "a"), load_corpus(tmp_path / "b")
+    ids = {split: {ex.dialogue_id for ex in exs} for split, exs in a.examples.items()}
+    assert ids == {split: {ex.dialogue_id for ex in exs} for split, exs in b.examples.items()}
+    assert {k: len(v) for k, v in ids.items()} == first["dialogues"] == {"train": 48, "validation": 6, "test": 6}
+    assert not (ids["train"] & ids["test"]) and not (ids["train"] & ids["validation"]) and not (ids["test"] & ids["validation"])
+    assert set().union(*ids.values()) == set(dialogues)
+    assert a.holdout == first and a.stats()["holdout"] == first
+    assert a.db_dir is not None and (tmp_path / "a" / "db").is_symlink()
+    # Again into the same folder: nothing changes.
+    assert hold_out_splits(multiwoz_slice, tmp_path / "a") == first
+
+
+def test_hold_out_refuses_a_corpus_that_has_its_splits(dailydialog_slice, tmp_path):
+    from aft_core.data.corpus import hold_out_splits
+
+    with pytest.raises(AftInputError, match="single-split MultiWOZ"):
+        hold_out_splits(dailydialog_slice, tmp_path / "out")
