@@ -34,6 +34,7 @@ from aft_core.attractors import (AttractorThresholds, classify_trajectory, selec
 from aft_core.bertscore import load_bertscore
 from aft_core.checkpoint import checkpoint_dir, resume_latest, save_checkpoint
 from aft_core.config import AFTConfig, config_id
+from aft_core.data.batching import BatchSchedule, SourceBatch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.venues import VenueDB
@@ -41,9 +42,8 @@ from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, claim_run_dir, write_json_atomic
 from aft_core.loss import adaptive_kl_update, aft_loss, kl_term, per_token_kl, sequence_logprob, softmax_weights
 from aft_core.modeling import generate_ids, load_model, model_device, torch_threads
-from aft_core.monitor import SourceBatch, evaluate_probe, trend
+from aft_core.monitor import evaluate_probe, trend
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
-from aft_core.sft import BatchSchedule
 from aft_core.timing import untimed
 from aft_core.tracking import NullTracker, Tracker
 

@@ -25,11 +25,10 @@ from aft_core.bertscore import load_bertscore
 from aft_core.config import _check, check_positive, setting
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
-from aft_core.data.examples import Example, encode_sources
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
 from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, write_json_atomic, write_text_atomic
-from aft_core.modeling import generate_texts, load_model, torch_threads
+from aft_core.modeling import load_model, torch_threads
 from aft_core.monitor import score_greedy
 from aft_core.stats import bootstrap_ci, distinct_n, paired_comparison
 
@@ -261,29 +260,36 @@ def paired_changes(row: dict[str, Any]) -> str:
     return f"{row['system']} vs {cmp['baseline']}: " + ", ".join(parts) + "."
 
 
-def table1_markdown(table: dict[str, Any]) -> str:
-    """Table 1 in markdown: means with 95% CIs, entity accuracy, the paired comparison, and the paper's figures."""
-    def cell(row: dict[str, Any], key: str) -> str:
+def table1_cells(table: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """Table 1's header and, per system, (value, 95% CI) texts of its cells: the one formatting of Table 1,
+    rendered as markdown by `table1_markdown` and as HTML by the report."""
+    def cell(row: dict[str, Any], key: str) -> tuple[str, str]:
         if row.get(key) is None:
-            return "–"
+            return "–", ""
         low, high = row.get(f"{key}_ci") or (None, None)
         fmt = "{:.1f}" if key in ("avg_len", "bleu") else "{:.4f}" if key.startswith("coverage") else "{:.3f}"
-        return fmt.format(row[key]) + (f" [{fmt.format(low)}, {fmt.format(high)}]" if low is not None else "")
+        return fmt.format(row[key]), (f"[{fmt.format(low)}, {fmt.format(high)}]" if low is not None else "")
 
-    keys = [key for key, _ in TABLE1_COLUMNS]
-    names = [name for _, name in TABLE1_COLUMNS]
-    lines = [f"Table 1: {table['examples']} {table['split']} examples, greedy decoding; mean [95% bootstrap CI]. "
-             f"BERTScore F1 with {table['bertscore_encoder']} (layer {table['bertscore_layer']}); Focus under "
-             f"I_x = {table['ix_mode']}; BLEU: sacrebleu corpus BLEU on lexicalised responses "
-             f"({table['rows'][0].get('bleu_signature', '')}).", "",
-             "| System | " + " | ".join(names) + " | distinct-1 / 2 | Focus ↑ vs SFT | median ΔBERTScore (p) |",
-             "|" + "---|" * (len(names) + 4)]
+    header = ["System", *[name for _, name in TABLE1_COLUMNS], "distinct-1 / 2", "Focus ↑ vs SFT", "median ΔBERTScore (p)"]
+    rows = []
     for row in table["rows"]:
         cmp = row.get("vs_baseline")
         paired = (f"{cmp['focus_improved_share']:.0%} (p={cmp['focus_p_value']:.3f})",
                   f"{cmp['median_delta_bertscore']:+.3f} (p={cmp['bertscore_p_value']:.3f})") if cmp else ("–", "–")
-        lines.append(f"| {row['system']} | " + " | ".join(cell(row, k) for k in keys)
-                     + f" | {row['distinct_1']:.3f} / {row['distinct_2']:.3f} | {paired[0]} | {paired[1]} |")
+        rows.append([(row["system"], ""), *[cell(row, key) for key, _ in TABLE1_COLUMNS],
+                     (f"{row['distinct_1']:.3f} / {row['distinct_2']:.3f}", ""), (paired[0], ""), (paired[1], "")])
+    return header, rows
+
+
+def table1_markdown(table: dict[str, Any]) -> str:
+    """Table 1 in markdown: means with 95% CIs, entity accuracy, the paired comparison, and the paper's figures."""
+    header, rows = table1_cells(table)
+    lines = [f"Table 1: {table['examples']} {table['split']} examples, greedy decoding; mean [95% bootstrap CI]. "
+             f"BERTScore F1 with {table['bertscore_encoder']} (layer {table['bertscore_layer']}); Focus under "
+             f"I_x = {table['ix_mode']}; BLEU: sacrebleu corpus BLEU on lexicalised responses "
+             f"({table['rows'][0].get('bleu_signature', '')}).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(f"{value} {ci}".strip() for value, ci in row) + " |" for row in rows]
     if table.get("venue_tables"):
         skipped = "; ".join(f"{d} ({why})" for d, why in table.get("venue_tables_skipped", {}).items())
         lines += ["", f"Entity accuracy reads the venue tables {', '.join(table['venue_tables'])}"
@@ -298,23 +304,3 @@ def table1_markdown(table: dict[str, Any]) -> str:
               "across encoders or corpora):", "", "| Model | Focus | Repeat | BERTScore | Avg Len |", "|---|---|---|---|---|"]
     lines += [f"| {m} | {f:.3f} | {r:.3f} | {b:.3f} | {n:.1f} |" for m, f, r, b, n in PAPER_TABLE1]
     return "\n".join(lines) + "\n"
-
-
-def venue_turns(db: VenueDB, examples: Sequence[Example], limit: int) -> list[Example]:
-    """The first `limit` examples whose reference response names a venue of the database."""
-    return [ex for ex in examples if names_venue(db, ex.target)][:limit]
-
-
-def entity_accuracy(model: Any, tokenizer: Any, db: VenueDB, examples: Sequence[Example], *,
-                    max_source_tokens: int, max_new_tokens: int = 48) -> dict[str, Any]:
-    """Share of greedy responses that name a venue satisfying the turn's belief-state constraints."""
-    sources = [s["input_ids"] for s in encode_sources([ex.history for ex in examples], tokenizer, max_source_tokens)]
-    responses = generate_texts(model, tokenizer, sources, max_new_tokens=max_new_tokens)
-    correct = [entity_correct(db, r, ex.belief_state) for r, ex in zip(responses, examples)]
-    return {
-        "entity_accuracy": sum(correct) / max(len(correct), 1),
-        "turns": len(correct),
-        "samples": [{"example_id": ex.example_id, "user": ex.history[-1].text, "reference": ex.target,
-                     "response": r, "correct": c, "constraints": json.dumps(ex.belief_state, sort_keys=True)}
-                    for ex, r, c in zip(examples, responses, correct)],
-    }

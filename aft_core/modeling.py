@@ -20,6 +20,7 @@ import torch
 from aft_core import decoding
 from aft_core.attention import encode
 from aft_core.config import PRESETS, ModelPreset
+from aft_core.data.batching import pad_batch
 from aft_core.errors import AftInputError
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -152,17 +153,6 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into ids [B, L] and a 0/1 attention mask [B, L]."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
 
 
 @torch.no_grad()

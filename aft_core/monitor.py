@@ -10,50 +10,22 @@ the test evaluation). Δ values are against the step-0 row, i.e. the SFT model o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import json
 
 import torch
 
-from aft_core.attention import position_mask, teacher_forced_pass
+from aft_core.attention import teacher_forced_pass
 from aft_core.bertscore import BertScore
+from aft_core.data.batching import SourceBatch
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
-from aft_core.modeling import generate_ids, model_device, pad_batch
+from aft_core.modeling import generate_ids, model_device
 from aft_core.reward import coverage, focus, repeat_penalty
 
 GENERIC_CLOSINGS = ("is there anything else i can help you with", "can i help you with anything else",
                     "is there anything else i can do for you", "anything else i can help with")
 CLOSING_MAX_OTHER_WORDS = 3  # an output is "a generic closing" when little else is said besides it
-
-
-@dataclass
-class SourceBatch:
-    """Padded sources with their token map: all [B,S]."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    src_turn: torch.Tensor
-    src_is_tag: torch.Tensor
-    src_is_salient: torch.Tensor
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[dict[str, Any]], pad_id: int) -> "SourceBatch":
-        ids, mask = pad_batch([r["input_ids"] for r in rows], pad_id)
-        width = ids.shape[1]
-
-        def padded(key: str, fill: int) -> torch.Tensor:
-            return torch.tensor([list(r[key]) + [fill] * (width - len(r[key])) for r in rows], dtype=torch.long)
-
-        return cls(ids, mask, padded("src_turn", -1), padded("src_is_tag", 0).bool(), padded("src_is_salient", 0).bool())
-
-    def to(self, device: torch.device) -> "SourceBatch":
-        return SourceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.src_turn,
-                                                     self.src_is_tag, self.src_is_salient)))
-
-    def mask(self, mode: str) -> torch.Tensor:
-        return position_mask(mode, self.attention_mask, self.src_turn, self.src_is_tag, self.src_is_salient)
 
 
 def is_generic_closing(text: str) -> bool:

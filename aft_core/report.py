@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from aft_core.evaluation import PAPER_TABLE1, TABLE1_COLUMNS, paired_changes
+from aft_core.evaluation import PAPER_TABLE1, paired_changes, table1_cells
 from aft_core.io import write_text_atomic
 
 QUALITATIVE_PAIRS = 4
@@ -57,28 +57,18 @@ def _num(value: Any, digits: int = 3) -> str:
 # --- sections ----------------------------------------------------------------------------------------
 
 def table1_html(table: dict[str, Any]) -> str:
-    cols = TABLE1_COLUMNS
-    head = "".join(f"<th>{n}</th>" for _, n in cols)
-    rows = []
-    for r in table["rows"]:
-        cells = []
-        for key, _ in cols:
-            ci = r.get(f"{key}_ci")
-            digits = 1 if key in ("avg_len", "bleu") else 4 if key.startswith("coverage") else 3
-            cells.append(f"<td>{_num(r.get(key), digits)}" + (f"<br><small>[{_num(ci[0], digits)}, {_num(ci[1], digits)}]</small>"
-                                                              if ci else "") + "</td>")
-        cmp = r.get("vs_baseline")
-        paired = (f"<td>{cmp['focus_improved_share']:.0%} (p={cmp['focus_p_value']:.3f})</td>"
-                  f"<td>{cmp['median_delta_bertscore']:+.3f} (p={cmp['bertscore_p_value']:.3f})</td>") if cmp else "<td>–</td><td>–</td>"
-        rows.append(f"<tr><td>{_esc(r['system'])}</td>{''.join(cells)}<td>{r['distinct_1']:.3f} / {r['distinct_2']:.3f}</td>{paired}</tr>")
+    header, cells = table1_cells(table)
+    head = "".join(f"<th>{_esc(name)}</th>" for name in header)
+    rows = ["<tr>" + "".join(f"<td>{_esc(value)}" + (f"<br><small>{_esc(ci)}</small>" if ci else "") + "</td>"
+                             for value, ci in row) + "</tr>" for row in cells]
     paper = "".join(f"<tr><td>{_esc(m)}</td><td>{f:.3f}</td><td>{rp:.3f}</td><td>{b:.3f}</td><td>{n:.1f}</td></tr>"
                     for m, f, rp, b, n in PAPER_TABLE1)
     return (f"<h2>Table 1: test evaluation</h2><p>{table['examples']} {_esc(table['split'])} examples, greedy decoding; "
             f"mean with its 95% bootstrap CI. BERTScore F1 with <b>{_esc(table['bertscore_encoder'])}</b> (layer "
-            f"{table['bertscore_layer']}); Focus under I_x = {_esc(table['ix_mode'])}. Paired columns compare "
+            f"{table['bertscore_layer']}); Focus under I_x = {_esc(table['ix_mode'])}; BLEU: sacrebleu corpus BLEU on "
+            f"lexicalised responses ({_esc(table['rows'][0].get('bleu_signature', ''))}). Paired columns compare "
             f"each system with SFT on the same examples (paired bootstrap p-values).</p>"
-            f"<table id='table1'><tr><th>System</th>{head}<th>distinct-1 / 2</th><th>Focus ↑ vs SFT</th>"
-            f"<th>median ΔBERTScore</th></tr>{''.join(rows)}</table>"
+            f"<table id='table1'><tr>{head}</tr>{''.join(rows)}</table>"
             + "<ul id='paired'>" + "".join(f"<li>{_esc(paired_changes(r))}</li>" for r in table["rows"] if r.get("vs_baseline"))
             + "</ul>"
             f"<p>The paper's figures (T5-Large on MultiWOZ 2.1, bert-score's default encoder; not comparable across "
@@ -211,7 +201,8 @@ def _attention_maps(system: dict[str, Any], examples: Any, example_ids: list[str
     from aft_core.attention import parse_layers
     from aft_core.data.dataset import encode_table
     from aft_core.evaluation import load_system
-    from aft_core.monitor import SourceBatch, score_greedy
+    from aft_core.data.batching import SourceBatch
+    from aft_core.monitor import score_greedy
 
     model, tokenizer = load_system(system["model"], system.get("weights") or None)
     rows = encode_table(examples, tokenizer, max_source_tokens, 8).to_list()

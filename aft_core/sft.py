@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,43 +27,15 @@ from tqdm.auto import tqdm
 
 from aft_core.checkpoint import resume_latest, save_checkpoint
 from aft_core.config import SFTConfig, config_id
+from aft_core.data.batching import BatchSchedule, pad_batch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table, tokenizer_texts
 from aft_core.io import claim_run_dir, write_json_atomic
 from aft_core.modeling import (PRESETS, build_model, count_parameters, default_device, load_model, model_device,
-                               pad_batch, save_model, torch_threads, train_tokenizer)
+                               save_model, torch_threads, train_tokenizer)
 from aft_core.tracking import JsonlTracker, MultiTracker, NullTracker, Tracker
 
 IGNORE_INDEX = -100
-
-
-def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Shuffled batches of similar source length; a pure function of (seed, epoch) for exact resume."""
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    batches: list[list[int]] = []
-    chunk = batch_size * 50
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
-        batches.extend(part[k:k + batch_size] for k in range(0, len(part), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
-class BatchSchedule:
-    """Global step -> batch of example indices; one epoch's order is built once and reused for its steps."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
-        self._epoch, self._batches = 0, epoch_batches(lengths, batch_size, seed, 0)
-        self.per_epoch = len(self._batches)
-
-    def __call__(self, step: int) -> list[int]:
-        epoch, position = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            self._epoch, self._batches = epoch, epoch_batches(self.lengths, self.batch_size, self.seed, epoch)
-        return self._batches[position]
 
 
 def collate(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int,

@@ -36,11 +36,10 @@ from aft_core.data.corpus import load_corpus  # noqa: E402
 from aft_core.data.dataset import corpus_to_dataset, encode_table  # noqa: E402
 from aft_core.loss import sequence_logprob  # noqa: E402
 from aft_core.modeling import generate_ids, torch_threads  # noqa: E402
-from aft_core.monitor import SourceBatch  # noqa: E402
-from aft_core.sft import BatchSchedule  # noqa: E402
+from aft_core.data.batching import BatchSchedule, SourceBatch  # noqa: E402
 from aft_core.timing import PhaseTimer  # noqa: E402
 from bench.common import load_pair, matmul_flops_per_second, median_seconds, peak_memory_bytes, prepare_model  # noqa: E402
-from bench.reference_step import reference_score, reference_step_loss, stack_candidates  # noqa: E402
+from bench.reference_step import reference_step_loss, stack_candidates  # noqa: E402
 
 SPEED_TARGET = 3.0  # product prompts/s ÷ reference prompts/s, at least
 MEMORY_TARGET = 0.5  # product peak ÷ reference peak, at most

@@ -30,7 +30,8 @@ from aft_core.data.corpus import load_corpus  # noqa: E402
 from aft_core.data.dataset import corpus_to_dataset, encode_table  # noqa: E402
 from aft_core.evaluation import IX_MODES, EvalConfig  # noqa: E402
 from aft_core.modeling import load_model, torch_threads  # noqa: E402
-from aft_core.monitor import SourceBatch, score_greedy  # noqa: E402
+from aft_core.data.batching import SourceBatch  # noqa: E402
+from aft_core.monitor import score_greedy  # noqa: E402
 from aft_core.reward import coverage, focus, repeat_penalty  # noqa: E402
 from bench.common import prepare_model  # noqa: E402
 

@@ -18,7 +18,7 @@ import torch
 from aft_core.attention import aggregate_cross_attention, response_mask
 from aft_core.config import AFTConfig
 from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights, token_logprobs
-from aft_core.monitor import SourceBatch
+from aft_core.data.batching import SourceBatch
 from aft_core.reward import haca_reward
 from aft_core.timing import untimed
 

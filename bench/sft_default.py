@@ -16,17 +16,39 @@ import tempfile
 import time
 from pathlib import Path
 
+from typing import Any, Sequence
+
 from aft_core.config import SFTConfig
 from aft_core.data.corpus import load_corpus
+from aft_core.data.examples import Example, encode_sources
 from aft_core.data.towninfo import generate_towninfo, load_database
-from aft_core.evaluation import entity_accuracy, venue_turns
-from aft_core.modeling import load_model
+from aft_core.data.venues import VenueDB, entity_correct, names_venue
+from aft_core.modeling import generate_texts, load_model
 from aft_core.sft import run_sft
 
 TIME_TARGET_S = 600.0
 ACCURACY_TARGET = 0.70
 PROBE_TURNS = 200
 
+
+def venue_turns(db: VenueDB, examples: Sequence[Example], limit: int) -> list[Example]:
+    """The first `limit` examples whose reference response names a venue of the database."""
+    return [ex for ex in examples if names_venue(db, ex.target)][:limit]
+
+
+def entity_accuracy(model: Any, tokenizer: Any, db: VenueDB, examples: Sequence[Example], *,
+                    max_source_tokens: int, max_new_tokens: int = 48) -> dict[str, Any]:
+    """Share of greedy responses that name a venue satisfying the turn's belief-state constraints."""
+    sources = [s["input_ids"] for s in encode_sources([ex.history for ex in examples], tokenizer, max_source_tokens)]
+    responses = generate_texts(model, tokenizer, sources, max_new_tokens=max_new_tokens)
+    correct = [entity_correct(db, r, ex.belief_state) for r, ex in zip(responses, examples)]
+    return {
+        "entity_accuracy": sum(correct) / max(len(correct), 1),
+        "turns": len(correct),
+        "samples": [{"example_id": ex.example_id, "user": ex.history[-1].text, "reference": ex.target,
+                     "response": r, "correct": c, "constraints": json.dumps(ex.belief_state, sort_keys=True)}
+                    for ex, r, c in zip(examples, responses, correct)],
+    }
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

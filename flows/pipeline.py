@@ -28,10 +28,10 @@ from prefect import flow, get_run_logger
 
 from aft_core.io import run_lock, write_json_atomic
 from flows.params import PipelineParams, check_parameters
-from flows.summary import summarize
 from flows.sweep import SweepBranchesFailed, _flow_run_name, aft_sweep
 from tasks.stages import (branch_dir, build_report, cached, check_data, classify_branch, evaluate_test, prepare_corpus,
                           train_sft)
+from tasks.summary import summarize
 
 
 def evaluation_systems(sft_model: str, branches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -8,16 +8,16 @@ interrupted one resumes from its last checkpoint).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from aft_core.io import run_lock, write_json_atomic
 from flows.params import SweepParams, branch_configs
-from tasks.stages import branch_complete, branch_dir, cached, train_branch
+from tasks.stages import branch_complete, branch_dir, cached, dispatch_branch, train_branch
+from tasks.summary import branch_table_row
 
 
 class SweepBranchesFailed(RuntimeError):
@@ -34,27 +34,6 @@ def aft_branch(run_dir: str, branch_id: str, config: dict[str, Any], thresholds:
                tags: list[str]) -> dict[str, Any]:
     """One branch as its own flow run (what `runner=deployment` starts per grid point)."""
     return _branch_task(run_dir, branch_id)(run_dir, branch_id, config, thresholds, tags)
-
-
-@task(name="dispatch-branch", task_run_name="dispatch-{branch_id}")
-def dispatch_branch(deployment: str, run_dir: str, branch_id: str, config: dict[str, Any],
-                    thresholds: dict[str, Any], tags: list[str]) -> dict[str, Any]:
-    """Start the branch deployment for one branch and wait for its flow run to finish."""
-    from prefect.deployments import run_deployment
-
-    flow_run = run_deployment(deployment, timeout=None, flow_run_name=f"branch-{branch_id}",
-                              parameters={"run_dir": str(Path(run_dir).resolve()), "branch_id": branch_id,
-                                          "config": config, "thresholds": thresholds, "tags": tags})
-    if not flow_run.state or not flow_run.state.is_completed():
-        raise RuntimeError(f"branch flow run {flow_run.name} ended {flow_run.state.name if flow_run.state else 'unknown'}: "
-                           f"{flow_run.state.message if flow_run.state else ''}")
-    # The outcome is read from the shared run folder, not from the flow run's state: a flow run's return value
-    # is not persisted, so the API hands back a state without data.
-    result_file = branch_dir(Path(run_dir).resolve(), branch_id) / "result.json"
-    if not result_file.exists():
-        raise RuntimeError(f"branch flow run {flow_run.name} completed but {result_file} does not exist here: the "
-                           "worker that ran it does not share this run folder (mount it at the same path everywhere)")
-    return json.loads(result_file.read_text())
 
 
 @flow(name="aft-sweep", flow_run_name="sweep-{run_dir}")
@@ -112,18 +91,3 @@ def _sweep(run_dir: str, branches: list[dict[str, Any]], params: SweepParams) ->
         raise SweepBranchesFailed(f"{len(summary['failed'])} of {len(rows)} branches failed: {named}. "
                                   "Rerun the sweep to retry only these.")
     return summary
-
-
-def branch_table_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The branch table of the artifacts: settings, status, ★ step, Δ at ★, final label."""
-    def fmt(value: Any) -> Any:
-        return round(value, 4) if isinstance(value, float) else ("" if value is None else value)
-
-    keys = ("branch_id", "beta", "gamma", "eta_kl", "k", "status", "steps", "healthy_until", "primary_step",
-            "primary_delta_focus", "primary_delta_bertscore", "primary_delta_entity_accuracy", "final_label", "error")
-    extra = [k for k in row if k not in keys and k not in _RESULT_KEYS]
-    return {k: fmt(row.get(k)) for k in (*keys[:5], *extra, *keys[5:])}
-
-
-_RESULT_KEYS = {"folder", "nonfinite_run", "last_step", "last_delta_focus", "last_delta_bertscore", "last_delta_entity_accuracy",
-                "skipped_nonfinite", "seconds", "bertscore_encoder", "bertscore_layer", "thresholds", "early_stop", "steps_saved"}

@@ -155,6 +155,27 @@ def train_branch(run_dir: str, branch_id: str, config: dict[str, Any], threshold
     return result
 
 
+@task(name="dispatch-branch", task_run_name="dispatch-{branch_id}")
+def dispatch_branch(deployment: str, run_dir: str, branch_id: str, config: dict[str, Any],
+                    thresholds: dict[str, Any], tags: list[str]) -> dict[str, Any]:
+    """Start the branch deployment for one branch and wait for its flow run to finish."""
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(deployment, timeout=None, flow_run_name=f"branch-{branch_id}",
+                              parameters={"run_dir": str(Path(run_dir).resolve()), "branch_id": branch_id,
+                                          "config": config, "thresholds": thresholds, "tags": tags})
+    if not flow_run.state or not flow_run.state.is_completed():
+        raise RuntimeError(f"branch flow run {flow_run.name} ended {flow_run.state.name if flow_run.state else 'unknown'}: "
+                           f"{flow_run.state.message if flow_run.state else ''}")
+    # The outcome is read from the shared run folder, not from the flow run's state: a flow run's return value
+    # is not persisted, so the API hands back a state without data.
+    result_file = branch_dir(Path(run_dir).resolve(), branch_id) / "result.json"
+    if not result_file.exists():
+        raise RuntimeError(f"branch flow run {flow_run.name} completed but {result_file} does not exist here: the "
+                           "worker that ran it does not share this run folder (mount it at the same path everywhere)")
+    return json.loads(result_file.read_text())
+
+
 @task(name="classify-branch", task_run_name="classify-{branch_id}")
 def classify_branch(run_dir: str, branch_id: str, thresholds: dict[str, Any]) -> dict[str, Any]:
     """Label every checkpoint of a finished branch and pick its ★ (re-runnable with new thresholds)."""

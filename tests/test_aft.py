@@ -13,7 +13,7 @@ from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.errors import AftInputError
 from aft_core.modeling import load_model
-from aft_core.monitor import SourceBatch
+from aft_core.data.batching import SourceBatch
 from conftest import branch_config
 
 

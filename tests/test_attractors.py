@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from aft_core.attractors import (THRESHOLD_SETS, AttractorThresholds, classify, classify_trajectory, select_primary,
+from aft_core.attractors import (THRESHOLD_SETS, classify, classify_trajectory, select_primary,
                                  should_stop_early, terminal_streak, thresholds_from)
 from aft_core.errors import AftInputError
 

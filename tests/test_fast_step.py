@@ -13,7 +13,7 @@ from aft_core.attention import parse_layers, teacher_forced_pass
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.modeling import _neutral_generation_config, generate_ids, load_model
-from aft_core.monitor import SourceBatch
+from aft_core.data.batching import SourceBatch
 from bench.reference_step import reference_step_loss, stack_candidates
 from conftest import branch_config
 

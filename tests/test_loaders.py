@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import zipfile
 
-import pytest
-
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset
 from conftest import shared_path, write_json

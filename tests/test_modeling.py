@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from aft_core.errors import AftInputError
-from aft_core.modeling import (build_model, generate_ids, generate_texts, load_model, pad_batch, save_model,
-                               train_tokenizer)
+from aft_core.data.batching import pad_batch
+from aft_core.modeling import build_model, generate_ids, generate_texts, load_model, save_model, train_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The pipeline's summary: summary.json/summary.md in the run folder, Prefect artifacts, a Comet experiment."""
+"""The pipeline's summary task: summary.json/summary.md in the run folder, Prefect artifacts, a Comet experiment;
+and the branch table row both the sweep's and the pipeline's artifacts show."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,21 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from aft_core.evaluation import TABLE1_COLUMNS, paired_changes
 from aft_core.io import write_json_atomic, write_text_atomic
-from flows.sweep import branch_table_row
+
+
+def branch_table_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The branch table of the artifacts: settings, status, ★ step, Δ at ★, final label."""
+    def fmt(value: Any) -> Any:
+        return round(value, 4) if isinstance(value, float) else ("" if value is None else value)
+
+    keys = ("branch_id", "beta", "gamma", "eta_kl", "k", "status", "steps", "healthy_until", "primary_step",
+            "primary_delta_focus", "primary_delta_bertscore", "primary_delta_entity_accuracy", "final_label", "error")
+    extra = [k for k in row if k not in keys and k not in _RESULT_KEYS]
+    return {k: fmt(row.get(k)) for k in (*keys[:5], *extra, *keys[5:])}
+
+
+_RESULT_KEYS = {"folder", "nonfinite_run", "last_step", "last_delta_focus", "last_delta_bertscore", "last_delta_entity_accuracy",
+                "skipped_nonfinite", "seconds", "bertscore_encoder", "bertscore_layer", "thresholds", "early_stop", "steps_saved"}
 
 
 def _cell(value: Any) -> str:
