@@ -179,6 +179,7 @@ COLUMN = {"length": "avg_len"}  # per-example column -> table column
 TABLE1_COLUMNS = (("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("bleu", "BLEU"), ("avg_len", "Avg Len"),
                   ("coverage_history", "Cov(history)"), ("coverage_salient", "Cov(salient)"),
                   ("entity_accuracy", "Entity acc."))  # table column -> heading, in Table 1's order
+NO_VENUE_DATABASE = "Entity accuracy: not computed, the corpus has no venue database (db/<domain>_db.json beside it)."
 PAPER_TABLE1 = (  # T5-Large on MultiWOZ 2.1 (AFT_SPEC §7), bert-score's default encoder
     ("Base T5-Large", -3.333, 0.146, 0.672, 113.3), ("T5-Large SFT", -3.656, 0.024, 0.804, 37.3),
     ("AFT step 250 ★", -3.318, 0.042, 0.777, 41.4), ("AFT step 500", -4.381, 0.081, 0.612, 114.0))
@@ -295,7 +296,7 @@ def table1_markdown(table: dict[str, Any]) -> str:
         lines += ["", f"Entity accuracy reads the venue tables {', '.join(table['venue_tables'])}"
                       + (f"; skipped: {skipped}." if skipped else ".")]
     else:
-        lines += ["", "Entity accuracy: not computed, the corpus has no venue database (db/<domain>_db.json beside it)."]
+        lines += ["", NO_VENUE_DATABASE]
     changes = [paired_changes(row) for row in table["rows"] if row.get("vs_baseline")]
     if changes:
         lines += ["", "Paired against SFT on the same examples (means of per-example differences, paired bootstrap "

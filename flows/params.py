@@ -220,15 +220,15 @@ def check_run_dir(run_dir: str) -> None:
                             "choose a run folder in a writable place, e.g. runs/NAME") from e
 
 
-def check_parameters(params: PipelineParams) -> dict[str, Any]:
+def check_parameters(params: PipelineParams) -> None:
     """Validate every stage's settings, the corpus, the venue databases, the models and the run folder before
     any work, so a bad parameter costs seconds rather than an SFT run. Raises AftInputError naming the
-    parameter path, the problem and the fix; writes nothing. Returns what it learnt about the corpus."""
+    parameter path, the problem and the fix; writes nothing."""
     from aft_core.data.corpus import load_corpus
     from aft_core.data.venues import VenueDB
 
     check_run_dir(params.run_dir)
-    corpus_facts: dict[str, Any] = {"data": params.data or "built-in TownInfo", "hold_out": False, "venue_db": True}
+    has_venue_db = True  # the built-in TownInfo corpus has one
     if params.data:
         try:
             corpus = load_corpus(params.data)
@@ -249,7 +249,7 @@ def check_parameters(params: PipelineParams) -> dict[str, Any]:
             except AftInputError as e:
                 raise AftInputError("parameters", "data", f"venue databases: {e}",
                                     "fix or remove the db/ folder beside the corpus") from e
-        corpus_facts.update(hold_out=hold_out, venue_db=corpus.db_dir is not None, splits=sorted(splits))
+        has_venue_db = corpus.db_dir is not None
     data = params.data or "<built-in TownInfo>"
     stages = (("checks", params.check_config), ("sft", lambda: params.sft_config(data)),
               # The SFT model does not exist yet: a preset name stands in for it (its folder is checked when SFT ends).
@@ -265,7 +265,7 @@ def check_parameters(params: PipelineParams) -> dict[str, Any]:
         thresholds = params.sweep.resolved_thresholds()
     except AftInputError as e:
         raise _as_parameter("sweep.thresholds", e) from e
-    if thresholds["primary_min_delta_entity_accuracy"] > -1.0 and not corpus_facts["venue_db"]:
+    if thresholds["primary_min_delta_entity_accuracy"] > -1.0 and not has_venue_db:
         raise AftInputError("parameters", "sweep.thresholds.primary_min_delta_entity_accuracy",
                             "the ★ entity-accuracy rule needs venue databases, and the corpus has no db/ folder",
                             "leave the threshold empty (no rule) or use a corpus with db/<domain>_db.json")
@@ -273,7 +273,6 @@ def check_parameters(params: PipelineParams) -> dict[str, Any]:
     if bertscore.startswith(("/", "./", "../", "~")) and not Path(bertscore).expanduser().is_dir():
         raise AftInputError("parameters", "sweep.branch.bertscore_model", f"folder {bertscore} does not exist",
                             "leave it empty for the offline MiniLM encoder, or name an existing encoder folder")
-    return corpus_facts
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

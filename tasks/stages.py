@@ -69,15 +69,14 @@ def prepare_corpus(run_dir: str, data: str, dialogues: int, seed: int) -> dict[s
     from aft_core.data.corpus import hold_out_splits, load_corpus
     from aft_core.data.towninfo import generate_towninfo
 
-    if not data:
-        path = str(generate_towninfo(Path(run_dir) / "data", dialogues=dialogues, seed=seed))
-    elif len(load_corpus(data).examples) == 1:
+    path = data or str(generate_towninfo(Path(run_dir) / "data", dialogues=dialogues, seed=seed))
+    corpus = load_corpus(path)
+    if len(corpus.examples) == 1:
         path = str(Path(run_dir) / "data" / "held-out")
         record = hold_out_splits(data, path)
         _logger().info("%s holds one split: divided by dialogue into %s (%s)", data, record["dialogues"], record["rule"])
-    else:
-        path = data
-    stats = load_corpus(path).stats()
+        corpus = load_corpus(path)
+    stats = corpus.stats()
     _logger().info("corpus %s: %s", path, json.dumps({k: stats[k] for k in ("format", "dialogues", "examples")}))
     return {"data": path, "stats": stats}
 

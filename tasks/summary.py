@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from aft_core.evaluation import TABLE1_COLUMNS, paired_changes
+from aft_core.evaluation import NO_VENUE_DATABASE, TABLE1_COLUMNS, paired_changes
 from aft_core.io import write_json_atomic, write_text_atomic
 
 
@@ -52,7 +52,7 @@ def corpus_line(corpus: dict[str, Any], table: dict[str, Any]) -> str:
         line += (f" Entity accuracy reads the venue tables {', '.join(table['venue_tables'])}"
                  + (f" (skipped, not venue tables: {skipped})." if skipped else "."))
     else:
-        line += " Entity accuracy: not computed, the corpus has no venue database (db/<domain>_db.json beside it)."
+        line += " " + NO_VENUE_DATABASE
     return line
 
 

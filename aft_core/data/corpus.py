@@ -31,7 +31,6 @@ SPLIT_ALIASES = {"train": "train", "val": "validation", "valid": "validation", "
                  "dev": "validation", "test": "test"}
 MULTIWOZ_EMPTY_VALUES = {"", "not mentioned", "none"}
 NON_DOMAIN_GOAL_KEYS = {"topic", "message"}
-SPLITS = ("train", "validation", "test")
 HOLDOUT_FILE = "holdout.json"
 
 
@@ -121,7 +120,8 @@ def hold_out_splits(source: str | Path, out_dir: str | Path, test_share: float =
         raise AftInputError(source, "<splits>", f"hold-out needs a single-split MultiWOZ-schema corpus, this one is "
                                                 f"{corpus.format} with splits {sorted(corpus.examples)}",
                             "pass one MultiWOZ split file, or a corpus that already has train/validation/test")
-    ids = sorted(read_json(source), key=lambda d: hashlib.sha256(d.encode()).hexdigest())
+    ids = sorted({ex.dialogue_id for exs in corpus.examples.values() for ex in exs},
+                 key=lambda d: hashlib.sha256(d.encode()).hexdigest())
     n_test, n_val = round(len(ids) * test_share), round(len(ids) * validation_share)
     if len(ids) - n_test - n_val < 1 or n_test < 1 or n_val < 1:
         raise AftInputError(source, "<dialogues>", f"{len(ids)} dialogues are too few to hold out test and validation "
