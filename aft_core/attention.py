@@ -1,4 +1,4 @@
-"""Cross-attention A[B,T,S] from a teacher-forced pass, and the position sets I_x (AFT_SPEC §3-4).
+"""Cross-attention A[B,T,S] from a teacher-forced pass (AFT_SPEC §3); the position sets I_x are data/batching's.
 
 A[b,t,j] = mean over heads and the selected decoder layers of the cross-attention from target
 position t to source position j. It is read from a teacher-forced pass over the response, never
@@ -14,9 +14,7 @@ import torch
 
 from aft_core import decoding
 from aft_core.loss import token_logprobs, unpack
-
-IX_MODES = ("all", "history", "salient")
-
+from aft_core.modeling import encode
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
     """`all`, `last`, or comma-separated decoder-layer indices (negative counts from the end)."""
@@ -86,25 +84,6 @@ def reduced_cross_attention(model: Any, layers: Sequence[int]) -> Iterator[list[
         result.append(total[0] / len(layers))
 
 
-def position_mask(mode: str, attention_mask: torch.Tensor, src_turn: torch.Tensor, src_is_tag: torch.Tensor,
-                  src_is_salient: torch.Tensor) -> torch.Tensor:
-    """I_x as a bool mask [B,S].
-
-    all:      every non-pad source position (then sum_j A[t,j] = 1 and coverage = 1/|I_x|);
-    history:  tokens of earlier turns only: not the current (last) user turn, not speaker tags, not EOS;
-    salient:  tokens inside annotated slot values / entity mentions of any source turn.
-    """
-    real = attention_mask.bool()  # [B,S]
-    if mode == "all":
-        return real
-    if mode == "history":
-        current = src_turn.masked_fill(~real, -1).max(dim=1, keepdim=True).values  # [B,1]
-        return real & (src_turn >= 0) & (src_turn < current) & ~src_is_tag.bool()
-    if mode == "salient":
-        return real & src_is_salient.bool()
-    raise ValueError(f"unknown I_x mode {mode!r}; use one of {IX_MODES}")
-
-
 def response_mask(labels: torch.Tensor, eos_id: int) -> torch.Tensor:
     """True on response tokens up to and including the first EOS: [N,T] -> [N,T] bool.
 
@@ -113,11 +92,6 @@ def response_mask(labels: torch.Tensor, eos_id: int) -> torch.Tensor:
     is_eos = labels == eos_id
     eos_before = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # an EOS strictly before t
     return ~eos_before
-
-
-def encode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The encoder's last hidden state [B,S,D]; computed once per prompt and reused by sampling and scoring."""
-    return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def teacher_forced_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sequences: torch.Tensor,

@@ -2,7 +2,7 @@
 
 A checkpoint folder `step-NNNNNNN/` holds everything needed to continue exactly (nanoGPT-style):
 model weights, optimizer tensors, RNG states (torch CPU and GPU, numpy, python) and a JSON state with the
-step, the scheduler, the trainer's own counters and the config. It is written under a temporary
+step, the LR scheduler (when there is one), the trainer's typed state and the config. It is written under a temporary
 name and renamed, so a kill leaves no half-written checkpoint; a damaged one is named on load
 and the previous good one is used.
 """
@@ -46,7 +46,7 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, optimiz
     meta = {
         "step": step,
         "trainer": state,
-        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"} if scheduler is not None else None,
         "optimizer": {"param_groups": opt_state["param_groups"], "scalars": scalars},
         "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
         "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -86,7 +86,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         idx, name = key.split(".", 1)
         per_param.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["optimizer"]["param_groups"]})
-    scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
+    if scheduler is not None:
+        scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
     rng = load_file(str(path / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])
     if "torch_cuda" in rng and torch.cuda.is_available():  # sampling on a GPU draws from its generators

@@ -3,9 +3,9 @@
     aft data towninfo --out DIR [--dialogues N] [--seed S]   write the built-in synthetic corpus
     aft data stats PATH                                      one JSON object describing a corpus
     aft sft --data PATH --model PRESET|DIR --out DIR [...]   supervised fine-tuning (resumable)
-    aft train-branch --sft DIR --data PATH --out DIR [...]   one AFT branch end to end (resumable)
+    aft train-branch --sft DIR --data PATH --out DIR [...]   one AFT branch: train (resumable), then judge
     aft classify BRANCH_DIR [--thresholds sft|paper] [--threshold KEY=VALUE ...]
-                                                             re-label a finished branch (no retraining)
+                                                             judge a finished branch: labels, ★ (no retraining)
     aft evaluate --sft DIR [--branch DIR ...] --data PATH --out DIR   test evaluation (Table 1)
     aft report RUN_DIR                                       (re)build RUN_DIR/report.html
 
@@ -97,33 +97,38 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train_branch(args: argparse.Namespace) -> int:
     from aft_core.aft import run_branch
+    from aft_core.judging import judge_branch
+    from aft_core.layout import verdict_fields
 
     cfg = config_from_args(AFTConfig, args, sft_model=args.sft)
-    result = run_branch(cfg, args.out, progress=not args.quiet, thresholds=thresholds_from_args(args))
-    print(json.dumps(result, indent=2))
+    thresholds = thresholds_from_args(args)
+    result = run_branch(cfg, args.out, progress=not args.quiet, thresholds=thresholds)
+    print(json.dumps({**result, **verdict_fields(judge_branch(args.out, thresholds))}, indent=2))
     return 0
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from aft_core.aft import reclassify_branch
+    from aft_core.judging import judge_branch
 
-    result = reclassify_branch(args.branch_dir, thresholds_from_args(args))
-    keys = ("branch_id", "status", "steps", "final_label", "healthy_until", "primary_step", "primary_delta_focus",
-            "primary_delta_bertscore", "primary_delta_entity_accuracy")
-    print(json.dumps({k: result.get(k) for k in keys}, indent=2))
+    verdict = judge_branch(args.branch_dir, thresholds_from_args(args))
+    keys = ("final_label", "healthy_until", "primary_step", "primary_delta_focus", "primary_delta_bertscore",
+            "primary_delta_entity_accuracy")
+    print(json.dumps({k: verdict.get(k) for k in keys}, indent=2))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from aft_core.evaluation import EvalConfig, branch_systems, evaluate_systems, table1_markdown
 
+    from aft_core.layout import BranchLayout
+
     systems = {"SFT": {"model": args.sft}}
     for folder in args.branch or []:
-        result_file = Path(folder) / "result.json"
-        if not result_file.exists():
-            raise AftInputError(folder, "result.json", "the branch has not finished",
+        branch = BranchLayout(Path(folder))
+        if not branch.finished():
+            raise AftInputError(folder, branch.result.name, "the branch has not finished",
                                 "finish it with `aft train-branch` (same --out) or leave it out")
-        systems.update(branch_systems(args.sft, folder, json.loads(result_file.read_text())))
+        systems.update(branch_systems(args.sft, folder))
     table = evaluate_systems(systems, config_from_args(EvalConfig, args), args.out)
     print(table1_markdown(table))
     return 0
@@ -132,9 +137,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from aft_core.report import build_report
 
-    if not (Path(args.run_dir) / "evaluation" / "table.json").exists():
-        raise AftInputError(args.run_dir, "evaluation/table.json", "the run has no test evaluation yet",
-                            "run the pipeline (or `aft evaluate --out RUN_DIR/evaluation`) first")
     print(build_report(args.run_dir))
     return 0
 

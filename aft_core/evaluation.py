@@ -23,16 +23,17 @@ from tqdm.auto import tqdm
 from aft_core.attention import parse_layers
 from aft_core.bertscore import load_bertscore
 from aft_core.config import _check, check_positive, setting
+from aft_core.data.batching import IX_MODES, SourceBatch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
 from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, write_json_atomic, write_text_atomic
+from aft_core.layout import BranchLayout, EvaluationLayout
 from aft_core.modeling import load_model, torch_threads
 from aft_core.monitor import score_greedy
 from aft_core.stats import bootstrap_ci, distinct_n, paired_comparison
 
-IX_MODES = ("all", "history", "salient")
 
 
 @dataclass
@@ -72,20 +73,21 @@ def load_system(model_dir: str | Path, weights: str | Path | None = None) -> tup
     return model.eval(), tokenizer
 
 
-def branch_systems(sft_model: str, branch_dir: str | Path, result: dict[str, Any],
-                   name: str | None = None) -> dict[str, dict[str, Any]]:
-    """The systems a finished branch contributes to Table 1: its ★ (when it has one) and its last checkpoint."""
-    from aft_core.aft import weights_path
+def branch_systems(sft_model: str, branch_dir: str | Path, name: str | None = None) -> dict[str, dict[str, Any]]:
+    """The systems a judged branch contributes to Table 1: its ★ (when it has one) and its last checkpoint,
+    as its verdict names them (aft_core.judging)."""
+    branch = BranchLayout(Path(branch_dir))
+    verdict = branch.read_verdict()
+    name = name or branch.root.name
+    last, star = verdict["last_step"], verdict["primary_step"]
 
-    name = name or Path(branch_dir).name
-    last = result.get("last_step", result["steps"])
-    star = result.get("primary_step")
+    def system(step: int) -> dict[str, Any]:
+        return {"model": sft_model, "weights": str(branch.weights(step))}
+
     if star == last:  # one checkpoint, evaluated once
-        return {f"{name} ★ = last step {last}": {"model": sft_model, "weights": str(weights_path(branch_dir, last))}}
-    systems = {}
-    if star is not None:
-        systems[f"{name} ★ step {star}"] = {"model": sft_model, "weights": str(weights_path(branch_dir, star))}
-    systems[f"{name} last step {last}"] = {"model": sft_model, "weights": str(weights_path(branch_dir, last))}
+        return {f"{name} ★ = last step {last}": system(last)}
+    systems = {f"{name} ★ step {star}": system(star)} if star is not None else {}
+    systems[f"{name} last step {last}"] = system(last)
     return systems
 
 
@@ -124,7 +126,7 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
     Progress: a bar with ETA, or progress lines with ETA through `report_progress` when given.
     """
     cfg.validate()
-    out = Path(out_dir)
+    out = EvaluationLayout(Path(out_dir))
     torch.set_num_threads(torch_threads())
     corpus = load_corpus(cfg.data)
     tables = corpus_to_dataset(corpus)
@@ -162,16 +164,38 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
         frames.append(frame)
     examples_per_second = progress.close()
     per_example = pd.concat(frames, ignore_index=True)
-    with atomic_path(out / "per_example.parquet") as tmp:
+    with atomic_path(out.per_example) as tmp:
         per_example.to_parquet(tmp)
     result = {"split": cfg.split, "examples": len(table), "ix_mode": cfg.ix_mode,
               "examples_per_second": round(examples_per_second, 2),  # system-examples scored per second, BERTScore included
               "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer,
               "venue_tables": sorted(db.venues) if db else [], "venue_tables_skipped": db.skipped if db else {},
               "rows": table_rows(per_example, baseline=next(iter(systems)), ix_mode=cfg.ix_mode)}
-    write_json_atomic(out / "table.json", result)
-    write_text_atomic(out / "table1.md", table1_markdown(result))
+    write_json_atomic(out.table, result)
+    write_text_atomic(out.table1, table1_markdown(result))
     return result
+
+
+def attention_maps(system: dict[str, Any], data: str, example_ids: list[str], max_source_tokens: int,
+                   max_new_tokens: int, ix_mode: str) -> list[dict[str, Any]]:
+    """Greedy responses of one system to the named test examples (in that order), each with its A[T,S],
+    response and source tokens, turn map, I_x mask and dialogue history: the report's heatmaps."""
+    wanted = set(example_ids)
+    examples = corpus_to_dataset(load_corpus(data))["test"].filter(lambda r: r["example_id"] in wanted)
+    model, tokenizer = load_system(system["model"], system.get("weights") or None)
+    rows = encode_table(examples, tokenizer, max_source_tokens, 8).to_list()
+    rows.sort(key=lambda r: example_ids.index(r["example_id"]))
+    scored = score_greedy(model, tokenizer, rows, ix_modes=(ix_mode,), layers=parse_layers("all", model.config.num_decoder_layers),
+                          max_new_tokens=max_new_tokens, repeat_n=3, keep_attention=True)
+    maps = []
+    for i, row in enumerate(rows):
+        src = SourceBatch.from_rows([row], tokenizer.pad_token_id)
+        maps.append({"tokens": tokenizer.convert_ids_to_tokens(scored["target_ids"][i]),
+                     "source_tokens": tokenizer.convert_ids_to_tokens(row["input_ids"]),
+                     "attention": scored["attention"][i].numpy(), "turns": list(row["src_turn"]),
+                     "ix": src.mask(ix_mode)[0].tolist(), "history": row["history_texts"],
+                     "speakers": row["history_speakers"]})
+    return maps
 
 
 METRICS = ("focus", "repeat", "bertscore", "length", "coverage_history", "coverage_salient")

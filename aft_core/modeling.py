@@ -18,9 +18,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from aft_core import decoding
-from aft_core.attention import encode
 from aft_core.config import PRESETS, ModelPreset
-from aft_core.data.batching import pad_batch
 from aft_core.errors import AftInputError
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -82,12 +80,8 @@ def _neutral_generation_config(model: Any) -> None:
     gc.do_sample = False
 
 
-def load_model(name_or_path: str | Path, for_training: bool = False,
-               device: torch.device | None = None) -> tuple[torch.nn.Module, Any]:
-    """Load a saved seq2seq model and its tokenizer (local directory, or `hf:<org>/<name>`) onto
-    `device` (default: `default_device()`)."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
+def check_model_source(name_or_path: str | Path) -> tuple[str, bool]:
+    """(source, is_hub) of a model name; a local folder that holds no saved model is named with the fix."""
     name = str(name_or_path)
     hub = name.startswith(HUB_PREFIX)
     source = name[len(HUB_PREFIX):] if hub else name
@@ -99,6 +93,16 @@ def load_model(name_or_path: str | Path, for_training: bool = False,
         if not (path / "config.json").exists():
             raise AftInputError(path, "config.json", "the directory holds no saved model",
                                 "point at a folder written by `aft sft` or save_pretrained")
+    return source, hub
+
+
+def load_model(name_or_path: str | Path, for_training: bool = False,
+               device: torch.device | None = None) -> tuple[torch.nn.Module, Any]:
+    """Load a saved seq2seq model and its tokenizer (local directory, or `hf:<org>/<name>`) onto
+    `device` (default: `default_device()`)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    source, hub = check_model_source(name_or_path)
     kwargs: dict[str, Any] = {} if hub else {"local_files_only": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
@@ -217,22 +221,9 @@ def _first(ids: int | Sequence[int] | None) -> int | None:
     return ids[0] if isinstance(ids, (list, tuple)) else ids
 
 
-def generate_texts(model: Any, tokenizer: Any, sources: Sequence[Sequence[int]], *, max_new_tokens: int,
-                   batch_size: int = 64) -> list[str]:
-    """Greedy responses for many source id lists, in input order; batches are length-bucketed."""
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    out: list[str] = [""] * len(sources)
-    device = model_device(model)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        ids, mask = pad_batch([sources[i] for i in idx], tokenizer.pad_token_id)
-        gen = generate_ids(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens, do_sample=False)
-        for i, text in zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)):
-            out[i] = text.strip()
-    model.train(was_training)
-    return out
+def encode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The encoder's last hidden state [B,S,D]; computed once per prompt and reused by sampling and scoring."""
+    return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def torch_threads() -> int:

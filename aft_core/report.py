@@ -4,8 +4,10 @@ Sections: Table 1 with 95% CIs beside the paper's figures (and the BERTScore enc
 training dynamics of every branch (ΔFocus, BERTScore, mean length, loss and reward against step,
 checkpoints coloured by attractor label, ★ marked; the paper's Fig. 3); the sweep at a glance (β×γ
 per η_kl and K, coloured by ΔFocus at ★, attractors marked); and the qualitative pairs chosen by a
-stated rule, each with the cross-attention heatmaps of SFT and ★. Plots are matplotlib PNGs
-embedded as data URIs; the page has no scripts. `aft report RUN_DIR` regenerates it.
+stated rule, each with the cross-attention heatmaps of SFT and ★ (computed by
+evaluation.attention_maps). The run's artefacts are read through aft_core.layout; this module only
+renders. Plots are matplotlib PNGs embedded as data URIs; the page has no scripts. `aft report RUN_DIR`
+regenerates it.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from typing import Any
 
 import pandas as pd
 
-from aft_core.evaluation import PAPER_TABLE1, paired_changes, table1_cells
+from aft_core.evaluation import PAPER_TABLE1, attention_maps, paired_changes, table1_cells
 from aft_core.io import write_text_atomic
+from aft_core.layout import RunLayout
 
 QUALITATIVE_PAIRS = 4
 LABEL_COLOURS = {"healthy": "#2b8a3e", "template_fixation": "#e8590c", "length_loop": "#1971c2",
@@ -157,17 +160,9 @@ def heatmap_figure(title: str, tokens: list[str], source_tokens: list[str], atte
 
 # --- the report -----------------------------------------------------------------------------------------
 
-def _branch_rows(run: Path) -> list[dict[str, Any]]:
-    """The branches with their latest classification (the pipeline's summary), else the sweep's record."""
-    for name in ("summary.json", "sweep.json"):
-        if (run / name).exists():
-            return json.loads((run / name).read_text())["branches"]
-    return []
-
-
-def qualitative_pairs(run: Path, table: dict[str, Any], branches: list[dict[str, Any]]) -> tuple[str | None, pd.DataFrame]:
+def qualitative_pairs(per_example: pd.DataFrame, table: dict[str, Any],
+                      branches: list[dict[str, Any]]) -> tuple[str | None, pd.DataFrame]:
     """The examples chosen by QUALITATIVE_RULE, with SFT's and ★'s responses side by side."""
-    per_example = pd.read_parquet(run / "evaluation" / "per_example.parquet")
     ranked = sorted((b for b in branches if b.get("primary_delta_focus") is not None),
                     key=lambda b: (-b["primary_delta_focus"], b["branch_id"]))
     star = next((r["system"] for b in ranked for r in table["rows"]
@@ -186,40 +181,6 @@ def qualitative_pairs(run: Path, table: dict[str, Any], branches: list[dict[str,
     return star, pairs.reset_index(drop=True)
 
 
-def _chosen_examples(data: str, example_ids: list[str]) -> Any:
-    """The test examples of the qualitative pairs (a `datasets` table)."""
-    from aft_core.data.corpus import load_corpus
-    from aft_core.data.dataset import corpus_to_dataset
-
-    wanted = set(example_ids)
-    return corpus_to_dataset(load_corpus(data))["test"].filter(lambda r: r["example_id"] in wanted)
-
-
-def _attention_maps(system: dict[str, Any], examples: Any, example_ids: list[str], max_source_tokens: int,
-                    max_new_tokens: int, ix_mode: str) -> list[dict[str, Any]]:
-    """Greedy responses of one system to the chosen examples, with A[T,S] and the source map."""
-    from aft_core.attention import parse_layers
-    from aft_core.data.dataset import encode_table
-    from aft_core.evaluation import load_system
-    from aft_core.data.batching import SourceBatch
-    from aft_core.monitor import score_greedy
-
-    model, tokenizer = load_system(system["model"], system.get("weights") or None)
-    rows = encode_table(examples, tokenizer, max_source_tokens, 8).to_list()
-    rows.sort(key=lambda r: example_ids.index(r["example_id"]))
-    scored = score_greedy(model, tokenizer, rows, ix_modes=(ix_mode,), layers=parse_layers("all", model.config.num_decoder_layers),
-                          max_new_tokens=max_new_tokens, repeat_n=3, keep_attention=True)
-    maps = []
-    for i, row in enumerate(rows):
-        src = SourceBatch.from_rows([row], tokenizer.pad_token_id)
-        maps.append({"tokens": tokenizer.convert_ids_to_tokens(scored["target_ids"][i]),
-                     "source_tokens": tokenizer.convert_ids_to_tokens(row["input_ids"]),
-                     "attention": scored["attention"][i].numpy(), "turns": list(row["src_turn"]),
-                     "ix": src.mask(ix_mode)[0].tolist(), "history": row["history_texts"],
-                     "speakers": row["history_speakers"]})
-    return maps
-
-
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#212529}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ced4da;padding:4px 8px;text-align:left}
 th{background:#f1f3f5}img{max-width:100%;display:block;margin:0.5em 0}.pair{border:1px solid #dee2e6;padding:1em;margin:1em 0}
@@ -228,25 +189,25 @@ th{background:#f1f3f5}img{max-width:100%;display:block;margin:0.5em 0}.pair{bord
 
 def build_report(run_dir: str | Path) -> Path:
     """Write <run_dir>/report.html from the run's tables; returns its path."""
-    run = Path(run_dir)
-    table = json.loads((run / "evaluation" / "table.json").read_text())
-    params = json.loads((run / "pipeline.json").read_text()) if (run / "pipeline.json").exists() else {}
-    branches = _branch_rows(run)
-    parts = [f"<h1>AFT run: {_esc(run.resolve().name)}</h1>", table1_html(table)]
+    run = RunLayout(run_dir)
+    table = run.evaluation.read_table()
+    params = run.read_parameters()
+    branches = run.branch_rows()
+    parts = [f"<h1>AFT run: {_esc(run.root.resolve().name)}</h1>", table1_html(table)]
 
     parts.append("<h2>Training dynamics</h2><p>Probe metrics per checkpoint (dots coloured by attractor label: "
                  + ", ".join(f"<span style='color:{c}'>{k}</span>" for k, c in LABEL_COLOURS.items())
                  + "; ★ = primary checkpoint), loss and mean reward per step.</p>")
     for b in branches:
-        folder = run / "branches" / b["branch_id"]
-        if not (folder / "probe.parquet").exists():
+        branch = run.branch(b["branch_id"])
+        if not branch.probe.exists():
             parts.append(f"<p>branch {_esc(b['branch_id'])}: {_esc(b.get('status'))} {_esc(b.get('error', ''))}</p>")
             continue
-        probe = pd.read_parquet(folder / "probe.parquet")
-        steps = pd.read_parquet(folder / "steps.parquet") if (folder / "steps.parquet").exists() else None
-        attractors = json.loads((folder / "attractors.json").read_text()) if (folder / "attractors.json").exists() else {}
+        probe = pd.DataFrame(branch.read_probe_rows())
+        steps = branch.read_steps()
+        attractors = branch.read_verdict() if branch.verdict.exists() else {}
         labels = {c["step"]: c["label"] for c in attractors.get("checkpoints", [])}
-        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+        config = branch.read_config()
         shown = ("beta", "gamma", "eta_kl", "k", "alpha", "ix_mode", "kl_estimator", "kl_target", "learning_rate")
         grid = ", ".join(f"{k}={config.get(k, b.get(k))}" for k in shown if k in config or k in b)
         parts.append(f"<h3>{_esc(b['branch_id'])} ({_esc(grid)}): {_esc(b.get('status'))}, healthy until step "
@@ -259,18 +220,18 @@ def build_report(run_dir: str | Path) -> Path:
                      f"a label marks a branch that ended in an attractor; blank cells have no ★.</p>"
                      f"<img alt='sweep grid' src='{sweep_png}'>")
 
-    star, pairs = qualitative_pairs(run, table, branches)
+    star, pairs = qualitative_pairs(run.evaluation.read_per_example(), table, branches)
     parts.append(f"<h2>Qualitative comparison</h2><p>Rule: {QUALITATIVE_RULE}.</p>")
     if star is None:
         parts.append("<p>No branch has a ★ checkpoint, so there is no ★ to compare with SFT.</p>")
     else:
         systems = {r["system"]: r for r in table["rows"]}
-        branch = params.get("sweep", {}).get("branch", {})
-        kwargs = dict(max_source_tokens=branch.get("max_source_tokens", 192), max_new_tokens=branch.get("max_new_tokens", 48),
+        sft_config = run.sft.read_config()
+        settings = params.get("sweep", {}).get("branch", {})
+        kwargs = dict(max_source_tokens=sft_config["max_source_tokens"], max_new_tokens=settings.get("max_new_tokens", 48),
                       ix_mode=table["ix_mode"])
         ids = pairs["example_id"].tolist()
-        examples = _chosen_examples(_corpus_of(run), ids)
-        maps = {name: _attention_maps(systems[name], examples, ids, **kwargs) for name in ("SFT", star)}
+        maps = {name: attention_maps(systems[name], sft_config["data"], ids, **kwargs) for name in ("SFT", star)}
         for i, pair in pairs.iterrows():
             history = "<br>".join(f"<b>{_esc(s)}:</b> {_esc(t)}" for s, t in zip(maps["SFT"][i]["speakers"], maps["SFT"][i]["history"]))
 
@@ -290,12 +251,11 @@ def build_report(run_dir: str | Path) -> Path:
                          f"<p><b>{_esc(star)}</b> (focus {pair['star_focus']:.3f}): {_esc(pair['star'])}{verdict(pair['star_correct'])}</p>"
                          f"{figures}</div>")
 
-    parts.append(frontier_html(run / "frontier"))
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AFT report: {_esc(run.resolve().name)}</title>"
+    parts.append(frontier_html(run.frontier))
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AFT report: {_esc(run.root.resolve().name)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
-    out = run / "report.html"
-    write_text_atomic(out, page)
-    return out
+    write_text_atomic(run.report, page)
+    return run.report
 
 
 def frontier_html(folder: Path) -> str:
@@ -324,7 +284,3 @@ def frontier_html(folder: Path) -> str:
             f"<th>seeds</th><th>ΔFocus</th><th>ΔBERTScore</th><th>Δentity acc.</th><th>p</th><th>Avg Len</th></tr>{rows}"
             f"</table><p>{_esc(frontier['answer'])}</p>{plot}")
 
-
-def _corpus_of(run: Path) -> str:
-    """The corpus a run evaluated (recorded in its SFT config)."""
-    return json.loads((run / "sft" / "sft_config.json").read_text())["data"]

@@ -4,35 +4,28 @@ AdamW with linear warm-up and cosine decay, gradient clipping, dev loss every `e
 steps with early stopping, and a checkpoint at every evaluation that resumes exactly (data order
 is a pure function of seed and epoch; RNG, optimizer and scheduler states are restored).
 
-Run folder:
-    sft_config.json   the config (a different config in the same folder is refused)
-    tokenizer/        the corpus tokenizer (preset models)
-    checkpoints/      step-NNNNNNN/ resumable states (the last `keep_checkpoints`)
-    best/             the best model so far by dev loss (save_pretrained)
-    model/            the final model = best by dev loss (save_pretrained + tokenizer)
-    metrics.jsonl     one line per step / evaluation
-    sft_result.json   written last: the run is complete
+`SFTRun` is SFT's step and checkpoint hook for the shared resumable loop (aft_core.trainer); the
+run folder's files (config, tokenizer, checkpoints, best/, model/, metrics, result) are aft_core.layout's
+SFTLayout.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from aft_core.checkpoint import resume_latest, save_checkpoint
 from aft_core.config import SFTConfig, config_id
 from aft_core.data.batching import BatchSchedule, pad_batch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table, tokenizer_texts
-from aft_core.io import claim_run_dir, write_json_atomic
+from aft_core.io import claim_run_dir
+from aft_core.layout import SFTLayout
 from aft_core.modeling import (PRESETS, build_model, count_parameters, default_device, load_model, model_device,
-                               save_model, torch_threads, train_tokenizer)
+                               save_model, train_tokenizer)
+from aft_core.trainer import LoopSettings, TrainerState, finished_result, train
 from aft_core.tracking import JsonlTracker, MultiTracker, NullTracker, Tracker
 
 IGNORE_INDEX = -100
@@ -76,11 +69,11 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def prepare_model_and_tokenizer(cfg: SFTConfig, out: Path, train_table: Any) -> tuple[Any, Any]:
+def prepare_model_and_tokenizer(cfg: SFTConfig, out: SFTLayout, train_table: Any) -> tuple[Any, Any]:
     if cfg.model in PRESETS:
         from transformers import AutoTokenizer
 
-        tok_dir = out / "tokenizer"
+        tok_dir = out.tokenizer
         if (tok_dir / "tokenizer.json").exists():
             tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
         else:
@@ -90,94 +83,103 @@ def prepare_model_and_tokenizer(cfg: SFTConfig, out: Path, train_table: Any) -> 
     return load_model(cfg.model, for_training=True)
 
 
+@dataclasses.dataclass
+class SFTState(TrainerState):
+    best_dev_loss: float = float("inf")
+    bad_evals: int = 0  # evaluations in a row without a new best (early stopping at `patience`)
+    dev_history: list[list[float]] = dataclasses.field(default_factory=list)  # [step, dev loss] per evaluation
+
+
+class SFTRun:
+    """SFT's step and checkpoint hook for the shared loop (aft_core.trainer)."""
+
+    def __init__(self, cfg: SFTConfig, out: SFTLayout, corpus: Any, tracker: Tracker) -> None:
+        self.cfg, self.out, self.tracker = cfg, out, tracker
+        tables = corpus_to_dataset(corpus)
+        self.model, self.tokenizer = prepare_model_and_tokenizer(cfg, out, tables["train"])
+        train = encode_table(tables["train"], self.tokenizer, cfg.max_source_tokens, cfg.max_target_tokens)
+        dev = encode_table(tables["validation"].select(range(min(cfg.dev_examples, len(tables["validation"])))),
+                           self.tokenizer, cfg.max_source_tokens, cfg.max_target_tokens)
+        self.train_src, self.train_tgt = train["input_ids"], train["labels"]
+        self.dev_src, self.dev_tgt = dev["input_ids"], dev["labels"]
+        self.pad_id = self.tokenizer.pad_token_id
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.scheduler = cosine_schedule(self.optimizer, cfg.warmup_steps, cfg.max_steps)
+        self.schedule = BatchSchedule([len(s) for s in self.train_src], cfg.batch_size, cfg.seed)
+        self.state = SFTState()
+
+    def start(self) -> None:
+        self.tracker.log_params({**dataclasses.asdict(self.cfg), "parameters": count_parameters(self.model)})
+
+    def resumed(self) -> None:
+        pass  # metrics.jsonl is append-only; steps repeated after a resume are logged again
+
+    def train_step(self, step: int) -> dict[str, str]:
+        idx = self.schedule(step)
+        batch = collate([self.train_src[i] for i in idx], [self.train_tgt[i] for i in idx], self.pad_id,
+                        model_device(self.model))
+        loss = self.model(**batch).loss
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.tracker.log_metrics({"train/loss": loss.item(), "train/grad_norm": float(grad_norm),
+                                  "train/lr": self.scheduler.get_last_lr()[0]}, step + 1)
+        return {"loss": f"{loss.item():.3f}", "dev": f"{self.state.best_dev_loss:.3f}"}
+
+    def wants_checkpoint(self) -> bool:
+        return False
+
+    def at_checkpoint(self, step: int) -> None:
+        """Dev loss; the best model so far is kept in best/; `patience` evaluations without a new best stop the run."""
+        state = self.state
+        loss = dev_loss(self.model, self.dev_src, self.dev_tgt, self.pad_id)
+        state.dev_history.append([step, loss])
+        self.tracker.log_metrics({"dev/loss": loss}, step)
+        if loss < state.best_dev_loss:
+            state.best_dev_loss, state.bad_evals = loss, 0
+            save_model(self.model, self.tokenizer, self.out.best)
+        else:
+            state.bad_evals += 1
+        if self.cfg.patience > 0 and state.bad_evals >= self.cfg.patience:
+            state.stop_reason = "dev_loss_plateau"
+
+    def finish(self) -> dict[str, Any]:
+        """The final model is the best by dev loss."""
+        from transformers import AutoModelForSeq2SeqLM
+
+        best = AutoModelForSeq2SeqLM.from_pretrained(self.out.best, local_files_only=True, attn_implementation="eager")
+        save_model(best, self.tokenizer, self.out.model)
+        return {
+            "config_id": config_id(self.cfg),
+            "model_dir": str(self.out.model),
+            "steps": self.state.step,
+            "stopped_early": self.state.stop_reason is not None,
+            "best_dev_loss": self.state.best_dev_loss,
+            "dev_history": self.state.dev_history,
+            "train_seconds": round(self.state.seconds, 1),
+            "parameters": count_parameters(self.model),
+            "train_examples": len(self.train_src),
+        }
+
+
 def run_sft(cfg: SFTConfig, out_dir: str | Path, tracker: Tracker | None = None, progress: bool = True,
             stop_after: int | None = None) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) the SFT run in `out_dir`.
 
-    `stop_after` ends the process-level run after that many total steps, as an interruption
-    would; calling again resumes from the last checkpoint.
+    `stop_after` ends the process at the first evaluation at or after that step, as an interruption
+    would; calling again resumes there.
     """
     cfg.validate()
-    out = Path(out_dir)
+    out = SFTLayout(Path(out_dir))
     corpus = load_corpus(cfg.data)  # bad input fails here, before anything is written
-    claim_run_dir(out, "sft_config.json", {**dataclasses.asdict(cfg), "config_id": config_id(cfg)})
-    result_file = out / "sft_result.json"
-    if result_file.exists():
-        return json.loads(result_file.read_text())
-    torch.set_num_threads(torch_threads())
-    tracker = MultiTracker(JsonlTracker(out / "metrics.jsonl"), tracker or NullTracker())
-
-    tables = corpus_to_dataset(corpus)
-    model, tokenizer = prepare_model_and_tokenizer(cfg, out, tables["train"])
-    train = encode_table(tables["train"], tokenizer, cfg.max_source_tokens, cfg.max_target_tokens)
-    dev = encode_table(tables["validation"].select(range(min(cfg.dev_examples, len(tables["validation"])))),
-                       tokenizer, cfg.max_source_tokens, cfg.max_target_tokens)
-    train_src, train_tgt = train["input_ids"], train["labels"]
-    dev_src, dev_tgt = dev["input_ids"], dev["labels"]
-    pad_id = tokenizer.pad_token_id
-
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.max_steps)
-    state = {"step": 0, "best_dev_loss": float("inf"), "bad_evals": 0, "dev_history": [], "train_seconds": 0.0}
-    resumed = resume_latest(out / "checkpoints", model, optimizer, scheduler)
-    if resumed is not None:
-        state = resumed["trainer"]
-    else:
-        tracker.log_params({**dataclasses.asdict(cfg), "parameters": count_parameters(model)})
-
-    schedule = BatchSchedule([len(s) for s in train_src], cfg.batch_size, cfg.seed)
-    step = state["step"]
-    started = time.monotonic() - state["train_seconds"]
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="sft", disable=not progress, dynamic_ncols=True)
-    stopped_early = False
-    while step < cfg.max_steps:
-        idx = schedule(step)
-        batch = collate([train_src[i] for i in idx], [train_tgt[i] for i in idx], pad_id, model_device(model))
-        loss = model(**batch).loss
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{state['best_dev_loss']:.3f}")
-        tracker.log_metrics({"train/loss": loss.item(), "train/grad_norm": float(grad_norm),
-                             "train/lr": scheduler.get_last_lr()[0]}, step)
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            dl = dev_loss(model, dev_src, dev_tgt, pad_id)
-            state["dev_history"].append([step, dl])
-            tracker.log_metrics({"dev/loss": dl}, step)
-            if dl < state["best_dev_loss"]:
-                state["best_dev_loss"], state["bad_evals"] = dl, 0
-                save_model(model, tokenizer, out / "best")
-            else:
-                state["bad_evals"] += 1
-            stopped_early = cfg.patience > 0 and state["bad_evals"] >= cfg.patience
-            state.update(step=step, train_seconds=time.monotonic() - started, stopped_early=stopped_early)
-            save_checkpoint(out / "checkpoints", step, model, optimizer, scheduler, state, keep=cfg.keep_checkpoints)
-            if stopped_early:
-                break
-        if stop_after is not None and step >= stop_after and step < cfg.max_steps:
-            bar.close()
-            return {"interrupted_at": step}
-    bar.close()
-
-    from transformers import AutoModelForSeq2SeqLM
-
-    best = AutoModelForSeq2SeqLM.from_pretrained(out / "best", local_files_only=True, attn_implementation="eager")
-    save_model(best, tokenizer, out / "model")
-    result = {
-        "config_id": config_id(cfg),
-        "model_dir": str(out / "model"),
-        "steps": step,
-        "stopped_early": stopped_early,
-        "best_dev_loss": state["best_dev_loss"],
-        "dev_history": state["dev_history"],
-        "train_seconds": round(time.monotonic() - started, 1),
-        "parameters": count_parameters(model),
-        "train_examples": len(train_src),
-    }
-    write_json_atomic(result_file, result)
-    return result
+    claim_run_dir(out.root, out.config.name, {**dataclasses.asdict(cfg), "config_id": config_id(cfg)})
+    done = finished_result(out.result)
+    if done is not None:
+        return done
+    tracker = MultiTracker(JsonlTracker(out.metrics), tracker or NullTracker())
+    run = SFTRun(cfg, out, corpus, tracker)
+    settings = LoopSettings(cfg.max_steps, cfg.eval_every, cfg.keep_checkpoints, desc="sft")
+    return train(run, out.root, out.result, settings, progress=progress, stop_after=stop_after)

@@ -30,12 +30,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aft_core.aft import aft_step_loss, apply_update, score_candidates  # noqa: E402
-from aft_core.attention import encode, parse_layers, response_mask, teacher_forced_pass  # noqa: E402
+from aft_core.attention import parse_layers, response_mask, teacher_forced_pass  # noqa: E402
 from aft_core.config import AFTConfig  # noqa: E402
 from aft_core.data.corpus import load_corpus  # noqa: E402
 from aft_core.data.dataset import corpus_to_dataset, encode_table  # noqa: E402
 from aft_core.loss import sequence_logprob  # noqa: E402
-from aft_core.modeling import generate_ids, torch_threads  # noqa: E402
+from aft_core.modeling import encode, generate_ids, torch_threads  # noqa: E402
 from aft_core.data.batching import BatchSchedule, SourceBatch  # noqa: E402
 from aft_core.timing import PhaseTimer  # noqa: E402
 from bench.common import load_pair, matmul_flops_per_second, median_seconds, peak_memory_bytes, prepare_model  # noqa: E402

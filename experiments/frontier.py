@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from aft_core.aft import run_branch
+from aft_core.judging import judge_branch
+from aft_core.layout import verdict_fields
 from aft_core.config import AFTConfig
 from aft_core.evaluation import EvalConfig, branch_systems, evaluate_systems
 from aft_core.io import write_json_atomic, write_text_atomic
@@ -74,8 +76,7 @@ def evaluate_branch(folder: Path, sft_model: str, eval_cfg: EvalConfig) -> pd.Da
     """Per-example test scores of a branch's ★ and last checkpoint (kept in the branch folder)."""
     out = folder / "test"
     if not (out / "per_example.parquet").exists():
-        result = json.loads((folder / "result.json").read_text())
-        evaluate_systems(branch_systems(sft_model, folder, result, name="branch"), eval_cfg, out)
+        evaluate_systems(branch_systems(sft_model, folder, name="branch"), eval_cfg, out)
     return pd.read_parquet(out / "per_example.parquet")
 
 
@@ -228,6 +229,7 @@ def main() -> int:
                                "checkpoint_every": args.checkpoint_every, "probe_size": args.probe_size,
                                "keep_checkpoints": 1, "seed": seed, **overrides})
             result = run_branch(cfg, folder, progress=sys.stderr.isatty())
+            result = {**result, **verdict_fields(judge_branch(folder))}
             per_example = evaluate_branch(folder, args.sft, eval_cfg)
             runs[name].append({"seed": seed, "result": result, "per_example": per_example})
             print(json.dumps({"setting": name, "seed": seed, "status": result["status"], "steps": result["steps"],

@@ -21,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from aft_core.aft import run_branch
+from aft_core.judging import judge_branch
+from aft_core.layout import BranchLayout
 from aft_core.config import AFTConfig
 from aft_core.io import write_json_atomic
 
@@ -32,9 +34,9 @@ SETTINGS = {
 
 
 def findings(name: str, folder: Path) -> dict:
-    result = json.loads((folder / "result.json").read_text())
-    attractors = json.loads((folder / "attractors.json").read_text())
-    probe = pd.read_parquet(folder / "probe.parquet")
+    branch = BranchLayout(folder)
+    result, attractors = branch.read_result(), branch.read_verdict()
+    probe = pd.DataFrame(branch.read_probe_rows())
     labels = [(c["step"], c["label"]) for c in attractors["checkpoints"]]
     first_reached: dict[str, int] = {}
     for step, label in labels:
@@ -47,8 +49,8 @@ def findings(name: str, folder: Path) -> dict:
             "closing_rate", "repeat", "loss_mean", "reward_mean"]
     return {
         "branch": name, "branch_id": result["branch_id"], "status": result["status"], "steps": result["steps"],
-        "primary_step": result["primary_step"], "primary_delta_focus": result["primary_delta_focus"],
-        "primary_delta_bertscore": result["primary_delta_bertscore"], "final_label": result["final_label"],
+        "primary_step": attractors["primary_step"], "primary_delta_focus": attractors["primary_delta_focus"],
+        "primary_delta_bertscore": attractors["primary_delta_bertscore"], "final_label": attractors["final_label"],
         "labels": labels, "first_reached": first_reached, "first_warning": warnings,
         "probe": probe[[c for c in cols if c in probe]].round(4).to_dict("records"),
     }
@@ -74,6 +76,7 @@ def main() -> int:
         cfg = AFTConfig(sft_model=args.sft, data=args.data, steps=steps, checkpoint_every=args.checkpoint_every,
                         keep_checkpoints=1, learning_rate=1e-4, early_stop_checkpoints=0, **setting)
         run_branch(cfg, out / "branches" / name, progress=sys.stderr.isatty())
+        judge_branch(out / "branches" / name)
         report[name] = findings(name, out / "branches" / name)
         print(json.dumps({k: v for k, v in report[name].items() if k != "probe"}), flush=True)
     write_json_atomic(out / "findings.json", report)

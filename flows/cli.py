@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from aft_core.errors import AftInputError
+    from aft_core.layout import RunLayout
     from flows.params import PRESETS, check_parameters, deep_merge, parse_override, preset
 
     parser = argparse.ArgumentParser(prog="aft-pipeline", description=__doc__,
@@ -52,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from flows.pipeline import aft_pipeline
 
     state = aft_pipeline(params, return_state=True)
-    run_dir = Path(params.run_dir)
-    print(f"\nrun folder: {run_dir.resolve()}")
-    if (run_dir / "summary.md").exists():
-        print((run_dir / "summary.md").read_text())
-    if (run_dir / "report.html").exists():
-        print(f"report: {(run_dir / 'report.html').resolve()}")
+    run = RunLayout(params.run_dir)
+    print(f"\nrun folder: {run.root.resolve()}")
+    if run.summary_markdown.exists():
+        print(run.summary_markdown.read_text())
+    if run.report.exists():
+        print(f"report: {run.report.resolve()}")
     if not state.is_completed():
         print(f"error: the pipeline ended {state.name}: {state.message}", file=sys.stderr)
         return 1

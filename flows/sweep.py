@@ -4,19 +4,21 @@ A branch is identified by the hash of its full config; the id names its folder
 (`<run_dir>/branches/<id>`), its Prefect task run, its Comet experiment and its cache key.
 A failing branch does not stop the others; the sweep ends Failed naming the failed branches.
 Rerunning the sweep executes only branches without a result (completed ones are cache hits; an
-interrupted one resumes from its last checkpoint).
+interrupted one resumes from its last checkpoint). Every trained branch is then judged (labels, ★)
+with the sweep's thresholds, so new thresholds apply to cached branches too. sweep.json records each
+branch's grid point and training outcome; its verdict stays in the branch's own verdict file.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from aft_core.io import run_lock, write_json_atomic
+from aft_core.io import run_lock
+from aft_core.layout import RunLayout
 from flows.params import SweepParams, branch_configs
-from tasks.stages import branch_complete, branch_dir, cached, dispatch_branch, train_branch
+from tasks.stages import dispatch_branch, judge_branch, train_branch, with_stage_storage
 from tasks.summary import branch_table_row
 
 
@@ -24,16 +26,11 @@ class SweepBranchesFailed(RuntimeError):
     """Some branches of a sweep failed; the others completed."""
 
 
-def _branch_task(run_dir: str, branch_id: str):
-    """The cached branch task; the cache is refreshed when the branch's folder holds no result."""
-    return cached(train_branch, run_dir, branch_dir(run_dir, branch_id) / "result.json")
-
-
 @flow(name="aft-branch", flow_run_name="branch-{branch_id}")
 def aft_branch(run_dir: str, branch_id: str, config: dict[str, Any], thresholds: dict[str, Any],
                tags: list[str]) -> dict[str, Any]:
     """One branch as its own flow run (what `runner=deployment` starts per grid point)."""
-    return _branch_task(run_dir, branch_id)(run_dir, branch_id, config, thresholds, tags)
+    return with_stage_storage(train_branch, run_dir, branch_id)(run_dir, branch_id, config, thresholds, tags)
 
 
 @flow(name="aft-sweep", flow_run_name="sweep-{run_dir}")
@@ -55,13 +52,14 @@ def _flow_run_name() -> str:
 
 def _sweep(run_dir: str, branches: list[dict[str, Any]], params: SweepParams) -> dict[str, Any]:
     logger = get_run_logger()
+    run = RunLayout(run_dir)
     thresholds = params.resolved_thresholds()
     logger.info("sweep of %d branches (%s runner): %s", len(branches), params.runner,
                 ", ".join(f"{b['branch_id']} {b['grid']}" for b in branches))
     outcomes: dict[str, Any] = {}
     todo = []
     for b in branches:
-        if params.runner == "deployment" and not branch_complete(run_dir, b["branch_id"]):
+        if params.runner == "deployment" and not run.branch(b["branch_id"]).finished():
             todo.append((b, dispatch_branch.submit(params.branch_deployment, run_dir, b["branch_id"], b["config"],
                                                    thresholds, b["tags"])))
         else:
@@ -69,7 +67,7 @@ def _sweep(run_dir: str, branches: list[dict[str, Any]], params: SweepParams) ->
     # In-process branches run in waves of `parallel_branches` (2 CPU cores are busy with one).
     waves = [todo[i:i + params.parallel_branches] for i in range(0, len(todo), params.parallel_branches)]
     for wave in waves:
-        submitted = [(b, future or _branch_task(run_dir, b["branch_id"]).submit(
+        submitted = [(b, future or with_stage_storage(train_branch, run_dir, b["branch_id"]).submit(
             run_dir, b["branch_id"], b["config"], thresholds, b["tags"])) for b, future in wave]
         for b, future in submitted:
             future.wait()
@@ -82,7 +80,10 @@ def _sweep(run_dir: str, branches: list[dict[str, Any]], params: SweepParams) ->
 
     rows = [{"branch_id": b["branch_id"], **b["grid"], **outcomes[b["branch_id"]]} for b in branches]
     summary = {"run_dir": run_dir, "branches": rows, "failed": [r["branch_id"] for r in rows if r["status"] == "failed"]}
-    write_json_atomic(Path(run_dir) / "sweep.json", summary)
+    run.write_sweep(summary)
+    verdicts = {r["branch_id"]: judge_branch(run_dir, r["branch_id"], thresholds) for r in rows if r["status"] != "failed"}
+    rows = [{**r, **verdicts.get(r["branch_id"], {})} for r in rows]
+    summary = {**summary, "branches": rows}
     create_table_artifact(key="aft-sweep-branches", table=[branch_table_row(r) for r in rows],
                           description=f"AFT sweep in {run_dir}")
     if summary["failed"]:

@@ -1,27 +1,35 @@
 """Thin Prefect tasks over aft_core: each calls one library entry point and passes paths and small dicts.
 
-Caching: SFT and branch results are persisted under `<run_dir>/.prefect-results` and keyed by the
-hash of their full config (and the run folder), so a rerun of a flow (a new run with the same
-parameters, or `prefect flow-run retry`) does not execute completed work again. A result on disk
-is the truth: when a branch folder holds no result.json the cache is refreshed, so a deleted or
-unfinished branch is trained (resuming from its last checkpoint) rather than read from a stale cache.
+Caching (`StageCache`, a Prefect cache policy): an SFT or branch result is persisted in the run folder
+and keyed by the stage, its config hash and the run folder, so a rerun of a flow (a new run with the
+same parameters, or `prefect flow-run retry`) executes no completed work again. A stage whose result
+file is missing (deleted, or interrupted) refreshes its cache: it runs, resuming from its last checkpoint.
+
+Retries: training and evaluation tasks retry once, after TRANSIENT_RETRY_DELAY_S, on a failure that
+may pass (out of memory, a full disk, a lost connection); a retried training resumes from its last
+checkpoint. Bad input (AftInputError) and other errors fail at once.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import CachePolicy
 
 from aft_core.attractors import AttractorThresholds
 from aft_core.config import AFTConfig, SFTConfig, config_id, from_dict
+from aft_core.errors import AftInputError
 from aft_core.io import write_json_atomic, write_text_atomic
+from aft_core.layout import RunLayout, verdict_fields
 
-RESULTS_FOLDER = ".prefect-results"
+TRANSIENT_RETRIES = 1
+TRANSIENT_RETRY_DELAY_S = 5
 
 
 class DataCheckFailed(RuntimeError):
@@ -35,29 +43,48 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("aft")
 
 
-def result_storage(run_dir: str | Path) -> Path:
-    """Where cached task results live: inside the run folder, so the cache travels with it."""
-    return Path(run_dir).resolve() / RESULTS_FOLDER
+def is_transient(error: BaseException) -> bool:
+    """A failure a retry may get past: memory, disk, connection; not bad input, not a bug."""
+    if isinstance(error, AftInputError):
+        return False
+    if isinstance(error, (MemoryError, OSError, ConnectionError, TimeoutError)):
+        return True
+    return "out of memory" in str(error).lower()  # torch.cuda.OutOfMemoryError and its CPU cousins
 
 
-def run_key(run_dir: str | Path, kind: str, config_hash: str) -> str:
-    """Cache key: the stage, its config hash and the run folder it writes to."""
-    folder = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
-    return f"aft-{kind}-{config_hash}-{folder}"
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry_condition_fn: retry only transient failures."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, BaseException) and is_transient(error)
 
 
-def cached(stage: Any, run_dir: str | Path, result_file: str | Path) -> Any:
-    """`stage` with its results cached in the run folder; the cache is refreshed when `result_file`,
-    the stage's own mark of completion on disk, is missing (never trust a cache the disk contradicts)."""
-    return stage.with_options(result_storage=result_storage(run_dir), refresh_cache=not Path(result_file).exists())
+RETRY = dict(retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_RETRY_DELAY_S, retry_condition_fn=retry_if_transient)
 
 
-def branch_dir(run_dir: str | Path, branch_id: str) -> Path:
-    return Path(run_dir) / "branches" / branch_id
+@dataclass
+class StageCache(CachePolicy):
+    """Cache key of a training stage (`sft` or `branch`): the stage, its config hash and its run folder."""
+
+    stage: str = "branch"
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        run = RunLayout(Path(inputs["run_dir"]).resolve())
+        if self.stage == "sft":
+            config_hash = config_id(from_dict(SFTConfig, inputs["config"], "sft"))
+        else:
+            config_hash = inputs["branch_id"]
+        folder = hashlib.sha256(str(run.root).encode()).hexdigest()[:8]
+        return f"aft-{self.stage}-{config_hash}-{folder}"
 
 
-def branch_complete(run_dir: str | Path, branch_id: str) -> bool:
-    return (branch_dir(run_dir, branch_id) / "result.json").exists()
+def with_stage_storage(stage: Any, run_dir: str | Path, branch_id: str | None = None) -> Any:
+    """`stage` (train_sft, or train_branch for `branch_id`) with its result persisted in the run folder. The
+    cache is refreshed when the stage's own result file is missing: a record the disk contradicts (a deleted
+    or unfinished stage) is never read; the stage runs, resuming from its last checkpoint."""
+    run = RunLayout(Path(run_dir).resolve())
+    folder = run.sft if branch_id is None else run.branch(branch_id)
+    return stage.with_options(result_storage=run.task_results, refresh_cache=not folder.finished())
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -69,10 +96,11 @@ def prepare_corpus(run_dir: str, data: str, dialogues: int, seed: int) -> dict[s
     from aft_core.data.corpus import hold_out_splits, load_corpus
     from aft_core.data.towninfo import generate_towninfo
 
-    path = data or str(generate_towninfo(Path(run_dir) / "data", dialogues=dialogues, seed=seed))
+    run = RunLayout(run_dir)
+    path = data or str(generate_towninfo(run.data, dialogues=dialogues, seed=seed))
     corpus = load_corpus(path)
     if len(corpus.examples) == 1:
-        path = str(Path(run_dir) / "data" / "held-out")
+        path = str(run.held_out_data)
         record = hold_out_splits(data, path)
         _logger().info("%s holds one split: divided by dialogue into %s (%s)", data, record["dialogues"], record["rule"])
         corpus = load_corpus(path)
@@ -88,7 +116,7 @@ def check_data(run_dir: str, data: str, checks: dict[str, Any]) -> dict[str, Any
     from data_checks.suites import DataCheckConfig, failure_summary, report_markdown, run_checks
 
     report = run_checks(load_corpus(data), from_dict(DataCheckConfig, checks, "checks"))
-    out = Path(run_dir) / "checks"
+    out = RunLayout(run_dir).checks
     write_json_atomic(out / "report.json", report)
     markdown = report_markdown(report)
     write_text_atomic(out / "report.md", markdown)
@@ -104,12 +132,7 @@ def check_data(run_dir: str, data: str, checks: dict[str, Any]) -> dict[str, Any
 
 # --- training --------------------------------------------------------------------------------------
 
-def _sft_key(context: Any, parameters: dict[str, Any]) -> str:
-    cfg = from_dict(SFTConfig, parameters["config"], "sft")
-    return run_key(parameters["run_dir"], "sft", config_id(cfg))
-
-
-@task(name="sft", cache_key_fn=_sft_key, persist_result=True)
+@task(name="sft", cache_policy=StageCache("sft"), persist_result=True, **RETRY)
 def train_sft(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     """Supervised fine-tuning into run_dir/sft (resumes an interrupted run; a finished one returns at once)."""
     from aft_core.sft import run_sft
@@ -118,20 +141,18 @@ def train_sft(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
 
     cfg = from_dict(SFTConfig, config, "sft")
     tracker = ProgressLog(_logger(), "sft", cfg.max_steps)
-    result = run_sft(cfg, Path(run_dir) / "sft", tracker=tracker, progress=False)
+    result = run_sft(cfg, RunLayout(run_dir).sft.root, tracker=tracker, progress=False)
     _logger().info("SFT: %s steps, best dev loss %.4f, model %s", result["steps"], result["best_dev_loss"],
                    result["model_dir"])
     return {k: v for k, v in result.items() if k != "dev_history"}
 
 
-def _branch_key(context: Any, parameters: dict[str, Any]) -> str:
-    return run_key(parameters["run_dir"], "branch", parameters["branch_id"])
-
-
-@task(name="aft-branch", task_run_name="branch-{branch_id}", cache_key_fn=_branch_key, persist_result=True)
+@task(name="aft-branch", task_run_name="branch-{branch_id}", cache_policy=StageCache("branch"), persist_result=True,
+      **RETRY)
 def train_branch(run_dir: str, branch_id: str, config: dict[str, Any], thresholds: dict[str, Any],
                  tags: list[str]) -> dict[str, Any]:
-    """One AFT branch into run_dir/branches/<branch_id>, tracked as its own Comet experiment."""
+    """Train one AFT branch into run_dir/branches/<branch_id>, tracked as its own Comet experiment; returns
+    its training outcome (its verdict is `judge_branch`'s)."""
     from aft_core.aft import run_branch
     from aft_core.tracking import MultiTracker
     from tasks.tracking import CometTracker, ProgressLog
@@ -139,18 +160,17 @@ def train_branch(run_dir: str, branch_id: str, config: dict[str, Any], threshold
     cfg = from_dict(AFTConfig, config, f"branch {branch_id}")
     if config_id(cfg) != branch_id:
         raise ValueError(f"branch id {branch_id} does not match its config (hash {config_id(cfg)})")
-    out = branch_dir(run_dir, branch_id)
+    out = RunLayout(run_dir).branch(branch_id)
     comet = CometTracker(run_dir, name=f"branch-{branch_id}", tags=[branch_id, *tags])
     tracker = MultiTracker(comet, ProgressLog(_logger(), f"branch {branch_id}", cfg.steps))
     try:
-        result = run_branch(cfg, out, tracker=tracker, progress=False,
+        result = run_branch(cfg, out.root, tracker=tracker, progress=False,
                             thresholds=from_dict(AttractorThresholds, thresholds, "thresholds"))
-        comet.log_table("probe", out / "probe.parquet")
-        comet.log_table("attractors", out / "attractors.json")
+        comet.log_table("probe", out.probe)
     finally:
         comet.end()
-    _logger().info("branch %s: %s, final label %s, ★ step %s", branch_id, result["status"],
-                   result["final_label"], result["primary_step"])
+    _logger().info("branch %s: %s after %s steps (%.0f s)", branch_id, result["status"], result["steps"],
+                   result["seconds"])
     return result
 
 
@@ -168,30 +188,34 @@ def dispatch_branch(deployment: str, run_dir: str, branch_id: str, config: dict[
                            f"{flow_run.state.message if flow_run.state else ''}")
     # The outcome is read from the shared run folder, not from the flow run's state: a flow run's return value
     # is not persisted, so the API hands back a state without data.
-    result_file = branch_dir(Path(run_dir).resolve(), branch_id) / "result.json"
+    result_file = RunLayout(Path(run_dir).resolve()).branch(branch_id).result
     if not result_file.exists():
         raise RuntimeError(f"branch flow run {flow_run.name} completed but {result_file} does not exist here: the "
                            "worker that ran it does not share this run folder (mount it at the same path everywhere)")
     return json.loads(result_file.read_text())
 
 
-@task(name="classify-branch", task_run_name="classify-{branch_id}")
-def classify_branch(run_dir: str, branch_id: str, thresholds: dict[str, Any]) -> dict[str, Any]:
-    """Label every checkpoint of a finished branch and pick its ★ (re-runnable with new thresholds)."""
-    from aft_core.aft import reclassify_branch
+@task(name="judge-branch", task_run_name="judge-{branch_id}")
+def judge_branch(run_dir: str, branch_id: str, thresholds: dict[str, Any]) -> dict[str, Any]:
+    """Label every checkpoint of a trained branch and pick its ★ (re-run on every sweep, so new thresholds
+    apply without retraining); returns the verdict without its per-checkpoint labels."""
+    from aft_core.judging import judge_branch as judge
 
-    return reclassify_branch(branch_dir(run_dir, branch_id), from_dict(AttractorThresholds, thresholds, "thresholds"))
+    verdict = judge(RunLayout(run_dir).branch(branch_id).root, from_dict(AttractorThresholds, thresholds, "thresholds"))
+    _logger().info("branch %s judged: final label %s, healthy until step %s, ★ step %s", branch_id,
+                   verdict["final_label"], verdict["healthy_until"], verdict["primary_step"])
+    return verdict_fields(verdict)
 
 
 # --- evaluation ------------------------------------------------------------------------------------
 
-@task(name="evaluate-test")
+@task(name="evaluate-test", **RETRY)
 def evaluate_test(run_dir: str, systems: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
     """Greedy test evaluation of every system; writes run_dir/evaluation/{per_example.parquet,table.json}."""
     from aft_core.evaluation import EvalConfig, evaluate_systems
 
     cfg = from_dict(EvalConfig, config, "evaluation")
-    table = evaluate_systems(systems, cfg, Path(run_dir) / "evaluation", report_progress=_logger().info)
+    table = evaluate_systems(systems, cfg, RunLayout(run_dir).evaluation.root, report_progress=_logger().info)
     _logger().info("test evaluation: %d systems on %d %s examples (%.1f examples/s)", len(table["rows"]),
                    table["examples"], table["split"], table["examples_per_second"])
     return table

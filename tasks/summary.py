@@ -2,7 +2,6 @@
 and the branch table row both the sweep's and the pipeline's artifacts show."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -10,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from aft_core.evaluation import NO_VENUE_DATABASE, TABLE1_COLUMNS, paired_changes
 from aft_core.io import write_json_atomic, write_text_atomic
+from aft_core.layout import RunLayout
 
 
 def branch_table_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def branch_table_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: fmt(row.get(k)) for k in (*keys[:5], *extra, *keys[5:])}
 
 
-_RESULT_KEYS = {"folder", "nonfinite_run", "last_step", "last_delta_focus", "last_delta_bertscore", "last_delta_entity_accuracy",
+_RESULT_KEYS = {"nonfinite_run", "last_step", "last_delta_focus", "last_delta_bertscore", "last_delta_entity_accuracy",
                 "skipped_nonfinite", "seconds", "bertscore_encoder", "bertscore_layer", "thresholds", "early_stop", "steps_saved"}
 
 
@@ -82,19 +82,19 @@ def summarize(run_dir: str, params: dict[str, Any], corpus: dict[str, Any], sft:
     branch_rows = [branch_table_row(b) for b in [*branches, *failed]]
     markdown = summary_markdown(run_dir, corpus, sft, branch_rows, table)
     summary = {"run_dir": run_dir, "corpus": corpus, "sft": sft, "test": table,
-               "branches": [{k: v for k, v in b.items() if k != "folder"} for b in [*branches, *failed]],
+               "branches": [*branches, *failed],
                "failed": [r["branch_id"] for r in failed]}
-    out = Path(run_dir)
-    write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "summary.md", markdown)
+    run = RunLayout(run_dir)
+    write_json_atomic(run.summary, summary)
+    write_text_atomic(run.summary_markdown, markdown)
     create_table_artifact(key="aft-branches", table=branch_rows, description=f"AFT branches of {run_dir}")
     create_markdown_artifact(key="aft-summary", markdown=markdown, description=f"AFT pipeline summary of {run_dir}")
-    tracker = CometTracker(run_dir, name=f"pipeline-{out.resolve().name}", tags=["pipeline"])
+    tracker = CometTracker(run_dir, name=f"pipeline-{run.root.resolve().name}", tags=["pipeline"])
     try:
         tracker.log_params({"run_dir": run_dir, "sft_model": sft["model_dir"], "branches": len(branch_rows)})
-        tracker.log_table("test_table", out / "evaluation" / "per_example.parquet")
-        tracker.log_table("summary", out / "summary.json")
-        tracker.log_table("summary_markdown", out / "summary.md")
+        tracker.log_table("test_table", run.evaluation.per_example)
+        tracker.log_table("summary", run.summary)
+        tracker.log_table("summary_markdown", run.summary_markdown)
         tracker.log_metrics({f"test/{r['system']}/{k}": r[k] for r in table["rows"] for k, _ in TABLE1_COLUMNS
                              if isinstance(r.get(k), float)}, step=0)
     finally:

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from aft_core.layout import RunLayout
+
 COMET_PROJECT = os.environ.get("COMET_PROJECT_NAME", "aft")
 
 
@@ -35,7 +37,7 @@ class CometTracker:
         _quiet_offline_environment()
         import comet_ml
 
-        self.offline_dir = Path(run_dir) / "comet"
+        self.offline_dir = RunLayout(run_dir).comet
         self.offline_dir.mkdir(parents=True, exist_ok=True)
         config = comet_ml.ExperimentConfig(
             name=name, tags=list(tags), offline_directory=str(self.offline_dir), display_summary_level=0,

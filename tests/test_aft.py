@@ -12,6 +12,7 @@ from aft_core.attention import parse_layers
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.errors import AftInputError
+from aft_core.judging import judge_branch
 from aft_core.modeling import load_model
 from aft_core.data.batching import SourceBatch
 from conftest import branch_config
@@ -50,13 +51,15 @@ def test_branch_writes_probe_table_labels_and_resumes_exactly(tmp_path, sft_mode
                    "delta_focus", "delta_bertscore", "loss_rising_steps", "reward_slope"):
         assert column in probe and probe[column].notna().all(), column
     assert probe["delta_focus"].iloc[0] == 0.0
+    assert not (tmp_path / "a" / "attractors.json").exists()  # training writes no verdict; judging does
     steps = pd.read_parquet(tmp_path / "a" / "steps.parquet")
     assert steps["step"].tolist() == [1, 2, 3, 4]
     for column in ("loss", "wmle", "kl", "reward_mean", "reward_std", "focus", "coverage", "repeat",
                    "sample_length", "weight_entropy"):
         assert column in steps, column
+    verdict = judge_branch(tmp_path / "a")
     labels = json.loads((tmp_path / "a" / "attractors.json").read_text())
-    assert [c["step"] for c in labels["checkpoints"]] == [0, 2, 4]
+    assert labels == json.loads(json.dumps(verdict)) and [c["step"] for c in labels["checkpoints"]] == [0, 2, 4]
 
     assert run_branch(cfg, tmp_path / "b", progress=False, stop_after=2) == {"interrupted_at": 2}
     resumed = run_branch(cfg, tmp_path / "b", progress=False)
@@ -66,7 +69,8 @@ def test_branch_writes_probe_table_labels_and_resumes_exactly(tmp_path, sft_mode
     assert all(a[k].equal(b[k]) for k in a)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "probe.parquet"),
                                   pd.read_parquet(tmp_path / "b" / "probe.parquet"))
-    assert resumed["primary_step"] == straight["primary_step"]
+    assert resumed["steps"] == straight["steps"] and resumed["status"] == straight["status"] == "completed"
+    assert judge_branch(tmp_path / "b") == verdict
 
 
 def test_bad_branch_settings(sft_model, towninfo_dir, tmp_path):
@@ -87,7 +91,9 @@ def test_probe_records_entity_accuracy_on_a_corpus_with_a_venue_database(tmp_pat
     assert probe["delta_entity_accuracy"].iloc[0] == 0.0
     assert probe["delta_entity_accuracy"].iloc[-1] == pytest.approx(
         probe["entity_accuracy"].iloc[-1] - probe["entity_accuracy"].iloc[0])
-    assert "last_delta_entity_accuracy" in result
+    assert result["status"] == "completed"
+    verdict = judge_branch(tmp_path / "b")
+    assert verdict["last_delta_entity_accuracy"] == pytest.approx(probe["delta_entity_accuracy"].iloc[-1])
 
 
 def test_a_branch_stuck_in_a_terminal_attractor_stops_early_with_its_evidence(tmp_path, sft_model, towninfo_dir):
@@ -101,6 +107,7 @@ def test_a_branch_stuck_in_a_terminal_attractor_stops_early_with_its_evidence(tm
     assert result["status"] == "stopped_in_attractor"
     assert result["steps"] == 2 and result["steps_saved"] == 6
     assert result["early_stop"]["checkpoints_in_attractor"] == 2 and result["early_stop"]["thresholds_basis"] == "paper"
+    judge_branch(tmp_path / "stuck", always)
     labels = json.loads((tmp_path / "stuck" / "attractors.json").read_text())["checkpoints"]
     assert [c["step"] for c in labels] == [0, 2]
     assert all(c["label"] in TERMINAL_MODES for c in labels)  # the label by precedence; the closing rule fired in each
@@ -138,23 +145,26 @@ def test_aft_classify_relabels_a_finished_branch_without_retraining(tmp_path, sf
     weights = sorted(p.name for p in (folder / "weights").iterdir())
     capsys.readouterr()
 
+    training = json.loads((folder / "result.json").read_text())
+    assert not {"primary_step", "final_label", "healthy_until"} & set(training)  # the verdict is stored once, by judging
+
     # Every checkpoint in the Underground River: no ★, the final label changes, nothing is retrained.
     assert main(["classify", str(folder), "--thresholds", "paper", "--threshold", "closing_rate_min=0"]) == 0
     printed = json.loads(capsys.readouterr().out)
     labels = json.loads((folder / "attractors.json").read_text())
-    result = json.loads((folder / "result.json").read_text())
-    assert printed["primary_step"] is None and labels["primary_step"] is None and result["primary_step"] is None
-    assert result["final_label"] == labels["checkpoints"][-1]["label"] != "healthy"
-    assert result["thresholds"]["basis"] == "paper" and result["thresholds"]["closing_rate_min"] == 0
+    assert printed["primary_step"] is None and labels["primary_step"] is None
+    assert printed["final_label"] == labels["final_label"] == labels["checkpoints"][-1]["label"] != "healthy"
+    assert labels["thresholds"]["basis"] == "paper" and labels["thresholds"]["closing_rate_min"] == 0
     assert printed["healthy_until"] is None  # the paper set with this floor labels SFT itself
     assert sorted(p.name for p in (folder / "weights").iterdir()) == weights
+    assert json.loads((folder / "result.json").read_text()) == training  # training's record is untouched
 
-    # Back to the default set: SFT is healthy again, and ★ and the label agree in both files.
+    # Back to the default set: SFT is healthy again, and what is printed is what is stored.
     assert main(["classify", str(folder)]) == 0
-    result = json.loads((folder / "result.json").read_text())
+    printed = json.loads(capsys.readouterr().out)
     labels = json.loads((folder / "attractors.json").read_text())
-    assert labels["checkpoints"][0]["label"] == "healthy" and result["healthy_until"] is not None
-    assert result["primary_step"] == labels["primary_step"] and result["thresholds"]["basis"] == "sft"
+    assert labels["checkpoints"][0]["label"] == "healthy" and labels["healthy_until"] is not None
+    assert printed["primary_step"] == labels["primary_step"] and labels["thresholds"]["basis"] == "sft"
 
     assert main(["classify", str(tmp_path / "nowhere")]) == 2
     assert "not a finished AFT branch folder" in capsys.readouterr().err

@@ -284,3 +284,34 @@ def test_the_console_of_a_pipeline_run_holds_the_flow_log_not_library_noise(tmp_
     for noise in ("Loading weights", "Writing model shards", "Calculating Metrics", "COMET INFO", "ephemeral docs site"):
         assert noise not in console, noise
     assert "sft step 40/40 (100%, ETA 0s)" in console and "test evaluation: 5 systems" in console
+
+
+def test_transient_failures_are_retried_once_and_bad_input_is_not(tiny_run, tmp_path, monkeypatch):
+    """A branch that hits a full disk once is retried (and resumes); one with bad input fails at once."""
+    import aft_core.aft
+    from aft_core.errors import AftInputError
+    from flows.sweep import aft_sweep
+    from tasks.stages import is_transient
+
+    assert is_transient(OSError(28, "No space left on device")) and is_transient(MemoryError())
+    assert is_transient(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_transient(RuntimeError("injected fault")) and not is_transient(AftInputError("x", "k", "bad", "fix"))
+
+    sft_model, data = str(tiny_run / "sft" / "model"), str(tiny_run / "data")
+    real, calls = aft_core.aft.run_branch, []
+
+    def flaky(cfg, out_dir, *args, **kwargs):
+        calls.append(cfg.eta_kl)
+        if cfg.eta_kl == 0.5 and calls.count(0.5) == 1:
+            raise OSError(28, "No space left on device (injected)")
+        if cfg.eta_kl == 0.6:
+            raise AftInputError(cfg.data, "probe_size", "injected bad input", "fix it")
+        return real(cfg, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(aft_core.aft, "run_branch", flaky)
+    state = aft_sweep(str(tmp_path / "run"), sft_model, data, _sweep_params(eta_kl=[0.5, 0.6]), return_state=True)
+    assert sorted(calls) == [0.5, 0.5, 0.6], "the transient failure is retried once, the bad input never"
+    sweep = json.loads((tmp_path / "run" / "sweep.json").read_text())
+    by_eta = {b["eta_kl"]: b for b in sweep["branches"]}
+    assert by_eta[0.5]["status"] == "completed" and by_eta[0.6]["status"] == "failed"
+    assert state.is_failed() and "injected bad input" in by_eta[0.6]["error"]

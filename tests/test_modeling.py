@@ -6,7 +6,7 @@ import torch
 
 from aft_core.errors import AftInputError
 from aft_core.data.batching import pad_batch
-from aft_core.modeling import build_model, generate_ids, generate_texts, load_model, save_model, train_tokenizer
+from aft_core.modeling import build_model, generate_ids, load_model, save_model, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,26 @@ def test_generation_helpers(tokenizer):
     torch.manual_seed(0)
     samples = generate_ids(model, ids, mask, max_new_tokens=4, do_sample=True, num_return_sequences=3)
     assert samples.shape[0] == 6 and samples.shape[1] <= 5 and bool((samples[:, 0] == 0).all())
-    texts = generate_texts(model, tokenizer, [[5, 6, 1], [7, 1], [5, 1]], max_new_tokens=3, batch_size=2)
-    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+
+
+def test_greedy_scoring_returns_every_field_in_input_order(tokenizer):
+    """score_greedy decodes in length-sorted batches; each result must land at its own input's position."""
+    from aft_core.monitor import score_greedy
+
+    model = build_model("tiny", tokenizer).eval()
+    rows = [{"input_ids": ids, "src_turn": [0] * len(ids), "src_is_tag": [False] * len(ids),
+             "src_is_salient": [False] * len(ids)} for ids in ([5, 6, 7, 8, 1], [7, 1], [5, 6, 1])]
+    kwargs = dict(ix_modes=("all",), layers=[0], max_new_tokens=4, repeat_n=2)
+    batched = score_greedy(model, tokenizer, rows, batch_size=2, keep_attention=True, **kwargs)
+    alone = [score_greedy(model, tokenizer, [row], batch_size=1, keep_attention=True, **kwargs) for row in rows]
+    for key in ("texts", "length", "target_ids"):
+        assert batched[key] == [a[key][0] for a in alone], key
+    for key in ("repeat", "focus/all", "coverage/all"):
+        assert batched[key] == pytest.approx([a[key][0] for a in alone], abs=1e-5), key
+    # coverage under `all` is 1/|I_x|: it tells the three source lengths apart, in input order
+    assert batched["coverage/all"] == pytest.approx([1 / 5, 1 / 2, 1 / 3], rel=1e-4)
+    for i, row in enumerate(rows):  # A[T,S] over the real source positions of that very input
+        assert batched["attention"][i].shape == (len(batched["target_ids"][i]), len(row["input_ids"]))
 
 
 def test_unknown_preset_and_missing_model(tmp_path, tokenizer):

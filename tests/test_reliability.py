@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from aft_core.aft import run_branch
 from aft_core.errors import AftInputError
+from aft_core.judging import judge_branch
 from aft_core.io import LOCK_FILE, run_lock
 from conftest import ROOT, branch_config
 
@@ -81,7 +82,7 @@ def test_divergence_ends_the_branch_with_its_evidence(sft_model, towninfo_dir, t
     result = run_branch(branch_config(sft_model, towninfo_dir, steps=20, max_nonfinite_steps=3), tmp_path / "d",
                         progress=False)
     assert result["status"] == "diverged" and result["steps"] == 3 and result["skipped_nonfinite"] == 3
-    assert result["final_label"] == "semantic_incoherence"
+    assert judge_branch(tmp_path / "d")["final_label"] == "semantic_incoherence"
     last = json.loads((tmp_path / "d" / "attractors.json").read_text())["checkpoints"][-1]
     assert last["evidence"]["semantic_incoherence"]["nonfinite_steps_in_a_row"] == 3.0
     after = load_file(tmp_path / "d" / "weights" / "step-0000003.safetensors")

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aft_core.attention import aggregate_cross_attention, parse_layers, position_mask, response_mask
+from aft_core.attention import aggregate_cross_attention, parse_layers, response_mask
+from aft_core.data.batching import position_mask
 from aft_core.loss import (aft_loss, kl_term, sequence_logprob, softmax_weights, token_logprobs, wmle_loss,
                            zscore)
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty

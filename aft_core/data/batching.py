@@ -1,5 +1,6 @@
 """Batching: which examples form each training step (length-bucketed, a pure function of seed and epoch
-for exact resume), and padded id tensors with each source token's map (turn, speaker tag, slot value)."""
+for exact resume), padded id tensors with each source token's map (turn, speaker tag, slot value), and the
+source position sets I_x read from that map."""
 from __future__ import annotations
 
 import random
@@ -8,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from aft_core.attention import position_mask
+IX_MODES = ("all", "history", "salient")  # the source position sets I_x (AFT_SPEC §4)
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -38,6 +39,25 @@ class BatchSchedule:
         if epoch != self._epoch:
             self._epoch, self._batches = epoch, epoch_batches(self.lengths, self.batch_size, self.seed, epoch)
         return self._batches[position]
+
+
+def position_mask(mode: str, attention_mask: torch.Tensor, src_turn: torch.Tensor, src_is_tag: torch.Tensor,
+                  src_is_salient: torch.Tensor) -> torch.Tensor:
+    """I_x as a bool mask [B,S].
+
+    all:      every non-pad source position (then sum_j A[t,j] = 1 and coverage = 1/|I_x|);
+    history:  tokens of earlier turns only: not the current (last) user turn, not speaker tags, not EOS;
+    salient:  tokens inside annotated slot values / entity mentions of any source turn.
+    """
+    real = attention_mask.bool()  # [B,S]
+    if mode == "all":
+        return real
+    if mode == "history":
+        current = src_turn.masked_fill(~real, -1).max(dim=1, keepdim=True).values  # [B,1]
+        return real & (src_turn >= 0) & (src_turn < current) & ~src_is_tag.bool()
+    if mode == "salient":
+        return real & src_is_salient.bool()
+    raise ValueError(f"unknown I_x mode {mode!r}; use one of {IX_MODES}")
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
