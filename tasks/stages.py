@@ -132,7 +132,7 @@ def check_data(run_dir: str, data: str, checks: dict[str, Any]) -> dict[str, Any
 
 # --- training --------------------------------------------------------------------------------------
 
-@task(name="sft", cache_policy=StageCache("sft"), persist_result=True, **RETRY)
+@task(name="sft", cache_policy=StageCache(stage="sft"), persist_result=True, **RETRY)
 def train_sft(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     """Supervised fine-tuning into run_dir/sft (resumes an interrupted run; a finished one returns at once)."""
     from aft_core.sft import run_sft
@@ -147,7 +147,7 @@ def train_sft(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k != "dev_history"}
 
 
-@task(name="aft-branch", task_run_name="branch-{branch_id}", cache_policy=StageCache("branch"), persist_result=True,
+@task(name="aft-branch", task_run_name="branch-{branch_id}", cache_policy=StageCache(stage="branch"), persist_result=True,
       **RETRY)
 def train_branch(run_dir: str, branch_id: str, config: dict[str, Any], thresholds: dict[str, Any],
                  tags: list[str]) -> dict[str, Any]:

@@ -147,6 +147,9 @@ def test_aft_classify_relabels_a_finished_branch_without_retraining(tmp_path, sf
 
     training = json.loads((folder / "result.json").read_text())
     assert not {"primary_step", "final_label", "healthy_until"} & set(training)  # the verdict is stored once, by judging
+    from aft_core.evaluation import branch_systems
+    with pytest.raises(AftInputError, match="has not been judged.*aft classify"):
+        branch_systems(sft_model, folder)  # evaluation reads ★ from the verdict only
 
     # Every checkpoint in the Underground River: no ★, the final label changes, nothing is retrained.
     assert main(["classify", str(folder), "--thresholds", "paper", "--threshold", "closing_rate_min=0"]) == 0
@@ -165,6 +168,11 @@ def test_aft_classify_relabels_a_finished_branch_without_retraining(tmp_path, sf
     labels = json.loads((folder / "attractors.json").read_text())
     assert labels["checkpoints"][0]["label"] == "healthy" and labels["healthy_until"] is not None
     assert printed["primary_step"] == labels["primary_step"] and labels["thresholds"]["basis"] == "sft"
+    systems = branch_systems(sft_model, folder, name="b")
+    star = labels["primary_step"]
+    expected = ({f"b ★ = last step 4"} if star == 4 else {"b last step 4"} | ({f"b ★ step {star}"} if star else set()))
+    assert set(systems) == expected
+    assert all(s["weights"].endswith(f"step-{int(n.split()[-1]):07d}.safetensors") for n, s in systems.items())
 
     assert main(["classify", str(tmp_path / "nowhere")]) == 2
     assert "not a finished AFT branch folder" in capsys.readouterr().err

@@ -173,11 +173,17 @@ def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(ti
     from flows.params import preset
     from flows.pipeline import aft_pipeline
 
+    import aft_core.sft
+
     calls = _count_branch_runs(monkeypatch)
+    sft_calls: list[str] = []
+    real_sft = aft_core.sft.run_sft
+    monkeypatch.setattr(aft_core.sft, "run_sft", lambda *a, **k: sft_calls.append("sft") or real_sft(*a, **k))
     lenient = {"unique_min_fraction": 0.0, "length_near_max_fraction": 1.0, "repeat_max": 1.0, "closing_rate_min": 1.0,
                "inertia_step": 10**6, "primary_min_delta_bertscore": -1.0}
     aft_pipeline(preset("tiny", {"run_dir": str(tiny_run), "sweep": {"thresholds": lenient}}))
-    assert calls == []
+    assert calls == [] and sft_calls == [], "a finished SFT run or branch was executed again, not read from the cache"
+    assert (tiny_run / ".prefect-results").is_dir()  # the cache records live in the run folder, nowhere else
     table = json.loads((tiny_run / "evaluation" / "table.json").read_text())
     stars = [r for r in table["rows"] if "★" in r["system"]]
     assert len(stars) == 2 and all("vs_baseline" in r for r in stars)
