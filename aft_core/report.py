@@ -187,73 +187,82 @@ th{background:#f1f3f5}img{max-width:100%;display:block;margin:0.5em 0}.pair{bord
 .hist{font-size:12px;color:#495057}small{color:#868e96}.ok{color:#2b8a3e}.bad{color:#c92a2a}"""
 
 
-def build_report(run_dir: str | Path) -> Path:
-    """Write <run_dir>/report.html from the run's tables; returns its path."""
-    run = RunLayout(run_dir)
-    table = run.evaluation.read_table()
-    params = run.read_parameters()
-    branches = run.branch_rows()
-    parts = [f"<h1>AFT run: {_esc(run.root.resolve().name)}</h1>", table1_html(table)]
-
-    parts.append("<h2>Training dynamics</h2><p>Probe metrics per checkpoint (dots coloured by attractor label: "
-                 + ", ".join(f"<span style='color:{c}'>{k}</span>" for k, c in LABEL_COLOURS.items())
-                 + "; ★ = primary checkpoint), loss and mean reward per step.</p>")
+def dynamics_html(run: RunLayout, branches: list[dict[str, Any]]) -> str:
+    """Fig. 3 per branch: probe metrics per checkpoint coloured by label, ★ marked, loss and reward per step."""
+    parts = ["<h2>Training dynamics</h2><p>Probe metrics per checkpoint (dots coloured by attractor label: "
+             + ", ".join(f"<span style='color:{c}'>{k}</span>" for k, c in LABEL_COLOURS.items())
+             + "; ★ = primary checkpoint), loss and mean reward per step.</p>"]
+    shown = ("beta", "gamma", "eta_kl", "k", "alpha", "ix_mode", "kl_estimator", "kl_target", "learning_rate")
     for b in branches:
         branch = run.branch(b["branch_id"])
         if not branch.probe.exists():
             parts.append(f"<p>branch {_esc(b['branch_id'])}: {_esc(b.get('status'))} {_esc(b.get('error', ''))}</p>")
             continue
-        probe = pd.DataFrame(branch.read_probe_rows())
-        steps = branch.read_steps()
-        attractors = branch.read_verdict() if branch.verdict.exists() else {}
-        labels = {c["step"]: c["label"] for c in attractors.get("checkpoints", [])}
+        verdict = branch.read_verdict() if branch.verdict.exists() else {}
+        labels = {c["step"]: c["label"] for c in verdict.get("checkpoints", [])}
         config = branch.read_config()
-        shown = ("beta", "gamma", "eta_kl", "k", "alpha", "ix_mode", "kl_estimator", "kl_target", "learning_rate")
         grid = ", ".join(f"{k}={config.get(k, b.get(k))}" for k in shown if k in config or k in b)
+        figure = dynamics_figure(b["branch_id"], pd.DataFrame(branch.read_probe_rows()), branch.read_steps(), labels,
+                                 verdict.get("primary_step"))
         parts.append(f"<h3>{_esc(b['branch_id'])} ({_esc(grid)}): {_esc(b.get('status'))}, healthy until step "
                      f"{_esc(b.get('healthy_until'))}, final label {_esc(b.get('final_label'))}</h3>"
-                     f"<img alt='dynamics {b['branch_id']}' src='{dynamics_figure(b['branch_id'], probe, steps, labels, attractors.get('primary_step'))}'>")
+                     f"<img alt='dynamics {b['branch_id']}' src='{figure}'>")
+    return "".join(parts)
 
-    sweep_png = sweep_figure([b for b in branches if b.get("status") != "failed"])
-    if sweep_png:
-        parts.append(f"<h2>The sweep at a glance</h2><p>ΔFocus at ★ on the probe for each β×γ, one panel per (η_kl, K); "
-                     f"a label marks a branch that ended in an attractor; blank cells have no ★.</p>"
-                     f"<img alt='sweep grid' src='{sweep_png}'>")
 
+def sweep_html(branches: list[dict[str, Any]]) -> str:
+    png = sweep_figure([b for b in branches if b.get("status") != "failed"])
+    if not png:
+        return ""
+    return (f"<h2>The sweep at a glance</h2><p>ΔFocus at ★ on the probe for each β×γ, one panel per (η_kl, K); "
+            f"a label marks a branch that ended in an attractor; blank cells have no ★.</p>"
+            f"<img alt='sweep grid' src='{png}'>")
+
+
+def _venue_verdict(value: Any) -> str:
+    if value is None or value != value:
+        return ""
+    return " <span class='ok'>✓ correct venue</span>" if value else " <span class='bad'>✗ no correct venue</span>"
+
+
+def qualitative_html(run: RunLayout, table: dict[str, Any], branches: list[dict[str, Any]]) -> str:
+    """The pairs chosen by QUALITATIVE_RULE, SFT against the best ★, each with both attention heatmaps."""
     star, pairs = qualitative_pairs(run.evaluation.read_per_example(), table, branches)
-    parts.append(f"<h2>Qualitative comparison</h2><p>Rule: {QUALITATIVE_RULE}.</p>")
+    parts = [f"<h2>Qualitative comparison</h2><p>Rule: {QUALITATIVE_RULE}.</p>"]
     if star is None:
-        parts.append("<p>No branch has a ★ checkpoint, so there is no ★ to compare with SFT.</p>")
-    else:
-        systems = {r["system"]: r for r in table["rows"]}
-        sft_config = run.sft.read_config()
-        settings = params.get("sweep", {}).get("branch", {})
-        kwargs = dict(max_source_tokens=sft_config["max_source_tokens"], max_new_tokens=settings.get("max_new_tokens", 48),
-                      ix_mode=table["ix_mode"])
-        ids = pairs["example_id"].tolist()
-        maps = {name: attention_maps(systems[name], sft_config["data"], ids, **kwargs) for name in ("SFT", star)}
-        for i, pair in pairs.iterrows():
-            history = "<br>".join(f"<b>{_esc(s)}:</b> {_esc(t)}" for s, t in zip(maps["SFT"][i]["speakers"], maps["SFT"][i]["history"]))
+        return parts[0] + "<p>No branch has a ★ checkpoint, so there is no ★ to compare with SFT.</p>"
+    systems = {r["system"]: r for r in table["rows"]}
+    sft_config = run.sft.read_config()
+    settings = run.read_parameters().get("sweep", {}).get("branch", {})
+    ids = pairs["example_id"].tolist()
+    maps = {name: attention_maps(systems[name], sft_config["data"], ids, max_source_tokens=sft_config["max_source_tokens"],
+                                 max_new_tokens=settings.get("max_new_tokens", 48), ix_mode=table["ix_mode"])
+            for name in ("SFT", star)}
+    for i, pair in pairs.iterrows():
+        history = "<br>".join(f"<b>{_esc(s)}:</b> {_esc(t)}" for s, t in zip(maps["SFT"][i]["speakers"], maps["SFT"][i]["history"]))
+        figures = "".join(
+            f"<img alt='attention {who} {pair['example_id']}' src='"
+            + heatmap_figure(f"{who}: cross-attention (response × source; dashed = turn boundary, orange = I_x)",
+                             m["tokens"], m["source_tokens"], m["attention"], m["turns"], m["ix"]) + "'>"
+            for who, m in (("SFT", maps["SFT"][i]), ("★", maps[star][i])))
+        parts.append(f"<div class='pair'><p><b>{_esc(pair['example_id'])}</b>: focus gain {pair['gain']:+.3f}</p>"
+                     f"<p class='hist'>{history}</p><p><b>reference:</b> {_esc(pair['reference'])}</p>"
+                     f"<p><b>SFT</b> (focus {pair['sft_focus']:.3f}): {_esc(pair['sft'])}{_venue_verdict(pair['sft_correct'])}</p>"
+                     f"<p><b>{_esc(star)}</b> (focus {pair['star_focus']:.3f}): {_esc(pair['star'])}"
+                     f"{_venue_verdict(pair['star_correct'])}</p>{figures}</div>")
+    return "".join(parts)
 
-            def verdict(value: Any) -> str:
-                if value is None or value != value:
-                    return ""
-                return " <span class='ok'>✓ correct venue</span>" if value else " <span class='bad'>✗ no correct venue</span>"
 
-            figures = "".join(
-                f"<img alt='attention {who} {pair['example_id']}' src='"
-                + heatmap_figure(f"{who}: cross-attention (response × source; dashed = turn boundary, orange = I_x)",
-                                 m["tokens"], m["source_tokens"], m["attention"], m["turns"], m["ix"]) + "'>"
-                for who, m in (("SFT", maps["SFT"][i]), ("★", maps[star][i])))
-            parts.append(f"<div class='pair'><p><b>{_esc(pair['example_id'])}</b>: focus gain {pair['gain']:+.3f}</p>"
-                         f"<p class='hist'>{history}</p><p><b>reference:</b> {_esc(pair['reference'])}</p>"
-                         f"<p><b>SFT</b> (focus {pair['sft_focus']:.3f}): {_esc(pair['sft'])}{verdict(pair['sft_correct'])}</p>"
-                         f"<p><b>{_esc(star)}</b> (focus {pair['star_focus']:.3f}): {_esc(pair['star'])}{verdict(pair['star_correct'])}</p>"
-                         f"{figures}</div>")
-
-    parts.append(frontier_html(run.frontier))
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AFT report: {_esc(run.root.resolve().name)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+def build_report(run_dir: str | Path) -> Path:
+    """Write <run_dir>/report.html from the run's tables; returns its path."""
+    run = RunLayout(run_dir)
+    table = run.evaluation.read_table()
+    branches = run.branch_rows()  # each with its current verdict
+    name = _esc(run.root.resolve().name)
+    body = "".join((f"<h1>AFT run: {name}</h1>", table1_html(table), dynamics_html(run, branches), sweep_html(branches),
+                    qualitative_html(run, table, branches), frontier_html(run.frontier)))
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AFT report: {name}</title>"
+            f"<style>{CSS}</style></head><body>{body}</body></html>")
     write_text_atomic(run.report, page)
     return run.report
 
