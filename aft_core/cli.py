@@ -135,9 +135,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from aft_core.evaluation import qualitative_comparison
+    from aft_core.layout import RunLayout
     from aft_core.report import build_report
 
-    print(build_report(args.run_dir))
+    run = RunLayout(args.run_dir)
+    run.evaluation.read_table()  # a run without a test evaluation is named with the fix
+    if args.recompute_pairs or run.evaluation.read_qualitative() is None:
+        qualitative_comparison(run)
+    print(build_report(run.root))
     return 0
 
 
@@ -183,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="(re)build the self-contained HTML report of a pipeline run")
     report.add_argument("run_dir", help="the pipeline's run folder")
+    report.add_argument("--recompute-pairs", action="store_true",
+                        help="choose the qualitative pairs and compute their attention maps again (default: only when missing)")
     report.set_defaults(func=cmd_report)
     return parser
 

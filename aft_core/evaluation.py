@@ -29,7 +29,7 @@ from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
 from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, write_json_atomic, write_text_atomic
-from aft_core.layout import BranchLayout, EvaluationLayout
+from aft_core.layout import BranchLayout, EvaluationLayout, RunLayout
 from aft_core.modeling import load_model, torch_threads
 from aft_core.monitor import score_greedy
 from aft_core.stats import bootstrap_ci, distinct_n, paired_comparison
@@ -171,6 +171,7 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
               "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer,
               "venue_tables": sorted(db.venues) if db else [], "venue_tables_skipped": db.skipped if db else {},
               "rows": table_rows(per_example, baseline=next(iter(systems)), ix_mode=cfg.ix_mode)}
+    out.qualitative.unlink(missing_ok=True)  # chosen from the previous table: stale now
     write_json_atomic(out.table, result)
     write_text_atomic(out.table1, table1_markdown(result))
     return result
@@ -196,6 +197,54 @@ def attention_maps(system: dict[str, Any], data: str, example_ids: list[str], ma
                      "ix": src.mask(ix_mode)[0].tolist(), "history": row["history_texts"],
                      "speakers": row["history_speakers"]})
     return maps
+
+
+QUALITATIVE_PAIRS = 4
+QUALITATIVE_RULE = (f"the {QUALITATIVE_PAIRS} test examples with the largest per-example focus gain of the best "
+                    "branch's ★ over SFT (best branch: largest ΔFocus at ★ on the probe), ties broken by example id")
+
+
+def qualitative_pairs(per_example: pd.DataFrame, table: dict[str, Any],
+                      branches: list[dict[str, Any]]) -> tuple[str | None, pd.DataFrame]:
+    """The examples chosen by QUALITATIVE_RULE, with SFT's and ★'s responses side by side."""
+    ranked = sorted((b for b in branches if b.get("primary_delta_focus") is not None),
+                    key=lambda b: (-b["primary_delta_focus"], b["branch_id"]))
+    star = next((r["system"] for b in ranked for r in table["rows"]
+                 if r["system"].startswith(f"{b['branch_id']} ★")), None)
+    if star is None:
+        return None, pd.DataFrame()
+    sft = per_example[per_example["system"] == "SFT"].set_index("example_id")
+    best = per_example[per_example["system"] == star].set_index("example_id").loc[sft.index]
+    pairs = pd.DataFrame({"example_id": sft.index, "gain": best["focus"].to_numpy() - sft["focus"].to_numpy(),
+                          "reference": sft["reference"].to_numpy(), "sft": sft["response"].to_numpy(),
+                          "star": best["response"].to_numpy(), "sft_focus": sft["focus"].to_numpy(),
+                          "star_focus": best["focus"].to_numpy()})
+    for name, frame in (("sft", sft), ("star", best)):
+        pairs[f"{name}_correct"] = frame["entity_correct"].to_numpy() if "entity_correct" in frame else None
+    pairs = pairs.sort_values(["gain", "example_id"], ascending=[False, True]).head(QUALITATIVE_PAIRS)
+    return star, pairs.reset_index(drop=True)
+
+
+def qualitative_comparison(run: RunLayout) -> dict[str, Any]:
+    """Choose the qualitative pairs of a run by QUALITATIVE_RULE and compute SFT's and ★'s cross-attention on
+    them; written to evaluation/qualitative.json (the report renders it without loading a model)."""
+    table = run.evaluation.read_table()
+    star, pairs = qualitative_pairs(run.evaluation.read_per_example(), table, run.branch_rows())
+    result: dict[str, Any] = {"rule": QUALITATIVE_RULE, "star": star, "pairs": []}
+    if star is not None:
+        systems = {r["system"]: r for r in table["rows"]}
+        sft_config = run.sft.read_config()
+        settings = run.read_parameters().get("sweep", {}).get("branch", {})
+        ids = pairs["example_id"].tolist()
+        maps = {who: attention_maps(systems[name], sft_config["data"], ids, max_source_tokens=sft_config["max_source_tokens"],
+                                    max_new_tokens=settings.get("max_new_tokens", 48), ix_mode=table["ix_mode"])
+                for who, name in (("SFT", "SFT"), ("star", star))}
+        for i, pair in enumerate(pairs.to_dict("records")):
+            pair = {k: (None if v is None or v != v else v.item() if hasattr(v, "item") else v) for k, v in pair.items()}
+            pair["maps"] = {who: {**m[i], "attention": m[i]["attention"].round(5).tolist()} for who, m in maps.items()}
+            result["pairs"].append(pair)
+    write_json_atomic(run.evaluation.qualitative, result)
+    return result
 
 
 METRICS = ("focus", "repeat", "bertscore", "length", "coverage_history", "coverage_salient")

@@ -151,6 +151,13 @@ class EvaluationLayout:
     def table1(self) -> Path:
         return self.root / "table1.md"
 
+    @property
+    def qualitative(self) -> Path:  # the qualitative pairs with their attention maps (what the report shows)
+        return self.root / "qualitative.json"
+
+    def read_qualitative(self) -> dict[str, Any] | None:
+        return _read_json(self.qualitative) if self.qualitative.exists() else None
+
     def read_table(self) -> dict[str, Any]:
         if not self.table.exists():
             raise AftInputError(self.root, self.table.name, "the run has no test evaluation yet",

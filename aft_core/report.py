@@ -4,9 +4,9 @@ Sections: Table 1 with 95% CIs beside the paper's figures (and the BERTScore enc
 training dynamics of every branch (ΔFocus, BERTScore, mean length, loss and reward against step,
 checkpoints coloured by attractor label, ★ marked; the paper's Fig. 3); the sweep at a glance (β×γ
 per η_kl and K, coloured by ΔFocus at ★, attractors marked); and the qualitative pairs chosen by a
-stated rule, each with the cross-attention heatmaps of SFT and ★ (computed by
-evaluation.attention_maps). The run's artefacts are read through aft_core.layout; this module only
-renders. Plots are matplotlib PNGs embedded as data URIs; the page has no scripts. `aft report RUN_DIR`
+stated rule, each with the cross-attention heatmaps of SFT and ★ (chosen and computed by
+evaluation.qualitative_comparison). The run's artefacts are read through aft_core.layout; this module
+only renders: it loads no model. Plots are matplotlib PNGs embedded as data URIs; the page has no scripts. `aft report RUN_DIR`
 regenerates it.
 """
 from __future__ import annotations
@@ -19,17 +19,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from aft_core.evaluation import PAPER_TABLE1, attention_maps, paired_changes, table1_cells
+from aft_core.evaluation import PAPER_TABLE1, paired_changes, table1_cells
 from aft_core.io import write_text_atomic
 from aft_core.layout import RunLayout
 
-QUALITATIVE_PAIRS = 4
 LABEL_COLOURS = {"healthy": "#2b8a3e", "template_fixation": "#e8590c", "length_loop": "#1971c2",
                  "generic_closing": "#9c36b5", "near_sft_inertia": "#868e96", "semantic_incoherence": "#c92a2a"}
-QUALITATIVE_RULE = (f"the {QUALITATIVE_PAIRS} test examples with the largest per-example focus gain of the best "
-                    "branch's ★ over SFT (best branch: largest ΔFocus at ★ on the probe), ties broken by example id")
 
 
 def _pyplot():
@@ -160,27 +158,6 @@ def heatmap_figure(title: str, tokens: list[str], source_tokens: list[str], atte
 
 # --- the report -----------------------------------------------------------------------------------------
 
-def qualitative_pairs(per_example: pd.DataFrame, table: dict[str, Any],
-                      branches: list[dict[str, Any]]) -> tuple[str | None, pd.DataFrame]:
-    """The examples chosen by QUALITATIVE_RULE, with SFT's and ★'s responses side by side."""
-    ranked = sorted((b for b in branches if b.get("primary_delta_focus") is not None),
-                    key=lambda b: (-b["primary_delta_focus"], b["branch_id"]))
-    star = next((r["system"] for b in ranked for r in table["rows"]
-                 if r["system"].startswith(f"{b['branch_id']} ★")), None)
-    if star is None:
-        return None, pd.DataFrame()
-    sft = per_example[per_example["system"] == "SFT"].set_index("example_id")
-    best = per_example[per_example["system"] == star].set_index("example_id").loc[sft.index]
-    pairs = pd.DataFrame({"example_id": sft.index, "gain": best["focus"].to_numpy() - sft["focus"].to_numpy(),
-                          "reference": sft["reference"].to_numpy(), "sft": sft["response"].to_numpy(),
-                          "star": best["response"].to_numpy(), "sft_focus": sft["focus"].to_numpy(),
-                          "star_focus": best["focus"].to_numpy()})
-    for name, frame in (("sft", sft), ("star", best)):
-        pairs[f"{name}_correct"] = frame["entity_correct"].to_numpy() if "entity_correct" in frame else None
-    pairs = pairs.sort_values(["gain", "example_id"], ascending=[False, True]).head(QUALITATIVE_PAIRS)
-    return star, pairs.reset_index(drop=True)
-
-
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#212529}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ced4da;padding:4px 8px;text-align:left}
 th{background:#f1f3f5}img{max-width:100%;display:block;margin:0.5em 0}.pair{border:1px solid #dee2e6;padding:1em;margin:1em 0}
@@ -225,26 +202,23 @@ def _venue_verdict(value: Any) -> str:
     return " <span class='ok'>✓ correct venue</span>" if value else " <span class='bad'>✗ no correct venue</span>"
 
 
-def qualitative_html(run: RunLayout, table: dict[str, Any], branches: list[dict[str, Any]]) -> str:
-    """The pairs chosen by QUALITATIVE_RULE, SFT against the best ★, each with both attention heatmaps."""
-    star, pairs = qualitative_pairs(run.evaluation.read_per_example(), table, branches)
-    parts = [f"<h2>Qualitative comparison</h2><p>Rule: {QUALITATIVE_RULE}.</p>"]
+def qualitative_html(qualitative: dict[str, Any] | None) -> str:
+    """The pairs chosen by the rule (evaluation.qualitative_comparison), SFT against the best ★, with both heatmaps."""
+    if qualitative is None:
+        return ("<h2>Qualitative comparison</h2><p>Not computed for this run: `aft report RUN_DIR` computes it "
+                "(evaluation/qualitative.json).</p>")
+    parts = [f"<h2>Qualitative comparison</h2><p>Rule: {_esc(qualitative['rule'])}.</p>"]
+    star = qualitative["star"]
     if star is None:
         return parts[0] + "<p>No branch has a ★ checkpoint, so there is no ★ to compare with SFT.</p>"
-    systems = {r["system"]: r for r in table["rows"]}
-    sft_config = run.sft.read_config()
-    settings = run.read_parameters().get("sweep", {}).get("branch", {})
-    ids = pairs["example_id"].tolist()
-    maps = {name: attention_maps(systems[name], sft_config["data"], ids, max_source_tokens=sft_config["max_source_tokens"],
-                                 max_new_tokens=settings.get("max_new_tokens", 48), ix_mode=table["ix_mode"])
-            for name in ("SFT", star)}
-    for i, pair in pairs.iterrows():
-        history = "<br>".join(f"<b>{_esc(s)}:</b> {_esc(t)}" for s, t in zip(maps["SFT"][i]["speakers"], maps["SFT"][i]["history"]))
+    for pair in qualitative["pairs"]:
+        sft_map = pair["maps"]["SFT"]
+        history = "<br>".join(f"<b>{_esc(s)}:</b> {_esc(t)}" for s, t in zip(sft_map["speakers"], sft_map["history"]))
         figures = "".join(
             f"<img alt='attention {who} {pair['example_id']}' src='"
             + heatmap_figure(f"{who}: cross-attention (response × source; dashed = turn boundary, orange = I_x)",
-                             m["tokens"], m["source_tokens"], m["attention"], m["turns"], m["ix"]) + "'>"
-            for who, m in (("SFT", maps["SFT"][i]), ("★", maps[star][i])))
+                             m["tokens"], m["source_tokens"], np.asarray(m["attention"]), m["turns"], m["ix"]) + "'>"
+            for who, m in (("SFT", sft_map), ("★", pair["maps"]["star"])))
         parts.append(f"<div class='pair'><p><b>{_esc(pair['example_id'])}</b>: focus gain {pair['gain']:+.3f}</p>"
                      f"<p class='hist'>{history}</p><p><b>reference:</b> {_esc(pair['reference'])}</p>"
                      f"<p><b>SFT</b> (focus {pair['sft_focus']:.3f}): {_esc(pair['sft'])}{_venue_verdict(pair['sft_correct'])}</p>"
@@ -260,7 +234,7 @@ def build_report(run_dir: str | Path) -> Path:
     branches = run.branch_rows()  # each with its current verdict
     name = _esc(run.root.resolve().name)
     body = "".join((f"<h1>AFT run: {name}</h1>", table1_html(table), dynamics_html(run, branches), sweep_html(branches),
-                    qualitative_html(run, table, branches), frontier_html(run.frontier)))
+                    qualitative_html(run.evaluation.read_qualitative()), frontier_html(run.frontier)))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AFT report: {name}</title>"
             f"<style>{CSS}</style></head><body>{body}</body></html>")
     write_text_atomic(run.report, page)

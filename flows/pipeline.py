@@ -19,7 +19,8 @@ from aft_core.io import run_lock, write_json_atomic
 from aft_core.layout import RunLayout
 from flows.params import PipelineParams, check_parameters
 from flows.sweep import SweepBranchesFailed, _flow_run_name, aft_sweep
-from tasks.stages import build_report, check_data, evaluate_test, prepare_corpus, train_sft, with_stage_storage
+from tasks.stages import (build_report, check_data, evaluate_test, prepare_corpus, qualitative_pairs, train_sft,
+                          with_stage_storage)
 from tasks.summary import summarize
 
 
@@ -70,6 +71,7 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
                           evaluation)
 
     summary = summarize(run_dir, params.model_dump(), corpus, sft, branches, failed, table)
+    qualitative_pairs(run_dir)
     report = build_report(run_dir)
     logger.info("results: %s (summary %s, report %s)", run_dir, run.summary_markdown, report)
     if sweep_failed:

@@ -221,6 +221,16 @@ def evaluate_test(run_dir: str, systems: dict[str, dict[str, Any]], config: dict
     return table
 
 
+@task(name="qualitative-pairs", **RETRY)
+def qualitative_pairs(run_dir: str) -> dict[str, Any]:
+    """Choose the report's qualitative pairs and compute their attention maps (evaluation/qualitative.json)."""
+    from aft_core.evaluation import qualitative_comparison
+
+    chosen = qualitative_comparison(RunLayout(run_dir))
+    _logger().info("qualitative pairs: %d, SFT against %s", len(chosen["pairs"]), chosen["star"] or "no ★")
+    return {"star": chosen["star"], "pairs": [p["example_id"] for p in chosen["pairs"]]}
+
+
 @task(name="build-report")
 def build_report(run_dir: str) -> str:
     """The self-contained HTML report of the run, linked from a Prefect artifact."""

@@ -193,6 +193,27 @@ def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(ti
     markdown = (tiny_run / "evaluation" / "table1.md").read_text()
     assert "mean [95% bootstrap CI]" in markdown and "T5-Large SFT" in markdown and "★" in markdown
 
+    # The pairs and their attention maps were computed once, by the pipeline; rebuilding the report loads no model.
+    qualitative = json.loads((tiny_run / "evaluation" / "qualitative.json").read_text())
+    assert qualitative["star"] in {r["system"] for r in stars} and len(qualitative["pairs"]) == 4
+    for pair in qualitative["pairs"]:
+        for who in ("SFT", "star"):
+            m = pair["maps"][who]
+            assert len(m["attention"]) == len(m["tokens"]) and all(len(row) == len(m["source_tokens"]) for row in m["attention"])
+            assert len(m["ix"]) == len(m["turns"]) == len(m["source_tokens"])
+    import aft_core.evaluation
+    from aft_core.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the report loaded a model")
+
+    monkeypatch.setattr(aft_core.evaluation, "load_system", no_model)
+    (tiny_run / "report.html").unlink()
+    assert main(["report", str(tiny_run)]) == 0
+    assert (tiny_run / "report.html").read_text().count("class='pair'") == 4
+    with pytest.raises(AssertionError, match="loaded a model"):
+        main(["report", str(tiny_run), "--recompute-pairs"])  # recomputing decodes again
+
 
 def test_no_network_without_a_comet_key_and_the_key_never_written(harness, tmp_path, monkeypatch):
     """A whole tiny pipeline with every non-loopback connection made to fail loudly; then every file of
