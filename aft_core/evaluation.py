@@ -177,12 +177,10 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
     return result
 
 
-def attention_maps(system: dict[str, Any], data: str, example_ids: list[str], max_source_tokens: int,
+def attention_maps(system: dict[str, Any], examples: Any, example_ids: list[str], max_source_tokens: int,
                    max_new_tokens: int, ix_mode: str) -> list[dict[str, Any]]:
-    """Greedy responses of one system to the named test examples (in that order), each with its A[T,S],
-    response and source tokens, turn map, I_x mask and dialogue history: the report's heatmaps."""
-    wanted = set(example_ids)
-    examples = corpus_to_dataset(load_corpus(data))["test"].filter(lambda r: r["example_id"] in wanted)
+    """Greedy responses of one system to `examples` (a `datasets` table) in the order of `example_ids`, each with
+    its A[T,S], response and source tokens, turn map, I_x mask and dialogue history: the report's heatmaps."""
     model, tokenizer = load_system(system["model"], system.get("weights") or None)
     rows = encode_table(examples, tokenizer, max_source_tokens, 8).to_list()
     rows.sort(key=lambda r: example_ids.index(r["example_id"]))
@@ -236,7 +234,9 @@ def qualitative_comparison(run: RunLayout) -> dict[str, Any]:
         sft_config = run.sft.read_config()
         settings = run.read_parameters().get("sweep", {}).get("branch", {})
         ids = pairs["example_id"].tolist()
-        maps = {who: attention_maps(systems[name], sft_config["data"], ids, max_source_tokens=sft_config["max_source_tokens"],
+        wanted = set(ids)
+        examples = corpus_to_dataset(load_corpus(sft_config["data"]))["test"].filter(lambda r: r["example_id"] in wanted)
+        maps = {who: attention_maps(systems[name], examples, ids, max_source_tokens=sft_config["max_source_tokens"],
                                     max_new_tokens=settings.get("max_new_tokens", 48), ix_mode=table["ix_mode"])
                 for who, name in (("SFT", "SFT"), ("star", star))}
         for i, pair in enumerate(pairs.to_dict("records")):

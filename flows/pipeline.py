@@ -6,7 +6,7 @@ naming its path and the fix, with nothing written.
 The run folder (`params.run_dir`) is aft_core.layout's RunLayout: pipeline.json, data/, checks/,
 sft/, branches/<id>/, sweep.json, evaluation/, summary.json, summary.md, comet/ and report.html.
 A data-check failure stops the run before any training. A failing branch does not stop the
-others: the completed ones are still classified and evaluated, then the run ends Failed naming it.
+others: the completed ones are still judged and evaluated, then the run ends Failed naming it.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ checkpoint. Bad input (AftInputError) and other errors fail at once.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -43,12 +44,17 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("aft")
 
 
+TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN}  # full disk or quota, I/O hiccup
+
+
 def is_transient(error: BaseException) -> bool:
-    """A failure a retry may get past: memory, disk, connection; not bad input, not a bug."""
+    """A failure a retry may get past: memory, disk space, connection; not bad input, not a missing file, not a bug."""
     if isinstance(error, AftInputError):
         return False
-    if isinstance(error, (MemoryError, OSError, ConnectionError, TimeoutError)):
+    if isinstance(error, (MemoryError, ConnectionError, TimeoutError)):
         return True
+    if isinstance(error, OSError):
+        return error.errno in TRANSIENT_ERRNOS
     return "out of memory" in str(error).lower()  # torch.cuda.OutOfMemoryError and its CPU cousins
 
 
