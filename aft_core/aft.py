@@ -280,5 +280,6 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
         return done
     db = VenueDB.load(corpus.db_dir) if corpus.db_dir else None
     run = BranchRun(cfg, branch, tables, db, tracker or NullTracker(), thresholds or AttractorThresholds())
-    settings = LoopSettings(cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints, desc=f"aft {config_id(cfg)}")
-    return train(run, branch.root, branch.result, settings, progress=progress, stop_after=stop_after)
+    settings = LoopSettings(cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints, desc=f"aft {config_id(cfg)}",
+                            seeds=(("aft", cfg.seed),))
+    return train(run, branch.root, branch.result, settings, branch.provenance, progress=progress, stop_after=stop_after)

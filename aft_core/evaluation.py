@@ -107,7 +107,7 @@ class EvalProgress:
             self.bar.update(n)
         elif self.done / self.total >= self.next_log or self.done == self.total:
             self.next_log += self.log_every
-            elapsed = time.monotonic() - self.started
+            elapsed = max(time.monotonic() - self.started, 1e-9)  # a fast machine: never a division by zero
             self.report(f"evaluate {self.done}/{self.total} examples ({self.done / self.total:.0%}, "
                         f"{self.done / elapsed:.1f} ex/s, ETA {elapsed / self.done * (self.total - self.done):.0f}s; {system})")
 
@@ -258,13 +258,24 @@ PAPER_TABLE1 = (  # T5-Large on MultiWOZ 2.1 (AFT_SPEC §7), bert-score's defaul
     ("AFT step 250 ★", -3.318, 0.042, 0.777, 41.4), ("AFT step 500", -4.381, 0.081, 0.612, 114.0))
 
 
+def references_are_tokenised(references: Sequence[str]) -> bool:
+    """Whether the references are already tokenised (punctuation split off by spaces, as TownInfo's and
+    DailyDialog's are): most of those that end in . ? or ! have a space before it."""
+    ending = [r.rstrip() for r in references if r.rstrip()[-1:] in (".", "?", "!")]
+    return bool(ending) and sum(r[-2:-1] == " " for r in ending) > len(ending) / 2
+
+
 def corpus_bleu(responses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
-    """Corpus BLEU (sacrebleu defaults: 13a tokenisation, exp smoothing) of responses against one reference each,
-    and sacrebleu's signature (what makes the figure reproducible). Responses are lexicalised (venue names,
-    phone numbers, ...), as are the references, so this is not the delexicalised BLEU of MultiWOZ leaderboards."""
+    """Corpus BLEU (exp smoothing) of responses against one reference each, and sacrebleu's signature (what
+    makes the figure reproducible). Pre-tokenised references are scored as they are (`tok:none`: a second
+    tokenisation would split them again, and sacrebleu warns about it); raw text gets sacrebleu's 13a.
+    Responses are lexicalised (venue names, phone numbers, ...), as are the references, so this is not the
+    delexicalised BLEU of MultiWOZ leaderboards."""
     from sacrebleu.metrics import BLEU
 
-    bleu = BLEU()
+    tokenised = references_are_tokenised(references)
+    # force: the input is known to be tokenised, so sacrebleu's "forgot to detokenize?" check does not apply
+    bleu = BLEU(tokenize="none", force=True) if tokenised else BLEU(tokenize="13a")
     return float(bleu.corpus_score(list(responses), [list(references)]).score), str(bleu.get_signature())
 
 

@@ -166,3 +166,73 @@ def _alive(pid: Any) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# Everything a parser can raise on a hostile file: malformed or over-long numbers (ValueError covers
+# JSONDecodeError), bad encodings, nesting deeper than the interpreter's stack, and sizes beyond memory.
+_PARSE_ERRORS = (ValueError, UnicodeDecodeError, RecursionError, MemoryError)
+
+
+def _parse_failure(e: BaseException) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply to parse"
+    if isinstance(e, MemoryError):
+        return "too large to parse in memory"
+    return f"not valid JSON ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+
+
+def read_bytes(path: Path, member: str | None = None) -> bytes:
+    """The bytes of a file, or of the `.json` member of a zip (`member`, or its only .json file).
+
+    Every way reading can fail on a damaged or hostile file ends in an AftInputError naming `path`.
+    """
+    import zipfile
+    import zlib
+
+    try:
+        if path.suffix != ".zip":
+            return path.read_bytes()
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".json")]
+            wanted = member or (names[0] if len(names) == 1 else None)
+            if wanted not in zf.namelist():
+                from aft_core.errors import AftInputError
+
+                raise AftInputError(path, member or "<zip member>",
+                                    f"the zip holds {sorted(zf.namelist())[:5]}, not the expected JSON file",
+                                    f"put {member or 'exactly one .json file'} inside the zip")
+            return zf.read(wanted)
+    except FileNotFoundError as e:
+        from aft_core.errors import AftInputError
+
+        raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing file or folder") from e
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, MemoryError, OSError) as e:
+        from aft_core.errors import AftInputError
+
+        what = "a zip that cannot be read" if path.suffix == ".zip" else "a file that cannot be read"
+        raise AftInputError(path, "<file>", f"{what} ({type(e).__name__}: {str(e)[:200]})",
+                            "re-download or restore the file") from e
+
+
+def read_json(path: str | Path, member: str | None = None, fix: str = "restore the file from its source") -> Any:
+    """Parse a JSON file (or a zip's JSON member); any parser failure is one AftInputError naming the file."""
+    path = Path(path)
+    raw = read_bytes(path, member)
+    try:
+        return json.loads(raw)
+    except _PARSE_ERRORS as e:
+        from aft_core.errors import AftInputError
+
+        raise AftInputError(path, "<root>", _parse_failure(e), fix) from None
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file; a bad encoding or an unreadable file is one AftInputError naming it."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError, MemoryError) as e:
+        from aft_core.errors import AftInputError
+
+        raise AftInputError(path, "<file>", f"cannot be read as UTF-8 text ({type(e).__name__})",
+                            "restore the file (UTF-8 text, one entry per line)") from None

@@ -9,6 +9,7 @@ those that more than one module reads. No other module spells a file name of the
         branches/<id>/     BranchLayout: one AFT branch per sweep point
         sweep.json         every branch's grid point and training outcome        (flows.sweep)
         evaluation/        EvaluationLayout: per_example.parquet, table.json, table1.md
+        provenance.json    machine, libraries and seeds of each pipeline start   (aft_core.provenance)
         summary.json, summary.md, report.html, comet/ (offline Comet archives), frontier/, .prefect-results/
 """
 from __future__ import annotations
@@ -58,6 +59,10 @@ class SFTLayout:
     def metrics(self) -> Path:  # one line per step / evaluation
         return self.root / "metrics.jsonl"
 
+    @property
+    def provenance(self) -> Path:  # machine, libraries and seeds of every start and resume (aft_core.provenance)
+        return self.root / "provenance.json"
+
     def finished(self) -> bool:
         return self.result.exists()
 
@@ -98,6 +103,10 @@ class BranchLayout:
     @property
     def verdict(self) -> Path:  # written only by judging: labels per checkpoint, ★, final label
         return self.root / "attractors.json"
+
+    @property
+    def provenance(self) -> Path:  # machine, libraries and seeds of every start and resume (aft_core.provenance)
+        return self.root / "provenance.json"
 
     def weights(self, step: int) -> Path:
         """The policy's weights at checkpoint `step` (kept for every checkpoint, for ★ and last evaluation)."""
@@ -180,6 +189,10 @@ class RunLayout:
     @property
     def parameters(self) -> Path:
         return self.root / "pipeline.json"
+
+    @property
+    def provenance(self) -> Path:  # machine, libraries and seeds of every start and resume (aft_core.provenance)
+        return self.root / "provenance.json"
 
     @property
     def data(self) -> Path:  # a corpus the run generated (TownInfo)

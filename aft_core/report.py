@@ -242,28 +242,30 @@ def build_report(run_dir: str | Path) -> Path:
 
 
 def frontier_html(folder: Path) -> str:
-    """The frontier experiment's table, answer and plot (experiments/frontier.py --out RUN_DIR/frontier), when present."""
+    """The frontier experiment under the claims protocol (experiments/frontier.py --out RUN_DIR/frontier), when present."""
     if not (folder / "frontier.json").exists():
         return ""
     frontier = json.loads((folder / "frontier.json").read_text())
 
-    def cell(row: dict[str, Any], key: str) -> str:
-        value, ci = row.get(key), row.get(f"{key}_ci")
-        if value is None or value != value:
+    def cell(effect: dict[str, Any] | None) -> str:
+        if not effect:
             return "<td>–</td>"
-        return f"<td>{value:+.3f}<br><small>[{ci[0]:+.3f}, {ci[1]:+.3f}]</small></td>"
+        return f"<td>{effect['effect']:+.3f}<br><small>[{effect['ci'][0]:+.3f}, {effect['ci'][1]:+.3f}]</small></td>"
 
-    rows = "".join(
-        f"<tr><td>{_esc(r['setting'])}</td><td>{'★' if r['point'] == 'star' else 'last'}</td><td>{r['seeds']}/{r['of_seeds']}</td>"
-        + cell(r, "delta_focus") + cell(r, "delta_bertscore") + cell(r, "delta_entity_accuracy")
-        + f"<td>{_num(r.get('entity_p_pooled'))}</td><td>{_num(r.get('avg_len'), 1)}</td></tr>" for r in frontier["rows"])
+    rows = []
+    for r in frontier["rows"]:
+        test = r.get("test") or {}
+        entity = test.get("entity_accuracy")
+        rows.append(f"<tr><td>{_esc(r['setting'])}</td><td>{_esc(str(r['point']))}</td>"
+                    f"<td>{'yes' if r['carried_to_test'] else 'no'}</td>" + cell(entity) + cell(test.get("bertscore"))
+                    + cell(test.get("focus")) + f"<td>{_num(entity['p'] if entity else None)}</td><td>{_num(r['p_holm'])}</td>"
+                    f"<td>{'holds' if r['survives'] else 'does not hold'}</td></tr>")
     plot = ""
     if (folder / "frontier.png").exists():
         plot = f"<img alt='frontier' src='data:image/png;base64,{base64.b64encode((folder / 'frontier.png').read_bytes()).decode()}'>"
-    meta = frontier["meta"]
-    return (f"<h2>Frontier over seeds</h2><p>{meta['branches']} branches, seeds {meta['seeds']}, {meta['test_examples']} "
-            f"test examples ({meta['venue_turns']} venue turns); Δ against SFT, mean over seeds [95% t-interval]; p: paired "
-            f"bootstrap of entity correctness against SFT.</p><table id='frontier'><tr><th>setting</th><th>point</th>"
-            f"<th>seeds</th><th>ΔFocus</th><th>ΔBERTScore</th><th>Δentity acc.</th><th>p</th><th>Avg Len</th></tr>{rows}"
-            f"</table><p>{_esc(frontier['answer'])}</p>{plot}")
-
+    return (f"<h2>Frontier over SFT and AFT seeds</h2><p>{len(frontier['sft_seeds'])} SFT models × "
+            f"{len(frontier['aft_seeds'])} AFT seeds per setting; point chosen and settings carried on dev, test scored "
+            f"once. Test: {_esc(frontier['test'])}. Correction: {_esc(frontier['correction'])}. Δ against each branch's "
+            f"own SFT model, mean over SFT models [95% t-interval].</p><table id='frontier'><tr><th>setting</th>"
+            f"<th>point (dev)</th><th>to test</th><th>Δentity acc.</th><th>ΔBERTScore</th><th>ΔFocus</th><th>p</th>"
+            f"<th>p Holm</th><th>claim</th></tr>{''.join(rows)}</table><p>{_esc(frontier['answer'])}</p>{plot}")

@@ -181,5 +181,5 @@ def run_sft(cfg: SFTConfig, out_dir: str | Path, tracker: Tracker | None = None,
         return done
     tracker = MultiTracker(JsonlTracker(out.metrics), tracker or NullTracker())
     run = SFTRun(cfg, out, corpus, tracker)
-    settings = LoopSettings(cfg.max_steps, cfg.eval_every, cfg.keep_checkpoints, desc="sft")
-    return train(run, out.root, out.result, settings, progress=progress, stop_after=stop_after)
+    settings = LoopSettings(cfg.max_steps, cfg.eval_every, cfg.keep_checkpoints, desc="sft", seeds=(("sft", cfg.seed),))
+    return train(run, out.root, out.result, settings, out.provenance, progress=progress, stop_after=stop_after)

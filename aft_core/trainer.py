@@ -10,6 +10,7 @@ write its own artefacts, and perhaps set `state.stop_reason`). `train` owns the 
 - `stop_after`: end the process at the first checkpoint at or after that step, as an interruption would
   (the next call resumes there);
 - one progress bar (or none), elapsed training time across resumes, and `torch` thread count;
+- the run's provenance (machine, libraries, seeds), one entry per start or resume;
 - the finished marker: the algorithm's result, written atomically last. A folder holding it is done.
 """
 from __future__ import annotations
@@ -24,8 +25,10 @@ import torch
 from tqdm.auto import tqdm
 
 from aft_core.checkpoint import resume_latest, save_checkpoint
+from aft_core.faults import fault_point
 from aft_core.io import write_json_atomic
 from aft_core.modeling import torch_threads
+from aft_core.provenance import record_provenance
 
 S = TypeVar("S", bound="TrainerState")
 
@@ -80,6 +83,7 @@ class LoopSettings:
     checkpoint_every: int
     keep_checkpoints: int
     desc: str = "train"
+    seeds: tuple[tuple[str, int], ...] = ()  # recorded in the run's provenance
 
 
 def finished_result(result_file: Path) -> dict[str, Any] | None:
@@ -87,9 +91,11 @@ def finished_result(result_file: Path) -> dict[str, Any] | None:
     return json.loads(result_file.read_text()) if result_file.exists() else None
 
 
-def train(algorithm: Algorithm, run_dir: Path, result_file: Path, settings: LoopSettings, progress: bool = True,
-          stop_after: int | None = None) -> dict[str, Any]:
+def train(algorithm: Algorithm, run_dir: Path, result_file: Path, settings: LoopSettings, provenance_file: Path,
+          progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
     """Run `algorithm` to its end (or to `stop_after`), resuming from `run_dir/checkpoints`.
+
+    Every start and resume appends the machine and seeds to `provenance_file`.
 
     Returns the result written to `result_file`, or {"interrupted_at": step} when stopped by `stop_after`.
     """
@@ -102,6 +108,7 @@ def train(algorithm: Algorithm, run_dir: Path, result_file: Path, settings: Loop
         algorithm.state = type(algorithm.state).from_json(meta["trainer"])
         algorithm.resumed()
     state = algorithm.state
+    record_provenance(provenance_file, dict(settings.seeds), state.step)
     started = time.monotonic() - state.seconds
     bar = tqdm(total=settings.total_steps, initial=state.step, desc=settings.desc, disable=not progress,
                dynamic_ncols=True)
@@ -109,6 +116,7 @@ def train(algorithm: Algorithm, run_dir: Path, result_file: Path, settings: Loop
         while state.step < settings.total_steps and state.stop_reason is None:
             postfix = algorithm.train_step(state.step)
             state.step += 1
+            fault_point("after_update", state.step)
             bar.update(1)
             bar.set_postfix(postfix)
             if (state.step % settings.checkpoint_every == 0 or state.step == settings.total_steps

@@ -8,6 +8,10 @@ and writes their probe tables (branches/<name>/probe.parquet) and a findings.jso
 ΔBERTScore at the ★ of (a), and for (b) and (c) the label of every checkpoint and the first step
 each attractor label was reached. These are findings, not pass/fail checks.
 
+Exploratory under the claims protocol (aft_core.protocol): one SFT model, one seed, probe (dev) figures only,
+no test split. It shows what happens on one draw and makes no claim; `findings.json` says so. A claim about
+these settings is a frontier run (experiments/frontier.py: several SFT and AFT seeds, selection on dev).
+
     python experiments/kl_estimators.py --sft runs/main/sft/model --data runs/main/data --out runs/exp-kl
 Resumable: rerunning the same command continues unfinished branches.
 """
@@ -79,6 +83,8 @@ def main() -> int:
         judge_branch(out / "branches" / name)
         report[name] = findings(name, out / "branches" / name)
         print(json.dumps({k: v for k, v in report[name].items() if k != "probe"}), flush=True)
+    report["protocol"] = ("exploratory: one SFT model, one seed, probe (dev) figures only; no claim "
+                          "(claims need experiments/frontier.py's protocol, aft_core.protocol)")
     write_json_atomic(out / "findings.json", report)
     print(f"findings: {out / 'findings.json'}")
     return 0

@@ -4,7 +4,7 @@ Every parameter is checked before any work (`check_parameters`): a bad one fails
 naming its path and the fix, with nothing written.
 
 The run folder (`params.run_dir`) is aft_core.layout's RunLayout: pipeline.json, data/, checks/,
-sft/, branches/<id>/, sweep.json, evaluation/, summary.json, summary.md, comet/ and report.html.
+sft/, branches/<id>/, sweep.json, evaluation/, provenance.json, summary.json, summary.md, comet/ and report.html.
 A data-check failure stops the run before any training. A failing branch does not stop the
 others: the completed ones are still judged and evaluated, then the run ends Failed naming it.
 """
@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 
 from aft_core.io import run_lock, write_json_atomic
 from aft_core.layout import RunLayout
+from aft_core.provenance import record_provenance
 from flows.params import PipelineParams, check_parameters
 from flows.sweep import SweepBranchesFailed, _flow_run_name, aft_sweep
 from tasks.stages import (build_report, check_data, evaluate_test, prepare_corpus, qualitative_pairs, train_sft,
@@ -46,6 +47,8 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     run_dir = params.run_dir
     run = RunLayout(run_dir)
     write_json_atomic(run.parameters, params.model_dump())
+    record_provenance(run.provenance, {"towninfo": params.towninfo_seed, "sft": params.sft.seed,
+                                       "aft": params.sweep.branch.seed}, step=0)
 
     corpus = prepare_corpus(run_dir, params.data, params.towninfo_dialogues, params.towninfo_seed)
     data = corpus["data"]

@@ -16,4 +16,4 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("COMET_LOGGING_CONSOLE", "WARNING")
 # The temporary local API that `aft-pipeline` starts when no server is configured: on a busy 2-core machine
 # it took longer than Prefect's default 20 s to come up (seen while a sweep ran beside it).
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")

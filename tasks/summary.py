@@ -2,6 +2,8 @@
 and the branch table row both the sweep's and the pipeline's artifacts show."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -56,6 +58,82 @@ def corpus_line(corpus: dict[str, Any], table: dict[str, Any]) -> str:
     return line
 
 
+# The frontier under the claims protocol, as measured for the main job's settings (experiments/frontier.py);
+# a run's own frontier (RUN_DIR/frontier/frontier.json) is preferred when it has one.
+REFERENCE_FRONTIER = Path(__file__).resolve().parents[1] / "experiments" / "reference" / "frontier-towninfo-small.json"
+NOT_A_SETTING = ("sft_model", "data", "seed", "keep_checkpoints", "branch_id")  # what the figures do not depend on
+
+
+def _setting(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in NOT_A_SETTING}
+
+
+def pipeline_basis(parameters: dict[str, Any]) -> dict[str, Any]:
+    """What a frontier must share with a run to speak for it: the corpus and the SFT recipe (all but its seed)."""
+    return {"data": parameters.get("data"), "towninfo_dialogues": parameters.get("towninfo_dialogues"),
+            "towninfo_seed": parameters.get("towninfo_seed"),
+            "sft": {k: v for k, v in (parameters.get("sft") or {}).items() if k != "seed"}}
+
+
+def frontier_reference(run: RunLayout) -> tuple[dict[str, Any], str] | None:
+    """The multi-seed frontier that speaks for this run's settings, and where it comes from."""
+    for path in (run.frontier / "frontier.json", REFERENCE_FRONTIER):
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8")), str(path)
+    return None
+
+
+def one_draw_lines(run: RunLayout, branch_rows: list[dict[str, Any]], table: dict[str, Any]) -> list[str]:
+    """Per branch whose setting the frontier measured: this run's Δentity accuracy (one draw) beside the frontier's
+    interval over SFT models × AFT seeds at the same point, and whether the claim holds there."""
+    found = frontier_reference(run)
+    if found is None:
+        return []
+    frontier, source = found
+    if frontier.get("meta", {}).get("basis") != pipeline_basis(run.read_parameters()):
+        return []  # another corpus or another SFT recipe: the frontier does not speak for this run
+    lines = []
+    for branch in branch_rows:
+        folder = run.branch(str(branch["branch_id"]))
+        if not folder.config.exists():
+            continue
+        setting = _setting(folder.read_config())
+        match = next((r for r in frontier["rows"] if _setting(r["config"]) == setting), None)
+        if match is None:
+            continue
+        point = {"star": "★", "last": "last"}.get(match["point"], "–")
+        wanted = " ★ step " if match["point"] == "star" else " last step "
+        mine = next((r for r in table["rows"] if r["system"].startswith(f"{branch['branch_id']} ")
+                     and (wanted in r["system"] or " ★ = last step " in r["system"])), None)
+        this = (f"this run ({point}): Δentity accuracy {mine['vs_baseline']['delta_entity_accuracy']:+.3f}"
+                if mine and (mine.get("vs_baseline") or {}).get("delta_entity_accuracy") is not None else "this run: –")
+        test = (match.get("test") or {}).get("entity_accuracy")
+        if test:
+            over = (f"over {test['n_sft']} SFT models × {test['n_aft']} AFT seeds: {test['effect']:+.3f} "
+                    f"[{test['ci'][0]:+.3f}, {test['ci'][1]:+.3f}], Holm p = {match['p_holm']:.3f}")
+        else:
+            over = f"over {len(frontier['sft_seeds'])} SFT models × {len(frontier['aft_seeds'])} AFT seeds: dropped on dev"
+        verdict = "the claim holds" if match["survives"] else "the claim does not hold"
+        lines.append(f"- {match['setting']} (`{branch['branch_id']}`): {this}; {over}; {verdict}.")
+    if lines:
+        lines += ["", f"One run is one draw: its SFT model, and so every figure above, changes with the CPU's kernels and the "
+                      f"seeds. The intervals come from `{source}` (experiments/frontier.py: settings chosen on dev, "
+                      f"test scored once, {frontier['test']}; {frontier['correction']}). {frontier['answer']}"]
+    return lines
+
+
+def provenance_line(run: RunLayout) -> str:
+    """What the figures depend on; a rerun on the same machine reproduces them exactly."""
+    if not run.provenance.exists():
+        return ""
+    entry = json.loads(run.provenance.read_text(encoding="utf-8"))["runs"][-1]
+    device = entry["gpu"] or f"CPU {entry['cpu']} ({entry['cpu_capability']})"
+    seeds = ", ".join(f"{k} {v}" for k, v in entry["seeds"].items())
+    return (f"Computed with torch {entry['torch']} on {device}, BLAS {entry['blas']}, {entry['torch_threads']} threads; "
+            f"seeds {seeds}. A rerun on this machine reproduces every figure exactly; another CPU runs other kernels "
+            f"and gives other figures (`provenance.json` in each run folder).")
+
+
 def summary_markdown(run_dir: str, corpus: dict[str, Any], sft: dict[str, Any], branch_rows: list[dict[str, Any]],
                      table: dict[str, Any]) -> str:
     present = [(k, name) for k, name in TABLE1_COLUMNS if any(k in r for r in table["rows"])]
@@ -64,13 +142,16 @@ def summary_markdown(run_dir: str, corpus: dict[str, Any], sft: dict[str, Any], 
     header = list(dict.fromkeys(k for r in branch_rows for k in r)) or ["branch_id"]  # variants add their own keys
     branches = markdown_table(header, [[r.get(k) for k in header] for r in branch_rows])
     changes = "\n".join(f"- {paired_changes(r)}" for r in table["rows"] if r.get("vs_baseline")) or "- (no AFT system)"
-    return (f"# AFT pipeline: {run_dir}\n\n{corpus_line(corpus, table)}\n\n"
+    draws = one_draw_lines(RunLayout(run_dir), branch_rows, table)
+    beside = ("\n\n## This run beside the multi-seed frontier\n\n" + "\n".join(draws)) if draws else ""
+    return (f"# AFT pipeline: {run_dir}\n\n{corpus_line(corpus, table)}\n\n{provenance_line(RunLayout(run_dir))}\n\n"
             f"SFT: {sft['steps']} steps, best dev loss {sft['best_dev_loss']:.4f} (`{sft['model_dir']}`).\n\n"
             f"## Branches\n\n{branches}\n\n"
             f"## Test evaluation ({table['examples']} {table['split']} examples, greedy; "
             f"BERTScore encoder {table['bertscore_encoder']}, layer {table['bertscore_layer']}; "
             f"Focus under I_x = {table['ix_mode']})\n\n{test}\n\n"
-            f"## What AFT changed against SFT (paired tests on the same test examples)\n\n{changes}\n")
+            f"## What AFT changed against SFT in this run (paired tests on the same test examples; one draw)\n\n"
+            f"{changes}{beside}\n")
 
 
 @task(name="summarize")

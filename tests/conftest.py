@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The one bound on any wait in the suite. It guards against hangs and assumes nothing about speed: every wait is
+# a poll that ends as soon as its condition holds, and no test sleeps in the hope that something has happened.
+HANG_S = 900
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 _scratch = Path(tempfile.mkdtemp(prefix="aft-tests-"))
@@ -34,7 +37,7 @@ def harness():
     """A temporary Prefect server on loopback for one test module."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=HANG_S):
         yield
 
 
@@ -91,7 +94,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_healthy(url: str, server, timeout: float = 90.0) -> None:
+def _wait_healthy(url: str, server, timeout: float = HANG_S) -> None:
     import time
     import urllib.request
 
@@ -100,7 +103,7 @@ def _wait_healthy(url: str, server, timeout: float = 90.0) -> None:
         if server.poll() is not None:
             raise RuntimeError(f"prefect server exited with {server.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            with urllib.request.urlopen(f"{url}/health", timeout=30) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -108,7 +111,7 @@ def _wait_healthy(url: str, server, timeout: float = 90.0) -> None:
     raise TimeoutError(f"prefect server not healthy at {url} after {timeout}s")
 
 
-def stop_process_group(process, timeout: float = 20.0) -> None:
+def stop_process_group(process, timeout: float = 60.0) -> None:
     """SIGTERM a process started with start_new_session=True and its children; SIGKILL what is left."""
     import signal
     import subprocess

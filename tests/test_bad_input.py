@@ -213,3 +213,44 @@ def test_unusable_device_named_by_aft_device(monkeypatch, value, fragment):
     expect_error(default_device, "AFT_DEVICE", fragment)
     monkeypatch.setenv("AFT_DEVICE", "cpu")
     assert default_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply to parse"),
+    ("deep-object.json", b'{"d1": ' * 50_000 + b"{}" + b"}" * 50_000, "nested too deeply to parse"),
+    ("latin1.json", '{"d1": {"log": [{"text": "caf\xe9"}]}}'.encode("latin-1"), "not valid JSON"),
+    ("bigint.json", b'{"d1": ' + b"9" * 10_000 + b"}", "not valid JSON"),
+    ("nul.json", b"\x00\x00\xff\xfe", "not valid JSON"),
+])
+def test_a_hostile_corpus_file_is_one_line_not_a_traceback(tmp_path, name, content, problem, capsys):
+    path = tmp_path / name
+    path.write_bytes(content)
+    expect_error(lambda: load_corpus(path), str(path), problem)
+    assert main(["data", "stats", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and problem in err and "Traceback" not in err
+
+
+def test_a_damaged_zip_member_and_a_deep_venue_database_are_named(tmp_path):
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("data/dialogues.json", json.dumps([{"x": "y" * 5000}]))
+    raw = bytearray(good.read_bytes())
+    start = raw.index(b"data/dialogues.json") + len("data/dialogues.json")  # the local header's name, then data
+    raw[start + 10:start + 200] = b"\x00" * 190  # corrupt the compressed stream, keep the directory
+    bad = tmp_path / "data.zip"
+    bad.write_bytes(bytes(raw))
+    expect_error(lambda: load_corpus(bad), str(bad), "a zip that cannot be read")
+
+    from aft_core.data.venues import VenueDB
+
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "hotel_db.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    expect_error(lambda: VenueDB.load(tmp_path / "db"), "hotel_db.json", "nested too deeply to parse",
+                 "restore the venue database file")
+
+
+def test_a_split_list_that_is_not_text_is_named(tmp_path):
+    write_json(tmp_path / "data.json", {"d1": {"log": [{"text": "hi"}, {"text": "hello"}]}})
+    (tmp_path / "valListFile.txt").write_bytes(b"\xff\xfe\x00bad")
+    expect_error(lambda: load_corpus(tmp_path), "valListFile.txt", "cannot be read as UTF-8 text")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, prefect_server_env
+from conftest import HANG_S, ROOT, prefect_server_env
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -28,7 +28,7 @@ def prefect_server(tmp_path):
         yield env
 
 
-def _prefect(env: dict, *args: str, timeout: float = 300) -> str:
+def _prefect(env: dict, *args: str, timeout: float = HANG_S) -> str:
     done = subprocess.run([PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
@@ -52,7 +52,7 @@ def test_sweep_deployment_runs_on_a_real_server_and_worker(prefect_server, tmp_p
     started = _prefect(env, "deployment", "run", "aft-sweep/tiny", "--param", f"run_dir={run_dir}",
                        "--param", f"sft_model={sft['model_dir']}", "--param", f"data={corpus}")
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started).group(1)
-    _prefect(env, "worker", "start", "--pool", "aft-pool", "--run-once", timeout=600)
+    _prefect(env, "worker", "start", "--pool", "aft-pool", "--run-once", timeout=HANG_S)
 
     inspected = _prefect(env, "flow-run", "inspect", flow_run_id)
     assert "COMPLETED" in inspected, inspected

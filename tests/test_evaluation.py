@@ -125,3 +125,18 @@ def test_evaluation_progress_reports_every_tenth_with_a_rate_and_an_eta():
     assert progress.close() > 0
     assert len(lines) == 10 and lines[-1].startswith("evaluate 200/200 examples (100%")
     assert all("ex/s, ETA" in line and line.endswith("SFT)") for line in lines)
+
+
+def test_tokenised_corpora_are_scored_as_they_are_without_a_warning(caplog):
+    import logging
+
+    from aft_core.evaluation import corpus_bleu, references_are_tokenised
+
+    tokenised = [f"the {i} hotel is in the north ." for i in range(120)]  # TownInfo's shape: >= 100 end in " ."
+    raw = [f"The {i} hotel is in the north." for i in range(120)]
+    assert references_are_tokenised(tokenised) and not references_are_tokenised(raw)
+    with caplog.at_level(logging.WARNING, logger="sacrebleu"):
+        score, signature = corpus_bleu(tokenised, tokenised)
+    assert score == pytest.approx(100.0) and "tok:none" in signature
+    assert not [r for r in caplog.records if r.name.startswith("sacrebleu")], caplog.text
+    assert "tok:13a" in corpus_bleu(raw, raw)[1]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import HANG_S, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +61,11 @@ def test_pipeline_writes_every_stage_consistently(tiny_run):
 
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert [b["branch_id"] for b in summary["branches"]] == ids
+    # What the numbers depend on, in the run folder and in each training folder below it
+    provenance = json.loads((tiny_run / "provenance.json").read_text())["runs"][-1]
+    assert provenance["seeds"] == {"towninfo": 0, "sft": 0, "aft": 0} and provenance["cpu_capability"]
+    for folder in (tiny_run / "sft", *(tiny_run / "branches" / i for i in ids)):
+        assert json.loads((folder / "provenance.json").read_text())["runs"][0]["torch"]
     assert "## Test evaluation" in (tiny_run / "summary.md").read_text()
     # One offline Comet archive per branch and one for the pipeline; no API key, so offline.
     assert len(list((tiny_run / "comet").glob("*.zip"))) == len(ids) + 1
@@ -305,10 +310,11 @@ def test_the_console_of_a_pipeline_run_holds_the_flow_log_not_library_noise(tmp_
     env = {k: v for k, v in os.environ.items()
            if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "COMET_LOGGING_CONSOLE")}
     run = subprocess.run([str(Path(sys.executable).with_name("aft-pipeline")), "--preset", "tiny", "--run-dir",
-                          str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
+                          str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=HANG_S)
     console = run.stdout + run.stderr
     assert run.returncode == 0, console[-2000:]
-    for noise in ("Loading weights", "Writing model shards", "Calculating Metrics", "COMET INFO", "ephemeral docs site"):
+    for noise in ("Loading weights", "Writing model shards", "Calculating Metrics", "COMET INFO", "ephemeral docs site",
+                  "forgot to detokenize", "Warning", "warn("):
         assert noise not in console, noise
     assert "sft step 40/40 (100%, ETA 0s)" in console and "test evaluation: 5 systems" in console
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, prefect_server_env, stop_process_group
+from conftest import HANG_S, ROOT, prefect_server_env, stop_process_group
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -28,7 +28,7 @@ WORKERS = ("worker-a", "worker-b", "worker-c")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def _prefect(env: dict, *args: str, timeout: float = 300) -> str:
+def _prefect(env: dict, *args: str, timeout: float = HANG_S) -> str:
     done = subprocess.run([PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
@@ -38,7 +38,7 @@ def _api(env: dict, method: str, path: str, body: dict | None = None):
     request = urllib.request.Request(env["PREFECT_API_URL"] + path, method=method,
                                      data=None if body is None else json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=120) as response:
         raw = response.read()
     return json.loads(raw) if raw else None
 
@@ -47,7 +47,7 @@ def _flow_runs(env: dict, flow: str) -> list[dict]:
     return _api(env, "POST", "/flow_runs/filter", {"flows": {"name": {"any_": [flow]}}, "limit": 200})
 
 
-def _wait_terminal(env: dict, flow_run_id: str, timeout: float = 480) -> dict:
+def _wait_terminal(env: dict, flow_run_id: str, timeout: float = HANG_S) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = _api(env, "GET", f"/flow_runs/{flow_run_id}")
@@ -57,7 +57,7 @@ def _wait_terminal(env: dict, flow_run_id: str, timeout: float = 480) -> dict:
     raise TimeoutError(f"flow run {flow_run_id} not finished after {timeout}s")
 
 
-def _workers_of(env: dict, flow_run_ids: list[str], timeout: float = 60) -> dict[str, list[str]]:
+def _workers_of(env: dict, flow_run_ids: list[str], timeout: float = HANG_S) -> dict[str, list[str]]:
     """flow run id -> names of the workers that submitted it, from the workers' events (persisted asynchronously)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -145,7 +145,7 @@ def test_a_sweep_spreads_its_branches_over_workers_and_matches_an_in_process_run
     code = ("import json, sys\nfrom flows.params import PRESETS, SweepParams\nfrom flows.sweep import aft_sweep\n"
             "aft_sweep(sys.argv[1], sys.argv[2], sys.argv[3], SweepParams.model_validate(PRESETS['tiny']['sweep']), 96)\n")
     done = subprocess.run([sys.executable, "-c", code, str(local_dir), farm["sft_model"], farm["data"]],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr[-3000:]
     local = json.loads((local_dir / "sweep.json").read_text())
     assert [b["branch_id"] for b in local["branches"]] == branch_ids

@@ -64,7 +64,7 @@ SETTINGS = LoopSettings(total_steps=7, checkpoint_every=3, keep_checkpoints=5, d
 
 def test_checkpoints_fall_on_the_cadence_the_last_step_and_when_asked(tmp_path):
     toy = Toy(force_at=4)
-    result = train(toy, tmp_path, tmp_path / "result.json", SETTINGS, progress=False)
+    result = train(toy, tmp_path, tmp_path / "result.json", SETTINGS, tmp_path / "provenance.json", progress=False)
     assert toy.events == [("start", 0), ("checkpoint", 3), ("checkpoint", 4), ("checkpoint", 6), ("checkpoint", 7)]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "step-0000003", "step-0000004", "step-0000006", "step-0000007"]
@@ -74,13 +74,13 @@ def test_checkpoints_fall_on_the_cadence_the_last_step_and_when_asked(tmp_path):
 
 
 def test_stop_after_interrupts_at_the_first_checkpoint_at_or_after_it_and_resumes_exactly(tmp_path):
-    straight = train(Toy(with_scheduler=True), tmp_path / "a", tmp_path / "a" / "result.json", SETTINGS, progress=False)
+    straight = train(Toy(with_scheduler=True), tmp_path / "a", tmp_path / "a" / "result.json", SETTINGS, tmp_path / "a" / "provenance.json", progress=False)
     first = Toy(with_scheduler=True)
-    assert train(first, tmp_path / "b", tmp_path / "b" / "result.json", SETTINGS, progress=False,
+    assert train(first, tmp_path / "b", tmp_path / "b" / "result.json", SETTINGS, tmp_path / "b" / "provenance.json", progress=False,
                  stop_after=4) == {"interrupted_at": 6}
     assert not (tmp_path / "b" / "result.json").exists()
     second = Toy(with_scheduler=True)
-    resumed = train(second, tmp_path / "b", tmp_path / "b" / "result.json", SETTINGS, progress=False)
+    resumed = train(second, tmp_path / "b", tmp_path / "b" / "result.json", SETTINGS, tmp_path / "b" / "provenance.json", progress=False)
     assert second.events == [("resumed", 6), ("checkpoint", 7)]
     # the typed state, the weights, the optimizer, the scheduler and the RNG all came back
     assert resumed == straight and resumed["noise_draws"] == 7
@@ -89,12 +89,12 @@ def test_stop_after_interrupts_at_the_first_checkpoint_at_or_after_it_and_resume
 
 def test_a_stop_reason_ends_the_run_and_a_resume_does_not_train_past_it(tmp_path):
     toy = Toy(stop_at=3)
-    result = train(toy, tmp_path, tmp_path / "result.json", SETTINGS, progress=False)
+    result = train(toy, tmp_path, tmp_path / "result.json", SETTINGS, tmp_path / "provenance.json", progress=False)
     assert result["steps"] == 3 and result["stop_reason"] == "toy_stop"
     # The result file lost (say, a crash right after the checkpoint): the resumed run stops where it stopped.
     (tmp_path / "result.json").unlink()
     again = Toy()
-    assert train(again, tmp_path, tmp_path / "result.json", SETTINGS, progress=False)["steps"] == 3
+    assert train(again, tmp_path, tmp_path / "result.json", SETTINGS, tmp_path / "provenance.json", progress=False)["steps"] == 3
     assert again.events == [("resumed", 3)]
 
 

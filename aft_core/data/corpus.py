@@ -18,13 +18,13 @@ import hashlib
 import json
 import os
 import statistics
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aft_core.data.examples import Example, Turn, examples_from_turns
 from aft_core.errors import AftInputError
+from aft_core import io
 from aft_core.io import write_json_atomic, write_text_atomic
 
 SPLIT_ALIASES = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation",
@@ -59,34 +59,28 @@ class Corpus:
         }
 
 
+CORPUS_FIX = "pass a MultiWOZ or ConvLab unified JSON file (or its .zip)"
+
+
 def read_json(path: Path, member: str | None = None) -> Any:
-    """Read JSON from a file or from a zip; `member` picks the file inside the zip."""
-    try:
-        if path.suffix == ".zip":
-            with zipfile.ZipFile(path) as zf:
-                names = [n for n in zf.namelist() if n.endswith(".json")]
-                wanted = member or (names[0] if len(names) == 1 else None)
-                if wanted not in zf.namelist():
-                    raise AftInputError(path, member or "<zip member>",
-                                        f"the zip holds {sorted(zf.namelist())[:5]}, not the expected JSON file",
-                                        f"put {member or 'exactly one .json file'} inside the zip")
-                raw = zf.read(wanted)
-        else:
-            raw = path.read_bytes()
-    except zipfile.BadZipFile as e:
-        raise AftInputError(path, "<file>", f"not a readable zip ({e})", "re-download or re-zip the file") from e
-    except FileNotFoundError as e:
-        raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing corpus file or folder") from e
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AftInputError(path, "<root>", f"not valid JSON ({e})",
-                            "pass a MultiWOZ or ConvLab unified JSON file (or its .zip)") from e
+    """Read a corpus JSON file or zip member; a damaged or hostile file is one AftInputError."""
+    return io.read_json(path, member, fix=CORPUS_FIX)
 
 
 def load_corpus(path: str | Path, split: str | None = None) -> Corpus:
-    """Detect the format at `path` and load every split it holds."""
+    """Detect the format at `path` and load every split it holds.
+
+    A file that parses but is too deep or too large to walk is one AftInputError, like one that does not parse.
+    """
     path = Path(path)
+    try:
+        return _load_corpus(path, split)
+    except (RecursionError, MemoryError) as e:
+        problem = "nested too deeply to read" if isinstance(e, RecursionError) else "too large to read in memory"
+        raise AftInputError(path, "<structure>", problem, CORPUS_FIX) from None
+
+
+def _load_corpus(path: Path, split: str | None) -> Corpus:
     if not path.exists():
         raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing corpus file or folder")
     if path.is_dir():
@@ -163,7 +157,7 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 
 def _read_list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in io.read_text(path).splitlines() if line.strip()]
 
 
 def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None) -> Corpus:
@@ -211,7 +205,7 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
                                 "point at a MultiWOZ data file, a folder of split files, or a unified data.zip")
         db_dir = path / "db"
         if (path / HOLDOUT_FILE).is_file():
-            holdout = json.loads((path / HOLDOUT_FILE).read_text(encoding="utf-8"))
+            holdout = io.read_json(path / HOLDOUT_FILE, fix="delete the hold-out folder and rerun: it is rebuilt")
     else:
         dialogues = data if data is not None else read_json(path)
         _check_object(path, dialogues)

@@ -6,13 +6,13 @@ list of records (MultiWOZ's taxi_db.json) is not a venue table: it is skipped an
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aft_core.errors import AftInputError
+from aft_core.io import read_json
 
 IGNORED_VALUES = {"", "dontcare", "not mentioned", "none", "dont care", "don't care"}
 NAME_FIELDS = ("name", "trainID")
@@ -41,10 +41,7 @@ class VenueDB:
         venues: dict[str, list[dict[str, Any]]] = {}
         skipped: dict[str, str] = {}
         for file in sorted(db_dir.glob("*_db.json")):
-            try:
-                records = json.loads(file.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise AftInputError(file, "<root>", f"not valid JSON ({e})", "restore the venue database file") from e
+            records = read_json(file, fix="restore the venue database file")
             domain = file.name[: -len("_db.json")]
             if not isinstance(records, list):
                 # MultiWOZ's taxi_db.json is a JSON object of colours, types and phone formats, not venues:
