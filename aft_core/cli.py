@@ -147,6 +147,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from aft_core.demo_app import launch
+
+    print(f"AFT demo of {args.run_dir}: http://127.0.0.1:{args.port} (Ctrl+C stops it)", flush=True)
+    launch(args.run_dir, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aft", description="Attention Fine-Tuning (AFT) for seq2seq dialogue models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--recompute-pairs", action="store_true",
                         help="choose the qualitative pairs and compute their attention maps again (default: only when missing)")
     report.set_defaults(func=cmd_report)
+
+    demo = sub.add_parser("demo", help="the interactive demo of a pipeline run in the browser, on 127.0.0.1")
+    demo.add_argument("run_dir", help="the pipeline's run folder")
+    demo.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

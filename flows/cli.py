@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(run.summary_markdown.read_text())
     if run.report.exists():
         print(f"report: {run.report.resolve()}")
+        print(f"demo (SFT and AFT side by side in the browser): aft demo {run.root}")
     if not state.is_completed():
         print(f"error: the pipeline ended {state.name}: {state.message}", file=sys.stderr)
         return 1

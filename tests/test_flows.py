@@ -317,6 +317,7 @@ def test_the_console_of_a_pipeline_run_holds_the_flow_log_not_library_noise(tmp_
                   "forgot to detokenize", "Warning", "warn("):
         assert noise not in console, noise
     assert "sft step 40/40 (100%, ETA 0s)" in console and "test evaluation: 5 systems" in console
+    assert f"aft demo {tmp_path / 'run'}" in console
 
 
 def test_transient_failures_are_retried_once_and_bad_input_is_not(tiny_run, tmp_path, monkeypatch):

@@ -1,0 +1,195 @@
+"""What the interactive demo computes (`aft demo RUN_DIR`; the page itself is aft_core.demo_app).
+
+`DemoRun` opens a pipeline run folder and answers, for any dialogue history (a test example or one typed
+turn by turn) and any system of the run (SFT, each branch's ★ and last checkpoint, or any checkpoint of a
+branch from its saved weights):
+
+- `respond`: the system's response, greedy or sampled, with A[T,S] over the history tokens (the run's
+  layers), the turn of every source token, speaker tags and the I_x mask, focus / coverage / repeat under
+  the run's I_x, and entity correctness where the corpus has a venue database;
+- `aft_step`: one AFT step made visible: K samples of the system, each with its reward parts, R, the
+  normalised reward R̃, its softmax weight and its log-ratio to π_ref (the SFT model), as AFT_SPEC §5 has it.
+
+Models are loaded once per system and kept (a demo compares a handful).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from aft_core.attention import parse_layers, teacher_forced_pass
+from aft_core.data.batching import SourceBatch
+from aft_core.data.corpus import load_corpus
+from aft_core.data.dataset import corpus_to_dataset
+from aft_core.data.examples import Turn, encode_source
+from aft_core.data.venues import VenueDB, entity_correct, names_venue
+from aft_core.errors import AftInputError
+from aft_core.evaluation import load_system
+from aft_core.layout import RunLayout
+from aft_core.loss import sequence_logprob, softmax_weights, zscore
+from aft_core.modeling import generate_ids, model_device
+from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
+
+SFT = "SFT"
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a response is decoded."""
+
+    sample: bool = False  # greedy when False
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+
+
+class DemoRun:
+    """A pipeline run folder, opened for the demo."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run = RunLayout(run_dir)
+        if not self.run.sft.result.exists():
+            raise AftInputError(self.run.root, "sft", "the run has no finished SFT model",
+                                "run the pipeline first (`aft-pipeline --run-dir RUN_DIR`)")
+        sft = json.loads(self.run.sft.result.read_text(encoding="utf-8"))
+        self.sft_model = sft["model_dir"]
+        self.sft_config = self.run.sft.read_config()
+        self.settings = self.run.read_parameters().get("sweep", {}).get("branch", {})
+        self.ix_mode = self.settings.get("ix_mode", "all")
+        self.repeat_n = self.settings.get("repeat_n", 3)
+        corpus = load_corpus(self.sft_config["data"])
+        self.test = corpus_to_dataset(corpus)["test"]
+        self.db = VenueDB.load(corpus.db_dir) if corpus.db_dir else None
+        self._models: dict[str, tuple[Any, Any]] = {}
+
+    # --- what there is to choose ---------------------------------------------------------------------
+
+    def systems(self) -> dict[str, dict[str, Any]]:
+        """Every system of the run: SFT, then per judged branch its ★, its last and each saved checkpoint."""
+        systems: dict[str, dict[str, Any]] = {SFT: {"model": self.sft_model, "weights": None, "config": None}}
+        for row in self.run.branch_rows():
+            branch = self.run.branch(str(row["branch_id"]))
+            if not branch.verdict.exists():
+                continue
+            verdict, config = branch.read_verdict(), branch.read_config()
+            steps = sorted(int(p.stem.split("-")[1]) for p in branch.weights(0).parent.glob("step-*.safetensors"))
+            for step in steps:
+                tags = [t for t, s in (("★", verdict["primary_step"]), ("last", verdict["last_step"])) if s == step]
+                name = f"{row['branch_id']} step {step}" + (f" ({', '.join(tags)})" if tags else "")
+                systems[name] = {"model": self.sft_model, "weights": str(branch.weights(step)), "config": config}
+        return systems
+
+    def find_examples(self, query: str = "", limit: int = 50) -> list[tuple[str, str]]:
+        """(label, example_id) of test examples whose id or history/reference contains `query`."""
+        query = query.strip().lower()
+        found = []
+        for row in self.test:
+            text = " ".join([row["example_id"], *row["history_texts"], row["target"]]).lower()
+            if not query or query in text:
+                found.append((f"{row['example_id']}: {row['history_texts'][-1][:80]}", row["example_id"]))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def example(self, example_id: str) -> dict[str, Any]:
+        """A test example: its history (speaker, text, slot values), reference and belief state."""
+        rows = self.test.filter(lambda r: r["example_id"] == example_id)
+        if len(rows) == 0:
+            raise AftInputError(self.run.root, "example_id", f"no test example '{example_id}'", "pick one from the list")
+        row = rows[0]
+        return {"example_id": example_id, "reference": row["target"], "belief_state": json.loads(row["belief_state"]),
+                "turns": [{"speaker": s, "text": t, "slot_values": list(v)} for s, t, v in
+                          zip(row["history_speakers"], row["history_texts"], row["history_slot_values"])]}
+
+    # --- computing ---------------------------------------------------------------------------------
+
+    def _load(self, name: str) -> tuple[Any, Any]:
+        if name not in self._models:
+            spec = self.systems().get(name)
+            if spec is None:
+                raise AftInputError(self.run.root, "system", f"no system '{name}'", "pick one from the list")
+            self._models[name] = load_system(spec["model"], spec["weights"])
+        return self._models[name]
+
+    def _source(self, turns: Sequence[dict[str, Any]], tokenizer: Any) -> tuple[dict[str, Any], SourceBatch]:
+        history = [Turn(t["speaker"], t["text"], tuple(t.get("slot_values") or ())) for t in turns]
+        if not history or history[-1].speaker != "user":
+            raise AftInputError("demo", "history", "the last turn must be the user's", "end the history with a user turn")
+        row = encode_source(history, tokenizer, self.sft_config["max_source_tokens"])
+        return row, SourceBatch.from_rows([row], tokenizer.pad_token_id)
+
+    def _layers(self, model: Any) -> list[int]:
+        return parse_layers(self.settings.get("layers", "all"), model.config.num_decoder_layers)
+
+    @torch.no_grad()
+    def respond(self, system: str, turns: Sequence[dict[str, Any]], decoding: Decoding = Decoding(),
+                example: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+        """One response of `system` to the history, with its attention map and scores; given the test `example`
+        the history came from, also whether the response names a venue satisfying its belief state (scored,
+        as in the test evaluation, on turns whose reference names a venue)."""
+        model, tokenizer = self._load(system)
+        model.eval()
+        row, src = self._source(turns, tokenizer)
+        src = src.to(model_device(model))
+        torch.manual_seed(seed)
+        seqs = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=decoding.max_new_tokens,
+                            do_sample=decoding.sample, temperature=decoding.temperature)
+        tf = teacher_forced_pass(model, src.input_ids, src.attention_mask, seqs, 1, tokenizer.eos_token_id,
+                                 self._layers(model))
+        hist = src.mask(self.ix_mode)
+        t_len = int(tf["tgt_mask"][0].sum())
+        text = tokenizer.decode(seqs[0], skip_special_tokens=True).strip()
+        result = {
+            "system": system, "response": text, "tokens": tokenizer.convert_ids_to_tokens(tf["labels"][0, :t_len].tolist()),
+            "source_tokens": tokenizer.convert_ids_to_tokens(row["input_ids"]), "turns": list(row["src_turn"]),
+            "is_tag": [bool(x) for x in row["src_is_tag"]], "ix": hist[0].tolist(),
+            "attention": tf["attn"][0, :t_len].cpu().tolist(), "ix_mode": self.ix_mode,
+            "focus": float(focus(tf["attn"], tf["tgt_mask"], hist)[0]),
+            "coverage": float(coverage(tf["attn"], tf["tgt_mask"], hist)[0]),
+            "repeat": float(repeat_penalty(tf["labels"], tf["tgt_mask"], self.repeat_n,
+                                           (tokenizer.pad_token_id, tokenizer.eos_token_id))[0]),
+            "entity_correct": None,
+        }
+        if self.db is not None and example is not None and names_venue(self.db, example["reference"]):
+            result["entity_correct"] = bool(entity_correct(self.db, text, example["belief_state"]))
+        return result
+
+    @torch.no_grad()
+    def aft_step(self, system: str, turns: Sequence[dict[str, Any]], k: int = 4, seed: int = 0,
+                 max_new_tokens: int = 48) -> list[dict[str, Any]]:
+        """K samples of `system` scored as one AFT step scores them (the branch's α, β, γ, η, I_x; the
+        defaults of E3-20 for SFT), with log π/π_ref against the SFT model. The weights sum to 1."""
+        spec = self.systems()[system] if system in self.systems() else None
+        if spec is None:
+            raise AftInputError(self.run.root, "system", f"no system '{system}'", "pick one from the list")
+        cfg = {"alpha": 1.0, "beta": 1.0, "gamma": 0.5, "eta": 1.0, "temperature": 1.0, "ix_mode": self.ix_mode,
+               "repeat_n": self.repeat_n, "logprob_reduction": "sum", **(spec["config"] or self.settings)}
+        policy, tokenizer = self._load(system)
+        reference, _ = self._load(SFT)
+        policy.eval()
+        row, src = self._source(turns, tokenizer)
+        src = src.to(model_device(policy))
+        torch.manual_seed(seed)
+        samples = generate_ids(policy, src.input_ids, src.attention_mask, max_new_tokens=max_new_tokens, do_sample=True,
+                               num_return_sequences=k, temperature=cfg["temperature"])  # [K, 1+T]
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        tf = teacher_forced_pass(policy, src.input_ids, src.attention_mask, samples, k, eos, self._layers(policy))
+        ref = teacher_forced_pass(reference, src.input_ids, src.attention_mask, samples, k, eos, None)
+        hist = src.mask(cfg["ix_mode"]).repeat_interleave(k, dim=0)  # [K,S]
+        special = (pad, eos)
+        cov = coverage(tf["attn"], tf["tgt_mask"], hist)
+        foc = focus(tf["attn"], tf["tgt_mask"], hist)
+        rep = repeat_penalty(tf["labels"], tf["tgt_mask"], cfg["repeat_n"], special)
+        rewards = haca_reward(tf["attn"], tf["labels"], tf["tgt_mask"], hist, cfg["alpha"], cfg["beta"], cfg["gamma"],
+                              cfg["repeat_n"], special).view(1, k)
+        weights = softmax_weights(rewards, cfg["eta"])[0]
+        normalised = zscore(rewards)[0]
+        logp = sequence_logprob(tf["token_logp"], tf["tgt_mask"], cfg["logprob_reduction"])
+        ref_logp = sequence_logprob(ref["token_logp"], tf["tgt_mask"], cfg["logprob_reduction"])
+        texts = [t.strip() for t in tokenizer.batch_decode(samples, skip_special_tokens=True)]
+        return [{"candidate": i + 1, "response": texts[i], "coverage": float(cov[i]), "focus": float(foc[i]),
+                 "repeat": float(rep[i]), "reward": float(rewards[0, i]), "normalised_reward": float(normalised[i]),
+                 "weight": float(weights[i]), "log_ratio_to_ref": float(logp[i] - ref_logp[i])} for i in range(k)]
