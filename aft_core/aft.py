@@ -32,7 +32,8 @@ from aft_core.data.venues import VenueDB
 from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, claim_run_dir
 from aft_core.layout import BranchLayout
-from aft_core.loss import adaptive_kl_update, aft_loss, kl_term, per_token_kl, sequence_logprob, softmax_weights
+from aft_core.loss import (adaptive_kl_update, aft_loss, kl_term, per_token_kl, sequence_logprob, softmax_weights,
+                           zscore)
 from aft_core.modeling import check_model_source, encode, generate_ids, load_model, model_device
 from aft_core.monitor import evaluate_probe, trend
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
@@ -104,6 +105,7 @@ def score_candidates(policy: Any, reference: Any, src: SourceBatch, samples: tor
             "kl_per_token": per_token_kl(token_logp, ref_token_logp, tgt_mask), "eta_kl": eta_kl,
         }
     parts["rewards"] = rewards.view(B, K).detach()
+    parts["weights"], parts["samples"] = weights, samples  # what a candidates table shows
     return parts, metrics
 
 
@@ -145,8 +147,9 @@ class BranchRun:
     """One branch's step and checkpoint hook for the shared loop (aft_core.trainer)."""
 
     def __init__(self, cfg: AFTConfig, branch: BranchLayout, tables: Any, db: VenueDB | None, tracker: Tracker,
-                 thresholds: AttractorThresholds) -> None:
+                 thresholds: AttractorThresholds, candidates_every: int = 0) -> None:
         self.cfg, self.branch, self.db, self.tracker, self.thresholds = cfg, branch, db, tracker, thresholds
+        self.candidates_every = candidates_every
         self.model, self.tokenizer = load_model(cfg.sft_model)
         self.reference, _ = load_model(cfg.sft_model)
         self.model.eval()  # dropout off; gradients still flow
@@ -170,6 +173,11 @@ class BranchRun:
         row = evaluate_probe(self.model, self.tokenizer, self.probe_rows, ix_mode=self.cfg.ix_mode, layers=self.layers,
                              max_new_tokens=self.cfg.max_new_tokens, repeat_n=self.cfg.repeat_n, scorer=self.scorer,
                              db=self.db)
+        completions = row.pop("completions")
+        prompts = self.tokenizer.batch_decode([r["input_ids"] for r in self.probe_rows], skip_special_tokens=True)
+        table = self.branch.write_table(self.branch.completions(step),
+                                        [{"step": step, "prompt": p, **c} for p, c in zip(prompts, completions)])
+        self.tracker.log_table(f"completions-step-{step:07d}", table)
         row.update(step=step, **trend([m for m in self.pending if not m["nonfinite"]]))
         base = baseline or row
         for key in ("focus", "coverage", "repeat", "bertscore", "mean_length"):
@@ -199,6 +207,8 @@ class BranchRun:
         src = SourceBatch.from_rows([self.train_rows[i] for i in idx], self.pad_id).to(model_device(self.model))
         parts, metrics = aft_step_loss(self.model, self.reference, src, cfg, self.layers, self.pad_id, self.eos_id,
                                        eta_kl=state.eta_kl)
+        if self.candidates_every and (step + 1) % self.candidates_every == 0:
+            self.log_candidates(step + 1, src, parts)
         finite, grad_norm = apply_update(self.model, self.optimizer, parts["loss"], cfg.grad_clip)
         if cfg.kl_target > 0 and finite:
             state.eta_kl = adaptive_kl_update(state.eta_kl, metrics["kl_per_token"], cfg.kl_target,
@@ -214,6 +224,18 @@ class BranchRun:
         self.pending.append(metrics)
         self.tracker.log_metrics({f"train/{k}": float(v) for k, v in metrics.items() if k != "step"}, step + 1)
         return {"loss": f"{metrics['loss']:.2f}", "R": f"{metrics['reward_mean']:.3f}"}
+
+    def log_candidates(self, step: int, src: SourceBatch, parts: dict[str, torch.Tensor]) -> None:
+        """The first prompt's K candidates of this step with R, R̃ and weight: the table and the tracker."""
+        k = self.cfg.k
+        texts = self.tokenizer.batch_decode(parts["samples"][:k], skip_special_tokens=True)
+        prompt = self.tokenizer.decode(src.input_ids[0], skip_special_tokens=True)
+        rewards, weights = parts["rewards"][0], parts["weights"][0]
+        normalised = zscore(rewards[None])[0]
+        rows = [{"step": step, "prompt": prompt, "candidate": i + 1, "response": texts[i].strip(),
+                 "reward": float(rewards[i]), "normalised_reward": float(normalised[i]), "weight": float(weights[i])}
+                for i in range(k)]
+        self.tracker.log_table(f"candidates-step-{step:07d}", self.branch.write_table(self.branch.candidates(step), rows))
 
     def diverged(self) -> bool:
         return self.state.nonfinite_run >= self.cfg.max_nonfinite_steps
@@ -258,9 +280,18 @@ class BranchRun:
         }
 
 
+CANDIDATES_EVERY = 50
+
+
 def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = None, progress: bool = True,
-               stop_after: int | None = None, thresholds: AttractorThresholds | None = None) -> dict[str, Any]:
+               stop_after: int | None = None, thresholds: AttractorThresholds | None = None,
+               candidates_every: int = CANDIDATES_EVERY) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) one AFT branch in `out_dir`.
+
+    Every checkpoint writes the probe's greedy completions (`completions/step-N.parquet`) and, every
+    `candidates_every` steps (0 = never), a step writes its first prompt's K candidates with their rewards and
+    weights (`candidates/step-N.parquet`); both also go to the tracker. How often is a tracking setting, not
+    part of the branch's config: it changes no figure.
 
     `thresholds` label the checkpoints for the early-stopping rule (default: the `sft` set); the
     branch's verdict (★, final label) is `aft_core.judging.judge_branch`'s, run after training.
@@ -279,7 +310,8 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     if done is not None:
         return done
     db = VenueDB.load(corpus.db_dir) if corpus.db_dir else None
-    run = BranchRun(cfg, branch, tables, db, tracker or NullTracker(), thresholds or AttractorThresholds())
+    run = BranchRun(cfg, branch, tables, db, tracker or NullTracker(), thresholds or AttractorThresholds(),
+                    candidates_every)
     settings = LoopSettings(cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints, desc=f"aft {config_id(cfg)}",
                             seeds=(("aft", cfg.seed),))
     return train(run, branch.root, branch.result, settings, branch.provenance, progress=progress, stop_after=stop_after)

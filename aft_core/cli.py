@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from pathlib import Path
 
+from aft_core.aft import CANDIDATES_EVERY
 from aft_core.config import AFTConfig, SFTConfig
 from aft_core.errors import AftInputError
 from aft_core.evaluation import EvalConfig
@@ -102,7 +103,8 @@ def cmd_train_branch(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(AFTConfig, args, sft_model=args.sft)
     thresholds = thresholds_from_args(args)
-    result = run_branch(cfg, args.out, progress=not args.quiet, thresholds=thresholds)
+    result = run_branch(cfg, args.out, progress=not args.quiet, thresholds=thresholds,
+                        candidates_every=args.log_candidates_every)
     print(json.dumps({**result, **verdict_fields(judge_branch(args.out, thresholds))}, indent=2))
     return 0
 
@@ -180,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(branch, AFTConfig, skip=("sft_model",))
     branch.add_argument("--out", required=True, help="branch folder")
     branch.add_argument("--quiet", action="store_true", help="no progress bar")
+    branch.add_argument("--log-candidates-every", type=int, default=CANDIDATES_EVERY,
+                        help=f"every N steps, keep the first prompt's K candidates with rewards and weights "
+                             f"(candidates/, and the tracker); 0 = never (default {CANDIDATES_EVERY})")
     add_threshold_options(branch)
     branch.set_defaults(func=cmd_train_branch)
 

@@ -6,7 +6,7 @@ those that more than one module reads. No other module spells a file name of the
         data/              the built-in TownInfo corpus, or the hold-out of a single-split MultiWOZ file
         checks/            report.json, report.md: the great-expectations data checks
         sft/               SFTLayout: the SFT run
-        branches/<id>/     BranchLayout: one AFT branch per sweep point
+        branches/<id>/     BranchLayout: one AFT branch per sweep point (completions/, candidates/: what it said)
         sweep.json         every branch's grid point and training outcome        (flows.sweep)
         evaluation/        EvaluationLayout: per_example.parquet, table.json, table1.md
         provenance.json    machine, libraries and seeds of each pipeline start   (aft_core.provenance)
@@ -111,6 +111,19 @@ class BranchLayout:
     def weights(self, step: int) -> Path:
         """The policy's weights at checkpoint `step` (kept for every checkpoint, for ★ and last evaluation)."""
         return self.root / "weights" / f"step-{step:07d}.safetensors"
+
+    def completions(self, step: int) -> Path:
+        """Checkpoint `step`'s greedy completions of the probe: prompt, reference, response and their scores."""
+        return self.root / "completions" / f"step-{step:07d}.parquet"
+
+    def candidates(self, step: int) -> Path:
+        """AFT step `step`'s K candidates for its first prompt, with reward parts and weights."""
+        return self.root / "candidates" / f"step-{step:07d}.parquet"
+
+    def write_table(self, path: Path, rows: list[dict[str, Any]]) -> Path:
+        with atomic_path(path) as tmp:
+            pd.DataFrame(rows).to_parquet(tmp)
+        return path
 
     def finished(self) -> bool:
         return self.result.exists()

@@ -88,25 +88,37 @@ def evaluate_probe(model: Any, tokenizer: Any, probe_rows: Sequence[dict[str, An
 
     With a venue database `db` (probe rows then need `belief_state`, JSON), the row also holds
     `entity_accuracy` over the `venue_turns` probe turns whose reference names a venue (None when none does).
+    `completions` holds one record per probe example: reference, greedy response and its scores.
     """
     s = score_greedy(model, tokenizer, probe_rows, ix_modes=(ix_mode,), layers=layers,
                      max_new_tokens=max_new_tokens, repeat_n=repeat_n, batch_size=batch_size)
     texts = s["texts"]
     f1 = scorer.f1(texts, [r["target"] for r in probe_rows])
     n = max(len(texts), 1)
+    completions = [{"probe_index": i, "reference": r["target"], "response": text, "focus": s[f"focus/{ix_mode}"][i],
+                    "coverage": s[f"coverage/{ix_mode}"][i], "repeat": s["repeat"][i], "bertscore": f1[i],
+                    "entity_correct": probe_entity_correct(db, text, r)}
+                   for i, (text, r) in enumerate(zip(texts, probe_rows))]
     return {
         "probe_size": len(texts), "focus": sum(s[f"focus/{ix_mode}"]) / n, "coverage": sum(s[f"coverage/{ix_mode}"]) / n,
         "repeat": sum(s["repeat"]) / n, "bertscore": sum(f1) / n, "mean_length": sum(s["length"]) / n,
         "unique_outputs": len(set(texts)), "closing_rate": sum(map(is_generic_closing, texts)) / n,
         "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer, "samples": texts[:5],
-        **(probe_entity_accuracy(db, texts, probe_rows) if db is not None else {}),
+        "completions": completions, **(probe_entity_accuracy(db, texts, probe_rows) if db is not None else {}),
     }
+
+
+def probe_entity_correct(db: VenueDB | None, response: str, row: dict[str, Any]) -> bool | None:
+    """Whether the response names a venue satisfying the turn's belief state; None where the reference names no
+    venue (or there is no venue database): those turns are not scored."""
+    if db is None or not names_venue(db, row["target"]):
+        return None
+    return bool(entity_correct(db, response, json.loads(row["belief_state"])))
 
 
 def probe_entity_accuracy(db: VenueDB, responses: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """entity_accuracy = mean of entity_correct(response, belief state) over the turns whose reference names a venue."""
-    turns = [(text, json.loads(row["belief_state"])) for text, row in zip(responses, rows) if names_venue(db, row["target"])]
-    correct = [entity_correct(db, text, state) for text, state in turns]
+    correct = [c for c in (probe_entity_correct(db, text, row) for text, row in zip(responses, rows)) if c is not None]
     return {"entity_accuracy": sum(correct) / len(correct) if correct else None, "venue_turns": len(correct)}
 
 

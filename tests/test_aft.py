@@ -178,3 +178,43 @@ def test_aft_classify_relabels_a_finished_branch_without_retraining(tmp_path, sf
     assert "not a finished AFT branch folder" in capsys.readouterr().err
     assert main(["classify", str(folder), "--threshold", "closing_rate_min"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_completions_and_candidates_tables_in_the_branch_folder_and_an_offline_comet_archive(tmp_path, sft_model,
+                                                                                             towninfo_dir):
+    """Each checkpoint: the probe's prompt, reference, greedy response and scores; every N steps: one prompt's K
+    candidates with R, R̃ and weights (summing to 1). Both in the branch folder and in the Comet archive."""
+    import zipfile
+
+    from aft_core.layout import BranchLayout
+    from tasks.tracking import CometTracker
+
+    tracker = CometTracker(tmp_path, name="branch-tables", tags=["test"])
+    try:
+        run_branch(branch_config(sft_model, towninfo_dir, steps=4, probe_size=8), tmp_path / "b", tracker=tracker,
+                   progress=False, candidates_every=2)
+    finally:
+        tracker.end()
+    branch = BranchLayout(tmp_path / "b")
+    completions = pd.read_parquet(branch.completions(4))
+    probe = pd.read_parquet(branch.probe).set_index("step")
+    assert len(completions) == 8 and set(completions["step"]) == {4}
+    assert {"prompt", "reference", "response", "focus", "coverage", "repeat", "bertscore", "entity_correct"} <= set(completions)
+    assert completions["focus"].mean() == pytest.approx(probe.loc[4, "focus"])  # the probe row is their mean
+    assert completions["bertscore"].mean() == pytest.approx(probe.loc[4, "bertscore"])
+    scored = completions["entity_correct"].dropna()
+    assert len(scored) == probe.loc[4, "venue_turns"]
+    if len(scored):
+        assert scored.astype(float).mean() == pytest.approx(probe.loc[4, "entity_accuracy"])
+    assert [p.name for p in sorted(branch.candidates(0).parent.iterdir())] == ["step-0000002.parquet", "step-0000004.parquet"]
+    candidates = pd.read_parquet(branch.candidates(2))
+    assert len(candidates) == 2 and candidates["weight"].sum() == pytest.approx(1.0, abs=1e-5)
+    assert candidates["normalised_reward"].sum() == pytest.approx(0.0, abs=1e-4)
+
+    archive = zipfile.ZipFile(next((tmp_path / "comet").glob("*.zip")))
+    uploads = [json.loads(line)["payload"] for line in archive.read("messages.json").decode().splitlines()
+               if json.loads(line).get("type") == "file_upload"]
+    names = {u["additional_params"]["fileName"]: u["file_path"] for u in uploads}
+    assert {f"completions-step-{s:07d}.csv" for s in (0, 2, 4)} | {"candidates-step-0000002.csv"} <= set(names)
+    table = pd.read_csv(archive.open(names["completions-step-0000004.csv"]), index_col=0)
+    assert table["response"].fillna("").tolist() == completions["response"].tolist()
