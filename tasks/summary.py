@@ -79,7 +79,8 @@ def frontier_reference(run: RunLayout) -> tuple[dict[str, Any], str] | None:
     """The multi-seed frontier that speaks for this run's settings, and where it comes from."""
     for path in (run.frontier / "frontier.json", REFERENCE_FRONTIER):
         if path.exists():
-            return json.loads(path.read_text(encoding="utf-8")), str(path)
+            shown = path.relative_to(REFERENCE_FRONTIER.parents[2]) if path == REFERENCE_FRONTIER else path
+            return json.loads(path.read_text(encoding="utf-8")), str(shown)
     return None
 
 
