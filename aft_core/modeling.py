@@ -93,13 +93,36 @@ def check_model_source(name_or_path: str | Path) -> tuple[str, bool]:
         if not (path / "config.json").exists():
             raise AftInputError(path, "config.json", "the directory holds no saved model",
                                 "point at a folder written by `aft sft` or save_pretrained")
+        check_model_files(path)
     return source, hub
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "tokenizer.model", "vocab.json",
+                   "sentencepiece.bpe.model")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+def check_model_files(path: Path) -> None:
+    """A local model folder must hold safetensors weights and its own tokenizer: without one, transformers would
+    build a default tokenizer from the config and training would run on it; pickle weights are never loaded."""
+    if not any((path / name).exists() for name in ("model.safetensors", "model.safetensors.index.json")):
+        pickled = [name for name in PICKLE_WEIGHTS if (path / name).exists()]
+        if pickled:
+            raise AftInputError(path / pickled[0], "weights", "pickle weights are never loaded (they can run code)",
+                                "convert them to safetensors: load the model once where you trust it and call "
+                                "model.save_pretrained(DIR) (writes model.safetensors)")
+        raise AftInputError(path, "model.safetensors", "the folder holds no weights",
+                            "point at a folder written by `aft sft` or save_pretrained")
+    if not any((path / name).exists() for name in TOKENIZER_FILES):
+        raise AftInputError(path, "tokenizer", "the folder holds no tokenizer files",
+                            "save the model's tokenizer beside it (tokenizer.save_pretrained(DIR))")
 
 
 def load_model(name_or_path: str | Path, for_training: bool = False,
                device: torch.device | None = None) -> tuple[torch.nn.Module, Any]:
     """Load a saved seq2seq model and its tokenizer (local directory, or `hf:<org>/<name>`) onto
     `device` (default: `default_device()`)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     source, hub = check_model_source(name_or_path)
@@ -107,8 +130,8 @@ def load_model(name_or_path: str | Path, for_training: bool = False,
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForSeq2SeqLM.from_pretrained(source, attn_implementation="eager", **kwargs)
-    except (OSError, ValueError) as e:
-        raise AftInputError(source, "model", f"could not be loaded ({str(e).splitlines()[0]})",
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # unreadable, truncated or mismatched weights
+        raise AftInputError(source, "model", f"could not be loaded ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]})",
                             "check the folder holds config.json, model.safetensors and the tokenizer files") from e
     check_tokenizer_matches(model, tokenizer, source)
     _neutral_generation_config(model)

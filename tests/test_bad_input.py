@@ -254,3 +254,40 @@ def test_a_split_list_that_is_not_text_is_named(tmp_path):
     write_json(tmp_path / "data.json", {"d1": {"log": [{"text": "hi"}, {"text": "hello"}]}})
     (tmp_path / "valListFile.txt").write_bytes(b"\xff\xfe\x00bad")
     expect_error(lambda: load_corpus(tmp_path), "valListFile.txt", "cannot be read as UTF-8 text")
+
+
+def _broken_copy(sft_model, tmp_path, name):
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(sft_model, folder)
+    return folder
+
+
+def test_broken_model_folders_end_in_one_line_not_a_traceback(sft_model, towninfo_dir, tmp_path, capsys):
+    """As a user's downloads go wrong: no tokenizer, pickle weights only, truncated weights, a config whose
+    vocabulary disagrees with the weights. Each is refused with the file and the fix, before any training."""
+    from safetensors.torch import load_file, save_file
+
+    no_tokenizer = _broken_copy(sft_model, tmp_path, "no-tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (no_tokenizer / name).unlink()
+    pickled = _broken_copy(sft_model, tmp_path, "pickled")
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")  # only a .bin, as older checkpoints ship
+    truncated = _broken_copy(sft_model, tmp_path, "truncated")
+    raw = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(raw[: len(raw) // 3])
+    mismatched = _broken_copy(sft_model, tmp_path, "mismatched")
+    config = json.loads((mismatched / "config.json").read_text())
+    weights = load_file(str(mismatched / "model.safetensors"))
+    save_file({k: (v[: v.shape[0] // 2] if v.shape[0] == config["vocab_size"] else v) for k, v in weights.items()},
+              str(mismatched / "model.safetensors"), metadata={"format": "pt"})
+    cases = {no_tokenizer: "holds no tokenizer files", pickled: "pickle weights are never loaded",
+             truncated: "could not be loaded", mismatched: "could not be loaded (RuntimeError"}
+    for folder, problem in cases.items():
+        out = tmp_path / f"sft-of-{folder.name}"
+        code = main(["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(out), "--max-steps", "2"])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and problem in errors[0] and "Fix:" in errors[0], (folder.name, err[-800:])
+        assert "Traceback" not in err and not (out / "sft_result.json").exists()
