@@ -161,6 +161,8 @@ class BranchRun:
         self.train_rows = train.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient"]).to_list()
         self.probe_rows = probe.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient", "target",
                                                 "belief_state"]).to_list()
+        self.probe_prompts = self.tokenizer.batch_decode([r["input_ids"] for r in self.probe_rows],
+                                                         skip_special_tokens=True)  # the completions tables' prompts
         self.scorer = load_bertscore(cfg.bertscore_model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate)
         self.scheduler = None  # constant learning rate
@@ -174,9 +176,8 @@ class BranchRun:
                              max_new_tokens=self.cfg.max_new_tokens, repeat_n=self.cfg.repeat_n, scorer=self.scorer,
                              db=self.db)
         completions = row.pop("completions")
-        prompts = self.tokenizer.batch_decode([r["input_ids"] for r in self.probe_rows], skip_special_tokens=True)
-        table = self.branch.write_table(self.branch.completions(step),
-                                        [{"step": step, "prompt": p, **c} for p, c in zip(prompts, completions)])
+        table = self.branch.write_table(self.branch.completions(step), [{"step": step, "prompt": p, **c} for p, c
+                                                                        in zip(self.probe_prompts, completions)])
         self.tracker.log_table(f"completions-step-{step:07d}", table)
         row.update(step=step, **trend([m for m in self.pending if not m["nonfinite"]]))
         base = baseline or row

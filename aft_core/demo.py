@@ -162,7 +162,7 @@ class DemoRun:
                  max_new_tokens: int = 48) -> list[dict[str, Any]]:
         """K samples of `system` scored as one AFT step scores them (the branch's α, β, γ, η, I_x; the
         defaults of E3-20 for SFT), with log π/π_ref against the SFT model. The weights sum to 1."""
-        spec = self.systems()[system] if system in self.systems() else None
+        spec = self.systems().get(system)
         if spec is None:
             raise AftInputError(self.run.root, "system", f"no system '{system}'", "pick one from the list")
         cfg = {"alpha": 1.0, "beta": 1.0, "gamma": 0.5, "eta": 1.0, "temperature": 1.0, "ix_mode": self.ix_mode,
