@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 from safetensors.torch import save_model
 
-from aft_core.attention import parse_layers, teacher_forced_pass
 from aft_core.attractors import AttractorThresholds, classify_trajectory, should_stop_early, terminal_streak
 from aft_core.bertscore import load_bertscore
 from aft_core.config import AFTConfig, config_id
@@ -34,7 +33,7 @@ from aft_core.io import atomic_path, claim_run_dir
 from aft_core.layout import BranchLayout
 from aft_core.loss import (adaptive_kl_update, aft_loss, kl_term, per_token_kl, sequence_logprob, softmax_weights,
                            zscore)
-from aft_core.modeling import check_model_source, encode, generate_ids, load_model, model_device
+from aft_core.models import ModelFamily, check_model_source, family_of, load_model, model_device, parse_layers
 from aft_core.monitor import evaluate_probe, trend
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
 from aft_core.timing import untimed
@@ -42,43 +41,46 @@ from aft_core.tracking import NullTracker, Tracker
 from aft_core.trainer import LoopSettings, TrainerState, finished_result, train
 
 
-def aft_step_loss(policy: Any, reference: Any, src: SourceBatch, cfg: AFTConfig, layers: Sequence[int],
-                  pad_id: int, eos_id: int, timer: Callable[[str], ContextManager] = untimed,
+PROMPT_COLUMNS = ["input_ids", "src_turn", "src_is_tag", "src_is_salient", "src_is_template"]
+
+
+def aft_step_loss(policy: Any, reference: Any, family: ModelFamily, src: SourceBatch, cfg: AFTConfig,
+                  layers: Sequence[int], timer: Callable[[str], ContextManager] = untimed,
                   eta_kl: float | None = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Steps 1-6 of AFT_SPEC §5 for B prompts; returns the loss parts (with grad) and step metrics.
 
-    The encoder runs once per prompt; its states serve the K samples (one batched `generate`) and
-    the teacher-forced pass. `timer` names the phases for profiles (bench/aft_step.py). `eta_kl`
-    overrides cfg.eta_kl (the adaptive controller's current value).
+    The prompt's state (an encoder's states; a decoder-only model's prefill inside sampling) is computed once
+    per prompt and serves its K samples and the teacher-forced pass. `timer` names the phases for profiles
+    (bench/aft_step.py). `eta_kl` overrides cfg.eta_kl (the adaptive controller's current value).
     """
     device = src.input_ids.device
     with timer("teacher_forced"), mixed_precision(device):
-        encoded = encode(policy, src.input_ids, src.attention_mask)  # [B,S,D], with grad
+        state = family.prompt_state(policy, src)  # with grad
     with timer("sampling"), mixed_precision(device):
-        samples = generate_ids(policy, src.input_ids, src.attention_mask, max_new_tokens=cfg.max_new_tokens,
-                               do_sample=True, num_return_sequences=cfg.k, temperature=cfg.temperature,
-                               encoded=encoded)  # [B*K, 1+T]
-    return score_candidates(policy, reference, src, samples, cfg, layers, pad_id, eos_id, encoded, timer, eta_kl)
+        samples = family.generate(policy, src, max_new_tokens=cfg.max_new_tokens, do_sample=True, k=cfg.k,
+                                  temperature=cfg.temperature, state=state)  # [B*K, P+T]
+    return score_candidates(policy, reference, family, src, samples, cfg, layers, state, timer, eta_kl)
 
 
-def score_candidates(policy: Any, reference: Any, src: SourceBatch, samples: torch.Tensor, cfg: AFTConfig,
-                     layers: Sequence[int], pad_id: int, eos_id: int, encoded: torch.Tensor | None = None,
+def score_candidates(policy: Any, reference: Any, family: ModelFamily, src: SourceBatch, samples: torch.Tensor,
+                     cfg: AFTConfig, layers: Sequence[int], state: Any = None,
                      timer: Callable[[str], ContextManager] = untimed, eta_kl: float | None = None
                      ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Steps 2-6 of AFT_SPEC §5 for given samples [B*K, 1+T] (K adjacent per prompt): HACA rewards from the
-    policy's teacher-forced cross-attention, softmax weights, weighted MLE and the KL term against π_ref."""
+    """Steps 2-6 of AFT_SPEC §5 for given samples [B*K, P+T] (K adjacent per prompt): HACA rewards from the
+    policy's teacher-forced attention over the prompt, softmax weights, weighted MLE and the KL term against π_ref."""
     B, K = src.input_ids.shape[0], cfg.k
     device = src.input_ids.device
+    pad_id, eos_id = family.pad_id(), family.eos_id()
     # π_ref first: its temporaries are freed before the policy's graph is built, which lowers the peak
     with timer("reference"), torch.inference_mode(), mixed_precision(device):
-        ref = teacher_forced_pass(reference, src.input_ids, src.attention_mask, samples, K, eos_id, None)
+        ref = family.teacher_forced(reference, src, samples, K, None)
         ref_logits = ref["logits"].float() if cfg.kl_estimator == "full" else None
         ref_token_logp = ref["token_logp"]
         del ref
     ref_token_logp = ref_token_logp.clone()  # a normal tensor, usable beside autograd tensors
     ref_logits = ref_logits.clone() if ref_logits is not None else None
     with timer("teacher_forced"), mixed_precision(device):
-        tf = teacher_forced_pass(policy, src.input_ids, src.attention_mask, samples, K, eos_id, layers, encoded)
+        tf = family.teacher_forced(policy, src, samples, K, layers, state)
     token_logp = tf["token_logp"]  # [N,T]
     labels, tgt_mask = tf["labels"], tf["tgt_mask"]  # [N,T]
     with timer("reward"):
@@ -103,6 +105,7 @@ def score_candidates(policy: Any, reference: Any, src: SourceBatch, samples: tor
             "sample_length": lengths.mean().item(),
             "weight_entropy": -(weights * weights.clamp(min=1e-12).log()).sum(dim=-1).mean().item(),
             "kl_per_token": per_token_kl(token_logp, ref_token_logp, tgt_mask), "eta_kl": eta_kl,
+            "lookback": tf["lookback"].mean().item(),
         }
     parts["rewards"] = rewards.view(B, K).detach()
     parts["weights"], parts["samples"] = weights, samples  # what a candidates table shows
@@ -154,13 +157,15 @@ class BranchRun:
         self.reference, _ = load_model(cfg.sft_model)
         self.model.eval()  # dropout off; gradients still flow
         self.reference.eval().requires_grad_(False)
-        self.layers = parse_layers(cfg.layers, self.model.config.num_decoder_layers)
-        self.pad_id, self.eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
-        train = encode_table(tables["train"], self.tokenizer, cfg.max_source_tokens, 8)
-        probe = encode_table(tables["validation"].select(range(cfg.probe_size)), self.tokenizer, cfg.max_source_tokens, 8)
-        self.train_rows = train.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient"]).to_list()
-        self.probe_rows = probe.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient", "target",
-                                                "belief_state"]).to_list()
+        self.family = family_of(self.model, self.tokenizer)
+        self.family.check_lengths(self.model, cfg.sft_model, cfg.max_source_tokens, cfg.max_new_tokens)
+        self.layers = parse_layers(cfg.layers, self.family.attention_layers(self.model))
+        self.pad_id = self.family.pad_id()
+        train = encode_table(tables["train"], self.tokenizer, self.family, cfg.max_source_tokens, 8)
+        probe = encode_table(tables["validation"].select(range(cfg.probe_size)), self.tokenizer, self.family,
+                             cfg.max_source_tokens, 8)
+        self.train_rows = train.select_columns(PROMPT_COLUMNS).to_list()
+        self.probe_rows = probe.select_columns(PROMPT_COLUMNS + ["target", "belief_state"]).to_list()
         self.probe_prompts = self.tokenizer.batch_decode([r["input_ids"] for r in self.probe_rows],
                                                          skip_special_tokens=True)  # the completions tables' prompts
         self.scorer = load_bertscore(cfg.bertscore_model)
@@ -172,7 +177,7 @@ class BranchRun:
 
     def probe_row(self, step: int, baseline: dict[str, Any] | None) -> dict[str, Any]:
         """Probe metrics of the policy now, with the trend of the steps since the last checkpoint and Δ vs step 0."""
-        row = evaluate_probe(self.model, self.tokenizer, self.probe_rows, ix_mode=self.cfg.ix_mode, layers=self.layers,
+        row = evaluate_probe(self.model, self.tokenizer, self.family, self.probe_rows, ix_mode=self.cfg.ix_mode, layers=self.layers,
                              max_new_tokens=self.cfg.max_new_tokens, repeat_n=self.cfg.repeat_n, scorer=self.scorer,
                              db=self.db)
         completions = row.pop("completions")
@@ -181,7 +186,7 @@ class BranchRun:
         self.tracker.log_table(f"completions-step-{step:07d}", table)
         row.update(step=step, **trend([m for m in self.pending if not m["nonfinite"]]))
         base = baseline or row
-        for key in ("focus", "coverage", "repeat", "bertscore", "mean_length"):
+        for key in ("focus", "coverage", "repeat", "bertscore", "mean_length", "lookback"):
             row[f"delta_{key}"] = row[key] - base[key]
         if self.db is not None:
             both = row["entity_accuracy"] is not None and base["entity_accuracy"] is not None
@@ -206,8 +211,7 @@ class BranchRun:
         cfg, state = self.cfg, self.state
         idx = self.schedule(step)
         src = SourceBatch.from_rows([self.train_rows[i] for i in idx], self.pad_id).to(model_device(self.model))
-        parts, metrics = aft_step_loss(self.model, self.reference, src, cfg, self.layers, self.pad_id, self.eos_id,
-                                       eta_kl=state.eta_kl)
+        parts, metrics = aft_step_loss(self.model, self.reference, self.family, src, cfg, self.layers, eta_kl=state.eta_kl)
         if self.candidates_every and (step + 1) % self.candidates_every == 0:
             self.log_candidates(step + 1, src, parts)
         finite, grad_norm = apply_update(self.model, self.optimizer, parts["loss"], cfg.grad_clip)

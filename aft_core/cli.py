@@ -158,7 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aft", description="Attention Fine-Tuning (AFT) for seq2seq dialogue models.")
+    parser = argparse.ArgumentParser(prog="aft", description="Attention Fine-Tuning (AFT) for encoder–decoder and decoder-only dialogue models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="corpus tools").add_subparsers(dest="data_command", required=True)

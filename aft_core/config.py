@@ -63,18 +63,23 @@ def check_shares(cfg: Any, names: tuple[str, ...], where: str, fix: str = "use a
 class ModelPreset:
     d_model: int
     d_ff: int
-    num_layers: int  # encoder layers; the decoder has as many
+    num_layers: int  # T5: encoder layers (the decoder has as many); causal: decoder layers
     num_heads: int
     d_kv: int
     vocab_size: int  # size of the tokenizer trained on the corpus
     dropout: float  # 0 on the CPU presets: dropout's RNG was ~40% of a step, and epochs beat regularisation here
     help: str
+    family: str = "seq2seq"  # seq2seq (T5) or causal (Llama-shaped)
+    max_positions: int = 1024  # causal: rotary positions the prompt and the response must fit in
 
 
 PRESETS: dict[str, ModelPreset] = {
     "tiny": ModelPreset(64, 128, 1, 2, 32, 800, 0.0, "0.2M params; seconds to train; for tests"),
     "small": ModelPreset(128, 512, 2, 4, 32, 2000, 0.0, "1.2M params; the default CPU run (ENV_NOTES calibration)"),
     "large": ModelPreset(1024, 4096, 24, 16, 64, 32128, 0.1, "T5-Large shape (~740M params); for GPU timing, not CPU training"),
+    "causal-tiny": ModelPreset(64, 128, 2, 2, 32, 800, 0.0, "0.2M params, Llama-shaped; for tests", family="causal"),
+    "causal-small": ModelPreset(128, 512, 4, 4, 32, 2000, 0.0, "1.3M params, Llama-shaped: about `small`'s size",
+                                family="causal"),
 }
 
 

@@ -21,17 +21,16 @@ from typing import Any, Sequence
 
 import torch
 
-from aft_core.attention import parse_layers, teacher_forced_pass
 from aft_core.data.batching import SourceBatch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset
-from aft_core.data.examples import Turn, encode_source
+from aft_core.data.examples import Turn
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
 from aft_core.errors import AftInputError
 from aft_core.evaluation import load_system
 from aft_core.layout import RunLayout
 from aft_core.loss import sequence_logprob, softmax_weights, zscore
-from aft_core.modeling import generate_ids, model_device
+from aft_core.models import family_of, model_device, parse_layers
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
 
 SFT = "SFT"
@@ -114,15 +113,15 @@ class DemoRun:
             self._models[name] = load_system(spec["model"], spec["weights"])
         return self._models[name]
 
-    def _source(self, turns: Sequence[dict[str, Any]], tokenizer: Any) -> tuple[dict[str, Any], SourceBatch]:
+    def _source(self, turns: Sequence[dict[str, Any]], tokenizer: Any, family: Any) -> tuple[dict[str, Any], SourceBatch]:
         history = [Turn(t["speaker"], t["text"], tuple(t.get("slot_values") or ())) for t in turns]
         if not history or history[-1].speaker != "user":
             raise AftInputError("demo", "history", "the last turn must be the user's", "end the history with a user turn")
-        row = encode_source(history, tokenizer, self.sft_config["max_source_tokens"])
-        return row, SourceBatch.from_rows([row], tokenizer.pad_token_id)
+        row = family.encode_prompts([history], tokenizer, self.sft_config["max_source_tokens"])[0]
+        return row, SourceBatch.from_rows([row], family.pad_id())
 
-    def _layers(self, model: Any) -> list[int]:
-        return parse_layers(self.settings.get("layers", "all"), model.config.num_decoder_layers)
+    def _layers(self, model: Any, family: Any) -> list[int]:
+        return parse_layers(self.settings.get("layers", "all"), family.attention_layers(model))
 
     @torch.no_grad()
     def respond(self, system: str, turns: Sequence[dict[str, Any]], decoding: Decoding = Decoding(),
@@ -131,17 +130,17 @@ class DemoRun:
         the history came from, also whether the response names a venue satisfying its belief state (scored,
         as in the test evaluation, on turns whose reference names a venue)."""
         model, tokenizer = self._load(system)
+        family = family_of(model, tokenizer)
         model.eval()
-        row, src = self._source(turns, tokenizer)
+        row, src = self._source(turns, tokenizer, family)
         src = src.to(model_device(model))
         torch.manual_seed(seed)
-        seqs = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=decoding.max_new_tokens,
-                            do_sample=decoding.sample, temperature=decoding.temperature)
-        tf = teacher_forced_pass(model, src.input_ids, src.attention_mask, seqs, 1, tokenizer.eos_token_id,
-                                 self._layers(model))
+        seqs = family.generate(model, src, max_new_tokens=decoding.max_new_tokens, do_sample=decoding.sample,
+                               temperature=decoding.temperature)
+        tf = family.teacher_forced(model, src, seqs, 1, self._layers(model, family))
         hist = src.mask(self.ix_mode)
         t_len = int(tf["tgt_mask"][0].sum())
-        text = tokenizer.decode(seqs[0], skip_special_tokens=True).strip()
+        text = tokenizer.decode(tf["labels"][0], skip_special_tokens=True).strip()
         result = {
             "system": system, "response": text, "tokens": tokenizer.convert_ids_to_tokens(tf["labels"][0, :t_len].tolist()),
             "source_tokens": tokenizer.convert_ids_to_tokens(row["input_ids"]), "turns": list(row["src_turn"]),
@@ -150,7 +149,8 @@ class DemoRun:
             "focus": float(focus(tf["attn"], tf["tgt_mask"], hist)[0]),
             "coverage": float(coverage(tf["attn"], tf["tgt_mask"], hist)[0]),
             "repeat": float(repeat_penalty(tf["labels"], tf["tgt_mask"], self.repeat_n,
-                                           (tokenizer.pad_token_id, tokenizer.eos_token_id))[0]),
+                                           (family.pad_id(), family.eos_id()))[0]),
+            "lookback": float(tf["lookback"][0]),
             "entity_correct": None,
         }
         if self.db is not None and example is not None and names_venue(self.db, example["reference"]):
@@ -169,15 +169,16 @@ class DemoRun:
                "repeat_n": self.repeat_n, "logprob_reduction": "sum", **(spec["config"] or self.settings)}
         policy, tokenizer = self._load(system)
         reference, _ = self._load(SFT)
+        family = family_of(policy, tokenizer)
         policy.eval()
-        row, src = self._source(turns, tokenizer)
+        row, src = self._source(turns, tokenizer, family)
         src = src.to(model_device(policy))
         torch.manual_seed(seed)
-        samples = generate_ids(policy, src.input_ids, src.attention_mask, max_new_tokens=max_new_tokens, do_sample=True,
-                               num_return_sequences=k, temperature=cfg["temperature"])  # [K, 1+T]
-        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-        tf = teacher_forced_pass(policy, src.input_ids, src.attention_mask, samples, k, eos, self._layers(policy))
-        ref = teacher_forced_pass(reference, src.input_ids, src.attention_mask, samples, k, eos, None)
+        samples = family.generate(policy, src, max_new_tokens=max_new_tokens, do_sample=True, k=k,
+                                  temperature=cfg["temperature"])  # [K, P+T]
+        eos, pad = family.eos_id(), family.pad_id()
+        tf = family.teacher_forced(policy, src, samples, k, self._layers(policy, family))
+        ref = family.teacher_forced(reference, src, samples, k, None)
         hist = src.mask(cfg["ix_mode"]).repeat_interleave(k, dim=0)  # [K,S]
         special = (pad, eos)
         cov = coverage(tf["attn"], tf["tgt_mask"], hist)
@@ -189,7 +190,7 @@ class DemoRun:
         normalised = zscore(rewards)[0]
         logp = sequence_logprob(tf["token_logp"], tf["tgt_mask"], cfg["logprob_reduction"])
         ref_logp = sequence_logprob(ref["token_logp"], tf["tgt_mask"], cfg["logprob_reduction"])
-        texts = [t.strip() for t in tokenizer.batch_decode(samples, skip_special_tokens=True)]
+        texts = [t.strip() for t in tokenizer.batch_decode(tf["labels"], skip_special_tokens=True)]
         return [{"candidate": i + 1, "response": texts[i], "coverage": float(cov[i]), "focus": float(foc[i]),
                  "repeat": float(rep[i]), "reward": float(rewards[0, i]), "normalised_reward": float(normalised[i]),
                  "weight": float(weights[i]), "log_ratio_to_ref": float(logp[i] - ref_logp[i])} for i in range(k)]

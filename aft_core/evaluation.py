@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from aft_core.attention import parse_layers
 from aft_core.bertscore import load_bertscore
 from aft_core.config import _check, check_positive, setting
 from aft_core.data.batching import IX_MODES, SourceBatch
@@ -30,7 +29,7 @@ from aft_core.data.venues import VenueDB, entity_correct, names_venue
 from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, write_json_atomic, write_text_atomic
 from aft_core.layout import BranchLayout, EvaluationLayout, RunLayout
-from aft_core.modeling import load_model, torch_threads
+from aft_core.models import family_of, load_model, parse_layers, torch_threads
 from aft_core.monitor import score_greedy
 from aft_core.stats import bootstrap_ci, distinct_n, paired_comparison
 
@@ -142,11 +141,13 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
     encoded_by_model: dict[str, list[dict[str, Any]]] = {}
     for name, spec in systems.items():
         model, tokenizer = load_system(spec["model"], spec.get("weights"))
+        family = family_of(model, tokenizer)
+        family.check_lengths(model, spec["model"], cfg.max_source_tokens, cfg.max_new_tokens)
         if str(spec["model"]) not in encoded_by_model:  # the ★/last systems share SFT's tokenizer: encode once
-            encoded_by_model[str(spec["model"])] = encode_table(table, tokenizer, cfg.max_source_tokens, 8).to_list()
+            encoded_by_model[str(spec["model"])] = encode_table(table, tokenizer, family, cfg.max_source_tokens, 8).to_list()
         encoded = encoded_by_model[str(spec["model"])]
-        layers = parse_layers(cfg.layers, model.config.num_decoder_layers)
-        s = score_greedy(model, tokenizer, encoded, ix_modes=IX_MODES, layers=layers,
+        layers = parse_layers(cfg.layers, family.attention_layers(model))
+        s = score_greedy(model, tokenizer, family, encoded, ix_modes=IX_MODES, layers=layers,
                          max_new_tokens=cfg.max_new_tokens, repeat_n=cfg.repeat_n, batch_size=cfg.batch_size,
                          on_batch=lambda n: progress.update(name, n))
         references = [r["target"] for r in encoded]
@@ -155,6 +156,7 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
             "response": s["texts"], "focus": s[f"focus/{cfg.ix_mode}"],
             **{f"coverage_{m}": s[f"coverage/{m}"] for m in IX_MODES},
             "repeat": s["repeat"], "bertscore": scorer.f1(s["texts"], references), "length": s["length"],
+            "lookback": s["lookback"],
         })
         if db is not None:
             states = [json.loads(r["belief_state"]) for r in encoded]
@@ -182,13 +184,15 @@ def attention_maps(system: dict[str, Any], examples: Any, example_ids: list[str]
     """Greedy responses of one system to `examples` (a `datasets` table) in the order of `example_ids`, each with
     its A[T,S], response and source tokens, turn map, I_x mask and dialogue history: the report's heatmaps."""
     model, tokenizer = load_system(system["model"], system.get("weights") or None)
-    rows = encode_table(examples, tokenizer, max_source_tokens, 8).to_list()
+    family = family_of(model, tokenizer)
+    rows = encode_table(examples, tokenizer, family, max_source_tokens, 8).to_list()
     rows.sort(key=lambda r: example_ids.index(r["example_id"]))
-    scored = score_greedy(model, tokenizer, rows, ix_modes=(ix_mode,), layers=parse_layers("all", model.config.num_decoder_layers),
+    scored = score_greedy(model, tokenizer, family, rows, ix_modes=(ix_mode,),
+                          layers=parse_layers("all", family.attention_layers(model)),
                           max_new_tokens=max_new_tokens, repeat_n=3, keep_attention=True)
     maps = []
     for i, row in enumerate(rows):
-        src = SourceBatch.from_rows([row], tokenizer.pad_token_id)
+        src = SourceBatch.from_rows([row], family.pad_id())
         maps.append({"tokens": tokenizer.convert_ids_to_tokens(scored["target_ids"][i]),
                      "source_tokens": tokenizer.convert_ids_to_tokens(row["input_ids"]),
                      "attention": scored["attention"][i].numpy(), "turns": list(row["src_turn"]),
@@ -247,11 +251,11 @@ def qualitative_comparison(run: RunLayout) -> dict[str, Any]:
     return result
 
 
-METRICS = ("focus", "repeat", "bertscore", "length", "coverage_history", "coverage_salient")
+METRICS = ("focus", "repeat", "bertscore", "length", "coverage_history", "coverage_salient", "lookback")
 COLUMN = {"length": "avg_len"}  # per-example column -> table column
 TABLE1_COLUMNS = (("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("bleu", "BLEU"), ("avg_len", "Avg Len"),
                   ("coverage_history", "Cov(history)"), ("coverage_salient", "Cov(salient)"),
-                  ("entity_accuracy", "Entity acc."))  # table column -> heading, in Table 1's order
+                  ("entity_accuracy", "Entity acc."), ("lookback", "Lookback"))  # table column -> heading, in Table 1's order
 NO_VENUE_DATABASE = "Entity accuracy: not computed, the corpus has no venue database (db/<domain>_db.json beside it)."
 PAPER_TABLE1 = (  # T5-Large on MultiWOZ 2.1 (AFT_SPEC §7), bert-score's default encoder
     ("Base T5-Large", -3.333, 0.146, 0.672, 113.3), ("T5-Large SFT", -3.656, 0.024, 0.804, 37.3),

@@ -1,7 +1,7 @@
 """Checkpoint monitoring on a fixed probe of held-out examples with greedy decoding (AFT_SPEC §6).
 
-Per checkpoint: mean focus, coverage and repeat of the greedy responses (read from a
-teacher-forced pass over them), BERTScore F1 against the references, mean length in tokens (EOS
+Per checkpoint: mean focus, coverage, repeat and lookback ratio (AFT_SPEC §8) of the greedy responses (read
+from a teacher-forced pass over them), BERTScore F1 against the references, mean length in tokens (EOS
 excluded), unique outputs, generic-closing rate, and the loss/reward trend since the previous
 checkpoint. Where the corpus has a venue database, entity accuracy: the share of probe turns whose
 reference names a venue on which the response names a venue satisfying the turn's belief state (as in
@@ -16,11 +16,10 @@ import json
 
 import torch
 
-from aft_core.attention import teacher_forced_pass
 from aft_core.bertscore import BertScore
 from aft_core.data.batching import SourceBatch
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
-from aft_core.modeling import generate_ids, model_device
+from aft_core.models import ModelFamily, model_device
 from aft_core.reward import coverage, focus, repeat_penalty
 
 GENERIC_CLOSINGS = ("is there anything else i can help you with", "can i help you with anything else",
@@ -37,38 +36,41 @@ def is_generic_closing(text: str) -> bool:
 
 
 @torch.no_grad()
-def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, ix_modes: Sequence[str],
+def score_greedy(model: Any, tokenizer: Any, family: ModelFamily, rows: Sequence[dict[str, Any]], *, ix_modes: Sequence[str],
                  layers: Sequence[int], max_new_tokens: int, repeat_n: int, batch_size: int = 50,
                  keep_attention: bool = False, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Greedy responses to `rows` (encoded sources) and their per-example attention scores.
 
     Rows are decoded in length-sorted batches (less padding) and returned in input order.
-    Returns `texts`, `length` (tokens, EOS excluded), `repeat`, and `focus/<mode>`,
+    Returns `texts`, `length` (tokens, EOS excluded), `repeat`, `lookback`, and `focus/<mode>`,
     `coverage/<mode>` for each I_x mode; with keep_attention, `attention` holds each example's
     A[T,S] over its real target and source positions and `target_ids` the T response ids.
     `on_batch(n)` is called after each batch of n examples (progress reporting).
     """
     was_training = model.training
     model.eval()
-    special = (tokenizer.pad_token_id, tokenizer.eos_token_id)
+    eos_id = family.eos_id()
+    special = (family.pad_id(), eos_id)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    scores: dict[str, list[Any]] = {"texts": [], "length": [], "repeat": []}
+    scores: dict[str, list[Any]] = {"texts": [], "length": [], "repeat": [], "lookback": []}
     for mode in ix_modes:
         scores[f"focus/{mode}"], scores[f"coverage/{mode}"] = [], []
     if keep_attention:
         scores["attention"], scores["target_ids"] = [], []
     for start in range(0, len(order), batch_size):
         batch = [rows[i] for i in order[start:start + batch_size]]
-        src = SourceBatch.from_rows(batch, tokenizer.pad_token_id).to(model_device(model))
-        seqs = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=max_new_tokens, do_sample=False)
-        tf = teacher_forced_pass(model, src.input_ids, src.attention_mask, seqs, 1, tokenizer.eos_token_id, layers)
+        src = SourceBatch.from_rows(batch, family.pad_id()).to(model_device(model))
+        state = family.prompt_state(model, src)
+        seqs = family.generate(model, src, max_new_tokens=max_new_tokens, do_sample=False, state=state)
+        tf = family.teacher_forced(model, src, seqs, 1, layers, state)
         for mode in ix_modes:
             hist = src.mask(mode)
             scores[f"focus/{mode}"] += focus(tf["attn"], tf["tgt_mask"], hist).tolist()
             scores[f"coverage/{mode}"] += coverage(tf["attn"], tf["tgt_mask"], hist).tolist()
         scores["repeat"] += repeat_penalty(tf["labels"], tf["tgt_mask"], repeat_n, special).tolist()
-        scores["length"] += (tf["tgt_mask"] & (tf["labels"] != tokenizer.eos_token_id)).sum(dim=1).tolist()
-        scores["texts"] += [t.strip() for t in tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+        scores["length"] += (tf["tgt_mask"] & (tf["labels"] != eos_id)).sum(dim=1).tolist()
+        scores["lookback"] += tf["lookback"].tolist()
+        scores["texts"] += [t.strip() for t in tokenizer.batch_decode(tf["labels"], skip_special_tokens=True)]
         if keep_attention:
             for b in range(len(batch)):
                 t_len, s_len = int(tf["tgt_mask"][b].sum()), int(src.attention_mask[b].sum())
@@ -81,7 +83,7 @@ def score_greedy(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, 
     return {key: [values[k] for k in inverse] for key, values in scores.items()}
 
 
-def evaluate_probe(model: Any, tokenizer: Any, probe_rows: Sequence[dict[str, Any]], *, ix_mode: str,
+def evaluate_probe(model: Any, tokenizer: Any, family: ModelFamily, probe_rows: Sequence[dict[str, Any]], *, ix_mode: str,
                    layers: Sequence[int], max_new_tokens: int, repeat_n: int, scorer: BertScore,
                    db: VenueDB | None = None, batch_size: int = 50) -> dict[str, Any]:
     """One checkpoint's probe row: mean metrics of the greedy responses on the fixed probe.
@@ -90,7 +92,7 @@ def evaluate_probe(model: Any, tokenizer: Any, probe_rows: Sequence[dict[str, An
     `entity_accuracy` over the `venue_turns` probe turns whose reference names a venue (None when none does).
     `completions` holds one record per probe example: reference, greedy response and its scores.
     """
-    s = score_greedy(model, tokenizer, probe_rows, ix_modes=(ix_mode,), layers=layers,
+    s = score_greedy(model, tokenizer, family, probe_rows, ix_modes=(ix_mode,), layers=layers,
                      max_new_tokens=max_new_tokens, repeat_n=repeat_n, batch_size=batch_size)
     texts = s["texts"]
     f1 = scorer.f1(texts, [r["target"] for r in probe_rows])
@@ -102,6 +104,7 @@ def evaluate_probe(model: Any, tokenizer: Any, probe_rows: Sequence[dict[str, An
     return {
         "probe_size": len(texts), "focus": sum(s[f"focus/{ix_mode}"]) / n, "coverage": sum(s[f"coverage/{ix_mode}"]) / n,
         "repeat": sum(s["repeat"]) / n, "bertscore": sum(f1) / n, "mean_length": sum(s["length"]) / n,
+        "lookback": sum(s["lookback"]) / n,
         "unique_outputs": len(set(texts)), "closing_rate": sum(map(is_generic_closing, texts)) / n,
         "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer, "samples": texts[:5],
         "completions": completions, **(probe_entity_accuracy(db, texts, probe_rows) if db is not None else {}),

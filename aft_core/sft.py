@@ -1,4 +1,4 @@
-"""Supervised fine-tuning (SFT): the starting point and the frozen reference of every AFT branch.
+"""Supervised fine-tuning (SFT) of either model family (next-token loss on the response tokens): the starting point and the frozen reference of every AFT branch.
 
 AdamW with linear warm-up and cosine decay, gradient clipping, dev loss every `eval_every`
 steps with early stopping, and a checkpoint at every evaluation that resumes exactly (data order
@@ -18,43 +18,33 @@ from typing import Any, Sequence
 import torch
 
 from aft_core.config import SFTConfig, config_id
-from aft_core.data.batching import BatchSchedule, pad_batch
+from aft_core.data.batching import BatchSchedule
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table, tokenizer_texts
 from aft_core.io import claim_run_dir
 from aft_core.layout import SFTLayout
-from aft_core.modeling import (PRESETS, build_model, count_parameters, default_device, load_model, model_device,
-                               save_model, train_tokenizer)
+from aft_core.models import (PRESETS, ModelFamily, build_model, count_parameters, default_device, family_of,
+                             load_model, model_device, save_model, train_tokenizer)
 from aft_core.trainer import LoopSettings, TrainerState, finished_result, train
 from aft_core.tracking import JsonlTracker, MultiTracker, NullTracker, Tracker
 
-IGNORE_INDEX = -100
-
-
-def collate(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int,
-            device: torch.device | None = None) -> dict[str, torch.Tensor]:
-    input_ids, attention_mask = pad_batch(sources, pad_id)
-    labels, label_mask = pad_batch(targets, pad_id)
-    labels[label_mask == 0] = IGNORE_INDEX
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
-
-
 @torch.no_grad()
-def dev_loss(model: Any, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int,
-             batch_size: int = 64) -> float:
+def dev_loss(model: Any, family: ModelFamily, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
+             pad_id: int, batch_size: int = 64) -> float:
     """Token-weighted mean negative log-likelihood of the targets."""
+    from aft_core.models.family import IGNORE_INDEX
+
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = collate([sources[i] for i in idx], [targets[i] for i in idx], pad_id, model_device(model))
-        logits = model(**batch).logits  # [B, T, V]
-        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
+        batch = family.sft_batch([sources[i] for i in idx], [targets[i] for i in idx], pad_id, model_device(model))
+        logits, labels = family.sft_logits(model, batch)  # [B,T,V], [B,T]
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                                                    ignore_index=IGNORE_INDEX, reduction="sum").item()
-        tokens += int((batch["labels"] != IGNORE_INDEX).sum())
+        tokens += int((labels != IGNORE_INDEX).sum())
     model.train(was_training)
     return total / max(tokens, 1)
 
@@ -97,9 +87,11 @@ class SFTRun:
         self.cfg, self.out, self.tracker = cfg, out, tracker
         tables = corpus_to_dataset(corpus)
         self.model, self.tokenizer = prepare_model_and_tokenizer(cfg, out, tables["train"])
-        train = encode_table(tables["train"], self.tokenizer, cfg.max_source_tokens, cfg.max_target_tokens)
+        self.family = family_of(self.model, self.tokenizer)
+        self.family.check_lengths(self.model, cfg.model, cfg.max_source_tokens, cfg.max_target_tokens)
+        train = encode_table(tables["train"], self.tokenizer, self.family, cfg.max_source_tokens, cfg.max_target_tokens)
         dev = encode_table(tables["validation"].select(range(min(cfg.dev_examples, len(tables["validation"])))),
-                           self.tokenizer, cfg.max_source_tokens, cfg.max_target_tokens)
+                           self.tokenizer, self.family, cfg.max_source_tokens, cfg.max_target_tokens)
         self.train_src, self.train_tgt = train["input_ids"], train["labels"]
         self.dev_src, self.dev_tgt = dev["input_ids"], dev["labels"]
         self.pad_id = self.tokenizer.pad_token_id
@@ -117,9 +109,9 @@ class SFTRun:
 
     def train_step(self, step: int) -> dict[str, str]:
         idx = self.schedule(step)
-        batch = collate([self.train_src[i] for i in idx], [self.train_tgt[i] for i in idx], self.pad_id,
-                        model_device(self.model))
-        loss = self.model(**batch).loss
+        batch = self.family.sft_batch([self.train_src[i] for i in idx], [self.train_tgt[i] for i in idx], self.pad_id,
+                                      model_device(self.model))
+        loss = self.family.sft_loss(self.model, batch)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -135,7 +127,7 @@ class SFTRun:
     def at_checkpoint(self, step: int) -> None:
         """Dev loss; the best model so far is kept in best/; `patience` evaluations without a new best stop the run."""
         state = self.state
-        loss = dev_loss(self.model, self.dev_src, self.dev_tgt, self.pad_id)
+        loss = dev_loss(self.model, self.family, self.dev_src, self.dev_tgt, self.pad_id)
         state.dev_history.append([step, loss])
         self.tracker.log_metrics({"dev/loss": loss}, step)
         if loss < state.best_dev_loss:
@@ -148,10 +140,8 @@ class SFTRun:
 
     def finish(self) -> dict[str, Any]:
         """The final model is the best by dev loss."""
-        from transformers import AutoModelForSeq2SeqLM
-
-        best = AutoModelForSeq2SeqLM.from_pretrained(self.out.best, local_files_only=True, attn_implementation="eager")
-        save_model(best, self.tokenizer, self.out.model)
+        best, tokenizer = load_model(self.out.best)
+        save_model(best, tokenizer, self.out.model)
         return {
             "config_id": config_id(self.cfg),
             "model_dir": str(self.out.model),

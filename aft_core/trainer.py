@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from aft_core.checkpoint import resume_latest, save_checkpoint
 from aft_core.faults import fault_point
 from aft_core.io import write_json_atomic
-from aft_core.modeling import torch_threads
+from aft_core.models import torch_threads
 from aft_core.provenance import record_provenance
 
 S = TypeVar("S", bound="TrainerState")

@@ -29,13 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aft_core.aft import aft_step_loss, apply_update, score_candidates  # noqa: E402
-from aft_core.attention import parse_layers, response_mask, teacher_forced_pass  # noqa: E402
+from aft_core.aft import PROMPT_COLUMNS, aft_step_loss, apply_update, score_candidates  # noqa: E402
+from aft_core.models import family_of, parse_layers, response_mask  # noqa: E402
 from aft_core.config import AFTConfig  # noqa: E402
 from aft_core.data.corpus import load_corpus  # noqa: E402
 from aft_core.data.dataset import corpus_to_dataset, encode_table  # noqa: E402
 from aft_core.loss import sequence_logprob  # noqa: E402
-from aft_core.modeling import encode, generate_ids, torch_threads  # noqa: E402
+from aft_core.models import torch_threads  # noqa: E402
 from aft_core.data.batching import BatchSchedule, SourceBatch  # noqa: E402
 from aft_core.timing import PhaseTimer  # noqa: E402
 from bench.common import load_pair, matmul_flops_per_second, median_seconds, peak_memory_bytes, prepare_model  # noqa: E402
@@ -55,10 +55,12 @@ class StepBench:
     def __init__(self, model_dir: str, corpus_dir: str, cfg: AFTConfig, device: torch.device):
         self.cfg, self.device = cfg, device
         self.policy, self.reference, tokenizer = load_pair(model_dir, device)
-        self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-        self.layers = parse_layers(cfg.layers, self.policy.config.num_decoder_layers)
-        train = encode_table(corpus_to_dataset(load_corpus(corpus_dir))["train"], tokenizer, cfg.max_source_tokens, 8)
-        self.rows = train.select_columns(["input_ids", "src_turn", "src_is_tag", "src_is_salient"]).to_list()
+        self.family = family_of(self.policy, tokenizer)
+        self.pad_id, self.eos_id = self.family.pad_id(), self.family.eos_id()
+        self.layers = parse_layers(cfg.layers, self.family.attention_layers(self.policy))
+        train = encode_table(corpus_to_dataset(load_corpus(corpus_dir))["train"], tokenizer, self.family,
+                             cfg.max_source_tokens, 8)
+        self.rows = train.select_columns(PROMPT_COLUMNS).to_list()
         self.schedule = BatchSchedule([len(r["input_ids"]) for r in self.rows], cfg.batch_size, cfg.seed + 1)
         self.initial = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
 
@@ -77,8 +79,7 @@ class StepBench:
         def step(index: int) -> dict[str, Any]:
             src = self.batch(index)
             if impl == "product":
-                parts, metrics = aft_step_loss(self.policy, self.reference, src, self.cfg, self.layers,
-                                               self.pad_id, self.eos_id, timer)
+                parts, metrics = aft_step_loss(self.policy, self.reference, self.family, src, self.cfg, self.layers, timer)
                 length = metrics["sample_length"]
             else:
                 parts, sequences = reference_step_loss(self.policy, self.reference, src, self.cfg, self.layers,
@@ -102,8 +103,7 @@ def check_agreement(bench: StepBench) -> dict[str, Any]:
     ref_grad = torch.cat([p.grad.flatten() for p in bench.policy.parameters() if p.grad is not None])
     bench.policy.zero_grad(set_to_none=True)
     samples = stack_candidates(sequences, bench.pad_id)
-    parts, _ = score_candidates(bench.policy, bench.reference, src, samples, bench.cfg, bench.layers,
-                                bench.pad_id, bench.eos_id)
+    parts, _ = score_candidates(bench.policy, bench.reference, bench.family, src, samples, bench.cfg, bench.layers)
     parts["loss"].backward()
     grad = torch.cat([p.grad.flatten() for p in bench.policy.parameters() if p.grad is not None])
     bench.policy.zero_grad(set_to_none=True)
@@ -145,13 +145,12 @@ def model_flops_utilisation(bench: StepBench, repeats: int) -> dict[str, Any]:
 
     bench.restart()
     src = bench.batch(0)
-    samples = generate_ids(bench.policy, src.input_ids, src.attention_mask, max_new_tokens=bench.cfg.max_new_tokens,
-                           do_sample=True, num_return_sequences=bench.cfg.k)
+    samples = bench.family.generate(bench.policy, src, max_new_tokens=bench.cfg.max_new_tokens, do_sample=True,
+                                    k=bench.cfg.k)
 
     def forward_backward() -> None:
-        encoded = encode(bench.policy, src.input_ids, src.attention_mask)
-        tf = teacher_forced_pass(bench.policy, src.input_ids, src.attention_mask, samples, bench.cfg.k, bench.eos_id,
-                                 bench.layers, encoded)
+        state = bench.family.prompt_state(bench.policy, src)
+        tf = bench.family.teacher_forced(bench.policy, src, samples, bench.cfg.k, bench.layers, state)
         sequence_logprob(tf["token_logp"], tf["tgt_mask"]).sum().backward()
         bench.policy.zero_grad(set_to_none=True)
 

@@ -12,7 +12,7 @@ from aft_core.config import PRESETS, SFTConfig
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, tokenizer_texts
 from aft_core.data.towninfo import generate_towninfo
-from aft_core.modeling import build_model, load_model, save_model, train_tokenizer
+from aft_core.models import build_model, load_model, save_model, train_tokenizer
 from aft_core.sft import run_sft
 
 

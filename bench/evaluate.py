@@ -24,12 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aft_core.attention import aggregate_cross_attention, parse_layers, response_mask  # noqa: E402
+from aft_core.models import parse_layers, response_mask  # noqa: E402
+from aft_core.models.seq2seq import aggregate_cross_attention  # noqa: E402
 from aft_core.bertscore import load_bertscore  # noqa: E402
 from aft_core.data.corpus import load_corpus  # noqa: E402
 from aft_core.data.dataset import corpus_to_dataset, encode_table  # noqa: E402
 from aft_core.evaluation import IX_MODES, EvalConfig  # noqa: E402
-from aft_core.modeling import load_model, torch_threads  # noqa: E402
+from aft_core.models import family_of, load_model, torch_threads  # noqa: E402
 from aft_core.data.batching import SourceBatch  # noqa: E402
 from aft_core.monitor import score_greedy  # noqa: E402
 from aft_core.reward import coverage, focus, repeat_penalty  # noqa: E402
@@ -42,8 +43,9 @@ BERTSCORE_TOLERANCE = 2e-3
 
 
 def evaluate_batched(model: Any, tokenizer: Any, rows: list[dict[str, Any]], scorer: Any, cfg: EvalConfig) -> dict[str, list]:
-    layers = parse_layers(cfg.layers, model.config.num_decoder_layers)
-    scores = score_greedy(model, tokenizer, rows, ix_modes=IX_MODES, layers=layers, max_new_tokens=cfg.max_new_tokens,
+    family = family_of(model, tokenizer)
+    layers = parse_layers(cfg.layers, family.attention_layers(model))
+    scores = score_greedy(model, tokenizer, family, rows, ix_modes=IX_MODES, layers=layers, max_new_tokens=cfg.max_new_tokens,
                           repeat_n=cfg.repeat_n, batch_size=cfg.batch_size)
     scores["bertscore"] = scorer.f1(scores["texts"], [r["target"] for r in rows])
     return scores
@@ -52,7 +54,7 @@ def evaluate_batched(model: Any, tokenizer: Any, rows: list[dict[str, Any]], sco
 @torch.no_grad()
 def evaluate_one_at_a_time(model: Any, tokenizer: Any, rows: list[dict[str, Any]], scorer: Any,
                            cfg: EvalConfig) -> dict[str, list]:
-    layers = parse_layers(cfg.layers, model.config.num_decoder_layers)
+    layers = parse_layers(cfg.layers, model.config.num_decoder_layers)  # this yardstick is written for T5
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     scores: dict[str, list] = {"texts": [], "length": [], "repeat": [], "bertscore": []}
     for row in rows:
@@ -103,7 +105,8 @@ def main() -> int:
     model, tokenizer = load_model(model_dir)
     model.eval()
     table = corpus_to_dataset(load_corpus(cfg.data))["test"]
-    rows = encode_table(table.select(range(min(args.examples, len(table)))), tokenizer, cfg.max_source_tokens, 8).to_list()
+    rows = encode_table(table.select(range(min(args.examples, len(table)))), tokenizer, family_of(model, tokenizer),
+                        cfg.max_source_tokens, 8).to_list()
     scorer = load_bertscore(cfg.bertscore_model)
     evaluate_batched(model, tokenizer, rows[:20], scorer, cfg)  # warm-up of both paths
     evaluate_one_at_a_time(model, tokenizer, rows[:5], scorer, cfg)

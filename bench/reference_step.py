@@ -15,7 +15,8 @@ from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 
-from aft_core.attention import aggregate_cross_attention, response_mask
+from aft_core.models.seq2seq import aggregate_cross_attention
+from aft_core.models import response_mask
 from aft_core.config import AFTConfig
 from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights, token_logprobs
 from aft_core.data.batching import SourceBatch

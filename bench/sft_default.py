@@ -20,10 +20,10 @@ from typing import Any, Sequence
 
 from aft_core.config import SFTConfig
 from aft_core.data.corpus import load_corpus
-from aft_core.data.examples import Example, encode_sources
+from aft_core.data.examples import Example
 from aft_core.data.towninfo import generate_towninfo, load_database
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
-from aft_core.modeling import load_model
+from aft_core.models import family_of, load_model
 from aft_core.monitor import score_greedy
 from aft_core.sft import run_sft
 
@@ -40,8 +40,9 @@ def venue_turns(db: VenueDB, examples: Sequence[Example], limit: int) -> list[Ex
 def entity_accuracy(model: Any, tokenizer: Any, db: VenueDB, examples: Sequence[Example], *,
                     max_source_tokens: int, max_new_tokens: int = 48) -> dict[str, Any]:
     """Share of greedy responses that name a venue satisfying the turn's belief-state constraints."""
-    rows = encode_sources([ex.history for ex in examples], tokenizer, max_source_tokens)
-    responses = score_greedy(model, tokenizer, rows, ix_modes=(), layers=[0], max_new_tokens=max_new_tokens,
+    family = family_of(model, tokenizer)
+    rows = family.encode_prompts([ex.history for ex in examples], tokenizer, max_source_tokens)
+    responses = score_greedy(model, tokenizer, family, rows, ix_modes=(), layers=[0], max_new_tokens=max_new_tokens,
                              repeat_n=3)["texts"]
     correct = [entity_correct(db, r, ex.belief_state) for r, ex in zip(responses, examples)]
     return {

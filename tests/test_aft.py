@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from aft_core.aft import aft_step_loss, run_branch
-from aft_core.attention import parse_layers
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.errors import AftInputError
 from aft_core.judging import judge_branch
-from aft_core.modeling import load_model
+from aft_core.models import family_of, load_model, parse_layers
 from aft_core.data.batching import SourceBatch
 from conftest import branch_config
 
@@ -26,13 +25,14 @@ def test_reward_rises_on_a_fixed_batch_and_weights_move(sft_model, towninfo_dir)
     reference.eval().requires_grad_(False)
     start = {k: v.clone() for k, v in policy.state_dict().items()}
     cfg = branch_config(sft_model, towninfo_dir, k=8, max_new_tokens=16, learning_rate=3e-3, eta_kl=0.0)
-    rows = encode_table(corpus_to_dataset(load_corpus(towninfo_dir))["train"].select(range(8)), tokenizer, 96, 8)
+    family = family_of(policy, tokenizer)
+    rows = encode_table(corpus_to_dataset(load_corpus(towninfo_dir))["train"].select(range(8)), tokenizer, family, 96, 8)
     src = SourceBatch.from_rows(rows.to_list(), tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
-    layers = parse_layers("all", policy.config.num_decoder_layers)
+    layers = parse_layers("all", family.attention_layers(policy))
     rewards = []
     for _ in range(30):
-        parts, metrics = aft_step_loss(policy, reference, src, cfg, layers, tokenizer.pad_token_id, tokenizer.eos_token_id)
+        parts, metrics = aft_step_loss(policy, reference, family, src, cfg, layers)
         parts["loss"].backward()
         optimizer.step()
         optimizer.zero_grad()

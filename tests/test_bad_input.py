@@ -207,7 +207,7 @@ def test_full_disk_or_unwritable_output_leaves_the_old_file(tmp_path, monkeypatc
 @pytest.mark.parametrize("value, fragment", [("banana", "is not a device name"), ("mps", "is not supported")]
                          + ([] if torch.cuda.is_available() else [("cuda", "asks for a GPU but torch sees none")]))
 def test_unusable_device_named_by_aft_device(monkeypatch, value, fragment):
-    from aft_core.modeling import default_device
+    from aft_core.models import default_device
 
     monkeypatch.setenv("AFT_DEVICE", value)
     expect_error(default_device, "AFT_DEVICE", fragment)

@@ -27,17 +27,18 @@ def demo_run(harness, tmp_path_factory) -> Path:
 
 def _greedy_reference(demo, system: str, example_id: str) -> tuple[str, np.ndarray]:
     """The evaluation's own greedy path (score_greedy) on the same example: response and A[T,S]."""
-    from aft_core.attention import parse_layers
     from aft_core.data.dataset import encode_table
+    from aft_core.models import family_of, parse_layers
     from aft_core.evaluation import load_system
     from aft_core.monitor import score_greedy
 
     spec = demo.systems()[system]
     model, tokenizer = load_system(spec["model"], spec["weights"])
-    rows = encode_table(demo.test.filter(lambda r: r["example_id"] == example_id), tokenizer,
+    family = family_of(model, tokenizer)
+    rows = encode_table(demo.test.filter(lambda r: r["example_id"] == example_id), tokenizer, family,
                         demo.sft_config["max_source_tokens"], 8).to_list()
-    scored = score_greedy(model, tokenizer, rows, ix_modes=(demo.ix_mode,),
-                          layers=parse_layers("all", model.config.num_decoder_layers),
+    scored = score_greedy(model, tokenizer, family, rows, ix_modes=(demo.ix_mode,),
+                          layers=parse_layers("all", family.attention_layers(model)),
                           max_new_tokens=demo.settings["max_new_tokens"], repeat_n=3, keep_attention=True)
     return scored["texts"][0], scored["attention"][0].numpy()
 

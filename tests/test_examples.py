@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from aft_core.data.examples import NO_TURN, Turn, encode_source, serialise_history
-from aft_core.modeling import train_tokenizer
+from aft_core.models import train_tokenizer
 
 HISTORY = (
     Turn("user", "i need a cheap restaurant in the north .", ("cheap", "north")),

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aft_core import decoding
 from aft_core.aft import score_candidates
-from aft_core.attention import parse_layers, teacher_forced_pass
+from aft_core.data.batching import SourceBatch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
-from aft_core.modeling import _neutral_generation_config, generate_ids, load_model
-from aft_core.data.batching import SourceBatch
+from aft_core.models import family_of, load_model, parse_layers
+from aft_core.models import t5_decoding as decoding
+from aft_core.models.registry import _neutral_generation_config
 from bench.reference_step import reference_step_loss, stack_candidates
 from conftest import branch_config
 
@@ -21,7 +21,7 @@ from conftest import branch_config
 def _batch(model_dir: str, towninfo_dir, n: int = 6, start: int = 0):
     policy, tokenizer = load_model(model_dir)
     rows = encode_table(corpus_to_dataset(load_corpus(towninfo_dir))["train"].select(range(start, start + n)),
-                        tokenizer, 96, 8)
+                        tokenizer, family_of(policy, tokenizer), 96, 8)
     return policy.eval(), tokenizer, SourceBatch.from_rows(rows.to_list(), tokenizer.pad_token_id)
 
 
@@ -37,6 +37,11 @@ def _untrained_t5(vocab: int, feed_forward: str, tie: bool) -> torch.nn.Module:
     model.set_attn_implementation("eager")
     _neutral_generation_config(model)
     return model
+
+
+def _first_prompt(src: SourceBatch) -> SourceBatch:
+    return SourceBatch(*(t[:1] for t in (src.input_ids, src.attention_mask, src.src_turn, src.src_is_tag,
+                                         src.src_is_salient, src.src_is_template)))
 
 
 def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -56,7 +61,7 @@ def test_greedy_decoding_matches_generate_token_for_token(models):
     all_models, src = models
     for name, model in all_models.items():
         assert decoding.supports(model)
-        ours = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=20, do_sample=False)
+        ours = family_of(model).generate(model, src, max_new_tokens=20, do_sample=False)
         theirs = model.generate(input_ids=src.input_ids, attention_mask=src.attention_mask, max_new_tokens=20,
                                 do_sample=False)
         assert torch.equal(ours, theirs), name
@@ -66,16 +71,16 @@ def test_teacher_forced_pass_matches_the_hugging_face_decoder(models, monkeypatc
     all_models, src = models
     cases = [(name, model, layers) for name, model in all_models.items()
              for layers in ({model.config.num_decoder_layers - 1}, set(range(model.config.num_decoder_layers)))]
+    family = family_of(all_models["sft (1 layer, relu, tied)"])
     for name, model, layers in cases:
         k, layers, name = 3, sorted(layers), f"{name}, layers {sorted(layers)}"
         torch.manual_seed(1)
-        samples = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=12, do_sample=True,
-                               num_return_sequences=k)
+        samples = family.generate(model, src, max_new_tokens=12, do_sample=True, k=k)
         results = {}
         for path in ("ours", "hugging face"):
             monkeypatch.setattr(decoding, "supports", (lambda m: True) if path == "ours" else (lambda m: False))
             model.zero_grad(set_to_none=True)
-            out = teacher_forced_pass(model, src.input_ids, src.attention_mask, samples, k, 1, layers)
+            out = family.teacher_forced(model, src, samples, k, layers)
             out["token_logp"].sum().backward()
             grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
             results[path] = (out, grad)
@@ -101,8 +106,8 @@ def test_sampling_draws_from_the_model_distribution(models):
     for temperature in (1.0, 0.7):
         probs = torch.softmax(logits / temperature, dim=-1)
         torch.manual_seed(2)
-        first = generate_ids(model, ids, mask, max_new_tokens=1, do_sample=True, num_return_sequences=n,
-                             temperature=temperature)[:, 1]
+        first = family_of(model).generate(model, _first_prompt(src), max_new_tokens=1,
+                                          do_sample=True, k=n, temperature=temperature)[:, 1]
         freq = torch.bincount(first, minlength=probs.shape[0]).float() / n
         top = probs.topk(10).indices
         stderr = (probs[top] * (1 - probs[top]) / n).sqrt()
@@ -113,9 +118,10 @@ def test_sampling_draws_from_the_model_distribution(models):
 def test_the_generic_decoding_loop_agrees_with_the_t5_decoder(models, monkeypatch):
     all_models, src = models
     model = all_models["untrained (2 layers, gated-gelu, untied)"]
-    fast = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=15, do_sample=False, num_return_sequences=2)
+    family = family_of(model)
+    fast = family.generate(model, src, max_new_tokens=15, do_sample=False, k=2)
     monkeypatch.setattr(decoding, "supports", lambda m: False)
-    generic = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=15, do_sample=False, num_return_sequences=2)
+    generic = family.generate(model, src, max_new_tokens=15, do_sample=False, k=2)
     assert torch.equal(fast, generic)
 
 
@@ -126,14 +132,15 @@ def test_fast_and_reference_steps_agree_on_a_tiny_model(sft_model, towninfo_dir,
     reference, _ = load_model(sft_model)
     reference.eval().requires_grad_(False)
     cfg = branch_config(sft_model, towninfo_dir, k=4, max_new_tokens=16, kl_estimator=kl_estimator)
-    layers = parse_layers(cfg.layers, policy.config.num_decoder_layers)
+    family = family_of(policy, tokenizer)
+    layers = parse_layers(cfg.layers, family.attention_layers(policy))
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     torch.manual_seed(3)
     ref_parts, sequences = reference_step_loss(policy, reference, src, cfg, layers, pad, eos)
     ref_parts["loss"].backward()
     ref_grad = torch.cat([p.grad.flatten() for p in policy.parameters()])
     policy.zero_grad(set_to_none=True)
-    parts, metrics = score_candidates(policy, reference, src, stack_candidates(sequences, pad), cfg, layers, pad, eos)
+    parts, metrics = score_candidates(policy, reference, family, src, stack_candidates(sequences, pad), cfg, layers)
     parts["loss"].backward()
     grad = torch.cat([p.grad.flatten() for p in policy.parameters()])
     assert float(ref_parts["rewards"].std()) > 0  # the candidates differ, so the weights are not all 1/K
@@ -148,10 +155,11 @@ def test_fused_attention_where_weights_are_not_read_gives_the_same_pass(models, 
     all_models, src = models
     model = all_models["untrained (2 layers, relu, tied)"]
     torch.manual_seed(4)
-    samples = generate_ids(model, src.input_ids, src.attention_mask, max_new_tokens=10, do_sample=True, num_return_sequences=2)
+    family = family_of(model)
+    samples = family.generate(model, src, max_new_tokens=10, do_sample=True, k=2)
     with torch.no_grad():
-        explicit = teacher_forced_pass(model, src.input_ids, src.attention_mask, samples, 2, 1, [1])
+        explicit = family.teacher_forced(model, src, samples, 2, [1])
         monkeypatch.setattr(decoding, "fused_attention", lambda device: True)
-        fused = teacher_forced_pass(model, src.input_ids, src.attention_mask, samples, 2, 1, [1])
+        fused = family.teacher_forced(model, src, samples, 2, [1])
     torch.testing.assert_close(fused["token_logp"], explicit["token_logp"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused["attn"], explicit["attn"], rtol=1e-5, atol=1e-6)

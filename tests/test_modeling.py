@@ -6,13 +6,20 @@ import torch
 
 from aft_core.errors import AftInputError
 from aft_core.data.batching import pad_batch
-from aft_core.modeling import build_model, generate_ids, load_model, save_model, train_tokenizer
+from aft_core.data.batching import SourceBatch
+from aft_core.models import build_model, family_of, load_model, save_model, train_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     texts = [f"user: i want {f} food in the {a} please ." for f in ("thai", "greek", "french") for a in ("north", "south")]
     return train_tokenizer(texts * 10, 200)
+
+
+def _row(ids: list[int]) -> dict:
+    n = len(ids)
+    return {"input_ids": ids, "src_turn": [0] * n, "src_is_tag": [False] * n, "src_is_salient": [False] * n,
+            "src_is_template": [False] * n}
 
 
 def test_round_trip_through_save_and_load(tmp_path, tokenizer):
@@ -42,7 +49,8 @@ def test_generation_helpers(tokenizer):
     model = build_model("tiny", tokenizer).eval()
     ids, mask = pad_batch([[5, 6, 1], [7, 1]], 0)
     torch.manual_seed(0)
-    samples = generate_ids(model, ids, mask, max_new_tokens=4, do_sample=True, num_return_sequences=3)
+    src = SourceBatch.from_rows([_row([5, 6, 1]), _row([7, 1])], 0)
+    samples = family_of(model).generate(model, src, max_new_tokens=4, do_sample=True, k=3)
     assert samples.shape[0] == 6 and samples.shape[1] <= 5 and bool((samples[:, 0] == 0).all())
 
 
@@ -51,11 +59,11 @@ def test_greedy_scoring_returns_every_field_in_input_order(tokenizer):
     from aft_core.monitor import score_greedy
 
     model = build_model("tiny", tokenizer).eval()
-    rows = [{"input_ids": ids, "src_turn": [0] * len(ids), "src_is_tag": [False] * len(ids),
-             "src_is_salient": [False] * len(ids)} for ids in ([5, 6, 7, 8, 1], [7, 1], [5, 6, 1])]
+    rows = [_row(ids) for ids in ([5, 6, 7, 8, 1], [7, 1], [5, 6, 1])]
     kwargs = dict(ix_modes=("all",), layers=[0], max_new_tokens=4, repeat_n=2)
-    batched = score_greedy(model, tokenizer, rows, batch_size=2, keep_attention=True, **kwargs)
-    alone = [score_greedy(model, tokenizer, [row], batch_size=1, keep_attention=True, **kwargs) for row in rows]
+    family = family_of(model, tokenizer)
+    batched = score_greedy(model, tokenizer, family, rows, batch_size=2, keep_attention=True, **kwargs)
+    alone = [score_greedy(model, tokenizer, family, [row], batch_size=1, keep_attention=True, **kwargs) for row in rows]
     for key in ("texts", "length", "target_ids"):
         assert batched[key] == [a[key][0] for a in alone], key
     for key in ("repeat", "focus/all", "coverage/all"):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from aft_core.data.corpus import load_corpus
 from aft_core.data.examples import NO_TURN, Turn, encode_source, serialise_history
-from aft_core.modeling import train_tokenizer
+from aft_core.models import train_tokenizer
 
 WORDS = ["hello", "i", "need", "a", "cheap", "hotel", "in", "the", "north", "thanks", "what", "area", "?", ".",
          "café", "naïve", "price", "range", "book", "it", "for", "two", "people", "müller", "street"]

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aft_core.attention import aggregate_cross_attention, parse_layers, response_mask
+from aft_core.models.seq2seq import aggregate_cross_attention
+from aft_core.models import parse_layers, response_mask
 from aft_core.data.batching import position_mask
 from aft_core.loss import (aft_loss, kl_term, sequence_logprob, softmax_weights, token_logprobs, wmle_loss,
                            zscore)
@@ -35,7 +36,7 @@ def test_coverage_under_all_is_one_over_ix_whatever_the_attention():
     attn = attn * mask[:, None, :]
     attn = attn / attn.sum(-1, keepdim=True)
     hist = position_mask("all", mask, torch.zeros(3, 7, dtype=torch.long), torch.zeros(3, 7, dtype=torch.bool),
-                         torch.zeros(3, 7, dtype=torch.bool))
+                         torch.zeros(3, 7, dtype=torch.bool), torch.zeros(3, 7, dtype=torch.bool))
     cov = coverage(attn, torch.ones(3, 5, dtype=torch.bool), hist)
     assert torch.allclose(cov, torch.tensor([1 / 7, 1 / 5, 1 / 7]))
 
@@ -146,9 +147,12 @@ def test_attention_helpers():
     tag = torch.tensor([[1, 0, 1, 0, 1, 0, 0, 0]]).bool()
     sal = torch.tensor([[0, 1, 0, 0, 0, 1, 0, 0]]).bool()
     mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0]])
-    assert position_mask("history", mask, turn, tag, sal).int().tolist() == [[0, 1, 0, 1, 0, 0, 0, 0]]
-    assert position_mask("salient", mask, turn, tag, sal).int().tolist() == [[0, 1, 0, 0, 0, 1, 0, 0]]
-    assert position_mask("all", mask, turn, tag, sal).int().tolist() == [[1] * 7 + [0]]
+    none = torch.zeros_like(tag)
+    assert position_mask("history", mask, turn, tag, sal, none).int().tolist() == [[0, 1, 0, 1, 0, 0, 0, 0]]
+    assert position_mask("salient", mask, turn, tag, sal, none).int().tolist() == [[0, 1, 0, 0, 0, 1, 0, 0]]
+    assert position_mask("all", mask, turn, tag, sal, none).int().tolist() == [[1] * 7 + [0]]
+    template = torch.tensor([[1, 0, 0, 0, 0, 0, 1, 0]]).bool()  # a decoder-only prompt's sink and cue: in no I_x
+    assert position_mask("all", mask, turn, tag, sal, template).int().tolist() == [[0, 1, 1, 1, 1, 1, 0, 0]]
 
 
 @st.composite

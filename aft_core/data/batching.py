@@ -42,16 +42,17 @@ class BatchSchedule:
 
 
 def position_mask(mode: str, attention_mask: torch.Tensor, src_turn: torch.Tensor, src_is_tag: torch.Tensor,
-                  src_is_salient: torch.Tensor) -> torch.Tensor:
+                  src_is_salient: torch.Tensor, src_is_template: torch.Tensor) -> torch.Tensor:
     """I_x as a bool mask [B,S].
 
-    all:      every non-pad source position (then sum_j A[t,j] = 1 and coverage = 1/|I_x|);
+    all:      every non-pad prompt position except template tokens and a decoder-only model's attention sink
+              (AFT_SPEC §8; an encoder's source has none), so sum_j A[t,j] = 1 and coverage = 1/|I_x|;
     history:  tokens of earlier turns only: not the current (last) user turn, not speaker tags, not EOS;
     salient:  tokens inside annotated slot values / entity mentions of any source turn.
     """
     real = attention_mask.bool()  # [B,S]
     if mode == "all":
-        return real
+        return real & ~src_is_template.bool()
     if mode == "history":
         current = src_turn.masked_fill(~real, -1).max(dim=1, keepdim=True).values  # [B,1]
         return real & (src_turn >= 0) & (src_turn < current) & ~src_is_tag.bool()
@@ -80,6 +81,7 @@ class SourceBatch:
     src_turn: torch.Tensor
     src_is_tag: torch.Tensor
     src_is_salient: torch.Tensor
+    src_is_template: torch.Tensor  # template tokens and the attention sink (decoder-only prompts): in no I_x
 
     @classmethod
     def from_rows(cls, rows: Sequence[dict[str, Any]], pad_id: int) -> "SourceBatch":
@@ -89,11 +91,19 @@ class SourceBatch:
         def padded(key: str, fill: int) -> torch.Tensor:
             return torch.tensor([list(r[key]) + [fill] * (width - len(r[key])) for r in rows], dtype=torch.long)
 
-        return cls(ids, mask, padded("src_turn", -1), padded("src_is_tag", 0).bool(), padded("src_is_salient", 0).bool())
+        return cls(ids, mask, padded("src_turn", -1), padded("src_is_tag", 0).bool(), padded("src_is_salient", 0).bool(),
+                   padded("src_is_template", 0).bool())
 
     def to(self, device: torch.device) -> "SourceBatch":
         return SourceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.src_turn,
-                                                     self.src_is_tag, self.src_is_salient)))
+                                                     self.src_is_tag, self.src_is_salient, self.src_is_template)))
 
     def mask(self, mode: str) -> torch.Tensor:
-        return position_mask(mode, self.attention_mask, self.src_turn, self.src_is_tag, self.src_is_salient)
+        return position_mask(mode, self.attention_mask, self.src_turn, self.src_is_tag, self.src_is_salient,
+                             self.src_is_template)
+
+    def repeat(self, k: int) -> "SourceBatch":
+        """Each prompt k times, adjacent (the order of a prompt's K samples)."""
+        return SourceBatch(*(t.repeat_interleave(k, dim=0) for t in (self.input_ids, self.attention_mask, self.src_turn,
+                                                                      self.src_is_tag, self.src_is_salient,
+                                                                      self.src_is_template)))

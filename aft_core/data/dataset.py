@@ -1,7 +1,7 @@
 """The Hugging Face `datasets` layer: example tables per split, and their tokenised form.
 
 Example tables hold the tokenizer-independent rows of `Example.to_row`; encoding adds
-`input_ids`, `labels` and the per-token source map (`src_turn`, `src_is_tag`, `src_is_salient`).
+`input_ids`, `labels` and the per-token prompt map (`src_turn`, `src_is_tag`, `src_is_salient`, `src_is_template`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetDict
 datasets.disable_progress_bars()  # per-map bars drown the training progress bar
 
 from aft_core.data.corpus import Corpus
-from aft_core.data.examples import Turn, encode_sources, encode_targets
+from aft_core.data.examples import Turn
 
 
 def corpus_to_dataset(corpus: Corpus, dev_fraction: float = 0.05) -> DatasetDict:
@@ -37,19 +37,21 @@ def tokenizer_texts(table: Dataset) -> list[str]:
     return list(seen)
 
 
-def encode_rows(rows: dict[str, list], tokenizer: Any, max_source_tokens: int, max_target_tokens: int) -> dict[str, list]:
-    """Batched encoder for `Dataset.map`: source ids with their token map, and target labels."""
+def encode_rows(rows: dict[str, list], tokenizer: Any, family: Any, max_source_tokens: int,
+                max_target_tokens: int) -> dict[str, list]:
+    """Batched encoder for `Dataset.map`: prompt ids with their token map, and target labels, as the model family
+    (aft_core.models) forms them."""
     histories = [[Turn(sp, tx, tuple(v)) for sp, tx, v in zip(speakers, texts, values)]
                  for speakers, texts, values in zip(rows["history_speakers"], rows["history_texts"],
                                                     rows["history_slot_values"])]
-    sources = encode_sources(histories, tokenizer, max_source_tokens)
+    sources = family.encode_prompts(histories, tokenizer, max_source_tokens)
     encoded = {key: [s[key] for s in sources] for key in sources[0]} if sources else {}
-    encoded["labels"] = encode_targets(rows["target"], tokenizer, max_target_tokens)
+    encoded["labels"] = family.encode_targets(rows["target"], tokenizer, max_target_tokens)
     return encoded
 
 
-def encode_table(table: Dataset, tokenizer: Any, max_source_tokens: int, max_target_tokens: int) -> Dataset:
+def encode_table(table: Dataset, tokenizer: Any, family: Any, max_source_tokens: int, max_target_tokens: int) -> Dataset:
     return table.map(encode_rows, batched=True, batch_size=1000,
-                     fn_kwargs={"tokenizer": tokenizer, "max_source_tokens": max_source_tokens,
+                     fn_kwargs={"tokenizer": tokenizer, "family": family, "max_source_tokens": max_source_tokens,
                                 "max_target_tokens": max_target_tokens},
                      load_from_cache_file=False)

@@ -138,8 +138,8 @@ def serialise_history(history: Sequence[Turn]) -> tuple[str, list[_Span], list[t
 def encode_source(history: Sequence[Turn], tokenizer: Any, max_tokens: int) -> dict[str, list]:
     """Tokenise the history into at most `max_tokens` ids (EOS included), cut from the left.
 
-    Returns input_ids, src_turn (turn index per token, NO_TURN for EOS), src_is_tag and
-    src_is_salient, all of the same length.
+    Returns input_ids, src_turn (turn index per token, NO_TURN for EOS), src_is_tag, src_is_salient and
+    src_is_template (all false here; decoder-only prompts have template tokens), all of the same length.
     """
     return encode_sources([history], tokenizer, max_tokens)[0]
 
@@ -186,10 +186,5 @@ def _source_map(ids: list[int], offsets: list[tuple[int, int]], spans: list[_Spa
         "src_turn": turn_of[keep_from:] + [NO_TURN],
         "src_is_tag": tag_of[keep_from:] + [False],
         "src_is_salient": salient_of[keep_from:] + [False],
+        "src_is_template": [False] * (len(ids) - keep_from + 1),  # an encoder's source has no template tokens
     }
-
-
-def encode_targets(texts: Sequence[str], tokenizer: Any, max_tokens: int) -> list[list[int]]:
-    """Target ids ending in EOS, cut from the right to `max_tokens`."""
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    return [t[: max_tokens - 1] + [tokenizer.eos_token_id] for t in ids]

@@ -1,13 +1,16 @@
-"""Seq2seq models and tokenizers: build a T5 from a size preset, load any local or hub model, generate.
-
-Attention weights are only returned by the eager attention implementation, so every model
-is loaded or built with `attn_implementation="eager"` (AFT_SPEC §2). Models are saved with
-`save_pretrained` (safetensors), so any Hugging Face tool can open them.
+"""Models and tokenizers: the family of a model read from its config, presets built from config, loading.
 
 A model is named by one of:
-- a preset (`tiny`, `small`, `large`): a T5 built from config with a tokenizer trained on the corpus;
-- an existing local directory holding a saved model and tokenizer;
+- a preset: `tiny`, `small`, `large` (T5) or `causal-tiny`, `causal-small` (Llama-shaped), built from config
+  with a tokenizer trained on the corpus;
+- an existing local directory holding a saved model and tokenizer (hub layout: config.json,
+  model.safetensors, tokenizer files);
 - `hf:<org>/<name>`: a Hugging Face hub model. Only this form may touch the network.
+
+The family (aft_core.models.seq2seq, aft_core.models.causal) is read from the config: `is_encoder_decoder`.
+Encoder–decoders are loaded with the eager attention (cross-attention weights are read, AFT_SPEC §2);
+decoder-only models with `aft_rows` (aft_core.models.causal), which reads only the rows AFT needs. Models are
+saved with `save_pretrained` (safetensors), so any Hugging Face tool can open them.
 """
 from __future__ import annotations
 
@@ -17,9 +20,12 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from aft_core import decoding
 from aft_core.config import PRESETS, ModelPreset
 from aft_core.errors import AftInputError
+from aft_core.models.causal import ATTENTION as CAUSAL_ATTENTION
+from aft_core.models.causal import CausalFamily
+from aft_core.models.family import ModelFamily
+from aft_core.models.seq2seq import Seq2SeqFamily
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 HUB_PREFIX = "hf:"
@@ -48,20 +54,39 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     return wrapped
 
 
-def build_model(preset: str, tokenizer: Any, seed: int = 0) -> torch.nn.Module:
-    """A freshly initialised T5 of the named preset, sized to `tokenizer`."""
-    from transformers import T5Config, T5ForConditionalGeneration
+def family_of(model: Any, tokenizer: Any = None) -> ModelFamily:
+    """The model's family, read from its config: encoder–decoder or decoder-only."""
+    family = Seq2SeqFamily if getattr(model.config, "is_encoder_decoder", False) else CausalFamily
+    return family(model.config, getattr(model, "generation_config", None), tokenizer)
 
+
+def build_model(preset: str, tokenizer: Any, seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised model of the named preset, sized to `tokenizer`: a T5, or a Llama-shaped causal LM."""
     p = preset_or_error(preset)
-    config = T5Config(
-        vocab_size=len(tokenizer), d_model=p.d_model, d_ff=p.d_ff, d_kv=p.d_kv, num_layers=p.num_layers,
-        num_decoder_layers=p.num_layers, num_heads=p.num_heads, dropout_rate=p.dropout, feed_forward_proj="relu",
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
     torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(config)
-    model.set_attn_implementation("eager")
+    if p.family == "causal":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=p.d_model, intermediate_size=p.d_ff, num_hidden_layers=p.num_layers,
+            num_attention_heads=p.num_heads, num_key_value_heads=p.num_heads, head_dim=p.d_kv,
+            max_position_embeddings=p.max_positions, attention_dropout=p.dropout, tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+        )
+        model = LlamaForCausalLM(config)
+        model.set_attn_implementation(CAUSAL_ATTENTION)
+    else:
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        config = T5Config(
+            vocab_size=len(tokenizer), d_model=p.d_model, d_ff=p.d_ff, d_kv=p.d_kv, num_layers=p.num_layers,
+            num_decoder_layers=p.num_layers, num_heads=p.num_heads, dropout_rate=p.dropout, feed_forward_proj="relu",
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+        model = T5ForConditionalGeneration(config)
+        model.set_attn_implementation("eager")
     _neutral_generation_config(model)
     return model
 
@@ -120,16 +145,21 @@ def check_model_files(path: Path) -> None:
 
 def load_model(name_or_path: str | Path, for_training: bool = False,
                device: torch.device | None = None) -> tuple[torch.nn.Module, Any]:
-    """Load a saved seq2seq model and its tokenizer (local directory, or `hf:<org>/<name>`) onto
+    """Load a saved model of either family and its tokenizer (local directory, or `hf:<org>/<name>`) onto
     `device` (default: `default_device()`)."""
     from safetensors import SafetensorError
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
 
     source, hub = check_model_source(name_or_path)
     kwargs: dict[str, Any] = {} if hub else {"local_files_only": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, attn_implementation="eager", **kwargs)
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        seq2seq = getattr(config, "is_encoder_decoder", False)
+        auto = getattr(transformers, (Seq2SeqFamily if seq2seq else CausalFamily).auto_class)
+        model = auto.from_pretrained(source, config=config, attn_implementation="eager" if seq2seq else CAUSAL_ATTENTION,
+                                     **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # unreadable, truncated or mismatched weights
         raise AftInputError(source, "model", f"could not be loaded ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]})",
                             "check the folder holds config.json, model.safetensors and the tokenizer files") from e
@@ -165,8 +195,12 @@ def check_tokenizer_matches(model: Any, tokenizer: Any, where: str | Path) -> No
     if len(tokenizer) > vocab:
         raise AftInputError(where, "tokenizer", f"has {len(tokenizer)} tokens but the model embeds only {vocab}",
                             "use the tokenizer saved with this model")
-    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-        raise AftInputError(where, "tokenizer", "has no pad or EOS token", "use a seq2seq tokenizer with <pad> and </s>")
+    if tokenizer.eos_token_id is None:
+        raise AftInputError(where, "tokenizer", "has no EOS token", "use a tokenizer that names its eos_token")
+    if tokenizer.pad_token_id is None:
+        if getattr(model.config, "is_encoder_decoder", False):
+            raise AftInputError(where, "tokenizer", "has no pad token", "use a seq2seq tokenizer with <pad> and </s>")
+        tokenizer.pad_token = tokenizer.eos_token  # decoder-only: what follows a response's end is never read
 
 
 def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
@@ -180,73 +214,6 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
-                 do_sample: bool, num_return_sequences: int = 1, temperature: float = 1.0,
-                 encoded: torch.Tensor | None = None) -> torch.Tensor:
-    """Greedy decoding or ancestral sampling (temperature only, no top-k/top-p) with the KV cache.
-
-    Returns ids [B*K, 1+T] starting with the decoder start token, K = num_return_sequences samples
-    of one prompt adjacent (repeat_interleave order); after its EOS a sequence holds pad ids, and
-    decoding stops once every sequence has ended. `encoded` [B,S,D]: the prompts' encoder states,
-    reused instead of running the encoder again.
-
-    A lean loop rather than `generate`: T5-family models step through `T5IncrementalDecoder`
-    (aft_core/decoding.py), other models through their own forward with the KV cache. A sample
-    draws one uniform number u per sequence and takes the first token whose cumulative
-    probability exceeds u (inverse-CDF sampling: the same distribution as `torch.multinomial`,
-    which drew a random number per vocabulary entry, a third of the sampling time at V=2,000).
-    """
-    config = model.generation_config
-    start_id = config.decoder_start_token_id if config.decoder_start_token_id is not None else model.config.decoder_start_token_id
-    eos_id, pad_id = _first(config.eos_token_id), config.pad_token_id if config.pad_token_id is not None else 0
-    if encoded is None:
-        encoded = encode(model, input_ids, attention_mask)
-    step_logits = _stepper(model, encoded.detach(), attention_mask, num_return_sequences, max_new_tokens)
-    n = encoded.shape[0] * num_return_sequences
-    tokens = [torch.full((n, 1), start_id, dtype=torch.long, device=encoded.device)]
-    finished = torch.zeros(n, dtype=torch.bool, device=encoded.device)
-    for _ in range(max_new_tokens):
-        logits = step_logits(tokens[-1][:, 0]).float()  # [N,V]
-        if do_sample:
-            cdf = torch.softmax(logits / temperature, dim=-1).cumsum(dim=-1)  # [N,V]
-            u = torch.rand(n, 1, device=cdf.device) * cdf[:, -1:]  # scaled: the last entry is 1 up to rounding
-            step = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)
-        else:
-            step = logits.argmax(dim=-1)
-        step = step.masked_fill(finished, pad_id)
-        tokens.append(step[:, None])
-        finished |= step == eos_id
-        if bool(finished.all()):
-            break
-    return torch.cat(tokens, dim=1)
-
-
-def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k: int, max_steps: int):
-    """A function from the last token ids [N] to the next logits [N,V], keeping the decoding state."""
-    if decoding.supports(model):
-        return decoding.T5IncrementalDecoder(model, encoded, attention_mask, k, max_steps).step
-    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
-    encoded, mask = encoded.repeat_interleave(k, dim=0), attention_mask.repeat_interleave(k, dim=0)  # [N,S,D], [N,S]
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-
-    def step(ids: torch.Tensor) -> torch.Tensor:
-        return model(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=ids[:, None],
-                     past_key_values=cache, use_cache=True).logits[:, -1, :]
-
-    return step
-
-
-def _first(ids: int | Sequence[int] | None) -> int | None:
-    return ids[0] if isinstance(ids, (list, tuple)) else ids
-
-
-def encode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The encoder's last hidden state [B,S,D]; computed once per prompt and reused by sampling and scoring."""
-    return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def torch_threads() -> int:

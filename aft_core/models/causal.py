@@ -1,0 +1,310 @@
+"""Decoder-only models (any `AutoModelForCausalLM`: Llama, Mistral, Qwen, GPT-2, …): AFT_SPEC §8.
+
+- **Prompt.** The history as chat messages (user turns → `user`, system turns → `assistant`) rendered by the
+  tokenizer's chat template with the generation prompt; without a template, the §1 serialisation, then the
+  response cue `system:`, after a start token (the tokenizer's BOS, or its EOS as GPT-2 uses it). Histories
+  are cut from the left by whole turns to the budget. Tokens the template adds (role headers, BOS, the cue)
+  and the attention sink (position 0) are template tokens and belong to no I_x.
+- **A.** One teacher-forced pass over [prompt; y] with no padding between them. The logits of y_t come from
+  the position before it (the last prompt token for y_1); those |y| query rows against the prompt's key
+  columns give Â[t,j] (mean over heads and the selected layers). With m_t = Σ_{j∈P′} Â[t,j] over the prompt
+  positions P′ that are not template tokens, A[t,j] = Â[t,j]/m_t on P′, and the lookback ratio is mean_t m_t.
+- **Speed.** Attention runs through one registered attention function (`aft_rows`, transformers'
+  AttentionInterface): SDPA for every layer's output, and, only in the layers whose weights are read, the
+  softmax of the |y| query rows that predict response tokens, not of all (S+T)² positions. Sampling runs one
+  prefill per prompt (left-padded), whose KV cache its K samples share, then one cached step per token.
+"""
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from aft_core.data.batching import SourceBatch, pad_batch
+from aft_core.data.examples import serialise_history
+from aft_core.errors import AftInputError
+from aft_core.models.family import IGNORE_INDEX, ModelFamily, decode_loop, mean_over_response, response_mask, scored
+
+ATTENTION = "aft_rows"  # the attention implementation every decoder-only model runs with
+RESPONSE_CUE = "system:"  # ends a template-free prompt (AFT_SPEC §8)
+ROLES = {"user": "user", "system": "assistant"}
+
+
+@dataclass
+class RowRead:
+    """Which attention weights a pass reads: `layers`, the query rows [N,T] and the first `columns` key columns."""
+
+    layers: frozenset[int]
+    rows: torch.Tensor  # [N,T] query positions
+    columns: int
+    total: list[torch.Tensor] = field(default_factory=list)  # running sum of head means [N,T,columns]
+
+    def add(self, probs: torch.Tensor) -> None:
+        if self.total:
+            self.total[0] += probs
+        else:
+            self.total.append(probs)
+
+    def mean(self) -> torch.Tensor:
+        return self.total[0] / len(self.layers)
+
+
+_READING: contextvars.ContextVar[RowRead | None] = contextvars.ContextVar("aft_rows_reading", default=None)
+
+
+@contextmanager
+def reading(read: RowRead | None) -> Iterator[None]:
+    token = _READING.set(read)
+    try:
+        yield
+    finally:
+        _READING.reset(token)
+
+
+def row_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                  **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """SDPA for the output; in a layer being read, also softmax(q_rows·kᵀ·scaling + mask) over the first columns.
+
+    query [N,H,Q,d], key/value [N,Hkv,K,d], attention_mask additive [N,1,Q,K] (the eager mask).
+    """
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    read = _READING.get()
+    if read is not None and getattr(module, "layer_idx", None) in read.layers:
+        with torch.no_grad():
+            n, h, _, d = query.shape
+            rows = read.rows  # [N,T]
+            q = query.gather(2, rows[:, None, :, None].expand(n, h, rows.shape[1], d))  # [N,H,T,d]
+            keys = repeat_kv(key, h // key.shape[1])  # [N,H,K,d]
+            scale = scaling if scaling is not None else d ** -0.5
+            scores = (q @ keys.transpose(-1, -2)).float() * scale  # [N,H,T,K]
+            if kwargs.get("softcap") is not None:
+                scores = torch.tanh(scores / kwargs["softcap"]) * kwargs["softcap"]
+            if attention_mask is not None:
+                mask_rows = attention_mask.gather(2, rows[:, None, :, None].expand(n, 1, rows.shape[1], attention_mask.shape[-1]))
+                scores = scores + mask_rows[..., : scores.shape[-1]].float()
+            probs = torch.softmax(scores, dim=-1)[..., : read.columns]  # [N,H,T,S]
+            read.add(probs.mean(dim=1))  # [N,T,S]
+    kwargs.pop("softcap", None)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
+def register_attention() -> None:
+    """Make `aft_rows` a transformers attention implementation (with the eager, additive mask)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(ATTENTION, row_attention)
+    AttentionMaskInterface.register(ATTENTION, eager_mask)
+
+
+register_attention()
+
+
+class CausalFamily(ModelFamily):
+    name = "causal"
+    auto_class = "AutoModelForCausalLM"
+
+    def __init__(self, config: Any, generation_config: Any = None, tokenizer: Any = None) -> None:
+        super().__init__(config, generation_config, tokenizer)
+        self._end = end_of_turn_id(tokenizer) if tokenizer is not None else _first(config.eos_token_id)
+        self._pad = _pad_id(tokenizer, config, self._end)
+
+    def attention_layers(self, model):
+        return model.config.num_hidden_layers
+
+    def eos_id(self) -> int:
+        return self._end
+
+    def pad_id(self) -> int:
+        return self._pad
+
+    def encode_prompts(self, histories, tokenizer, max_tokens):
+        return [self._encode_prompt(list(history), tokenizer, max_tokens) for history in histories]
+
+    def _encode_prompt(self, turns: list[Any], tokenizer: Any, max_tokens: int) -> dict[str, list]:
+        first = 0
+        encoded = _render(turns, 0, tokenizer)
+        while len(encoded["input_ids"]) > max_tokens and first < len(turns) - 1:  # whole turns go first
+            first += 1
+            encoded = _render(turns[first:], first, tokenizer)
+        cut = 0
+        while len(encoded["input_ids"]) > max_tokens:  # the current turn alone is too long: cut its left tokens
+            cut += len(encoded["input_ids"]) - max_tokens
+            last = turns[-1]
+            pieces = tokenizer(last.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            if cut >= len(pieces):
+                raise AftInputError("max_source_tokens", "max_source_tokens", f"{max_tokens} cannot hold the prompt template",
+                                    "raise --max-source-tokens")
+            short = type(last)(last.speaker, last.text[pieces[cut][0]:], last.slot_values)
+            encoded = _render([short], len(turns) - 1, tokenizer)
+        return encoded
+
+    def encode_targets(self, texts, tokenizer, max_tokens):
+        ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [t[: max_tokens - 1] + [self._end] for t in ids]
+
+    @torch.no_grad()
+    def generate(self, model, src, *, max_new_tokens, do_sample, k=1, temperature=1.0, state=None):
+        lengths = src.attention_mask.sum(dim=1)  # [B]
+        b, s = src.input_ids.shape
+        shift = s - lengths  # left-pad: a row's tokens end at column S-1, so every row's next position is S
+        index = torch.arange(s, device=lengths.device)[None, :] - shift[:, None]  # [B,S]
+        valid = index >= 0
+        ids = src.input_ids.gather(1, index.clamp(min=0)).masked_fill(~valid, self._pad)
+        mask = valid.long()
+        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+                    use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        if k > 1:
+            cache.batch_repeat_interleave(k)  # the K samples continue one prefill
+        state = {"mask": mask.repeat_interleave(k, dim=0), "position": lengths.repeat_interleave(k)}
+
+        def step(tokens: torch.Tensor) -> torch.Tensor:
+            state["mask"] = torch.cat([state["mask"], state["mask"].new_ones(tokens.shape[0], 1)], dim=1)
+            logits = model(input_ids=tokens[:, None], attention_mask=state["mask"], position_ids=state["position"][:, None],
+                           past_key_values=cache, use_cache=True).logits[:, -1, :]
+            state["position"] = state["position"] + 1
+            return logits
+
+        first = out.logits[:, -1, :].repeat_interleave(k, dim=0)  # [N,V]
+        prefix = torch.full((b * k, 1), self._pad, dtype=torch.long, device=ids.device)  # a placeholder column
+        return decode_loop(first, step, prefix=prefix, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                           temperature=temperature, eos_id=self._end, pad_id=self._pad)
+
+    def teacher_forced(self, model, src, sequences, repeats, layers, state=None):
+        prompt = src.repeat(repeats)
+        n, s = prompt.input_ids.shape
+        labels = sequences[:, 1:]  # [N,T]
+        t = labels.shape[1]
+        tgt_mask = response_mask(labels, self._end)
+        lengths = prompt.attention_mask.sum(dim=1)  # [N]
+        ids = torch.full((n, s + t), self._pad, dtype=torch.long, device=labels.device)
+        ids[:, :s] = prompt.input_ids.masked_fill(prompt.attention_mask == 0, self._pad)
+        positions = lengths[:, None] + torch.arange(t, device=labels.device)[None, :]  # [N,T] where y_t sits
+        ids.scatter_(1, positions, labels)  # [prompt; y] with no padding between them
+        mask = (torch.arange(s + t, device=labels.device)[None, :] < (lengths + t)[:, None]).long()
+        rows = positions - 1  # the query rows whose logits predict y_t
+        read = RowRead(frozenset(layers), rows, s) if layers else None
+        with reading(read):
+            hidden = _base(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [N,S+T,D]
+        hidden = hidden.gather(1, rows[..., None].expand(n, t, hidden.shape[-1]))  # [N,T,D]
+        logits = _output_logits(model, hidden[tgt_mask])  # [M,V]
+        attn = lookback = None
+        if read is not None:
+            raw = read.mean() * prompt.attention_mask[:, None, :]  # Â [N,T,S]: prompt columns only
+            counted = (prompt.attention_mask.bool() & ~prompt.src_is_template)[:, None, :]  # P′ [N,1,S]
+            mass = (raw * counted).sum(dim=-1)  # m_t [N,T]
+            attn = raw * counted / mass.clamp(min=torch.finfo(raw.dtype).tiny)[..., None]  # rows sum to 1 over P′
+            lookback = mean_over_response(mass, tgt_mask)
+        return scored(logits, labels, tgt_mask, attn, lookback)
+
+    def sft_batch(self, sources, targets, pad_id, device=None):
+        ids, attention_mask = pad_batch([list(s) + list(y) for s, y in zip(sources, targets)], pad_id)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        for i, (s, y) in enumerate(zip(sources, targets)):
+            labels[i, len(s):len(s) + len(y)] = torch.tensor(y, dtype=torch.long)  # prompt positions masked
+        batch = {"input_ids": ids, "attention_mask": attention_mask, "labels": labels}
+        return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
+
+    def sft_logits(self, model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B,L,V]
+        return logits[:, :-1], batch["labels"][:, 1:]  # position i predicts token i+1
+
+    def check_lengths(self, model, where, max_source_tokens, max_new_tokens):
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and max_source_tokens + max_new_tokens > limit:
+            raise AftInputError(where, "max_source_tokens", f"{max_source_tokens} prompt + {max_new_tokens} response tokens "
+                                f"exceed the model's {limit} positions",
+                                f"use --max-source-tokens {max(limit - max_new_tokens, 1)} or less")
+
+
+def _render(turns: Sequence[Any], first_index: int, tokenizer: Any) -> dict[str, list]:
+    """One prompt's ids and token map; turn indices count from `first_index` (the turns cut off before it)."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": ROLES[t.speaker], "content": t.text} for t in turns]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        spans, slot_spans, cursor = [], [], 0
+        for i, turn in enumerate(turns):
+            content = turn.text.strip()
+            at = text.find(content, cursor)
+            if at < 0:
+                raise AftInputError(getattr(tokenizer, "name_or_path", "tokenizer"), "chat_template",
+                                    "does not show each turn's text verbatim, so tokens cannot be mapped to turns",
+                                    "use a chat template that renders message contents unchanged")
+            spans.append((at, at + len(content), first_index + i, False))
+            slot_spans += _slot_spans(turn, content, at)
+            cursor = at + len(content)
+        start_ids: list[int] = []
+    else:
+        text, history_spans, slot_spans = serialise_history(turns)
+        spans = [(sp.start, sp.end, first_index + sp.turn, sp.is_tag) for sp in history_spans]
+        text = f"{text} {RESPONSE_CUE}"
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        start_ids = [start]
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = start_ids + list(enc["input_ids"])
+    turn_of, tag_of, salient_of, template_of = [-1] * len(start_ids), [False] * len(start_ids), [False] * len(start_ids), [True] * len(start_ids)
+    in_slot = bytearray(len(text) + 1)
+    for a, b in slot_spans:
+        in_slot[a:b] = b"\x01" * (b - a)
+    for a, b in enc["offset_mapping"]:
+        last = max(a, b - 1)  # a token's last character decides its span, as for encoder sources
+        span = next((sp for sp in spans if sp[0] <= last < sp[1]), None) if b > a else None
+        turn_of.append(span[2] if span else -1)
+        tag_of.append(bool(span and span[3]))
+        salient_of.append(bool(span and not span[3] and any(in_slot[a:b])))
+        template_of.append(span is None)
+    template_of[0] = True  # the attention sink
+    return {"input_ids": ids, "src_turn": turn_of, "src_is_tag": tag_of, "src_is_salient": salient_of,
+            "src_is_template": template_of}
+
+
+def _slot_spans(turn: Any, content: str, offset: int) -> list[tuple[int, int]]:
+    import re
+
+    spans = []
+    for value in turn.slot_values:
+        if value.strip():
+            spans += [(offset + m.start(), offset + m.end())
+                      for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", content, flags=re.IGNORECASE)]
+    return spans
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The token that ends an assistant turn: the first special token the chat template puts after one (e.g.
+    <|eot_id|>, <|im_end|>), or EOS without a template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return tokenizer.eos_token_id
+    marker = "AFTENDMARKER"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hello"}, {"role": "assistant", "content": marker}],
+                                         tokenize=False)
+    after = tokenizer(text[text.rindex(marker) + len(marker):], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    return next((i for i in after if i in special), tokenizer.eos_token_id)
+
+
+def _pad_id(tokenizer: Any, config: Any, end: int) -> int:
+    """Pad: the tokenizer's, else the end token (what follows a response's end is never read)."""
+    pad = tokenizer.pad_token_id if tokenizer is not None else getattr(config, "pad_token_id", None)
+    return pad if pad is not None else end
+
+
+def _first(ids: Any) -> Any:
+    return ids[0] if isinstance(ids, (list, tuple)) else ids
+
+
+def _base(model: Any) -> Any:
+    """The transformer under the LM head (what returns last_hidden_state)."""
+    return getattr(model, model.base_model_prefix)
+
+
+def _output_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """lm_head, with the final soft-capping a config may ask for (Gemma 2)   [M,D] -> [M,V]"""
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits

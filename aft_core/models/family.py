@@ -1,0 +1,156 @@
+"""The model-family interface: everything AFT does with a model, whatever its architecture.
+
+A family is a strategy bound to a model's config (never to its weights: a policy and its reference share one),
+chosen from that config (`aft_core.models.family_of`); the code above
+it (SFT, AFT, the probe, evaluation, the demo) calls these methods and never asks which family it holds.
+
+Shared conventions:
+- prompts are right-padded [B,S] with their token map (`SourceBatch`); A is always [N,T,S] over those S
+  prompt columns, so the position sets I_x (data/batching) mean the same for every family;
+- sequences returned by `generate` are [N, P+T]: a family-defined prefix of P ids (the decoder start token,
+  a forced BOS; a placeholder for decoder-only models), then the response, pad after its end token; the K
+  samples of a prompt are adjacent (repeat_interleave order);
+- `teacher_forced` returns labels [N,T], tgt_mask [N,T] (response tokens up to and including the end token),
+  token_logp [N,T], logits [M,V] on the M response positions, A [N,T,S] (detached; rows sum to 1 over the
+  prompt positions that count, AFT_SPEC §3 and §8) and lookback [N] (mean_t of the attention mass on those
+  positions before renormalisation; 1 by construction for cross-attention).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from aft_core.data.batching import SourceBatch
+from aft_core.loss import token_logprobs, unpack
+
+IGNORE_INDEX = -100
+
+
+class ModelFamily:
+    """The interface; `Seq2SeqFamily` (aft_core.models.seq2seq) and `CausalFamily` (aft_core.models.causal)."""
+
+    name = "abstract"
+    auto_class = ""  # the transformers Auto class that loads this family
+
+    def __init__(self, config: Any, generation_config: Any = None, tokenizer: Any = None) -> None:
+        self.config = config  # the model's config: what a family reads its settings from
+        self.generation_config = generation_config
+
+    def attention_layers(self, model: Any) -> int:
+        """How many layers A can be read from (decoder layers)."""
+        raise NotImplementedError
+
+    def eos_id(self) -> int:
+        """The token that ends a response (EOS, or a chat template's end-of-turn token)."""
+        raise NotImplementedError
+
+    def pad_id(self) -> int:
+        raise NotImplementedError
+
+    def encode_prompts(self, histories: Sequence[Sequence[Any]], tokenizer: Any, max_tokens: int) -> list[dict[str, list]]:
+        """Prompt ids with their token map (src_turn, src_is_tag, src_is_salient, src_is_template) per history."""
+        raise NotImplementedError
+
+    def encode_targets(self, texts: Sequence[str], tokenizer: Any, max_tokens: int) -> list[list[int]]:
+        """Target ids ending in the end token, cut from the right to `max_tokens`."""
+        raise NotImplementedError
+
+    def prompt_state(self, model: Any, src: SourceBatch) -> Any:
+        """What sampling and the teacher-forced pass can share for a batch of prompts (None: nothing)."""
+        return None
+
+    def generate(self, model: Any, src: SourceBatch, *, max_new_tokens: int, do_sample: bool, k: int = 1,
+                 temperature: float = 1.0, state: Any = None) -> torch.Tensor:
+        """Greedy decoding or ancestral sampling of k responses per prompt -> sequences [B*k, P+T]."""
+        raise NotImplementedError
+
+    def teacher_forced(self, model: Any, src: SourceBatch, sequences: torch.Tensor, repeats: int,
+                       layers: Sequence[int] | None, state: Any = None) -> dict[str, torch.Tensor | None]:
+        """Score `sequences` teacher-forced (see the module docstring for what is returned)."""
+        raise NotImplementedError
+
+    def sft_batch(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int,
+                  device: torch.device | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs with `labels` (IGNORE_INDEX off the response) for supervised fine-tuning."""
+        raise NotImplementedError
+
+    def sft_logits(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B,T,V], labels [B,T]) aligned so that logits[:, t] predicts labels[:, t]."""
+        raise NotImplementedError
+
+    def sft_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean next-token cross-entropy over the response tokens."""
+        logits, labels = self.sft_logits(model, batch)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+    def check_lengths(self, model: Any, where: str, max_source_tokens: int, max_new_tokens: int) -> None:
+        """Refuse budgets the model's position embeddings cannot hold (one-line error naming the fix)."""
+
+
+def parse_layers(spec: str, num_layers: int) -> list[int]:
+    """`all`, `last`, or comma-separated layer indices (negative counts from the end)."""
+    if spec == "all":
+        return list(range(num_layers))
+    if spec == "last":
+        return [num_layers - 1]
+    try:
+        picked = [int(p) % num_layers if -num_layers <= int(p) < num_layers else None for p in spec.split(",")]
+    except ValueError:
+        picked = [None]
+    if None in picked:
+        raise ValueError(f"layers must be 'all', 'last' or indices in [-{num_layers}, {num_layers}), got {spec!r}")
+    return sorted(set(picked))
+
+
+def response_mask(labels: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """True on response tokens up to and including the first end token: [N,T] -> [N,T] bool.
+
+    Position-based, so a sampled pad id inside a response is still counted as a token.
+    """
+    is_eos = labels == eos_id
+    eos_before = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # an end token strictly before t
+    return ~eos_before
+
+
+def decode_loop(first_logits: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor], *, prefix: torch.Tensor,
+                max_new_tokens: int, do_sample: bool, temperature: float, eos_id: int, pad_id: int) -> torch.Tensor:
+    """Choose up to `max_new_tokens` tokens: logits [N,V] -> token -> step(token [N]) -> next logits [N,V].
+
+    Returns [N, P+T]: `prefix` [N,P] then the chosen tokens, pad after a sequence's end token; stops once every
+    sequence has ended. A sample draws one uniform number u per sequence and takes the first token whose
+    cumulative probability exceeds u (inverse-CDF sampling: the distribution of `torch.multinomial`, which drew
+    a random number per vocabulary entry, a third of the sampling time at V=2,000).
+    """
+    n = prefix.shape[0]
+    tokens = [prefix]
+    finished = torch.zeros(n, dtype=torch.bool, device=prefix.device)
+    logits = first_logits
+    for i in range(max_new_tokens):
+        logits = logits.float()  # [N,V]
+        if do_sample:
+            cdf = torch.softmax(logits / temperature, dim=-1).cumsum(dim=-1)  # [N,V]
+            u = torch.rand(n, 1, device=cdf.device) * cdf[:, -1:]  # scaled: the last entry is 1 up to rounding
+            chosen = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)
+        else:
+            chosen = logits.argmax(dim=-1)
+        chosen = chosen.masked_fill(finished, pad_id)
+        tokens.append(chosen[:, None])
+        finished |= chosen == eos_id
+        if bool(finished.all()) or i == max_new_tokens - 1:
+            break
+        logits = step(chosen)
+    return torch.cat(tokens, dim=1)
+
+
+def scored(logits: torch.Tensor, labels: torch.Tensor, tgt_mask: torch.Tensor, attn: torch.Tensor | None,
+           lookback: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
+    """The teacher-forced record: logits [M,V] on the response positions, per-token log-probs [N,T], and A."""
+    token_logp = unpack(token_logprobs(logits, labels[tgt_mask]), tgt_mask)  # [N,T]
+    return {"logits": logits, "token_logp": token_logp, "labels": labels, "tgt_mask": tgt_mask, "attn": attn,
+            "lookback": lookback}
+
+
+def mean_over_response(values: torch.Tensor, tgt_mask: torch.Tensor) -> torch.Tensor:
+    """mean_t values[n,t] over response tokens   [N,T] -> [N]"""
+    return (values * tgt_mask).sum(dim=1) / tgt_mask.sum(dim=1).clamp(min=1)

@@ -1,0 +1,201 @@
+"""Encoder–decoder models (any `AutoModelForSeq2SeqLM`: T5, Flan-T5, mT5, BART, Pegasus, Marian, …), AFT_SPEC §2–3.
+
+The prompt is the §1 serialisation of the history, encoded once per prompt; its encoder states serve the K
+samples and the teacher-forced pass. A is the decoder's cross-attention, averaged over heads and the selected
+layers. T5-family models run through `t5_decoding` (a prompt's K samples share its cross-attention keys and
+values); every other model through its own forward, with forward hooks that reduce A as each layer runs.
+
+What differs between encoder–decoder configs is read from the config here and nowhere else: the layer count
+(`num_decoder_layers`, `decoder_layers`), the decoder prefix (the decoder start token, then a forced BOS as
+BART's generation config asks), and learned position limits (`max_position_embeddings`).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from aft_core.data.batching import SourceBatch, pad_batch
+from aft_core.data.examples import encode_sources
+from aft_core.errors import AftInputError
+from aft_core.models import t5_decoding
+from aft_core.models.family import IGNORE_INDEX, ModelFamily, decode_loop, mean_over_response, response_mask, scored
+
+
+class Seq2SeqFamily(ModelFamily):
+    name = "seq2seq"
+    auto_class = "AutoModelForSeq2SeqLM"
+
+    def attention_layers(self, model: Any) -> int:
+        config = model.config
+        for key in ("num_decoder_layers", "decoder_layers"):
+            if isinstance(getattr(config, key, None), int):
+                return getattr(config, key)
+        return len(cross_attention_modules(model))
+
+    def encode_prompts(self, histories, tokenizer, max_tokens):
+        return encode_sources(histories, tokenizer, max_tokens)
+
+    def encode_targets(self, texts, tokenizer, max_tokens):
+        """Response ids + EOS; a model whose generation forces a BOS (BART) learns it as its first target token."""
+        forced = self.prefix()[1:]
+        ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [forced + t[: max_tokens - 1 - len(forced)] + [self.eos_id()] for t in ids]
+
+    def _setting(self, key: str) -> Any:
+        """A generation setting: the generation config's when it has one, else the model config's."""
+        value = getattr(self.generation_config, key, None) if self.generation_config is not None else None
+        return value if value is not None else getattr(self.config, key, None)
+
+    def prefix(self, model: Any = None) -> list[int]:
+        """The decoder's ids before the response: the start token, and a forced BOS where generation forces one."""
+        start = self._setting("decoder_start_token_id")
+        if start is None:
+            raise AftInputError(getattr(self.config, "_name_or_path", "model"), "decoder_start_token_id",
+                                "the config names no decoder start token", "set decoder_start_token_id in config.json")
+        bos = self._setting("forced_bos_token_id")
+        return [start] + ([bos] if bos is not None else [])
+
+    def eos_id(self) -> int:
+        return _first(self._setting("eos_token_id"))
+
+    def pad_id(self) -> int:
+        pad = self._setting("pad_token_id")
+        return pad if pad is not None else 0
+
+    def prompt_state(self, model, src):
+        """The encoder's last hidden state [B,S,D]."""
+        return model.get_encoder()(input_ids=src.input_ids, attention_mask=src.attention_mask).last_hidden_state
+
+    @torch.no_grad()
+    def generate(self, model, src, *, max_new_tokens, do_sample, k=1, temperature=1.0, state=None):
+        encoded = (state if state is not None else self.prompt_state(model, src)).detach()  # [B,S,D]
+        n = encoded.shape[0] * k
+        prefix = torch.tensor(self.prefix(model), device=encoded.device).expand(n, -1)  # [N,P]
+        step = _stepper(model, encoded, src.attention_mask, k, max_new_tokens + prefix.shape[1])
+        for i in range(prefix.shape[1]):
+            first = step(prefix[:, i])
+        return decode_loop(first, step, prefix=prefix, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                           temperature=temperature, eos_id=self.eos_id(), pad_id=self.pad_id())
+
+    def teacher_forced(self, model, src, sequences, repeats, layers, state=None):
+        """One encoder pass per prompt, reused for its `repeats` responses; A reduced while the pass runs."""
+        p = len(self.prefix())
+        labels = sequences[:, p:]  # [N,T]
+        tgt_mask = response_mask(labels, self.eos_id())
+        encoded = state if state is not None else self.prompt_state(model, src)  # [B,S,D]
+        if t5_decoding.supports(model):
+            hidden, attn = t5_decoding.teacher_forced_hidden(model, encoded, src.attention_mask, sequences[:, :-1],
+                                                             list(layers or []))
+            hidden = hidden[:, p - 1:]  # [N,T,D]: the positions that predict response tokens
+            logits = model.lm_head(hidden[tgt_mask])  # [M,V]
+        else:
+            decoder_mask = torch.ones(sequences[:, :-1].shape, dtype=torch.long, device=sequences.device)
+            decoder_mask[:, p:] = tgt_mask[:, :-1]  # the prefix is always read
+            with reduced_cross_attention(model, layers or []) as collected:
+                out = model(encoder_outputs=(encoded.repeat_interleave(repeats, dim=0),),
+                            attention_mask=src.attention_mask.repeat_interleave(repeats, dim=0),
+                            decoder_input_ids=sequences[:, :-1], decoder_attention_mask=decoder_mask, use_cache=False)
+            logits = out.logits[:, p - 1:][tgt_mask]  # [M,V]
+            attn = collected[0] if layers else None
+        if attn is not None:
+            attn = attn[:, p - 1:]  # [N,T,S]
+            mass = (attn * src.attention_mask.repeat_interleave(repeats, dim=0)[:, None, :]).sum(dim=-1)  # [N,T]
+            lookback = mean_over_response(mass, tgt_mask)
+        else:
+            lookback = None
+        return scored(logits, labels, tgt_mask, attn, lookback)
+
+    def sft_batch(self, sources, targets, pad_id, device=None):
+        input_ids, attention_mask = pad_batch(sources, pad_id)
+        labels, label_mask = pad_batch(targets, pad_id)
+        labels[label_mask == 0] = IGNORE_INDEX
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
+
+    def sft_logits(self, model, batch):
+        return model(**batch).logits, batch["labels"]  # labels shifted right by the model into decoder inputs
+
+    def check_lengths(self, model, where, max_source_tokens, max_new_tokens):
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if t5_decoding.supports(model) or not isinstance(limit, int):
+            return  # relative position buckets: no limit
+        if max_source_tokens > limit:
+            raise AftInputError(where, "max_source_tokens", f"{max_source_tokens} exceeds the model's {limit} positions",
+                                f"use --max-source-tokens {limit} or less")
+        if max_new_tokens + len(self.prefix()) > limit:
+            raise AftInputError(where, "max_new_tokens", f"{max_new_tokens} exceeds the model's {limit} decoder positions",
+                                f"use --max-new-tokens {limit - len(self.prefix())} or less")
+
+
+def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k: int, max_steps: int):
+    """A function from the last token ids [N] to the next logits [N,V], keeping the decoding state."""
+    if t5_decoding.supports(model):
+        return t5_decoding.T5IncrementalDecoder(model, encoded, attention_mask, k, max_steps).step
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    encoded, mask = encoded.repeat_interleave(k, dim=0), attention_mask.repeat_interleave(k, dim=0)  # [N,S,D], [N,S]
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+    def step(ids: torch.Tensor) -> torch.Tensor:
+        return model(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=ids[:, None],
+                     past_key_values=cache, use_cache=True).logits[:, -1, :]
+
+    return step
+
+
+def _first(ids: int | Sequence[int] | None) -> int | None:
+    return ids[0] if isinstance(ids, (list, tuple)) else ids
+
+
+def aggregate_cross_attention(cross_attentions: Sequence[torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
+    """Mean over heads and the selected layers: L x [B,H,T,S] -> A [B,T,S]."""
+    total = None
+    for index in layers:
+        per_layer = cross_attentions[index].mean(dim=1)  # [B,T,S]
+        total = per_layer if total is None else total + per_layer
+    return total / len(layers)
+
+
+def cross_attention_modules(model: Any) -> list[torch.nn.Module]:
+    """The decoder's cross-attention modules, one per layer (T5 and BART-style decoders)."""
+    decoder = model.get_decoder()
+    if hasattr(decoder, "block"):  # T5, mT5, Flan-T5
+        return [block.layer[1].EncDecAttention for block in decoder.block]
+    if hasattr(decoder, "layers") and all(hasattr(layer, "encoder_attn") for layer in decoder.layers):  # BART, Marian, Pegasus
+        return [layer.encoder_attn for layer in decoder.layers]
+    raise ValueError(f"cannot find the cross-attention layers of {type(model).__name__}; "
+                     "AFT reads them from T5- or BART-style decoders")
+
+
+@contextmanager
+def reduced_cross_attention(model: Any, layers: Sequence[int]) -> Iterator[list[torch.Tensor]]:
+    """Collect A = mean over heads and `layers` of the cross-attention while a forward pass runs.
+
+    Forward hooks on the selected layers add each layer's head mean [B,T,S] into one running sum as the layer
+    runs, so the per-layer [B,H,T,S] tensors are never gathered into an output tuple. Yields a list that holds
+    A, detached, once the pass has run. Needs the eager attention, which returns the weights.
+    """
+    total: list[torch.Tensor] = []
+
+    def add(module: torch.nn.Module, args: Any, output: tuple) -> None:
+        weights = output[-1]  # T5: (out, position_bias, weights); BART: (out, weights)
+        if weights is None:
+            raise RuntimeError("the attention returned no weights; load the model with attn_implementation='eager'")
+        head_mean = weights.detach().mean(dim=1)  # [B,H,T,S] -> [B,T,S]
+        if total:
+            total[0] += head_mean
+        else:
+            total.append(head_mean)
+
+    modules = cross_attention_modules(model)
+    handles = [modules[i].register_forward_hook(add) for i in layers]
+    result: list[torch.Tensor] = []
+    try:
+        yield result
+    finally:
+        for handle in handles:
+            handle.remove()
+    if total:
+        result.append(total[0] / len(layers))
