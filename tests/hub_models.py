@@ -1,0 +1,95 @@
+"""Tiny random models saved as the hub ships them, and an offline hub cache that serves them as `hf:<org>/<name>`.
+
+- T5 v1.1: gated-gelu, untied head, a SentencePiece (unigram) `spiece.model` with 100 extra ids;
+- BART: byte-level BPE (vocab.json + merges.txt), decoder start </s>, forced BOS <s>, learned positions;
+- a Llama-shaped causal LM whose tokenizer has a chat template and an end-of-turn token, and no pad token.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def build_t5_v11(out: Path, texts: Iterable[str]) -> Path:
+    import sentencepiece as spm
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out.parent / f"{out.name}-spm.txt"
+    corpus.write_text("\n".join(texts), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out / "spiece"), vocab_size=400, model_type="unigram", hard_vocab_limit=False,
+                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    corpus.unlink()
+    (out / "spiece.vocab").unlink()
+    tokenizer = T5Tokenizer.from_pretrained(out, extra_ids=100)  # converted from spiece.model, as the hub's loads
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=2,
+                      feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    return _save(T5ForConditionalGeneration(config), tokenizer, out)
+
+
+def build_bart(out: Path, texts: Iterable[str]) -> Path:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import BartConfig, BartForConditionalGeneration, BartTokenizerFast
+
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(list(texts), vocab_size=500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                            show_progress=False)
+    bpe.save_model(str(out))
+    tokenizer = BartTokenizerFast.from_pretrained(out)  # vocab.json + merges.txt, as facebook/bart-base ships them
+    config = BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=160,
+                        dropout=0.0, attention_dropout=0.0, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                        decoder_start_token_id=2, forced_bos_token_id=0)
+    return _save(BartForConditionalGeneration(config), tokenizer, out)
+
+
+def chat_tokenizer(texts: Iterable[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(list(texts), trainers.BpeTrainer(vocab_size=500, special_tokens=specials, show_progress=False,
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        additional_special_tokens=specials[3:])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_llama_chat(out: Path, texts: Iterable[str], layers: int = 2) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = chat_tokenizer(texts)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=[tokenizer.eos_token_id,
+                                                                            tokenizer.convert_tokens_to_ids("<|end|>")])
+    return _save(LlamaForCausalLM(config), tokenizer, out)
+
+
+def _save(model: torch.nn.Module, tokenizer, out: Path) -> Path:
+    torch.manual_seed(0)
+    model.init_weights() if hasattr(model, "init_weights") else None
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def serve_from_hub_cache(hf_home: Path, repo_id: str, folder: Path) -> None:
+    """Lay `folder` out in the hub cache under HF_HOME (refs/main -> one snapshot), as a download would leave it."""
+    commit = "0" * 40
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit, dirs_exist_ok=True)

@@ -1,0 +1,149 @@
+"""Decoder-only AFT (AFT_SPEC §8): prompts and their token map, A against hand-computed attention, greedy
+decoding against `generate`, and a causal branch end to end."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from aft_core.data.batching import SourceBatch
+from aft_core.data.corpus import load_corpus
+from aft_core.data.dataset import corpus_to_dataset, tokenizer_texts
+from aft_core.data.examples import Turn
+from aft_core.models import family_of, load_model, train_tokenizer
+from hub_models import build_llama_chat
+
+HISTORIES = [
+    [Turn("user", "i need a cheap restaurant in the north", ("cheap", "north"))],
+    [Turn("user", "i want a museum", ("museum",)), Turn("system", "which area would you like ?"),
+     Turn("user", "the centre please", ("centre",))],
+    [Turn("user", "find me a hotel"), Turn("system", "what price range ?"), Turn("user", "expensive", ("expensive",))],
+]
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory, towninfo_dir):
+    texts = tokenizer_texts(corpus_to_dataset(load_corpus(towninfo_dir))["train"])
+    folder = build_llama_chat(tmp_path_factory.mktemp("llama") / "model", texts)
+    model, tokenizer = load_model(folder)
+    return model.eval(), tokenizer, family_of(model, tokenizer)
+
+
+def _batch(family, tokenizer, max_tokens=200):
+    rows = family.encode_prompts(HISTORIES, tokenizer, max_tokens)
+    return rows, SourceBatch.from_rows(rows, family.pad_id())
+
+
+def test_the_chat_template_renders_the_prompt_and_every_token_keeps_its_turn(chat_model):
+    model, tokenizer, family = chat_model
+    assert family.name == "causal" and tokenizer.pad_token_id is not None
+    assert family.eos_id() == tokenizer.convert_tokens_to_ids("<|end|>")  # the template's end of turn, not </s>
+    rows, _ = _batch(family, tokenizer)
+    for history, row in zip(HISTORIES, rows):
+        ids = row["input_ids"]
+        messages = [{"role": "user" if t.speaker == "user" else "assistant", "content": t.text} for t in history]
+        assert ids == tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        for index, turn in enumerate(history):
+            mine = [i for i, k in zip(ids, row["src_turn"]) if k == index]
+            assert tokenizer.decode(mine).strip() == turn.text
+        assert row["src_is_template"][0]  # the attention sink (BOS)
+        template = {tokenizer.convert_ids_to_tokens(i) for i, t in zip(ids, row["src_is_template"]) if t}
+        assert {"<s>", "<|user|>", "<|end|>"} <= template
+        assert all(t == (k < 0) for t, k in zip(row["src_is_template"], row["src_turn"]))
+        assert not any(row["src_is_tag"])  # role headers are template tokens, not speaker tags
+        salient = tokenizer.decode([i for i, s in zip(ids, row["src_is_salient"]) if s]).split()
+        assert salient == [v for t in history for v in t.slot_values]
+
+
+def test_histories_are_cut_from_the_left_by_whole_turns(chat_model):
+    _, tokenizer, family = chat_model
+    full = family.encode_prompts([HISTORIES[1]], tokenizer, 1000)[0]
+    last_two = family.encode_prompts([HISTORIES[1][1:]], tokenizer, 1000)[0]
+    cut = family.encode_prompts([HISTORIES[1]], tokenizer, len(full["input_ids"]) - 1)[0]
+    assert cut["input_ids"] == last_two["input_ids"] and min(t for t in cut["src_turn"] if t >= 0) == 1
+    tiny = family.encode_prompts([HISTORIES[1]], tokenizer, 12)[0]  # only part of the current turn fits
+    assert len(tiny["input_ids"]) <= 12 and set(t for t in tiny["src_turn"] if t >= 0) == {2}
+
+
+def test_a_template_free_prompt_starts_with_a_sink_and_ends_with_the_response_cue(towninfo_dir):
+    from aft_core.models import build_model
+
+    texts = tokenizer_texts(corpus_to_dataset(load_corpus(towninfo_dir))["train"])
+    tokenizer = train_tokenizer(texts, 300)
+    model = build_model("causal-tiny", tokenizer)
+    family = family_of(model, tokenizer)
+    row = family.encode_prompts([HISTORIES[1]], tokenizer, 200)[0]
+    tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
+    assert row["input_ids"][0] == tokenizer.eos_token_id and row["src_is_template"][0]
+    cue = [tok for tok, t in zip(tokens, row["src_is_template"]) if t][1:]
+    assert tokenizer.convert_tokens_to_string(cue).strip() == "system:"
+    assert sum(row["src_is_tag"]) >= 3  # each turn's speaker tag, as in an encoder's source
+
+
+def _hand_computed(model, family, row, response, layers):
+    """A[t,j] from HF's own eager attention over [prompt; y] alone: rows that predict y_t, mean over heads and
+    layers, sink and template columns dropped, renormalised."""
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    ids = torch.tensor([row["input_ids"] + response])
+    n = len(row["input_ids"])
+    with torch.no_grad():
+        out = eager(input_ids=ids, output_attentions=True)
+    rows = torch.arange(len(response)) + n - 1
+    raw = torch.stack([out.attentions[l][0].mean(dim=0) for l in layers]).mean(dim=0)[rows, :n]  # [T,S]
+    keep = ~torch.tensor(row["src_is_template"])
+    mass = (raw * keep).sum(dim=-1)
+    logp = torch.log_softmax(out.logits[0, rows], dim=-1).gather(1, torch.tensor(response)[:, None])[:, 0]
+    return raw * keep / mass[:, None], mass, logp
+
+
+@pytest.mark.parametrize("layers", [[1], [0, 1]])
+def test_attention_equals_hand_computed_rows_with_the_sink_and_template_dropped(chat_model, layers):
+    model, tokenizer, family = chat_model
+    rows, src = _batch(family, tokenizer)
+    torch.manual_seed(0)
+    samples = family.generate(model, src, max_new_tokens=8, do_sample=True, k=2)
+    with torch.no_grad():
+        tf = family.teacher_forced(model, src, samples, 2, layers)
+    for n in range(samples.shape[0]):
+        row = rows[n // 2]
+        length = int(tf["tgt_mask"][n].sum())
+        response = tf["labels"][n, :length].tolist()
+        attn, mass, logp = _hand_computed(model, family, row, response, layers)
+        s = len(row["input_ids"])
+        torch.testing.assert_close(tf["attn"][n, :length, :s], attn, rtol=1e-4, atol=1e-6)
+        assert float(tf["attn"][n, :length, s:].abs().sum()) == 0.0  # padding columns
+        template = torch.tensor(row["src_is_template"])
+        assert float(tf["attn"][n, :length, :s][:, template].abs().sum()) == 0.0
+        torch.testing.assert_close(tf["attn"][n, :length].sum(dim=-1), torch.ones(length), rtol=1e-5, atol=1e-5)
+        assert float(tf["lookback"][n]) == pytest.approx(float(mass.mean()), rel=1e-4)
+        assert 0 < float(tf["lookback"][n]) < 1
+        torch.testing.assert_close(tf["token_logp"][n, :length], logp, rtol=1e-4, atol=1e-5)
+
+
+def test_greedy_decoding_equals_generate_token_for_token(chat_model):
+    model, tokenizer, family = chat_model
+    rows, src = _batch(family, tokenizer)
+    ours = family.generate(model, src, max_new_tokens=10, do_sample=False)
+    for b, row in enumerate(rows):
+        ids = torch.tensor([row["input_ids"]])
+        theirs = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                                eos_token_id=family.eos_id(), pad_token_id=family.pad_id())[0, ids.shape[1]:]
+        mine = ours[b, 1:][: theirs.shape[0]]
+        assert torch.equal(mine, theirs), b
+        assert bool((ours[b, 1 + theirs.shape[0]:] == family.pad_id()).all())
+
+
+def test_k_samples_share_one_prefill_and_follow_the_model(chat_model):
+    """The first sampled token of 4,000 samples of one prompt follows the prefill's distribution."""
+    model, tokenizer, family = chat_model
+    rows, src = _batch(family, tokenizer)
+    one = SourceBatch.from_rows(rows[:1], family.pad_id())
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=torch.tensor([rows[0]["input_ids"]])).logits[0, -1], dim=-1)
+    torch.manual_seed(1)
+    first = family.generate(model, one, max_new_tokens=1, do_sample=True, k=4000)[:, 1]
+    freq = torch.bincount(first, minlength=probs.shape[0]).float() / 4000
+    top = probs.topk(5).indices
+    assert ((freq[top] - probs[top]).abs() <= 4.5 * (probs[top] * (1 - probs[top]) / 4000).sqrt() + 1e-4).all()
