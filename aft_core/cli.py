@@ -125,6 +125,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from aft_core.layout import BranchLayout
 
     systems = {"SFT": {"model": args.sft}}
+    if args.base:  # the pretrained model before SFT: Table 1's Base row (AFT_SPEC §7)
+        systems["Base"] = {"model": args.base}
     for folder in args.branch or []:
         branch = BranchLayout(Path(folder))
         if not branch.finished():
@@ -196,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="greedy test evaluation of SFT and branches' ★/last checkpoints (Table 1)")
     evaluate.add_argument("--sft", required=True, help="the SFT model folder")
     evaluate.add_argument("--branch", action="append", help="a finished branch folder (repeatable)")
+    evaluate.add_argument("--base", help="the pretrained model the SFT run started from (a folder or hf:<org>/<name>): "
+                          "adds Table 1's Base row")
     add_config_options(evaluate, EvalConfig)
     evaluate.add_argument("--out", required=True, help="folder for per_example.parquet, table.json, table1.md")
     evaluate.set_defaults(func=cmd_evaluate)

@@ -323,6 +323,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "branch": {"ix_mode": "history", "steps": 300, "checkpoint_every": 50, "probe_size": 200}},
         "evaluation": {"test_examples": 1000},
     },
+    # The decoder-only counterpart of the main job (AFT_SPEC §8, ≤ 15 min on 2 CPU cores): causal-small (Llama-shaped,
+    # about small's size) on the same corpus and SFT budget, the same two branches; A is the self-attention of the
+    # rows that predict each response token, renormalised over the history (template tokens and the sink excluded).
+    "towninfo-causal": {
+        "run_dir": "runs/causal",
+        "sft": {"model": "causal-small", "max_steps": 2000},
+        "sweep": E3_20_AND_SALIENT_COVERAGE,
+        "evaluation": {"test_examples": 1000},
+    },
     # The paper's grid around E3-20 (β=1, γ=0.5, η_kl=0.05, K=4), 500 steps per branch: a GPU-sized job.
     "paper-e3-20": {
         "run_dir": "runs/paper-e3-20",
