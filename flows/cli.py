@@ -4,6 +4,7 @@
     aft-pipeline --preset tiny --run-dir runs/t    another preset / run folder
     aft-pipeline --set sweep.grid.beta=[0.5,1] --set sft.max_steps=1000
     aft-pipeline --params params.json              parameters from a JSON file (PipelineParams)
+    aft-pipeline --preset paper --check            check the parameters, print the projected cost, run nothing
 Rerunning the same command resumes: finished stages and branches are not executed again.
 Every parameter is checked before anything starts; a bad one prints its path and the fix and exits 2.
 """
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", help="run folder (default: the preset's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter, e.g. sweep.grid.eta_kl=[0.05,0.1] (repeatable)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the parameters and print the projected cost; run nothing, download nothing")
     args = parser.parse_args(argv)
     try:
         overrides: dict = {}
@@ -49,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ValidationError, AftInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.check:
+        from flows.params import projected_cost
+
+        print(json.dumps({"parameters": "ok", "projected": projected_cost(params)}, indent=2))
+        return 0
 
     from flows.pipeline import aft_pipeline
 

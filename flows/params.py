@@ -339,6 +339,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sweep": {"grid": {"beta": [0.5, 1.0, 2.0], "gamma": [0.25, 0.5, 1.0], "eta_kl": [0.05, 0.10], "k": [4, 8]},
                   "branch": {"steps": 500, "checkpoint_every": 50, "probe_size": 200, "max_new_tokens": 128}},
     },
+    # The paper's real run (a GPU job): T5-Large from the hub, SFT on the full MultiWOZ 2.1 (data.json with its
+    # valListFile/testListFile and db/, downloaded by the user to data/multiwoz21), the 36-branch grid around
+    # E3-20 at 500 steps, one flow run per branch on the work pool, and Table 1 on the whole test split (7,372
+    # turns). The AFT learning rate is small's calibrated value: not yet calibrated for T5-Large. Check it offline
+    # first: aft-pipeline --preset paper --check (the parameters and a projected cost; nothing is downloaded).
+    "paper": {
+        "run_dir": "runs/paper",
+        "data": "data/multiwoz21",
+        "sft": {"model": "hf:google-t5/t5-large", "learning_rate": 1e-4, "max_steps": 10000, "warmup_steps": 500,
+                "eval_every": 1000, "max_source_tokens": 512, "max_target_tokens": 128},
+        "sweep": {"grid": {"beta": [0.5, 1.0, 2.0], "gamma": [0.25, 0.5, 1.0], "eta_kl": [0.05, 0.10], "k": [4, 8]},
+                  "branch": {"steps": 500, "checkpoint_every": 50, "probe_size": 200, "max_new_tokens": 128},
+                  "runner": "deployment"},
+        "evaluation": {"test_examples": 0},
+    },
     # Seconds per stage: for tests and smoke runs.
     "tiny": {
         "run_dir": "runs/tiny",
@@ -352,6 +367,55 @@ PRESETS: dict[str, dict[str, Any]] = {
         "evaluation": {"test_examples": 12},
     },
 }
+
+
+# Hub names whose shape a preset reproduces, so a cost is projected without downloading the config.
+HUB_SHAPES = {"google-t5/t5-large": "large", "t5-large": "large"}
+ASSUMED_GPU_FLOPS = 989e12 * 0.3  # an H100/H200's dense bf16 peak at 30% utilisation
+
+
+def projected_cost(params: PipelineParams) -> dict[str, Any]:
+    """What the run will compute, counted from its parameters: tokens through the model in SFT, the sweep's
+    sampling and teacher-forced passes, and evaluation, and their FLOPs (6·P per trained token, 2·P per token
+    scored or sampled) for a model whose size is known offline. A lower bound on GPU time: sampling is bound by
+    latency, not arithmetic."""
+    import torch
+
+    from aft_core.config import PRESETS as MODEL_PRESETS
+
+    name = params.sft.model
+    shape = name if name in MODEL_PRESETS else HUB_SHAPES.get(name.removeprefix("hf:"))
+    parameters = None
+    if shape is not None:
+        with torch.device("meta"):
+            from transformers import T5Config
+
+            p = MODEL_PRESETS[shape]
+            if p.family == "seq2seq":
+                from transformers import T5ForConditionalGeneration
+
+                config = T5Config(vocab_size=p.vocab_size, d_model=p.d_model, d_ff=p.d_ff, d_kv=p.d_kv, num_layers=p.num_layers,
+                                  num_decoder_layers=p.num_layers, num_heads=p.num_heads)
+                parameters = sum(x.numel() for x in T5ForConditionalGeneration(config).parameters())
+    sft, sweep = params.sft, params.sweep
+    branches = branch_configs("tiny", params.data or "<built-in TownInfo>", sweep, sft.max_source_tokens)
+    sft_tokens = sft.max_steps * sft.batch_size * (sft.max_source_tokens + sft.max_target_tokens)
+    sampled = scored = 0
+    for b in branches:
+        cfg = b["config"]
+        per_step = cfg["batch_size"] * cfg["k"] * cfg["max_new_tokens"]
+        sampled += cfg["steps"] * per_step
+        scored += cfg["steps"] * (2 * per_step + cfg["batch_size"] * cfg["max_source_tokens"])  # policy and π_ref
+        probes = cfg["steps"] // cfg["checkpoint_every"] + 1
+        sampled += probes * cfg["probe_size"] * cfg["max_new_tokens"]
+    cost: dict[str, Any] = {"model": name, "parameters": parameters, "branches": len(branches),
+                            "aft_steps": sum(b["config"]["steps"] for b in branches), "sft_tokens": sft_tokens,
+                            "aft_sampled_tokens": sampled, "aft_scored_tokens": scored}
+    if parameters:
+        flops = 6 * parameters * (sft_tokens + scored // 2) + 2 * parameters * (sampled + scored // 2)
+        cost.update(flops=float(flops), gpu_hours_lower_bound=round(flops / ASSUMED_GPU_FLOPS / 3600, 1),
+                    assumption="989 TFLOP/s bf16 at 30% utilisation; sampling latency not counted")
+    return cost
 
 
 def preset(name: str, overrides: dict[str, Any] | None = None) -> PipelineParams:

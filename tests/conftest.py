@@ -59,6 +59,17 @@ def sft_model(tmp_path_factory, towninfo_dir) -> str:
     return run_sft(cfg, tmp_path_factory.mktemp("sft") / "run", progress=False)["model_dir"]
 
 
+@pytest.fixture(scope="session")
+def causal_sft_model(tmp_path_factory, towninfo_dir) -> str:
+    """A tiny decoder-only (Llama-shaped) SFT model on the session's TownInfo corpus."""
+    from aft_core.config import SFTConfig
+    from aft_core.sft import run_sft
+
+    cfg = SFTConfig(data=str(towninfo_dir), model="causal-tiny", max_steps=60, eval_every=30, warmup_steps=5,
+                    dev_examples=64, batch_size=16, max_source_tokens=96, learning_rate=3e-3)
+    return run_sft(cfg, tmp_path_factory.mktemp("causal-sft") / "run", progress=False)["model_dir"]
+
+
 def branch_config(sft_model, towninfo_dir, **over):
     """A tiny branch config: 4 steps, checkpoints every 2."""
     from aft_core.config import AFTConfig

@@ -12,7 +12,7 @@ from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, tokenizer_texts
 from aft_core.data.examples import Turn
 from aft_core.models import family_of, load_model, train_tokenizer
-from hub_models import build_llama_chat
+from bench.hub_models import build_llama_chat
 
 HISTORIES = [
     [Turn("user", "i need a cheap restaurant in the north", ("cheap", "north"))],
@@ -147,3 +147,20 @@ def test_k_samples_share_one_prefill_and_follow_the_model(chat_model):
     freq = torch.bincount(first, minlength=probs.shape[0]).float() / 4000
     top = probs.topk(5).indices
     assert ((freq[top] - probs[top]).abs() <= 4.5 * (probs[top] * (1 - probs[top]) / 4000).sqrt() + 1e-4).all()
+
+
+def test_the_sft_loss_is_next_token_cross_entropy_on_the_response_only(chat_model):
+    model, tokenizer, family = chat_model
+    rows, _ = _batch(family, tokenizer)
+    targets = family.encode_targets(["there are 3 .", "the museum is free", "ok"], tokenizer, 10)
+    batch = family.sft_batch([r["input_ids"] for r in rows], targets, family.pad_id())
+    with torch.no_grad():
+        loss = family.sft_loss(model, batch)
+        by_hand = []
+        for row, target in zip(rows, targets):
+            ids = torch.tensor([row["input_ids"] + target])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0], dim=-1)
+            s = len(row["input_ids"])
+            by_hand += [-float(logp[s - 1 + t, y]) for t, y in enumerate(target)]
+    assert targets[0][-1] == family.eos_id()
+    assert float(loss) == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-5)

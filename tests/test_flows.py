@@ -349,3 +349,19 @@ def test_transient_failures_are_retried_once_and_bad_input_is_not(tiny_run, tmp_
     by_eta = {b["eta_kl"]: b for b in sweep["branches"]}
     assert by_eta[0.5]["status"] == "completed" and by_eta[0.6]["status"] == "failed"
     assert state.is_failed() and "injected bad input" in by_eta[0.6]["error"]
+
+
+def test_the_paper_preset_is_checked_offline_with_a_projected_cost(capsys):
+    """The GPU user's command: every parameter checked and the cost projected without downloading T5-Large."""
+    from flows.cli import main
+
+    shared = ROOT.parent / "shared" / "data" / "multiwoz21" / "val.json.zip"
+    assert main(["--preset", "paper", "--check", "--set", "data=data/no-such-folder"]) == 2
+    assert "field 'data'" in capsys.readouterr().err
+    if not shared.exists():
+        pytest.skip(f"real data not present at {shared} (the shared data folder lives beside the project)")
+    assert main(["--preset", "paper", "--check", "--set", f"data={shared}"]) == 0
+    projected = json.loads(capsys.readouterr().out)["projected"]
+    assert projected["branches"] == 36 and projected["aft_steps"] == 36 * 500
+    assert projected["parameters"] == 737_668_096  # T5-Large's shape, built on the meta device
+    assert projected["gpu_hours_lower_bound"] > 0

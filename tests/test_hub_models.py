@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, tokenizer_texts
-from hub_models import build_bart, build_llama_chat, build_t5_v11, serve_from_hub_cache
+from bench.hub_models import build_bart, build_llama_chat, build_t5_v11, serve_from_hub_cache
 
 pytestmark = pytest.mark.slow
 AFT = str(Path(sys.executable).with_name("aft"))

@@ -33,9 +33,11 @@ def _branch_args(sft_model: str, data: str, out: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(sft_model, towninfo_dir, tmp_path):
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(request, towninfo_dir, tmp_path, family):
     """The kill lands at a named point (after step 6's update, between the checkpoints at 4 and 8), not after a
-    sleep, so the test holds at any machine speed."""
+    sleep, so the test holds at any machine speed. Both model families: a decoder-only branch resumes exactly too."""
+    sft_model = request.getfixturevalue("sft_model" if family == "seq2seq" else "causal_sft_model")
     env = {**os.environ, "AFT_THREADS": "1"}
     straight = tmp_path / "straight"
     subprocess.run(_branch_args(sft_model, str(towninfo_dir), straight), env=env, check=True, capture_output=True)

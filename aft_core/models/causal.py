@@ -212,8 +212,11 @@ class CausalFamily(ModelFamily):
         return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
 
     def sft_logits(self, model, batch):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B,L,V]
-        return logits[:, :-1], batch["labels"][:, 1:]  # position i predicts token i+1
+        """Logits of the response positions only ([1,M,V]): the LM head never runs over the prompt."""
+        hidden = _base(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        labels = batch["labels"][:, 1:]  # position i predicts token i+1
+        read = labels != IGNORE_INDEX  # [B,L-1]
+        return _output_logits(model, hidden[:, :-1][read])[None], labels[read][None]
 
     def check_lengths(self, model, where, max_source_tokens, max_new_tokens):
         limit = getattr(model.config, "max_position_embeddings", None)

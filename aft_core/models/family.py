@@ -76,7 +76,8 @@ class ModelFamily:
         raise NotImplementedError
 
     def sft_logits(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [B,T,V], labels [B,T]) aligned so that logits[:, t] predicts labels[:, t]."""
+        """(logits [B,T,V], labels [B,T]) aligned so that logits[:, t] predicts labels[:, t] (a family may return only
+        the response positions, as [1,M,V] and [1,M])."""
         raise NotImplementedError
 
     def sft_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:

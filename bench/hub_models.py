@@ -67,12 +67,14 @@ def chat_tokenizer(texts: Iterable[str]):
     return tokenizer
 
 
-def build_llama_chat(out: Path, texts: Iterable[str], layers: int = 2) -> Path:
+def build_llama_chat(out: Path, texts: Iterable[str], layers: int = 2, hidden: int = 32, heads: int = 4,
+                     kv_heads: int = 2) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = chat_tokenizer(texts)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2 if hidden <= 32 else hidden * 4,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         max_position_embeddings=512,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=[tokenizer.eos_token_id,
                                                                             tokenizer.convert_tokens_to_ids("<|end|>")])
     return _save(LlamaForCausalLM(config), tokenizer, out)
