@@ -10,7 +10,7 @@ those that more than one module reads. No other module spells a file name of the
         sweep.json         every branch's grid point and training outcome        (flows.sweep)
         evaluation/        EvaluationLayout: per_example.parquet, table.json, table1.md
         provenance.json    machine, libraries and seeds of each pipeline start   (aft_core.provenance)
-        summary.json, summary.md, report.html, comet/ (offline Comet archives), frontier/, .prefect-results/
+        summary.json, summary.md, report.html, comet/ (offline Comet archives), frontier/, decoder_only/, .prefect-results/
 """
 from __future__ import annotations
 
@@ -257,6 +257,10 @@ class RunLayout:
     @property
     def frontier(self) -> Path:  # experiments/frontier.py --out RUN_DIR/frontier
         return self.root / "frontier"
+
+    @property
+    def decoder_only(self) -> Path:  # experiments/decoder_only.py --out RUN_DIR/decoder_only
+        return self.root / "decoder_only"
 
     @property
     def task_results(self) -> Path:  # Prefect's persisted task results (the cache travels with the run)

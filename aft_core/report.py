@@ -234,11 +234,37 @@ def build_report(run_dir: str | Path) -> Path:
     branches = run.branch_rows()  # each with its current verdict
     name = _esc(run.root.resolve().name)
     body = "".join((f"<h1>AFT run: {name}</h1>", table1_html(table), dynamics_html(run, branches), sweep_html(branches),
-                    qualitative_html(run.evaluation.read_qualitative()), frontier_html(run.frontier)))
+                    qualitative_html(run.evaluation.read_qualitative()), frontier_html(run.frontier),
+                    decoder_only_html(run.decoder_only)))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AFT report: {name}</title>"
             f"<style>{CSS}</style></head><body>{body}</body></html>")
     write_text_atomic(run.report, page)
     return run.report
+
+
+def decoder_only_html(folder: Path) -> str:
+    """The decoder-only experiment (experiments/decoder_only.py --out RUN_DIR/decoder_only), when present."""
+    if not (folder / "decoder_only.json").exists():
+        return ""
+    result = json.loads((folder / "decoder_only.json").read_text())
+
+    def ci(e: dict[str, Any]) -> str:
+        return f"{e['effect']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
+
+    rows = []
+    for fam in result["families"]:
+        for r in fam["rows"]:
+            t = r["test"]
+            rows.append(f"<tr><td>{_esc(fam['family'])}</td><td>{_esc(r['setting'])}</td><td>{r['with_star']}/{r['n']}</td>"
+                        f"<td>{r['healthy_until_mean']:.0f}</td><td>{_esc(', '.join(r['final_labels']))}</td>"
+                        f"<td>{ci(t['focus'])}</td><td>{ci(t['bertscore'])}</td><td>{ci(t['entity_accuracy'])}</td>"
+                        f"<td>{ci(t['lookback'])}</td></tr>")
+    plot = ""
+    if (folder / "decoder_only.png").exists():
+        plot = f"<img alt='decoder-only' src='data:image/png;base64,{base64.b64encode((folder / 'decoder_only.png').read_bytes()).decode()}'>"
+    return ("<h2>Decoder-only against encoder–decoder</h2><table id='decoder-only'><tr><th>family</th><th>setting</th>"
+            "<th>★</th><th>healthy until</th><th>terminal</th><th>ΔFocus</th><th>ΔBERTScore</th><th>Δentity</th>"
+            f"<th>Δlookback</th></tr>{''.join(rows)}</table><p>{_esc(result['answer'])}</p>{plot}")
 
 
 def frontier_html(folder: Path) -> str:
