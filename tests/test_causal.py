@@ -164,3 +164,30 @@ def test_the_sft_loss_is_next_token_cross_entropy_on_the_response_only(chat_mode
             by_hand += [-float(logp[s - 1 + t, y]) for t, y in enumerate(target)]
     assert targets[0][-1] == family.eos_id()
     assert float(loss) == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-5)
+
+
+def test_the_shared_prompt_pass_gives_the_gradient_of_one_pass_per_response(chat_model):
+    """The K responses reuse one prompt pass (its KV cache repeated): log-probs and their gradient must equal
+    scoring each [prompt; y] on its own."""
+    model, tokenizer, family = chat_model
+    rows, src = _batch(family, tokenizer)
+    torch.manual_seed(3)
+    samples = family.generate(model, src, max_new_tokens=6, do_sample=True, k=3)
+    model.zero_grad(set_to_none=True)
+    tf = family.teacher_forced(model, src, samples, 3, None)
+    (tf["token_logp"] * tf["tgt_mask"]).sum().backward()
+    shared = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    total = 0.0
+    for n in range(samples.shape[0]):
+        row, length = rows[n // 3], int(tf["tgt_mask"][n].sum())
+        response = tf["labels"][n, :length].tolist()
+        ids = torch.tensor([row["input_ids"] + response])
+        s = len(row["input_ids"])
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, s - 1:s - 1 + length], dim=-1)
+        total = total + logp.gather(1, torch.tensor(response)[:, None]).sum()
+    total.backward()
+    alone = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    assert float((tf["token_logp"] * tf["tgt_mask"]).sum().detach()) == pytest.approx(float(total.detach()), rel=1e-5)
+    assert float((shared - alone).norm() / alone.norm()) < 1e-5

@@ -5,8 +5,9 @@
   response cue `system:`, after a start token (the tokenizer's BOS, or its EOS as GPT-2 uses it). Histories
   are cut from the left by whole turns to the budget. Tokens the template adds (role headers, BOS, the cue)
   and the attention sink (position 0) are template tokens and belong to no I_x.
-- **A.** One teacher-forced pass over [prompt; y] with no padding between them. The logits of y_t come from
-  the position before it (the last prompt token for y_1); those |y| query rows against the prompt's key
+- **A.** A teacher-forced pass over [prompt; y]: the prompt once per prompt, its KV cache shared by its K
+  responses (gradients flow through it). The logits of y_t come from the position before it (the last prompt
+  token for y_1); those |y| query rows against the prompt's key
   columns give Â[t,j] (mean over heads and the selected layers). With m_t = Σ_{j∈P′} Â[t,j] over the prompt
   positions P′ that are not template tokens, A[t,j] = Â[t,j]/m_t on P′, and the lookback ratio is mean_t m_t.
 - **Speed.** Attention runs through one registered attention function (`aft_rows`, transformers'
@@ -177,27 +178,45 @@ class CausalFamily(ModelFamily):
                            temperature=temperature, eos_id=self._end, pad_id=self._pad)
 
     def teacher_forced(self, model, src, sequences, repeats, layers, state=None):
-        prompt = src.repeat(repeats)
-        n, s = prompt.input_ids.shape
+        """The prompt once per prompt, its KV cache repeated for its K responses, then the responses.
+
+        y_1 is predicted by the prompt's last position, y_t (t > 1) by the response token before it; A's rows are
+        read at exactly those query positions, over the prompt's S key columns.
+        """
+        b, s = src.input_ids.shape
+        n = b * repeats
         labels = sequences[:, 1:]  # [N,T]
         t = labels.shape[1]
         tgt_mask = response_mask(labels, self._end)
-        lengths = prompt.attention_mask.sum(dim=1)  # [N]
-        ids = torch.full((n, s + t), self._pad, dtype=torch.long, device=labels.device)
-        ids[:, :s] = prompt.input_ids.masked_fill(prompt.attention_mask == 0, self._pad)
-        positions = lengths[:, None] + torch.arange(t, device=labels.device)[None, :]  # [N,T] where y_t sits
-        ids.scatter_(1, positions, labels)  # [prompt; y] with no padding between them
-        mask = (torch.arange(s + t, device=labels.device)[None, :] < (lengths + t)[:, None]).long()
-        rows = positions - 1  # the query rows whose logits predict y_t
-        read = RowRead(frozenset(layers), rows, s) if layers else None
-        with reading(read):
-            hidden = _base(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [N,S+T,D]
-        hidden = hidden.gather(1, rows[..., None].expand(n, t, hidden.shape[-1]))  # [N,T,D]
+        lengths = src.attention_mask.sum(dim=1)  # [B]
+        base = _base(model)
+        ids = src.input_ids.masked_fill(src.attention_mask == 0, self._pad)
+        last = (lengths - 1)[:, None]  # [B,1] the position that predicts y_1
+        first_read = RowRead(frozenset(layers), last, s) if layers else None
+        with reading(first_read):
+            out = base(input_ids=ids, attention_mask=src.attention_mask, use_cache=True)
+        width = out.last_hidden_state.shape[-1]
+        hidden = [out.last_hidden_state.gather(1, last[..., None].expand(b, 1, width)).repeat_interleave(repeats, dim=0)]
+        rest_read = None
+        if t > 1:
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(repeats)  # K responses continue one prompt pass (gradients flow through it)
+            mask = torch.cat([src.attention_mask.repeat_interleave(repeats, dim=0),
+                              src.attention_mask.new_ones(n, t - 1)], dim=1)  # [N,S+T-1]: prompt padding masked
+            steps = torch.arange(t - 1, device=labels.device)
+            positions = lengths.repeat_interleave(repeats)[:, None] + steps[None, :]  # [N,T-1] y_1..y_{T-1}
+            rest_read = RowRead(frozenset(layers), steps[None, :].expand(n, t - 1), s) if layers else None
+            with reading(rest_read):
+                hidden.append(base(input_ids=labels[:, :-1], attention_mask=mask, position_ids=positions,
+                                   past_key_values=cache, use_cache=True).last_hidden_state)  # [N,T-1,D]
+        hidden = torch.cat(hidden, dim=1)  # [N,T,D]
         logits = _output_logits(model, hidden[tgt_mask])  # [M,V]
         attn = lookback = None
-        if read is not None:
-            raw = read.mean() * prompt.attention_mask[:, None, :]  # Â [N,T,S]: prompt columns only
-            counted = (prompt.attention_mask.bool() & ~prompt.src_is_template)[:, None, :]  # P′ [N,1,S]
+        if first_read is not None:
+            prompt_mask = src.attention_mask.repeat_interleave(repeats, dim=0)  # [N,S]
+            rows = [first_read.mean().repeat_interleave(repeats, dim=0)] + ([rest_read.mean()] if rest_read else [])
+            raw = torch.cat(rows, dim=1) * prompt_mask[:, None, :]  # Â [N,T,S]: prompt columns only
+            counted = (prompt_mask.bool() & ~src.src_is_template.repeat_interleave(repeats, dim=0))[:, None, :]  # P′
             mass = (raw * counted).sum(dim=-1)  # m_t [N,T]
             attn = raw * counted / mass.clamp(min=torch.finfo(raw.dtype).tiny)[..., None]  # rows sum to 1 over P′
             lookback = mean_over_response(mass, tgt_mask)
