@@ -52,9 +52,11 @@ METRICS = ("focus", "bertscore", "entity_accuracy", "lookback")
 class ScoringRunner(frontier.LocalRunner):
     """The frontier's runner, training in `train_dir` and scoring into `score_dir` (scores of this experiment only)."""
 
-    def __init__(self, train_dir: Path, score_dir: Path, test_examples: int, preset_name: str, progress: bool) -> None:
+    def __init__(self, train_dir: Path, score_dir: Path, test_examples: int, preset_name: str, progress: bool,
+                 sft_steps: int) -> None:
         super().__init__(train_dir, SETTINGS, dev_examples=1, test_examples=test_examples, progress=progress,
                          preset_name=preset_name)
+        self.params.sft.max_steps = sft_steps  # the same SFT budget for both families
         self.score_dir = score_dir
 
     def score(self, split: str, key: tuple, systems: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -187,6 +189,7 @@ def main() -> int:
     parser.add_argument("--sft-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--aft-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--test-examples", type=int, default=1000, help="first N test examples (0 = the whole split)")
+    parser.add_argument("--sft-steps", type=int, default=2000, help="SFT steps of both families (the main job's 2,000)")
     args = parser.parse_args()
     out = Path(args.out)
     started = time.monotonic()
@@ -194,10 +197,10 @@ def main() -> int:
     families = []
     for label, preset_name in FAMILIES.items():
         runner = ScoringRunner(train_dirs[preset_name], out / "scores" / preset_name, args.test_examples, preset_name,
-                               progress=sys.stderr.isatty())
+                               progress=sys.stderr.isatty(), sft_steps=args.sft_steps)
         families.append(run_family(label, preset_name, runner, train_dirs[preset_name], args.sft_seeds, args.aft_seeds,
                                    log=lambda s: print(s, flush=True)))
-    result = {"families": families, "meta": {"sft_seeds": args.sft_seeds, "aft_seeds": args.aft_seeds,
+    result = {"families": families, "meta": {"sft_seeds": args.sft_seeds, "aft_seeds": args.aft_seeds, "sft_steps": args.sft_steps,
                                              "test_examples": args.test_examples, "seconds": time.monotonic() - started,
                                              "provenance": machine_provenance()}}
     result["answer"] = answer(result)

@@ -324,11 +324,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "evaluation": {"test_examples": 1000},
     },
     # The decoder-only counterpart of the main job (AFT_SPEC §8, ≤ 15 min on 2 CPU cores): causal-small (Llama-shaped,
-    # about small's size) on the same corpus and SFT budget, the same two branches; A is the self-attention of the
-    # rows that predict each response token, renormalised over the history (template tokens and the sink excluded).
+    # about small's size) on the same corpus, the same two branches; A is the self-attention of the rows that predict
+    # each response token, renormalised over the history (template tokens and the sink excluded). SFT runs 1,000
+    # steps, half the main job's: a decoder-only step runs over prompt and response together, about twice the time
+    # (experiments/decoder_only.py gives both families the same 2,000).
     "towninfo-causal": {
         "run_dir": "runs/causal",
-        "sft": {"model": "causal-small", "max_steps": 2000},
+        "sft": {"model": "causal-small", "max_steps": 1000},
         "sweep": E3_20_AND_SALIENT_COVERAGE,
         "evaluation": {"test_examples": 1000},
     },
