@@ -29,6 +29,7 @@ from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.venues import VenueDB
 from aft_core.errors import AftInputError
+from aft_core.faults import hold_point
 from aft_core.io import atomic_path, claim_run_dir
 from aft_core.layout import BranchLayout
 from aft_core.loss import (adaptive_kl_update, aft_loss, kl_term, per_token_kl, sequence_logprob, softmax_weights,
@@ -303,6 +304,7 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     `stop_after` ends the process at the first checkpoint at or after that step; calling again resumes.
     """
     cfg.validate()
+    hold_point("branch_start")  # test-only (aft_core.faults); nothing without AFT_HOLD
     branch = BranchLayout(Path(out_dir))
     corpus = load_corpus(cfg.data)
     tables = corpus_to_dataset(corpus)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from aft_core.faults import HOLD_ENV
 from conftest import HANG_S, ROOT, prefect_server_env, stop_process_group
 
 pytestmark = pytest.mark.slow
@@ -95,9 +96,9 @@ def farm(tmp_path_factory):
                 log = open(folder / f"{name}.log", "w")
                 workers.append((subprocess.Popen(
                     [PREFECT, "worker", "start", "--pool", "aft-pool", "--name", name, "--limit", "1"],
-                    env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, cwd=ROOT, stdout=log,
+                    env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2", HOLD_ENV: str(folder / "hold")}, cwd=ROOT, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True), log))
-            yield {"env": env, "folder": folder, "data": str(corpus), "sft_model": sft["model_dir"]}
+            yield {"env": env, "folder": folder, "data": str(corpus), "sft_model": sft["model_dir"], "hold": folder / "hold"}
         finally:
             for process, log in workers:
                 stop_process_group(process)
@@ -121,9 +122,31 @@ def _branch_runs(farm: dict, branch_id: str, run_dir: Path) -> list[dict]:
             if r["name"] == f"branch-{branch_id}" and r["parameters"]["run_dir"] == str(run_dir.resolve())]
 
 
+def _wait_running(farm: dict, run_dir: Path, count: int) -> list[dict]:
+    """Poll until `count` aft-branch flow runs of `run_dir` are RUNNING at once (bounded by HANG_S)."""
+    deadline = time.monotonic() + HANG_S
+    while time.monotonic() < deadline:
+        running = [r for r in _flow_runs(farm["env"], "aft-branch")
+                   if r["parameters"]["run_dir"] == str(run_dir.resolve()) and r["state_type"] == "RUNNING"]
+        if len(running) >= count:
+            return running
+        time.sleep(1)
+    raise AssertionError(f"{count} branch flow runs of {run_dir} were never running at once")
+
+
 def test_a_sweep_spreads_its_branches_over_workers_and_matches_an_in_process_run(farm, tmp_path):
+    """Both branches are held at their start (aft_core.faults, AFT_HOLD) until both are running: two flow runs in
+    flight at once on single-slot workers are on two workers, whatever the machine's speed."""
     env, run_dir = farm["env"], tmp_path / "spread"
-    sweep_run = _wait_terminal(env, _run_sweep(farm, run_dir))
+    hold = farm["hold"] / "branch_start"
+    hold.parent.mkdir(parents=True, exist_ok=True)
+    hold.write_text("held by the spreading test")
+    try:
+        sweep_id = _run_sweep(farm, run_dir)
+        _wait_running(farm, run_dir, 2)
+    finally:
+        hold.unlink()
+    sweep_run = _wait_terminal(env, sweep_id)
     assert sweep_run["state_type"] == "COMPLETED", sweep_run["state"]["message"]
 
     sweep = json.loads((run_dir / "sweep.json").read_text())
