@@ -191,3 +191,47 @@ def test_the_shared_prompt_pass_gives_the_gradient_of_one_pass_per_response(chat
     model.zero_grad(set_to_none=True)
     assert float((tf["token_logp"] * tf["tgt_mask"]).sum().detach()) == pytest.approx(float(total.detach()), rel=1e-5)
     assert float((shared - alone).norm() / alone.norm()) < 1e-5
+
+
+def _other_architecture(name: str, tokenizer):
+    """A tiny random model of another decoder-only architecture, loaded as a user's folder would be."""
+    import transformers
+
+    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    configs = {
+        "gpt2": transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **common),
+        "qwen2": transformers.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                          num_key_value_heads=2, max_position_embeddings=512, **common),
+        "mistral": transformers.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=4, num_key_value_heads=1, head_dim=8,
+                                              max_position_embeddings=512, **common),
+    }
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(configs[name])
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2", "mistral"])
+def test_other_decoder_only_architectures_need_no_code_of_their_own(chat_model, tmp_path, name):
+    """The family is read from the config: GPT-2, Qwen2 and Mistral (grouped-query attention) load, decode as
+    `generate` does and give the hand-computed A."""
+    _, tokenizer, _ = chat_model
+    folder = tmp_path / name
+    _other_architecture(name, tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model, tok = load_model(folder)
+    model.eval()
+    family = family_of(model, tok)
+    assert family.name == "causal" and family.attention_layers(model) == 2
+    rows, src = _batch(family, tok)
+    ours = family.generate(model, src, max_new_tokens=6, do_sample=False)
+    ids = torch.tensor([rows[0]["input_ids"]])
+    theirs = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                            eos_token_id=family.eos_id(), pad_token_id=family.pad_id())[0, ids.shape[1]:]
+    assert torch.equal(ours[0, 1:1 + theirs.shape[0]], theirs)
+    with torch.no_grad():
+        tf = family.teacher_forced(model, src, ours, 1, [0, 1])
+    length = int(tf["tgt_mask"][0].sum())
+    attn, mass, logp = _hand_computed(model, family, rows[0], tf["labels"][0, :length].tolist(), [0, 1])
+    s = len(rows[0]["input_ids"])
+    torch.testing.assert_close(tf["attn"][0, :length, :s], attn, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(tf["token_logp"][0, :length], logp, rtol=1e-4, atol=1e-5)
