@@ -25,11 +25,16 @@ from tasks.stages import (build_report, check_data, evaluate_test, prepare_corpu
 from tasks.summary import summarize
 
 
-def evaluation_systems(run: RunLayout, sft_model: str, branch_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """SFT, then each judged branch's ★ (when it has one) and last checkpoint."""
+def evaluation_systems(run: RunLayout, sft_model: str, branch_ids: list[str],
+                       base_model: str | None = None) -> dict[str, dict[str, Any]]:
+    """SFT, the pretrained model SFT started from (Table 1's Base row, AFT_SPEC §7; none for a preset trained from
+    scratch), then each judged branch's ★ (when it has one) and last checkpoint."""
+    from aft_core.config import PRESETS as MODEL_PRESETS
     from aft_core.evaluation import branch_systems
 
     systems: dict[str, dict[str, Any]] = {"SFT": {"model": sft_model}}
+    if base_model and base_model not in MODEL_PRESETS:
+        systems["Base"] = {"model": base_model}
     for branch_id in branch_ids:
         systems.update(branch_systems(sft_model, run.branch(branch_id).root, name=branch_id))
     return systems
@@ -70,8 +75,8 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     failed = [row for row in sweep["branches"] if row["status"] == "failed"]
 
     evaluation = dataclasses.asdict(params.evaluation_config(data))
-    table = evaluate_test(run_dir, evaluation_systems(run, sft["model_dir"], [b["branch_id"] for b in branches]),
-                          evaluation)
+    table = evaluate_test(run_dir, evaluation_systems(run, sft["model_dir"], [b["branch_id"] for b in branches],
+                                                      params.sft.model), evaluation)
 
     summary = summarize(run_dir, params.model_dump(), corpus, sft, branches, failed, table)
     qualitative_pairs(run_dir)

@@ -365,3 +365,29 @@ def test_the_paper_preset_is_checked_offline_with_a_projected_cost(capsys):
     assert projected["branches"] == 36 and projected["aft_steps"] == 36 * 500
     assert projected["parameters"] == 737_668_096  # T5-Large's shape, built on the meta device
     assert projected["gpu_hours_lower_bound"] > 0
+
+
+@pytest.mark.slow
+def test_a_decoder_only_model_goes_through_the_whole_pipeline(harness, tmp_path):
+    """The tiny preset with the Llama-shaped causal-tiny: the same flows, nothing family-specific above the models."""
+    from flows.params import preset
+    from flows.pipeline import aft_pipeline
+
+    run_dir = tmp_path / "causal"
+    aft_pipeline(preset("tiny", {"run_dir": str(run_dir), "sft": {"model": "causal-tiny"}}))
+    table = json.loads((run_dir / "evaluation" / "table.json").read_text())
+    assert table["rows"][0]["system"] == "SFT" and len(table["rows"]) >= 3
+    assert all(0 < row["lookback"] < 1 for row in table["rows"])  # self-attention: not all of it on the history
+    assert "Lookback" in (run_dir / "evaluation" / "table1.md").read_text()
+    probe = pd.read_parquet(next((run_dir / "branches").glob("*/probe.parquet")))
+    assert "lookback" in probe and "delta_lookback" in probe
+    assert (run_dir / "report.html").exists() and "Lookback" in (run_dir / "report.html").read_text()
+
+
+def test_a_pretrained_model_adds_the_base_row_and_a_preset_does_not(tmp_path):
+    from aft_core.layout import RunLayout
+    from flows.pipeline import evaluation_systems
+
+    run = RunLayout(tmp_path)
+    assert list(evaluation_systems(run, "sft/model", [], "small")) == ["SFT"]
+    assert evaluation_systems(run, "sft/model", [], "hf:google-t5/t5-large")["Base"] == {"model": "hf:google-t5/t5-large"}
