@@ -110,6 +110,12 @@ class _Span:
     is_tag: bool
 
 
+def slot_value_spans(text: str, values: Sequence[str], offset: int = 0) -> list[tuple[int, int]]:
+    """Character spans (shifted by `offset`) of each annotated slot value where it occurs in `text` as whole words."""
+    return [(offset + m.start(), offset + m.end()) for value in values if value.strip()
+            for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", text, flags=re.IGNORECASE)]
+
+
 def serialise_history(history: Sequence[Turn]) -> tuple[str, list[_Span], list[tuple[int, int]]]:
     """Source text plus character spans: one tag and one text span per turn, and slot-value spans."""
     parts: list[str] = []
@@ -125,11 +131,7 @@ def serialise_history(history: Sequence[Turn]) -> tuple[str, list[_Span], list[t
         parts.append(tag + " ")
         pos += len(tag) + 1
         spans.append(_Span(pos, pos + len(turn.text), i, False))
-        for value in turn.slot_values:
-            if not value.strip():
-                continue
-            for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", turn.text, flags=re.IGNORECASE):
-                slot_spans.append((pos + m.start(), pos + m.end()))
+        slot_spans += slot_value_spans(turn.text, turn.slot_values, pos)
         parts.append(turn.text)
         pos += len(turn.text)
     return "".join(parts), spans, slot_spans

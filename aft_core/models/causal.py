@@ -25,9 +25,10 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from aft_core.data.batching import SourceBatch, pad_batch
-from aft_core.data.examples import serialise_history
+from aft_core.data.examples import serialise_history, slot_value_spans
 from aft_core.errors import AftInputError
-from aft_core.models.family import IGNORE_INDEX, ModelFamily, decode_loop, mean_over_response, response_mask, scored
+from aft_core.models.family import (IGNORE_INDEX, ModelFamily, decode_loop, first_id, mean_over_response,
+                                    response_mask, scored)
 
 ATTENTION = "aft_rows"  # the attention implementation every decoder-only model runs with
 RESPONSE_CUE = "system:"  # ends a template-free prompt (AFT_SPEC §8)
@@ -112,7 +113,7 @@ class CausalFamily(ModelFamily):
 
     def __init__(self, config: Any, generation_config: Any = None, tokenizer: Any = None) -> None:
         super().__init__(config, generation_config, tokenizer)
-        self._end = end_of_turn_id(tokenizer) if tokenizer is not None else _first(config.eos_token_id)
+        self._end = end_of_turn_id(tokenizer) if tokenizer is not None else first_id(config.eos_token_id)
         self._pad = _pad_id(tokenizer, config, self._end)
 
     def attention_layers(self, model):
@@ -259,7 +260,7 @@ def _render(turns: Sequence[Any], first_index: int, tokenizer: Any) -> dict[str,
                                     "does not show each turn's text verbatim, so tokens cannot be mapped to turns",
                                     "use a chat template that renders message contents unchanged")
             spans.append((at, at + len(content), first_index + i, False))
-            slot_spans += _slot_spans(turn, content, at)
+            slot_spans += slot_value_spans(content, turn.slot_values, at)
             cursor = at + len(content)
         start_ids: list[int] = []
     else:
@@ -286,17 +287,6 @@ def _render(turns: Sequence[Any], first_index: int, tokenizer: Any) -> dict[str,
             "src_is_template": template_of}
 
 
-def _slot_spans(turn: Any, content: str, offset: int) -> list[tuple[int, int]]:
-    import re
-
-    spans = []
-    for value in turn.slot_values:
-        if value.strip():
-            spans += [(offset + m.start(), offset + m.end())
-                      for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", content, flags=re.IGNORECASE)]
-    return spans
-
-
 def end_of_turn_id(tokenizer: Any) -> int:
     """The token that ends an assistant turn: the first special token the chat template puts after one (e.g.
     <|eot_id|>, <|im_end|>), or EOS without a template."""
@@ -314,10 +304,6 @@ def _pad_id(tokenizer: Any, config: Any, end: int) -> int:
     """Pad: the tokenizer's, else the end token (what follows a response's end is never read)."""
     pad = tokenizer.pad_token_id if tokenizer is not None else getattr(config, "pad_token_id", None)
     return pad if pad is not None else end
-
-
-def _first(ids: Any) -> Any:
-    return ids[0] if isinstance(ids, (list, tuple)) else ids
 
 
 def _base(model: Any) -> Any:

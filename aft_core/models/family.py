@@ -152,6 +152,11 @@ def scored(logits: torch.Tensor, labels: torch.Tensor, tgt_mask: torch.Tensor, a
             "lookback": lookback}
 
 
+def first_id(ids: int | Sequence[int] | None) -> int | None:
+    """A config's token id, or the first of a list of them (generation configs may name several EOS ids)."""
+    return ids[0] if isinstance(ids, (list, tuple)) else ids
+
+
 def mean_over_response(values: torch.Tensor, tgt_mask: torch.Tensor) -> torch.Tensor:
     """mean_t values[n,t] over response tokens   [N,T] -> [N]"""
     return (values * tgt_mask).sum(dim=1) / tgt_mask.sum(dim=1).clamp(min=1)

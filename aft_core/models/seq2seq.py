@@ -20,7 +20,8 @@ from aft_core.data.batching import SourceBatch, pad_batch
 from aft_core.data.examples import encode_sources
 from aft_core.errors import AftInputError
 from aft_core.models import t5_decoding
-from aft_core.models.family import IGNORE_INDEX, ModelFamily, decode_loop, mean_over_response, response_mask, scored
+from aft_core.models.family import (IGNORE_INDEX, ModelFamily, decode_loop, first_id, mean_over_response,
+                                    response_mask, scored)
 
 
 class Seq2SeqFamily(ModelFamily):
@@ -48,7 +49,7 @@ class Seq2SeqFamily(ModelFamily):
         value = getattr(self.generation_config, key, None) if self.generation_config is not None else None
         return value if value is not None else getattr(self.config, key, None)
 
-    def prefix(self, model: Any = None) -> list[int]:
+    def prefix(self) -> list[int]:
         """The decoder's ids before the response: the start token, and a forced BOS where generation forces one."""
         start = self._setting("decoder_start_token_id")
         if start is None:
@@ -58,7 +59,7 @@ class Seq2SeqFamily(ModelFamily):
         return [start] + ([bos] if bos is not None else [])
 
     def eos_id(self) -> int:
-        return _first(self._setting("eos_token_id"))
+        return first_id(self._setting("eos_token_id"))
 
     def pad_id(self) -> int:
         pad = self._setting("pad_token_id")
@@ -72,7 +73,7 @@ class Seq2SeqFamily(ModelFamily):
     def generate(self, model, src, *, max_new_tokens, do_sample, k=1, temperature=1.0, state=None):
         encoded = (state if state is not None else self.prompt_state(model, src)).detach()  # [B,S,D]
         n = encoded.shape[0] * k
-        prefix = torch.tensor(self.prefix(model), device=encoded.device).expand(n, -1)  # [N,P]
+        prefix = torch.tensor(self.prefix(), device=encoded.device).expand(n, -1)  # [N,P]
         step = _stepper(model, encoded, src.attention_mask, k, max_new_tokens + prefix.shape[1])
         for i in range(prefix.shape[1]):
             first = step(prefix[:, i])
@@ -143,10 +144,6 @@ def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k:
                      past_key_values=cache, use_cache=True).logits[:, -1, :]
 
     return step
-
-
-def _first(ids: int | Sequence[int] | None) -> int | None:
-    return ids[0] if isinstance(ids, (list, tuple)) else ids
 
 
 def aggregate_cross_attention(cross_attentions: Sequence[torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
