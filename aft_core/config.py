@@ -97,6 +97,16 @@ def _check_model_name(model: str, where: str) -> None:
                             "point at a folder written by `aft sft` or save_pretrained")
 
 
+PRESET_SFT_LEARNING_RATE = 1e-3  # random init on the corpus tokenizer (ENV_NOTES calibration)
+PRETRAINED_SFT_LEARNING_RATE = 1e-4
+
+
+def default_sft_learning_rate(model: str) -> float:
+    """SFT's peak rate when none is given: a model built from config learns from scratch, a pretrained one is
+    fine-tuned at the rate usual for it."""
+    return PRESET_SFT_LEARNING_RATE if model in PRESETS else PRETRAINED_SFT_LEARNING_RATE
+
+
 @dataclass
 class SFTConfig:
     """Supervised fine-tuning of a seq2seq model on (history -> system turn) examples."""
@@ -106,7 +116,9 @@ class SFTConfig:
     max_source_tokens: int = setting(192, "source budget; longer histories lose their oldest turns first")
     max_target_tokens: int = setting(48, "target budget, EOS included; longer targets are cut on the right")
     batch_size: int = setting(32, "examples per optimisation step (bucketed by source length)")
-    learning_rate: float = setting(1e-3, "peak AdamW learning rate")
+    learning_rate: float = setting(0.0, "peak AdamW learning rate; 0 = the default for the model: 1e-3 for a preset "
+                                        "built from config (random init), 1e-4 for a pretrained model (folder or hf:), "
+                                        "the usual rate for fine-tuning T5 with AdamW and for LoRA adapters")
     weight_decay: float = setting(0.01, "AdamW weight decay")
     warmup_steps: int = setting(200, "linear warm-up steps before cosine decay")
     max_steps: int = setting(2500, "optimisation steps (the cosine schedule ends here); 2,500 fits 600 s for `small` on 2 cores")
@@ -117,13 +129,19 @@ class SFTConfig:
     keep_checkpoints: int = setting(2, "most recent checkpoints kept on disk")
     seed: int = setting(0, "seed for initialisation, data order and dropout")
 
+    def __post_init__(self) -> None:
+        # Resolved at once, so a config's hash, its run folder and its saved config hold the rate actually used.
+        if self.learning_rate == 0.0:
+            self.learning_rate = default_sft_learning_rate(self.model)
+
     def validate(self, where: str = "config") -> "SFTConfig":
         _check(bool(self.data), "data", "no corpus given", "pass --data PATH", where)
         _check_model_name(self.model, where)
         for name in ("max_source_tokens", "max_target_tokens"):
             _check(getattr(self, name) >= 4, name, f"{getattr(self, name)} is too small", "use at least 4", where)
         check_positive(self, ("batch_size", "max_steps", "eval_every", "dev_examples", "keep_checkpoints"), where)
-        _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}", "use e.g. 1e-3", where)
+        _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}",
+               "use e.g. 1e-4, or 0 for the model's default", where)
         _check(self.warmup_steps >= 0 and self.patience >= 0, "warmup_steps/patience", "must be >= 0", "use 0 or more", where)
         _check(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}", "use e.g. 1.0", where)
         return self

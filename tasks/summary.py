@@ -2,6 +2,7 @@
 and the branch table row both the sweep's and the pipeline's artifacts show."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from aft_core.config import AFTConfig, SFTConfig
 from aft_core.evaluation import NO_VENUE_DATABASE, TABLE1_COLUMNS, paired_changes
 from aft_core.io import write_json_atomic, write_text_atomic
 from aft_core.layout import RunLayout
@@ -65,14 +67,16 @@ NOT_A_SETTING = ("sft_model", "data", "seed", "keep_checkpoints", "branch_id")  
 
 
 def _setting(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in NOT_A_SETTING}
+    """A branch's setting; a setting added since a frontier was measured takes its default (what that run used)."""
+    return {k: v for k, v in {**dataclasses.asdict(AFTConfig()), **config}.items() if k not in NOT_A_SETTING}
 
 
 def pipeline_basis(parameters: dict[str, Any]) -> dict[str, Any]:
     """What a frontier must share with a run to speak for it: the corpus and the SFT recipe (all but its seed)."""
     return {"data": parameters.get("data"), "towninfo_dialogues": parameters.get("towninfo_dialogues"),
             "towninfo_seed": parameters.get("towninfo_seed"),
-            "sft": {k: v for k, v in (parameters.get("sft") or {}).items() if k != "seed"}}
+            "sft": {k: v for k, v in dataclasses.asdict(SFTConfig(**(parameters.get("sft") or {}))).items()
+                    if k not in ("seed", "data")}}
 
 
 def frontier_reference(run: RunLayout) -> tuple[dict[str, Any], str] | None:

@@ -43,3 +43,16 @@ def test_refuses_output_folder_of_a_different_run(tmp_path, towninfo_dir):
     with pytest.raises(AftInputError, match="max_steps.*different run.*Fix:"):
         run_sft(tiny_config(towninfo_dir, max_steps=20), tmp_path / "run", progress=False)
     assert snapshot(tmp_path / "run") == before
+
+
+def test_learning_rate_defaults_to_the_models_kind_and_is_resolved_into_the_hash(tmp_path):
+    from aft_core.config import config_id
+
+    assert SFTConfig(model="small").learning_rate == 1e-3  # built from config: trained from scratch
+    assert SFTConfig(model="hf:google-t5/t5-large").learning_rate == 1e-4  # pretrained: fine-tuned
+    assert SFTConfig(model=str(tmp_path)).learning_rate == 1e-4
+    assert SFTConfig(model="hf:org/name", learning_rate=3e-5).learning_rate == 3e-5  # given: kept
+    # the resolved rate is what is hashed, so runs made before the default existed keep their ids
+    assert config_id(SFTConfig(model="small")) == config_id(SFTConfig(model="small", learning_rate=1e-3))
+    with pytest.raises(AftInputError, match="learning_rate"):
+        SFTConfig(data="x", learning_rate=-1.0).validate()
