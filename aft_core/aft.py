@@ -19,7 +19,6 @@ from typing import Any, Callable, ContextManager, Sequence
 
 import pandas as pd
 import torch
-from safetensors.torch import save_model
 
 from aft_core.attractors import AttractorThresholds, classify_trajectory, should_stop_early, terminal_streak
 from aft_core.bertscore import load_bertscore
@@ -34,7 +33,10 @@ from aft_core.io import atomic_path, claim_run_dir
 from aft_core.layout import BranchLayout
 from aft_core.loss import (adaptive_kl_update, aft_loss, kl_term, per_token_kl, sequence_logprob, softmax_weights,
                            zscore)
-from aft_core.models import ModelFamily, check_model_source, family_of, load_model, model_device, parse_layers
+from aft_core.models import (ModelFamily, adapters, check_model_source, family_of, load_model, model_device, parse_layers,
+                             trainable_parameters)
+from aft_core.models.adapters import reference_model, save_policy_weights
+from aft_core.models.family import enable_gradient_checkpointing
 from aft_core.monitor import evaluate_probe, trend
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
 from aft_core.timing import untimed
@@ -73,13 +75,15 @@ def score_candidates(policy: Any, reference: Any, family: ModelFamily, src: Sour
     device = src.input_ids.device
     pad_id, eos_id = family.pad_id(), family.eos_id()
     # π_ref first: its temporaries are freed before the policy's graph is built, which lowers the peak
-    with timer("reference"), torch.inference_mode(), mixed_precision(device):
-        ref = family.teacher_forced(reference, src, samples, K, None)
+    with timer("reference"), torch.inference_mode(), reference_model(reference) as ref_model:
+        ref_device = model_device(ref_model)  # π_ref may live on the CPU beside a GPU policy
+        with mixed_precision(ref_device):
+            ref = family.teacher_forced(ref_model, src.to(ref_device), samples.to(ref_device), K, None)
         ref_logits = ref["logits"].float() if cfg.kl_estimator == "full" else None
-        ref_token_logp = ref["token_logp"]
+        ref_token_logp = ref["token_logp"].float()
         del ref
-    ref_token_logp = ref_token_logp.clone()  # a normal tensor, usable beside autograd tensors
-    ref_logits = ref_logits.clone() if ref_logits is not None else None
+    ref_token_logp = ref_token_logp.to(device).clone()  # a normal tensor, usable beside autograd tensors
+    ref_logits = ref_logits.to(device).clone() if ref_logits is not None else None
     with timer("teacher_forced"), mixed_precision(device):
         tf = family.teacher_forced(policy, src, samples, K, layers, state)
     token_logp = tf["token_logp"]  # [N,T]
@@ -87,7 +91,8 @@ def score_candidates(policy: Any, reference: Any, family: ModelFamily, src: Sour
     with timer("reward"):
         hist = src.mask(cfg.ix_mode).repeat_interleave(K, dim=0)  # [N,S]
         special = (pad_id, eos_id)
-        rewards = haca_reward(tf["attn"], labels, tgt_mask, hist, cfg.alpha, cfg.beta, cfg.gamma, cfg.repeat_n, special)
+        reward_attn = tf["attn"] if cfg.reward_attention == "renormalised" else tf["attn_raw"]
+        rewards = haca_reward(reward_attn, labels, tgt_mask, hist, cfg.alpha, cfg.beta, cfg.gamma, cfg.repeat_n, special)
     with timer("loss"):
         logp = sequence_logprob(token_logp, tgt_mask, cfg.logprob_reduction).view(B, K)
         kl = kl_term(cfg.kl_estimator, token_logp, ref_token_logp, tgt_mask, tf["logits"], ref_logits,
@@ -147,6 +152,30 @@ class BranchState(TrainerState):
     early_stop: dict[str, Any] | None = None  # the attractor evidence that stopped the branch early
 
 
+def load_policy_and_reference(cfg: AFTConfig) -> tuple[Any, Any, Any, Any]:
+    """(policy, its adapter or None, π_ref, tokenizer) for a branch from `cfg.sft_model`.
+
+    adapter=none: the policy trains every weight and π_ref is a second, frozen copy (optionally bf16, or on the
+    CPU); adapter=lora: a fresh adapter over the SFT model, and π_ref is that model with the adapter disabled."""
+    model, tokenizer = load_model(cfg.sft_model)
+    model.eval()  # dropout off; gradients still flow
+    adapter = None
+    if cfg.adapter == "lora":
+        model.requires_grad_(False)
+        adapter = adapters.add_adapter(model, cfg, cfg.sft_model)
+        model = adapter.get_base_model().eval()
+        reference: Any = adapters.AdapterDisabled(adapter)
+    else:
+        device = torch.device(cfg.reference_device) if cfg.reference_device else None
+        reference, _ = load_model(cfg.sft_model, device=device)
+        reference.eval().requires_grad_(False)
+        if cfg.reference_dtype == "bfloat16":
+            reference.to(torch.bfloat16)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model, adapter, reference, tokenizer
+
+
 class BranchRun:
     """One branch's step and checkpoint hook for the shared loop (aft_core.trainer)."""
 
@@ -154,10 +183,7 @@ class BranchRun:
                  thresholds: AttractorThresholds, candidates_every: int = 0) -> None:
         self.cfg, self.branch, self.db, self.tracker, self.thresholds = cfg, branch, db, tracker, thresholds
         self.candidates_every = candidates_every
-        self.model, self.tokenizer = load_model(cfg.sft_model)
-        self.reference, _ = load_model(cfg.sft_model)
-        self.model.eval()  # dropout off; gradients still flow
-        self.reference.eval().requires_grad_(False)
+        self.model, self.adapter, self.reference, self.tokenizer = load_policy_and_reference(cfg)
         self.family = family_of(self.model, self.tokenizer)
         self.family.check_lengths(self.model, cfg.sft_model, cfg.max_source_tokens, cfg.max_new_tokens)
         self.layers = parse_layers(cfg.layers, self.family.attention_layers(self.model))
@@ -170,7 +196,7 @@ class BranchRun:
         self.probe_prompts = self.tokenizer.batch_decode([r["input_ids"] for r in self.probe_rows],
                                                          skip_special_tokens=True)  # the completions tables' prompts
         self.scorer = load_bertscore(cfg.bertscore_model)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate)
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=cfg.learning_rate)
         self.scheduler = None  # constant learning rate
         self.schedule = BatchSchedule([len(r["input_ids"]) for r in self.train_rows], cfg.batch_size, cfg.seed + 1)
         self.state = BranchState(eta_kl=cfg.eta_kl)
@@ -268,7 +294,7 @@ class BranchRun:
         state.logged_steps += len(self.pending)
         self.pending = []
         with atomic_path(self.branch.weights(step)) as tmp:
-            save_model(self.model, str(tmp))
+            save_policy_weights(self.model, self.adapter, self.cfg, tmp)
         self.branch.write_probe_rows(state.rows)
 
     def finish(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Resumable training checkpoints: safetensors and JSON only, written atomically, verified on load.
 
 A checkpoint folder `step-NNNNNNN/` holds everything needed to continue exactly (nanoGPT-style):
-model weights, optimizer tensors, RNG states (torch CPU and GPU, numpy, python) and a JSON state with the
+model weights (only the adapter's when the rest is frozen), optimizer tensors, RNG states (torch CPU and GPU, numpy, python) and a JSON state with the
 step, the LR scheduler (when there is one), the trainer's typed state and the config. It is written under a temporary
 name and renamed, so a kill leaves no half-written checkpoint; a damaged one is named on load
 and the previous good one is used.
@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from aft_core.io import replace_dir
+from aft_core.models.adapters import load_trainable_state, trainable_state
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -52,7 +53,11 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, optimiz
         "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
     }
     with replace_dir(final) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
+        trainable = trainable_state(model)  # an adapter over frozen weights: only the adapter
+        if trainable is None:
+            save_model(model, str(tmp / "model.safetensors"))
+        else:
+            save_file(trainable, str(tmp / "model.safetensors"))
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         save_file(_torch_rng_states(), str(tmp / "rng.safetensors"))
         (tmp / STATE_FILE).write_text(json.dumps(meta, default=float))  # last: marks the folder complete
@@ -79,7 +84,10 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG states in place; returns the JSON state."""
     meta = json.loads((path / STATE_FILE).read_text())
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=True)
+    if trainable_state(model) is None:
+        load_model(model, str(path / "model.safetensors"), strict=True)
+    else:
+        load_trainable_state(model, load_file(str(path / "model.safetensors")), path)
     tensors = load_file(str(path / "optimizer.safetensors"))
     per_param: dict[int, dict[str, Any]] = {}
     for key, value in {**tensors, **meta["optimizer"]["scalars"]}.items():

@@ -22,19 +22,27 @@ from typing import Any, Sequence
 from pathlib import Path
 
 from aft_core.aft import CANDIDATES_EVERY
-from aft_core.config import AFTConfig, SFTConfig
+from aft_core.config import AFTConfig, SFTConfig, settings_of
 from aft_core.errors import AftInputError
 from aft_core.evaluation import EvalConfig
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
     """One --option per dataclass field, typed and helped from the field itself."""
-    for f in dataclasses.fields(cls):
+    for f in settings_of(cls):
         if f.name in skip:
             continue
-        kind = type(f.default)
+        kind = _parse_bool if isinstance(f.default, bool) else type(f.default)
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
                             help=f"{f.metadata.get('help', '')} (default: {f.default!r})")
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
 
 
 def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
@@ -159,6 +167,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from aft_core.export import export_model
+
+    print(json.dumps(export_model(args.source, args.out, step=args.step, merge=args.merge), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aft", description="Attention Fine-Tuning (AFT) for encoder–decoder and decoder-only dialogue models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--recompute-pairs", action="store_true",
                         help="choose the qualitative pairs and compute their attention maps again (default: only when missing)")
     report.set_defaults(func=cmd_report)
+
+    export = sub.add_parser("export", help="an SFT model or a branch checkpoint as a model folder (--merge: adapters "
+                                           "merged into plain weights that transformers loads without PEFT)")
+    export.add_argument("source", help="an SFT model folder, or a branch folder")
+    export.add_argument("--out", required=True, help="the folder to write")
+    export.add_argument("--step", default="", help="a branch's checkpoint: star, last or a step number "
+                                                   "(default: ★ when the branch has one, else last)")
+    export.add_argument("--merge", action="store_true", help="merge adapters into the weights (default: an adapter "
+                                                             "stays an adapter, in PEFT's layout)")
+    export.set_defaults(func=cmd_export)
 
     demo = sub.add_parser("demo", help="the interactive demo of a pipeline run in the browser, on 127.0.0.1")
     demo.add_argument("run_dir", help="the pipeline's run folder")

@@ -28,6 +28,13 @@ def config_id(cfg: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+def settings_of(cls: type) -> list[dataclasses.Field]:
+    """A config's fields in the order a form or --help shows them: its own, then the memory settings it shares."""
+    shared = {f.name for f in dataclasses.fields(MemorySettings)} if issubclass(cls, MemorySettings) else set()
+    fields = dataclasses.fields(cls)
+    return [f for f in fields if f.name not in shared] + [f for f in fields if f.name in shared]
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """Build a config from a dict, refusing unknown keys (with the valid ones listed)."""
     known = {f.name for f in dataclasses.fields(cls)}
@@ -80,6 +87,9 @@ PRESETS: dict[str, ModelPreset] = {
     "causal-tiny": ModelPreset(64, 128, 2, 2, 32, 800, 0.0, "0.2M params, Llama-shaped; for tests", family="causal"),
     "causal-small": ModelPreset(128, 512, 4, 4, 32, 2000, 0.0, "1.3M params, Llama-shaped: about `small`'s size",
                                 family="causal"),
+    "causal-large": ModelPreset(1536, 4096, 24, 16, 96, 32128, 0.0, "Llama-shaped, about T5-Large's size (~0.73B "
+                                "params); for GPU timing and memory plans, not CPU training", family="causal",
+                                max_positions=2048),
 }
 
 
@@ -92,9 +102,36 @@ def _check_model_name(model: str, where: str) -> None:
     if "/" not in model and "\\" not in model and not path.exists():
         raise AftInputError(where, "model", f"unknown model size '{model}'",
                             f"use one of {list(PRESETS)}, a saved model directory, or hf:<org>/<name>")
-    if not (path / "config.json").exists():
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         raise AftInputError(model, "model", "does not exist or holds no saved model (no config.json)",
                             "point at a folder written by `aft sft` or save_pretrained")
+
+
+ADAPTERS = ("none", "lora")
+REFERENCE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclass
+class MemorySettings:
+    """How the trained weights are held (SFT and AFT alike): all of them, or a LoRA adapter over frozen ones."""
+
+    adapter: str = setting("none", "none: train every weight; lora: train a LoRA adapter (PEFT) over frozen weights; "
+                                   "an AFT branch's π_ref is then the policy with its adapter disabled (no second model)")
+    lora_rank: int = setting(8, "LoRA rank r")
+    lora_alpha: float = setting(16.0, "LoRA α (the update is scaled by α/r)")
+    lora_dropout: float = setting(0.0, "dropout on the adapter's input (0 keeps AFT's scoring deterministic)")
+    lora_targets: str = setting("all-linear", "modules that get an adapter: all-linear (every attention and MLP "
+                                              "projection of the architecture, not the output layer) or names "
+                                              "like 'q,v' or 'q_proj,v_proj'")
+    gradient_checkpointing: bool = setting(False, "recompute each transformer block's activations in the backward pass "
+                                                  "instead of keeping them (less memory, about a third more compute)")
+
+    def validate_memory(self, where: str) -> None:
+        _check(self.adapter in ADAPTERS, "adapter", f"unknown '{self.adapter}'", "use none or lora", where)
+        _check(self.lora_rank >= 1, "lora_rank", f"must be >= 1, got {self.lora_rank}", "use e.g. 8", where)
+        _check(self.lora_alpha > 0, "lora_alpha", f"must be > 0, got {self.lora_alpha}", "use e.g. 16", where)
+        _check(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}", "use 0 or 0.05", where)
+        _check(bool(self.lora_targets.strip()), "lora_targets", "is empty", "use all-linear or module names like q,v", where)
 
 
 PRESET_SFT_LEARNING_RATE = 1e-3  # random init on the corpus tokenizer (ENV_NOTES calibration)
@@ -108,8 +145,8 @@ def default_sft_learning_rate(model: str) -> float:
 
 
 @dataclass
-class SFTConfig:
-    """Supervised fine-tuning of a seq2seq model on (history -> system turn) examples."""
+class SFTConfig(MemorySettings):
+    """Supervised fine-tuning on (history -> system turn) examples."""
 
     data: str = setting("", "corpus path: MultiWOZ file/folder, unified data.zip, or a TownInfo folder")
     model: str = setting("small", "a preset (tiny, small, large), a saved model folder, or hf:<org>/<name>")
@@ -144,11 +181,12 @@ class SFTConfig:
                "use e.g. 1e-4, or 0 for the model's default", where)
         _check(self.warmup_steps >= 0 and self.patience >= 0, "warmup_steps/patience", "must be >= 0", "use 0 or more", where)
         _check(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}", "use e.g. 1.0", where)
+        self.validate_memory(where)
         return self
 
 
 @dataclass
-class AFTConfig:
+class AFTConfig(MemorySettings):
     """One AFT branch: post-training from an SFT model with the HACA reward (AFT_SPEC §4-6)."""
 
     sft_model: str = setting("", "the SFT model folder (also the frozen reference π_ref)")
@@ -165,6 +203,11 @@ class AFTConfig:
     kl_horizon: int = setting(1000, "adaptive KL: sequences (B·K per step) over which η_kl moves by the full clipped error")
     ix_mode: str = setting("all", "I_x: all (paper), history (earlier turns), salient (slot values)")
     layers: str = setting("all", "decoder layers averaged into A: all, last, or indices like '0,1'")
+    reward_attention: str = setting("renormalised", "decoder-only A in the reward (AFT_SPEC §8): renormalised over the "
+                                                    "prompt positions that count, or raw (as read; a policy can then "
+                                                    "lower its entropy by moving attention to the sink or its own "
+                                                    "response); the same for cross-attention. Probes and Table 1 "
+                                                    "always measure the renormalised A")
     repeat_n: int = setting(3, "n of the repeat penalty's n-grams")
     logprob_reduction: str = setting("sum", "log π(y|x) over tokens: sum (paper) or mean")
     learning_rate: float = setting(1e-5, "AdamW learning rate (constant); 1e-5 is calibrated for the `small` "
@@ -183,6 +226,10 @@ class AFTConfig:
     early_stop_checkpoints: int = setting(2, "stop the branch once this many checkpoints in a row sit in a terminal "
                                              "attractor (Dam, Whirlpool, Underground River, Flash Flood); 0 = never")
     seed: int = setting(0, "seed for sampling and prompt order")
+    reference_device: str = setting("", "where a separate π_ref lives (adapter=none): empty = beside the policy, or cpu "
+                                        "(frees its weights from the GPU; its pass then runs on the CPU)")
+    reference_dtype: str = setting("float32", "a separate π_ref's weights (adapter=none): float32, or bfloat16 (half "
+                                              "the memory; for a GPU)")
 
     def validate(self, where: str = "config") -> "AFTConfig":
         _check(bool(self.sft_model), "sft_model", "no SFT model given", "pass --sft-model DIR (an SFT run's model/)", where)
@@ -204,9 +251,20 @@ class AFTConfig:
                "use paper, k3 or full", where)
         _check(self.ix_mode in ("all", "history", "salient"), "ix_mode", f"unknown '{self.ix_mode}'",
                "use all, history or salient", where)
+        _check(self.reward_attention in ("renormalised", "raw"), "reward_attention", f"unknown '{self.reward_attention}'",
+               "use renormalised or raw", where)
         _check(self.logprob_reduction in ("sum", "mean"), "logprob_reduction", f"unknown '{self.logprob_reduction}'",
                "use sum or mean", where)
         check_positive(self, ("batch_size", "steps", "checkpoint_every", "probe_size", "repeat_n", "keep_checkpoints",
                               "max_nonfinite_steps", "kl_horizon"), where)
         _check(self.learning_rate > 0 and self.grad_clip > 0, "learning_rate/grad_clip", "must be > 0", "use e.g. 1e-4 and 1.0", where)
+        self.validate_memory(where)
+        _check(self.reference_device in ("", "cpu"), "reference_device", f"unknown '{self.reference_device}'",
+               "leave it empty or use cpu", where)
+        _check(self.reference_dtype in REFERENCE_DTYPES, "reference_dtype", f"unknown '{self.reference_dtype}'",
+               "use float32 or bfloat16", where)
+        separate = (self.reference_device, self.reference_dtype) != ("", "float32")
+        _check(not (self.adapter == "lora" and separate), "reference_device/reference_dtype",
+               "with adapter=lora π_ref is the policy with its adapter disabled, not a separate model",
+               "leave reference_device empty and reference_dtype float32, or use adapter=none", where)
         return self

@@ -30,6 +30,7 @@ from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, write_json_atomic, write_text_atomic
 from aft_core.layout import BranchLayout, EvaluationLayout, RunLayout
 from aft_core.models import family_of, load_model, parse_layers, torch_threads
+from aft_core.models.adapters import load_policy_weights
 from aft_core.monitor import score_greedy
 from aft_core.stats import bootstrap_ci, distinct_n, paired_comparison
 
@@ -60,15 +61,14 @@ class EvalConfig:
 
 
 def load_system(model_dir: str | Path, weights: str | Path | None = None) -> tuple[Any, Any]:
-    """A saved model, optionally with a checkpoint's weights (safetensors) loaded over it."""
-    from safetensors.torch import load_model as load_weights
-
+    """A saved model, optionally with a branch checkpoint's weights (safetensors: full weights, or an adapter that
+    is applied and merged) loaded over it."""
     model, tokenizer = load_model(model_dir)
     if weights:
         if not Path(weights).is_file():
             raise AftInputError(weights, "weights", "checkpoint weights file does not exist",
                                 "rerun the branch, or point at an existing weights/step-*.safetensors")
-        load_weights(model, str(weights), strict=True)
+        model = load_policy_weights(model, weights)
     return model.eval(), tokenizer
 
 

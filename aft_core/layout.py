@@ -56,6 +56,10 @@ class SFTLayout:
         return self.root / "model"
 
     @property
+    def base(self) -> Path:  # adapter=lora on a model no name rebuilds (a preset): the frozen model under the adapter
+        return self.root / "base"
+
+    @property
     def metrics(self) -> Path:  # one line per step / evaluation
         return self.root / "metrics.jsonl"
 

@@ -169,7 +169,7 @@ def dynamics_html(run: RunLayout, branches: list[dict[str, Any]]) -> str:
     parts = ["<h2>Training dynamics</h2><p>Probe metrics per checkpoint (dots coloured by attractor label: "
              + ", ".join(f"<span style='color:{c}'>{k}</span>" for k, c in LABEL_COLOURS.items())
              + "; ★ = primary checkpoint), loss and mean reward per step.</p>"]
-    shown = ("beta", "gamma", "eta_kl", "k", "alpha", "ix_mode", "kl_estimator", "kl_target", "learning_rate")
+    shown = ("beta", "gamma", "eta_kl", "k", "alpha", "ix_mode", "kl_estimator", "kl_target", "learning_rate", "adapter")
     for b in branches:
         branch = run.branch(b["branch_id"])
         if not branch.probe.exists():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,10 +22,11 @@ from aft_core.config import SFTConfig, config_id
 from aft_core.data.batching import BatchSchedule
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table, tokenizer_texts
-from aft_core.io import claim_run_dir
+from aft_core.io import claim_run_dir, replace_dir
 from aft_core.layout import SFTLayout
-from aft_core.models import (PRESETS, ModelFamily, build_model, count_parameters, default_device, family_of,
-                             load_model, model_device, save_model, train_tokenizer)
+from aft_core.models import (PRESETS, ModelFamily, adapters, build_model, count_parameters, default_device,
+                             family_of, load_model, model_device, save_model, train_tokenizer, trainable_parameters)
+from aft_core.models.family import enable_gradient_checkpointing
 from aft_core.trainer import LoopSettings, TrainerState, finished_result, train
 from aft_core.tracking import JsonlTracker, MultiTracker, NullTracker, Tracker
 
@@ -59,7 +61,9 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def prepare_model_and_tokenizer(cfg: SFTConfig, out: SFTLayout, train_table: Any) -> tuple[Any, Any]:
+def prepare_model_and_tokenizer(cfg: SFTConfig, out: SFTLayout, train_table: Any) -> tuple[Any, Any, Any]:
+    """(model to run, its adapter or None, tokenizer): a preset built from config, or a saved model loaded; with
+    adapter=lora, a fresh adapter over it (a preset's weights are saved to base/, which the adapter names)."""
     if cfg.model in PRESETS:
         from transformers import AutoTokenizer
 
@@ -69,8 +73,22 @@ def prepare_model_and_tokenizer(cfg: SFTConfig, out: SFTLayout, train_table: Any
         else:
             tokenizer = train_tokenizer(tokenizer_texts(train_table), PRESETS[cfg.model].vocab_size)
             tokenizer.save_pretrained(tok_dir)
-        return build_model(cfg.model, tokenizer, seed=cfg.seed).to(default_device()), tokenizer
-    return load_model(cfg.model, for_training=True)
+        model = build_model(cfg.model, tokenizer, seed=cfg.seed).to(default_device())
+    else:
+        model, tokenizer = load_model(cfg.model, for_training=True)
+    adapter = None
+    if cfg.adapter == "lora":
+        if cfg.model.startswith("hf:") or not (cfg.model in PRESETS or adapters.is_adapter_folder(Path(cfg.model))):
+            base = cfg.model if cfg.model.startswith("hf:") else str(Path(cfg.model).resolve())
+        else:  # a preset, or an adapter merged into its base: no name rebuilds these weights
+            if not (out.base / "config.json").exists():
+                save_model(model, tokenizer, out.base)
+            base = f"../{out.base.name}"
+        adapter = adapters.add_adapter(model, cfg, base)
+        model = adapter.get_base_model()
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model, adapter, tokenizer
 
 
 @dataclasses.dataclass
@@ -86,7 +104,7 @@ class SFTRun:
     def __init__(self, cfg: SFTConfig, out: SFTLayout, corpus: Any, tracker: Tracker) -> None:
         self.cfg, self.out, self.tracker = cfg, out, tracker
         tables = corpus_to_dataset(corpus)
-        self.model, self.tokenizer = prepare_model_and_tokenizer(cfg, out, tables["train"])
+        self.model, self.adapter, self.tokenizer = prepare_model_and_tokenizer(cfg, out, tables["train"])
         self.family = family_of(self.model, self.tokenizer)
         self.family.check_lengths(self.model, cfg.model, cfg.max_source_tokens, cfg.max_target_tokens)
         train = encode_table(tables["train"], self.tokenizer, self.family, cfg.max_source_tokens, cfg.max_target_tokens)
@@ -96,13 +114,15 @@ class SFTRun:
         self.dev_src, self.dev_tgt = dev["input_ids"], dev["labels"]
         self.pad_id = self.tokenizer.pad_token_id
         self.model.train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=cfg.learning_rate,
+                                           weight_decay=cfg.weight_decay)
         self.scheduler = cosine_schedule(self.optimizer, cfg.warmup_steps, cfg.max_steps)
         self.schedule = BatchSchedule([len(s) for s in self.train_src], cfg.batch_size, cfg.seed)
         self.state = SFTState()
 
     def start(self) -> None:
-        self.tracker.log_params({**dataclasses.asdict(self.cfg), "parameters": count_parameters(self.model)})
+        self.tracker.log_params({**dataclasses.asdict(self.cfg), "parameters": count_parameters(self.model),
+                                 "trainable_parameters": count_parameters(self.model, trainable=True)})
 
     def resumed(self) -> None:
         pass  # metrics.jsonl is append-only; steps repeated after a resume are logged again
@@ -132,7 +152,7 @@ class SFTRun:
         self.tracker.log_metrics({"dev/loss": loss}, step)
         if loss < state.best_dev_loss:
             state.best_dev_loss, state.bad_evals = loss, 0
-            save_model(self.model, self.tokenizer, self.out.best)
+            save_model(self.adapter or self.model, self.tokenizer, self.out.best)
         else:
             state.bad_evals += 1
         if self.cfg.patience > 0 and state.bad_evals >= self.cfg.patience:
@@ -140,8 +160,9 @@ class SFTRun:
 
     def finish(self) -> dict[str, Any]:
         """The final model is the best by dev loss."""
-        best, tokenizer = load_model(self.out.best)
-        save_model(best, tokenizer, self.out.model)
+        with replace_dir(self.out.model) as tmp:  # the best model's files as they are (an adapter stays one)
+            for file in self.out.best.iterdir():
+                shutil.copy2(file, tmp / file.name)
         return {
             "config_id": config_id(self.cfg),
             "model_dir": str(self.out.model),
@@ -151,6 +172,7 @@ class SFTRun:
             "dev_history": self.state.dev_history,
             "train_seconds": round(self.state.seconds, 1),
             "parameters": count_parameters(self.model),
+            "trainable_parameters": count_parameters(self.model, trainable=True),
             "train_examples": len(self.train_src),
         }
 

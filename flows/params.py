@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from aft_core.attractors import THRESHOLD_SETS, AttractorThresholds, thresholds_from
-from aft_core.config import AFTConfig, SFTConfig, config_id
+from aft_core.config import AFTConfig, SFTConfig, config_id, settings_of
 from aft_core.errors import AftInputError
 from aft_core.evaluation import EvalConfig
 from data_checks.suites import DataCheckConfig
@@ -30,7 +30,7 @@ from data_checks.suites import DataCheckConfig
 def model_of(cls: type, name: str, exclude: tuple[str, ...] = (), **defaults: Any) -> type[BaseModel]:
     """A pydantic model with the fields (types, defaults, help) of a config dataclass."""
     fields = {}
-    for f in dataclasses.fields(cls):
+    for f in settings_of(cls):
         if f.name in exclude:
             continue
         default = defaults.get(f.name, f.default)

@@ -166,6 +166,31 @@ def test_the_sft_loss_is_next_token_cross_entropy_on_the_response_only(chat_mode
     assert float(loss) == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-5)
 
 
+def test_the_uncached_pass_reads_the_same_rows_and_raw_attention_is_a_before_renormalisation(chat_model):
+    """Gradient checkpointing scores [prompt; y] per response without the shared cache: the same A and log-probs.
+    `attn_raw` (reward_attention=raw) is Â on the counted positions: A times each row's mass m_t < 1."""
+    import copy
+
+    from aft_core.models.family import enable_gradient_checkpointing
+
+    model, tokenizer, family = chat_model
+    _, src = _batch(family, tokenizer)
+    torch.manual_seed(0)
+    samples = family.generate(model, src, max_new_tokens=8, do_sample=True, k=2)
+    with torch.no_grad():
+        shared = family.teacher_forced(model, src, samples, 2, [0, 1])
+    checkpointed = copy.deepcopy(model)
+    enable_gradient_checkpointing(checkpointed)
+    uncached = family.teacher_forced(checkpointed, src, samples, 2, [0, 1])  # gradients on: the uncached form
+    mask = shared["tgt_mask"]
+    torch.testing.assert_close(uncached["attn"][mask], shared["attn"][mask], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(uncached["token_logp"][mask], shared["token_logp"][mask].detach(), rtol=1e-4, atol=1e-5)
+    raw = shared["attn_raw"]
+    mass = raw.sum(dim=-1)  # [N,T]
+    torch.testing.assert_close(shared["attn"] * mass[..., None], raw, rtol=1e-5, atol=1e-7)
+    assert 0 < float(mass[mask].min()) and float(mass[mask].max()) < 1
+
+
 def test_the_shared_prompt_pass_gives_the_gradient_of_one_pass_per_response(chat_model):
     """The K responses reuse one prompt pass (its KV cache repeated): log-probs and their gradient must equal
     scoring each [prompt; y] on its own."""

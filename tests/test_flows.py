@@ -384,6 +384,35 @@ def test_a_decoder_only_model_goes_through_the_whole_pipeline(harness, tmp_path)
     assert (run_dir / "report.html").exists() and "Lookback" in (run_dir / "report.html").read_text()
 
 
+@pytest.mark.slow
+def test_lora_adapters_go_through_the_whole_pipeline_and_the_deployment_form(harness, tmp_path):
+    """SFT and every branch as LoRA adapters (π_ref = adapter disabled), judged, evaluated and reported; the
+    settings are parameters of the deployment (its form shows them with their help)."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.params import preset
+    from flows.pipeline import aft_pipeline
+
+    schema = json.dumps(parameter_schema(aft_pipeline).model_dump())
+    for name in ("adapter", "lora_rank", "lora_targets", "gradient_checkpointing", "reference_device"):
+        assert f'"{name}"' in schema, name
+    assert "adapter disabled" in schema  # the help travels with the field
+
+    run_dir = tmp_path / "lora"
+    memory = {"adapter": "lora", "lora_rank": 4, "gradient_checkpointing": True}
+    aft_pipeline(preset("tiny", {"run_dir": str(run_dir), "sft": memory, "sweep": {"branch": memory}}))
+    assert (run_dir / "sft" / "model" / "adapter_model.safetensors").exists()
+    assert not (run_dir / "sft" / "model" / "model.safetensors").exists()
+    table = json.loads((run_dir / "evaluation" / "table.json").read_text())
+    assert table["rows"][0]["system"] == "SFT" and len(table["rows"]) >= 3
+    for weights in (run_dir / "branches").glob("*/weights/*.safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            assert all("lora_" in key for key in f.keys())
+    assert "adapter=lora" in (run_dir / "report.html").read_text()
+
+
 def test_a_pretrained_model_adds_the_base_row_and_a_preset_does_not(tmp_path):
     from aft_core.layout import RunLayout
     from flows.pipeline import evaluation_systems

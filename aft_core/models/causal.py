@@ -24,11 +24,11 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from aft_core.data.batching import SourceBatch, pad_batch
+from aft_core.data.batching import pad_batch
 from aft_core.data.examples import serialise_history, slot_value_spans
 from aft_core.errors import AftInputError
-from aft_core.models.family import (IGNORE_INDEX, ModelFamily, decode_loop, first_id, mean_over_response,
-                                    response_mask, scored)
+from aft_core.models.family import (IGNORE_INDEX, ModelFamily, checkpointing, decode_loop, first_id,
+                                    mean_over_response, response_mask, scored)
 
 ATTENTION = "aft_rows"  # the attention implementation every decoder-only model runs with
 RESPONSE_CUE = "system:"  # ends a template-free prompt (AFT_SPEC §8)
@@ -179,49 +179,29 @@ class CausalFamily(ModelFamily):
                            temperature=temperature, eos_id=self._end, pad_id=self._pad)
 
     def teacher_forced(self, model, src, sequences, repeats, layers, state=None):
-        """The prompt once per prompt, its KV cache repeated for its K responses, then the responses.
+        """The prompt once per prompt, its KV cache repeated for its K responses, then the responses (under
+        gradient checkpointing: one uncached pass per response, the same numbers).
 
         y_1 is predicted by the prompt's last position, y_t (t > 1) by the response token before it; A's rows are
         read at exactly those query positions, over the prompt's S key columns.
         """
-        b, s = src.input_ids.shape
-        n = b * repeats
         labels = sequences[:, 1:]  # [N,T]
-        t = labels.shape[1]
         tgt_mask = response_mask(labels, self._end)
         lengths = src.attention_mask.sum(dim=1)  # [B]
-        base = _base(model)
         ids = src.input_ids.masked_fill(src.attention_mask == 0, self._pad)
-        last = (lengths - 1)[:, None]  # [B,1] the position that predicts y_1
-        first_read = RowRead(frozenset(layers), last, s) if layers else None
-        with reading(first_read):
-            out = base(input_ids=ids, attention_mask=src.attention_mask, use_cache=True)
-        width = out.last_hidden_state.shape[-1]
-        hidden = [out.last_hidden_state.gather(1, last[..., None].expand(b, 1, width)).repeat_interleave(repeats, dim=0)]
-        rest_read = None
-        if t > 1:
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(repeats)  # K responses continue one prompt pass (gradients flow through it)
-            mask = torch.cat([src.attention_mask.repeat_interleave(repeats, dim=0),
-                              src.attention_mask.new_ones(n, t - 1)], dim=1)  # [N,S+T-1]: prompt padding masked
-            steps = torch.arange(t - 1, device=labels.device)
-            positions = lengths.repeat_interleave(repeats)[:, None] + steps[None, :]  # [N,T-1] y_1..y_{T-1}
-            rest_read = RowRead(frozenset(layers), steps[None, :].expand(n, t - 1), s) if layers else None
-            with reading(rest_read):
-                hidden.append(base(input_ids=labels[:, :-1], attention_mask=mask, position_ids=positions,
-                                   past_key_values=cache, use_cache=True).last_hidden_state)  # [N,T-1,D]
-        hidden = torch.cat(hidden, dim=1)  # [N,T,D]
+        pass_ = _uncached_pass if checkpointing(model) else _shared_prompt_pass  # a recomputed block cannot write a cache
+        hidden, raw = pass_(_base(model), ids, src.attention_mask, lengths, labels, repeats, layers)  # [N,T,D], Â [N,T,S]
         logits = _output_logits(model, hidden[tgt_mask])  # [M,V]
         attn = lookback = None
-        if first_read is not None:
+        if raw is not None:
             prompt_mask = src.attention_mask.repeat_interleave(repeats, dim=0)  # [N,S]
-            rows = [first_read.mean().repeat_interleave(repeats, dim=0)] + ([rest_read.mean()] if rest_read else [])
-            raw = torch.cat(rows, dim=1) * prompt_mask[:, None, :]  # Â [N,T,S]: prompt columns only
+            raw = raw * prompt_mask[:, None, :]  # prompt columns only
             counted = (prompt_mask.bool() & ~src.src_is_template.repeat_interleave(repeats, dim=0))[:, None, :]  # P′
-            mass = (raw * counted).sum(dim=-1)  # m_t [N,T]
-            attn = raw * counted / mass.clamp(min=torch.finfo(raw.dtype).tiny)[..., None]  # rows sum to 1 over P′
+            raw = raw * counted  # Â on P′
+            mass = raw.sum(dim=-1)  # m_t [N,T]
+            attn = raw / mass.clamp(min=torch.finfo(raw.dtype).tiny)[..., None]  # rows sum to 1 over P′
             lookback = mean_over_response(mass, tgt_mask)
-        return scored(logits, labels, tgt_mask, attn, lookback)
+        return scored(logits, labels, tgt_mask, attn, lookback, attn_raw=raw)
 
     def sft_batch(self, sources, targets, pad_id, device=None):
         ids, attention_mask = pad_batch([list(s) + list(y) for s, y in zip(sources, targets)], pad_id)
@@ -244,6 +224,56 @@ class CausalFamily(ModelFamily):
             raise AftInputError(where, "max_source_tokens", f"{max_source_tokens} prompt + {max_new_tokens} response tokens "
                                 f"exceed the model's {limit} positions",
                                 f"use --max-source-tokens {max(limit - max_new_tokens, 1)} or less")
+
+
+def _shared_prompt_pass(base: Any, ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor,
+                        labels: torch.Tensor, repeats: int, layers: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prompt once per prompt, its KV cache repeated for its K responses (gradients flow through it), then the
+    responses: hidden states [N,T,D] at the positions that predict y_1..y_T, and Â [N,T,S] read there (or None)."""
+    b, s = ids.shape
+    n, t = labels.shape
+    last = (lengths - 1)[:, None]  # [B,1] the position that predicts y_1
+    first_read = RowRead(frozenset(layers), last, s) if layers else None
+    with reading(first_read):
+        out = base(input_ids=ids, attention_mask=attention_mask, use_cache=True)
+    width = out.last_hidden_state.shape[-1]
+    hidden = [out.last_hidden_state.gather(1, last[..., None].expand(b, 1, width)).repeat_interleave(repeats, dim=0)]
+    rest_read = None
+    if t > 1:
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(repeats)  # K responses continue one prompt pass
+        mask = torch.cat([attention_mask.repeat_interleave(repeats, dim=0),
+                          attention_mask.new_ones(n, t - 1)], dim=1)  # [N,S+T-1]: prompt padding masked
+        steps = torch.arange(t - 1, device=labels.device)
+        positions = lengths.repeat_interleave(repeats)[:, None] + steps[None, :]  # [N,T-1] y_1..y_{T-1}
+        rest_read = RowRead(frozenset(layers), steps[None, :].expand(n, t - 1), s) if layers else None
+        with reading(rest_read):
+            hidden.append(base(input_ids=labels[:, :-1], attention_mask=mask, position_ids=positions,
+                               past_key_values=cache, use_cache=True).last_hidden_state)  # [N,T-1,D]
+    if first_read is None:
+        return torch.cat(hidden, dim=1), None
+    rows = [first_read.mean().repeat_interleave(repeats, dim=0)] + ([rest_read.mean()] if rest_read else [])
+    return torch.cat(hidden, dim=1), torch.cat(rows, dim=1)
+
+
+def _uncached_pass(base: Any, ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor,
+                   labels: torch.Tensor, repeats: int, layers: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`_shared_prompt_pass` as one pass over [prompt; y] per response, no cache (what gradient checkpointing can
+    recompute): the same positions, masks and rows, so the same hidden states and Â."""
+    s = ids.shape[1]
+    n, t = labels.shape
+    lengths = lengths.repeat_interleave(repeats)  # [N]
+    prompt_mask = attention_mask.repeat_interleave(repeats, dim=0)  # [N,S]
+    steps = torch.arange(t - 1, device=labels.device)
+    full_ids = torch.cat([ids.repeat_interleave(repeats, dim=0), labels[:, :-1]], dim=1)  # [N,S+T-1]
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(n, t - 1)], dim=1)
+    positions = torch.cat([torch.arange(s, device=ids.device).expand(n, s), lengths[:, None] + steps[None, :]], dim=1)
+    rows = torch.cat([(lengths - 1)[:, None], s + steps[None, :].expand(n, t - 1)], dim=1)  # [N,T] query positions
+    read = RowRead(frozenset(layers), rows, s) if layers else None
+    with reading(read):
+        out = base(input_ids=full_ids, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
+    hidden = out.gather(1, rows[..., None].expand(n, t, out.shape[-1]))  # [N,T,D]
+    return hidden, (read.mean() if read is not None else None)
 
 
 def _render(turns: Sequence[Any], first_index: int, tokenizer: Any) -> dict[str, list]:

@@ -145,11 +145,12 @@ def decode_loop(first_logits: torch.Tensor, step: Callable[[torch.Tensor], torch
 
 
 def scored(logits: torch.Tensor, labels: torch.Tensor, tgt_mask: torch.Tensor, attn: torch.Tensor | None,
-           lookback: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
-    """The teacher-forced record: logits [M,V] on the response positions, per-token log-probs [N,T], and A."""
+           lookback: torch.Tensor | None, attn_raw: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+    """The teacher-forced record: logits [M,V] on the response positions, per-token log-probs [N,T], A, and A before
+    renormalisation (`attn_raw`, Â on the counted positions; A itself where rows already sum to 1)."""
     token_logp = unpack(token_logprobs(logits, labels[tgt_mask]), tgt_mask)  # [N,T]
     return {"logits": logits, "token_logp": token_logp, "labels": labels, "tgt_mask": tgt_mask, "attn": attn,
-            "lookback": lookback}
+            "attn_raw": attn if attn_raw is None else attn_raw, "lookback": lookback}
 
 
 def first_id(ids: int | Sequence[int] | None) -> int | None:
@@ -160,3 +161,45 @@ def first_id(ids: int | Sequence[int] | None) -> int | None:
 def mean_over_response(values: torch.Tensor, tgt_mask: torch.Tensor) -> torch.Tensor:
     """mean_t values[n,t] over response tokens   [N,T] -> [N]"""
     return (values * tgt_mask).sum(dim=1) / tgt_mask.sum(dim=1).clamp(min=1)
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute every transformer block's activations in the backward pass instead of keeping them.
+
+    Each block (transformers' `GradientCheckpointingLayer`) runs under `torch.utils.checkpoint` (non-reentrant)
+    whenever gradients are on, in eval mode too: AFT's policy trains in eval mode (no dropout), where transformers'
+    own switch does nothing. As transformers does, a checkpointed block gets no KV cache (a recomputed block would
+    write it twice): passes that share a cache with gradients (the decoder-only shared prompt) take their uncached
+    form instead (`checkpointing(model)` tells them). Sampling (no gradients) is unchanged."""
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if checkpointing(model):
+        return
+    blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not blocks:
+        from aft_core.errors import AftInputError
+
+        raise AftInputError(type(model).__name__, "gradient_checkpointing", "this architecture has no checkpointable "
+                            "blocks (transformers' GradientCheckpointingLayer)", "set gradient_checkpointing to false")
+    for block in blocks:
+        plain = block.forward
+
+        def forward(*args: Any, _plain: Callable = plain, _block: Any = block, **kwargs: Any) -> Any:
+            if not torch.is_grad_enabled():
+                return _plain(*args, **kwargs)
+            if kwargs.get("use_cache"):
+                kwargs["use_cache"] = False
+            if not _block._can_checkpoint_with_cache:  # a recomputed block would write its cache twice
+                for name in ("past_key_values", "past_key_value", "layer_past"):
+                    if kwargs.get(name) is not None:
+                        kwargs[name] = None
+            return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+
+        block.forward = forward
+    model.aft_gradient_checkpointing = True
+
+
+def checkpointing(model: Any) -> bool:
+    """Whether `enable_gradient_checkpointing` was applied and gradients are on (a pass will be recomputed)."""
+    return bool(getattr(model, "aft_gradient_checkpointing", False)) and torch.is_grad_enabled()

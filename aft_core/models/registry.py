@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import torch
 
 from aft_core.config import PRESETS, ModelPreset
 from aft_core.errors import AftInputError
+from aft_core.models import adapters
 from aft_core.models.causal import ATTENTION as CAUSAL_ATTENTION
 from aft_core.models.causal import CausalFamily
 from aft_core.models.family import ModelFamily
@@ -115,6 +116,8 @@ def check_model_source(name_or_path: str | Path) -> tuple[str, bool]:
         if not path.is_dir():
             raise AftInputError(path, "model", "does not exist or is not a directory",
                                 f"pass a saved model directory, a preset ({', '.join(PRESETS)}), or hf:<org>/<name>")
+        if adapters.is_adapter_folder(path):
+            return source, hub  # a LoRA adapter: its base is checked when it is loaded
         if not (path / "config.json").exists():
             raise AftInputError(path, "config.json", "the directory holds no saved model",
                                 "point at a folder written by `aft sft` or save_pretrained")
@@ -152,6 +155,13 @@ def load_model(name_or_path: str | Path, for_training: bool = False,
     from transformers import AutoConfig, AutoTokenizer
 
     source, hub = check_model_source(name_or_path)
+    if not hub and adapters.is_adapter_folder(Path(source)):  # a LoRA SFT model: base + adapter, merged
+        base, _ = load_model(adapters.adapter_base(Path(source)), device=device)
+        tokenizer = _load_tokenizer(Path(source))
+        check_tokenizer_matches(base, tokenizer, source)
+        model = adapters.load_adapter_model(Path(source), base)
+        model.train(for_training)
+        return model, tokenizer
     kwargs: dict[str, Any] = {} if hub else {"local_files_only": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
@@ -203,17 +213,35 @@ def check_tokenizer_matches(model: Any, tokenizer: Any, where: str | Path) -> No
         tokenizer.pad_token = tokenizer.eos_token  # decoder-only: what follows a response's end is never read
 
 
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    if not any((path / name).exists() for name in TOKENIZER_FILES):
+        raise AftInputError(path, "tokenizer", "the folder holds no tokenizer files",
+                            "save the model's tokenizer beside it (tokenizer.save_pretrained(DIR))")
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
 def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
-    """Write model (safetensors) and tokenizer to `out_dir` via a temporary folder, then swap it in."""
+    """Write model (safetensors) and tokenizer to `out_dir` via a temporary folder, then swap it in. A PeftModel
+    writes its adapter only (PEFT's layout, naming its base)."""
     from aft_core.io import replace_dir
 
     with replace_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if hasattr(model, "peft_config"):  # the adapter only; the (frozen) embeddings are the base's
+            model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model: torch.nn.Module, trainable: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """What the optimizer updates: every weight, or only an adapter's."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def torch_threads() -> int:

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from aft_core.data.batching import SourceBatch, pad_batch
+from aft_core.data.batching import pad_batch
 from aft_core.data.examples import encode_sources
 from aft_core.errors import AftInputError
 from aft_core.models import t5_decoding

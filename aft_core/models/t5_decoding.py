@@ -19,6 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
+
+from aft_core.models.family import checkpointing
 
 
 def supports(model: Any) -> bool:
@@ -92,7 +95,10 @@ def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: tor
     cross_mask = _source_bias(attention_mask, encoded.dtype)  # [B,1,1,S]
     hidden = decoder.embed_tokens(decoder_ids)  # [N,T,D]
     total = None
-    for index, block in enumerate(decoder.block):
+    recompute = checkpointing(model)  # gradient checkpointing: each block recomputed in the backward pass
+
+    def run_block(block: Any, read: bool, hidden: torch.Tensor, encoded: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         self_layer, cross_layer = block.layer[0], block.layer[1]
         attn = self_layer.SelfAttention
         x = self_layer.layer_norm(hidden)
@@ -104,13 +110,18 @@ def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: tor
         x = cross_layer.layer_norm(hidden)
         q = attn.q(x).view(b, k * t, h, dk).transpose(1, 2)  # [B,H,K·T,dk]: a prompt's K sequences share its keys
         key, value = _cross_keys_values(attn, encoded)  # [B,H,S,dk]
-        context, probs = _attend(q, key, value, cross_mask, need_weights=index in layers)  # [B,H,K·T,dk]
-        if index in layers:
-            head_mean = probs.detach().float().mean(dim=1).view(n, t, s)  # [B,H,K·T,S] -> [N,T,S]
-            total = head_mean if total is None else total + head_mean
+        context, probs = _attend(q, key, value, cross_mask, need_weights=read)  # [B,H,K·T,dk]
+        head_mean = probs.detach().float().mean(dim=1).view(n, t, s) if read else None  # [B,H,K·T,S] -> [N,T,S]
         hidden = hidden + attn.o(context.transpose(1, 2).reshape(n, t, h * dk))
+        return block.layer[-1](hidden), head_mean  # feed-forward with its own norm and residual
 
-        hidden = block.layer[-1](hidden)
+    for index, block in enumerate(decoder.block):
+        if recompute:
+            hidden, head_mean = checkpoint(run_block, block, index in layers, hidden, encoded, use_reentrant=False)
+        else:
+            hidden, head_mean = run_block(block, index in layers, hidden, encoded)
+        if head_mean is not None:
+            total = head_mean if total is None else total + head_mean
     return _output_states(model, hidden), (total / len(layers) if total is not None else None)
 
 
