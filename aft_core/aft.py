@@ -162,7 +162,7 @@ def load_policy_and_reference(cfg: AFTConfig) -> tuple[Any, Any, Any, Any]:
     adapter = None
     if cfg.adapter == "lora":
         model.requires_grad_(False)
-        adapter = adapters.add_adapter(model, cfg, cfg.sft_model)
+        adapter = adapters.add_adapter(model, cfg, cfg.sft_model, seed=cfg.seed)
         model = adapter.get_base_model().eval()
         reference: Any = adapters.AdapterDisabled(adapter)
     else:

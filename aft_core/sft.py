@@ -84,7 +84,7 @@ def prepare_model_and_tokenizer(cfg: SFTConfig, out: SFTLayout, train_table: Any
             if not (out.base / "config.json").exists():
                 save_model(model, tokenizer, out.base)
             base = f"../{out.base.name}"
-        adapter = adapters.add_adapter(model, cfg, base)
+        adapter = adapters.add_adapter(model, cfg, base, seed=cfg.seed)
         model = adapter.get_base_model()
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)

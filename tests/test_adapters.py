@@ -4,8 +4,6 @@ number, a LoRA SFT model is base + adapter, and `aft export --merge` writes a pl
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +24,6 @@ from aft_core.sft import run_sft
 from conftest import branch_config
 
 pytestmark = pytest.mark.slow
-AFT = str(Path(sys.executable).with_name("aft"))
 FAMILIES = {"seq2seq": "sft_model", "causal": "causal_sft_model"}
 
 
@@ -129,8 +126,8 @@ def test_gradient_checkpointing_changes_no_loss_and_no_gradient(sft, towninfo_di
     assert torch.equal(s0, s1)  # sampling (no gradients) is untouched
     assert loss1 == pytest.approx(loss0, rel=1e-5) and focus1 == pytest.approx(focus0, rel=1e-5)
     assert g0.keys() == g1.keys() and g0
-    for name in g0:
-        torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-6)
+    whole0, whole1 = (torch.cat([g[name].flatten() for name in sorted(g0)]) for g in (g0, g1))
+    assert float((whole1 - whole0).norm() / whole0.norm()) < 1e-5  # summation order only
 
 
 def test_a_lora_sft_model_is_base_plus_adapter_and_resumes_exactly(towninfo_dir, tmp_path):
@@ -158,33 +155,35 @@ def test_a_lora_sft_model_is_base_plus_adapter_and_resumes_exactly(towninfo_dir,
     assert moved and all(n.endswith("weight") for n in moved)
 
 
-def test_export_merges_a_branch_adapter_into_a_plain_model(sft, towninfo_dir, tmp_path):
+def test_export_merges_a_branch_adapter_into_a_plain_model(sft, towninfo_dir, tmp_path, capsys):
+    from aft_core.cli import main
+
     branch = tmp_path / "branch"
     run_branch(branch_config(sft, towninfo_dir, adapter="lora", steps=2, checkpoint_every=1, probe_size=8,
                              learning_rate=1e-2), branch, progress=False)
     weights = branch / "weights" / "step-0000002.safetensors"
     evaluated, tokenizer = load_system(sft, weights)
+    family = family_of(evaluated, tokenizer)
+    src = _batch(tokenizer, family, towninfo_dir)
+    samples = _samples(evaluated, family, src)
+    with torch.no_grad():
+        expected = family.teacher_forced(evaluated, src, samples, 2, None)
     for merge in ([], ["--merge"]):
         out = tmp_path / f"export{len(merge)}"
-        done = subprocess.run([AFT, "export", str(branch), "--out", str(out), "--step", "last", *merge],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert main(["export", str(branch), "--out", str(out), "--step", "last", *merge]) == 0
         assert (out / ("model.safetensors" if merge else "adapter_model.safetensors")).exists()
         exported, _ = load_model(out)
-        family = family_of(exported, tokenizer)
-        src = _batch(tokenizer, family, towninfo_dir)
-        samples = _samples(evaluated, family, src)
         with torch.no_grad():
-            a = family.teacher_forced(evaluated, src, samples, 2, None)
-            b = family.teacher_forced(exported, src, samples, 2, None)
-        torch.testing.assert_close(a["token_logp"][a["tgt_mask"]], b["token_logp"][b["tgt_mask"]])
+            got = family.teacher_forced(exported, src, samples, 2, None)
+        torch.testing.assert_close(got["token_logp"][got["tgt_mask"]], expected["token_logp"][expected["tgt_mask"]])
     from transformers import AutoConfig  # the merged folder is a plain model: config.json, no adapter
 
     assert not (tmp_path / "export1" / "adapter_config.json").exists()
     assert AutoConfig.from_pretrained(tmp_path / "export1", local_files_only=True)
-    bad = subprocess.run([AFT, "export", str(branch), "--out", str(tmp_path / "x"), "--step", "7"],
-                         capture_output=True, text=True)
-    assert bad.returncode == 2 and "step" in bad.stderr and "Traceback" not in bad.stderr
+    capsys.readouterr()
+    assert main(["export", str(branch), "--out", str(tmp_path / "x"), "--step", "7"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "step" in error and "\n" not in error and "Traceback" not in error
 
 
 def test_memory_settings_are_validated_with_the_fix(sft_model, towninfo_dir):

@@ -41,9 +41,15 @@ def lora_config(settings: dict[str, Any] | Any) -> Any:
                       init_lora_weights=True, bias="none")
 
 
-def add_adapter(model: torch.nn.Module, settings: Any, base: str = "") -> Any:
+def add_adapter(model: torch.nn.Module, settings: Any, base: str = "", seed: int = 0) -> Any:
     """`model` with a fresh LoRA adapter (zero B: the output is unchanged); only the adapter trains. `base` names the
-    model under it in the files it writes. Returns the PeftModel; its `get_base_model()` is the model to run."""
+    model under it in the files it writes. Returns the PeftModel; its `get_base_model()` is the model to run.
+
+    A is drawn again from a generator seeded with `seed`, in parameter order: PEFT draws it from the global RNG in
+    the order it finds target modules (a set, whose order changes with Python's hash seed), so two runs of one
+    config would start from different adapters."""
+    import math
+
     from peft import get_peft_model
 
     try:
@@ -52,6 +58,13 @@ def add_adapter(model: torch.nn.Module, settings: Any, base: str = "") -> Any:
         raise AftInputError(type(model).__name__, "lora_targets", (str(e).splitlines() or [""])[0][:300],
                             "use all-linear, or names of the model's linear modules such as q,v or q_proj,v_proj") from e
     peft_model.peft_config["default"].base_model_name_or_path = base
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_A" in name:  # PEFT's own init: kaiming-uniform with a = √5
+                values = torch.empty(p.shape, dtype=p.dtype)
+                torch.nn.init.kaiming_uniform_(values, a=math.sqrt(5), generator=generator)
+                p.copy_(values)
     return peft_model
 
 
