@@ -327,7 +327,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # about small's size) on the same corpus, the same two branches; A is the self-attention of the rows that predict
     # each response token, renormalised over the history (template tokens and the sink excluded). SFT runs 1,000
     # steps, half the main job's: a decoder-only step runs over prompt and response together, about twice the time
-    # (experiments/decoder_only.py gives both families the same 2,000).
+    # (experiments/decoder_only.py gives both families the same 2,000). The AFT rate 1e-5 is calibrated for it too
+    # (README, Calibration: 1e-4 falls into the Dam by step 100, 3e-6 gains less focus).
     "towninfo-causal": {
         "run_dir": "runs/causal",
         "sft": {"model": "causal-small", "max_steps": 1000},
