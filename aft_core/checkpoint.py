@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from aft_core.io import replace_dir
-from aft_core.models.adapters import load_trainable_state, trainable_state
+from aft_core.models.adapters import has_frozen_weights, load_trainable_state, trainable_state
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -84,7 +84,7 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG states in place; returns the JSON state."""
     meta = json.loads((path / STATE_FILE).read_text())
-    if trainable_state(model) is None:
+    if not has_frozen_weights(model):
         load_model(model, str(path / "model.safetensors"), strict=True)
     else:
         load_trainable_state(model, load_file(str(path / "model.safetensors")), path)

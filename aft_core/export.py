@@ -7,16 +7,15 @@ model.safetensors, tokenizer) that `transformers` loads with no PEFT. Without it
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from aft_core.errors import AftInputError
-from aft_core.io import replace_dir
+from aft_core.io import copy_dir
 from aft_core.layout import BranchLayout
 from aft_core.models import load_model, save_model
-from aft_core.models.adapters import (ADAPTER_CONFIG, ADAPTER_METADATA, adapter_base, add_adapter, is_adapter_folder,
-                                      load_policy_weights)
+from aft_core.models.adapters import (ADAPTER_CONFIG, adapter_base, apply_adapter_checkpoint, checkpoint_adapter,
+                                      is_adapter_folder, load_policy_weights)
 
 
 def branch_step(branch: BranchLayout, step: str) -> int:
@@ -45,38 +44,19 @@ def export_model(source: str | Path, out: str | Path, step: str = "", merge: boo
         sft_model = str(branch.read_config()["sft_model"])
         at = branch_step(branch, step)
         weights = branch.weights(at)
-        adapter = _is_adapter_checkpoint(weights)
+        settings = checkpoint_adapter(weights)
         model, tokenizer = load_model(sft_model)
-        if adapter and not merge:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            peft_model = add_adapter(model, json.loads(_metadata(weights)[ADAPTER_METADATA]), str(Path(sft_model).resolve()))
-            set_peft_model_state_dict(peft_model, load_file(str(weights)))
-            save_model(peft_model, tokenizer, out)
+        if settings is not None and not merge:
+            save_model(apply_adapter_checkpoint(model, weights, settings, str(Path(sft_model).resolve())), tokenizer, out)
         else:
             save_model(load_policy_weights(model, weights), tokenizer, out)
-        return {"source": str(source), "step": at, "out": str(out), "adapter": adapter and not merge}
+        return {"source": str(source), "step": at, "out": str(out), "adapter": settings is not None and not merge}
     if is_adapter_folder(source) and not merge:
         base = adapter_base(source)  # absolute, so the copy still finds it
-        with replace_dir(out) as tmp:
-            for file in source.iterdir():
-                if file.is_file():
-                    shutil.copy2(file, tmp / file.name)
+        with copy_dir(source, out) as tmp:
             config = json.loads((tmp / ADAPTER_CONFIG).read_text(encoding="utf-8"))
             (tmp / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model_name_or_path": base}, indent=2))
         return {"source": str(source), "out": str(out), "adapter": True}
     model, tokenizer = load_model(source)  # a full model, or an adapter merged into its base
     save_model(model, tokenizer, out)
     return {"source": str(source), "out": str(out), "adapter": False}
-
-
-def _metadata(weights: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="pt") as f:
-        return f.metadata() or {}
-
-
-def _is_adapter_checkpoint(weights: Path) -> bool:
-    return ADAPTER_METADATA in _metadata(weights)

@@ -84,6 +84,16 @@ def replace_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def copy_dir(source: str | Path, path: str | Path) -> Iterator[Path]:
+    """`replace_dir(path)` pre-filled with copies of `source`'s files: edit them in the block, then it is swapped in."""
+    with replace_dir(path) as tmp:
+        for file in Path(source).iterdir():
+            if file.is_file():
+                shutil.copy2(file, tmp / file.name)
+        yield tmp
+
+
 def claim_run_dir(out_dir: str | Path, config_file: str, config: dict[str, Any]) -> bool:
     """Make `out_dir` this run's folder. Returns True when it already held this same run (resume).
 

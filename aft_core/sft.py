@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +21,7 @@ from aft_core.config import SFTConfig, config_id
 from aft_core.data.batching import BatchSchedule
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table, tokenizer_texts
-from aft_core.io import claim_run_dir, replace_dir
+from aft_core.io import claim_run_dir, copy_dir
 from aft_core.layout import SFTLayout
 from aft_core.models import (PRESETS, ModelFamily, adapters, build_model, count_parameters, default_device,
                              family_of, load_model, model_device, save_model, train_tokenizer, trainable_parameters)
@@ -160,9 +159,8 @@ class SFTRun:
 
     def finish(self) -> dict[str, Any]:
         """The final model is the best by dev loss."""
-        with replace_dir(self.out.model) as tmp:  # the best model's files as they are (an adapter stays one)
-            for file in self.out.best.iterdir():
-                shutil.copy2(file, tmp / file.name)
+        with copy_dir(self.out.best, self.out.model):  # the best model's files as they are (an adapter stays one)
+            pass
         return {
             "config_id": config_id(self.cfg),
             "model_dir": str(self.out.model),

@@ -94,12 +94,15 @@ def reference_model(reference: Any) -> Iterator[torch.nn.Module]:
         yield reference
 
 
+def has_frozen_weights(model: torch.nn.Module) -> bool:
+    return not all(p.requires_grad for p in model.parameters())
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     """The trainable tensors by name when some weights are frozen (an adapter), else None (the whole model)."""
-    params = list(model.named_parameters())
-    if all(p.requires_grad for _, p in params):
+    if not has_frozen_weights(model):
         return None
-    return {name: p.detach().cpu().contiguous() for name, p in params if p.requires_grad}
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
@@ -126,25 +129,38 @@ def save_policy_weights(model: torch.nn.Module, adapter: Any, settings: Any, pat
     save_file(tensors, str(path), metadata={ADAPTER_METADATA: json.dumps(adapter_settings(settings))})
 
 
-def load_policy_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """`model` (the SFT model) with a branch checkpoint's weights: an adapter is applied and merged, full weights
-    replace the model's. Returns the model to run."""
+def checkpoint_adapter(path: str | Path) -> dict[str, Any] | None:
+    """The LoRA settings a branch checkpoint's weights file carries, or None (full weights)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file, load_model
 
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
-    if ADAPTER_METADATA not in metadata:
-        load_model(model, str(path), strict=True)
-        return model
-    from peft import set_peft_model_state_dict
+    return json.loads(metadata[ADAPTER_METADATA]) if ADAPTER_METADATA in metadata else None
 
-    peft_model = add_adapter(model, json.loads(metadata[ADAPTER_METADATA]))
+
+def apply_adapter_checkpoint(model: torch.nn.Module, path: str | Path, settings: dict[str, Any], base: str = "") -> Any:
+    """`model` with the adapter of a branch checkpoint (settings from `checkpoint_adapter`); returns the PeftModel."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    peft_model = add_adapter(model, settings, base)
     result = set_peft_model_state_dict(peft_model, load_file(str(path)))
     if result.unexpected_keys or any("lora_" in key for key in result.missing_keys):
         raise AftInputError(path, "weights", "the adapter does not fit this SFT model",
                             "evaluate the checkpoint with the SFT model its branch was trained from")
-    return peft_model.merge_and_unload()
+    return peft_model
+
+
+def load_policy_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """`model` (the SFT model) with a branch checkpoint's weights: an adapter is applied and merged, full weights
+    replace the model's. Returns the model to run."""
+    from safetensors.torch import load_model
+
+    settings = checkpoint_adapter(path)
+    if settings is None:
+        load_model(model, str(path), strict=True)
+        return model
+    return apply_adapter_checkpoint(model, path, settings).merge_and_unload()
 
 
 def is_adapter_folder(path: Path) -> bool:
