@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 from aft_core.errors import AftInputError
 
@@ -26,6 +26,31 @@ def config_id(cfg: Any, length: int = 12) -> str:
     """Stable short hash of a config's full content."""
     blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def with_defaults(cls: type, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored config of `cls` as the current code reads it.
+
+    A setting added since it was written takes its default (by this project's rule, the behaviour the stored run
+    had); defaults derived from other settings are resolved as `cls` resolves them (SFT's learning rate). Keys
+    that `cls` no longer has are kept, so they still count in a comparison.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    built = dataclasses.asdict(cls(**{k: v for k, v in stored.items() if k in known}))
+    return {**built, **{k: v for k, v in stored.items() if k not in known}}
+
+
+def same_settings(cls: type, a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str] = ()) -> bool:
+    """Whether two stored configs of `cls` describe the same settings, with defaults filled on both sides and the
+    `ignore`d keys left out. Everything that compares stored configs goes through here (the summary's frontier
+    match, the frontier's basis), so a field added with a default never makes old and new configs differ."""
+    skip = set(ignore)
+
+    def kept(config: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in json.loads(json.dumps(with_defaults(cls, config), default=str)).items()
+                if k not in skip}
+
+    return kept(a) == kept(b)
 
 
 def settings_of(cls: type) -> list[dataclasses.Field]:

@@ -74,7 +74,7 @@ def record_provenance(path: Path, seeds: dict[str, int], step: int) -> dict[str,
     entries = read_json(path, fix="delete the provenance file (it is rewritten at the next start)")["runs"] \
         if path.exists() else []
     entry = {"started_at_step": step, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "seeds": seeds, **machine_provenance()}
+             "pid": os.getpid(), "seeds": seeds, **machine_provenance()}
     content = {"runs": [*entries, entry], "same_machine_throughout": all(_same_machine(e, entry) for e in entries)}
     write_json_atomic(path, content)
     return content

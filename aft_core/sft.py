@@ -105,6 +105,7 @@ class SFTRun:
         tables = corpus_to_dataset(corpus)
         self.model, self.adapter, self.tokenizer = prepare_model_and_tokenizer(cfg, out, tables["train"])
         self.family = family_of(self.model, self.tokenizer)
+        self.family.use_sft_attention(self.model)
         self.family.check_lengths(self.model, cfg.model, cfg.max_source_tokens, cfg.max_target_tokens)
         train = encode_table(tables["train"], self.tokenizer, self.family, cfg.max_source_tokens, cfg.max_target_tokens)
         dev = encode_table(tables["validation"].select(range(min(cfg.dev_examples, len(tables["validation"])))),

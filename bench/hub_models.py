@@ -2,7 +2,8 @@
 
 - T5 v1.1: gated-gelu, untied head, a SentencePiece (unigram) `spiece.model` with 100 extra ids;
 - BART: byte-level BPE (vocab.json + merges.txt), decoder start </s>, forced BOS <s>, learned positions;
-- a Llama-shaped causal LM whose tokenizer has a chat template and an end-of-turn token, and no pad token.
+- a Llama-shaped causal LM whose tokenizer has a chat template and an end-of-turn token, and no pad token;
+- a Gemma-2-shaped causal LM with Gemma's own chat template (strict user/assistant alternation, no system role).
 """
 from __future__ import annotations
 
@@ -51,11 +52,23 @@ def build_bart(out: Path, texts: Iterable[str]) -> Path:
     return _save(BartForConditionalGeneration(config), tokenizer, out)
 
 
-def chat_tokenizer(texts: Iterable[str]):
+# Gemma's own chat template (google/gemma-2-2b-it): no system role, assistant rendered as `model`, and it raises when
+# roles do not alternate user/assistant from a user turn, as Mistral's and Llama 2's do.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+
+
+def chat_tokenizer(texts: Iterable[str], template: str = CHAT_TEMPLATE,
+                   turn_tokens: tuple[str, ...] = ("<|user|>", "<|assistant|>", "<|end|>")):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|end|>"]
+    specials = ["<s>", "</s>", "<unk>", *turn_tokens]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -63,7 +76,7 @@ def chat_tokenizer(texts: Iterable[str]):
                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                         additional_special_tokens=specials[3:])
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = template
     return tokenizer
 
 
@@ -78,6 +91,18 @@ def build_llama_chat(out: Path, texts: Iterable[str], layers: int = 2, hidden: i
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=[tokenizer.eos_token_id,
                                                                             tokenizer.convert_tokens_to_ids("<|end|>")])
     return _save(LlamaForCausalLM(config), tokenizer, out)
+
+
+def build_gemma2_chat(out: Path, texts: Iterable[str]) -> Path:
+    """A Gemma-2-shaped causal LM (soft-capped attention and logits, sliding window) with Gemma's chat template."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    tokenizer = chat_tokenizer(texts, GEMMA_CHAT_TEMPLATE, ("<start_of_turn>", "<end_of_turn>"))
+    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
+                          sliding_window=256, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.eos_token_id,
+                          eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")])
+    return _save(Gemma2ForCausalLM(config), tokenizer, out)
 
 
 def _save(model: torch.nn.Module, tokenizer, out: Path) -> Path:

@@ -298,7 +298,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "towninfo-small": {
         "run_dir": "runs/main",
         "sft": {"model": "small", "max_steps": 2000},
-        "sweep": E3_20_AND_SALIENT_COVERAGE,
+        "sweep": {**E3_20_AND_SALIENT_COVERAGE, "parallel_branches": 2},  # each branch in a process, a core each
         "evaluation": {"test_examples": 1000},
     },
     # MultiWOZ 2.1 (the paper's corpus) on this machine: the shared validation split is divided by dialogue into

@@ -18,7 +18,7 @@ from prefect.artifacts import create_table_artifact
 from aft_core.io import run_lock
 from aft_core.layout import RunLayout
 from flows.params import SweepParams, branch_configs
-from tasks.stages import dispatch_branch, judge_branch, train_branch, with_stage_storage
+from tasks.stages import branch_processes, dispatch_branch, judge_branch, train_branch, with_stage_storage
 from tasks.summary import branch_table_row
 
 
@@ -64,20 +64,35 @@ def _sweep(run_dir: str, branches: list[dict[str, Any]], params: SweepParams) ->
                                                    thresholds, b["tags"])))
         else:
             todo.append((b, None))
-    # In-process branches run in waves of `parallel_branches` (2 CPU cores are busy with one).
-    waves = [todo[i:i + params.parallel_branches] for i in range(0, len(todo), params.parallel_branches)]
-    for wave in waves:
-        submitted = [(b, future or with_stage_storage(train_branch, run_dir, b["branch_id"]).submit(
-            run_dir, b["branch_id"], b["config"], thresholds, b["tags"])) for b, future in wave]
-        for b, future in submitted:
-            future.wait()
-            outcome = future.result(raise_on_failure=False)
-            if isinstance(outcome, BaseException):
-                outcomes[b["branch_id"]] = {"status": "failed", "error": f"{type(outcome).__name__}: {outcome}"}
-                logger.error("branch %s %s failed: %s", b["branch_id"], b["grid"], outcome)
-            else:
-                outcomes[b["branch_id"]] = outcome
+    # In-process branches run in waves of `parallel_branches`: one at a time in this process, or several at once,
+    # each in a process of its own with the cores shared among them (branch_processes).
+    parallel = params.parallel_branches
+    waves = [todo[i:i + parallel] for i in range(0, len(todo), parallel)]
+    with branch_processes(parallel if sum(f is None for _, f in todo) > 1 else 1) as submit:
+        for wave in waves:
+            submitted = [(b, future or submit(with_stage_storage(train_branch, run_dir, b["branch_id"]), {
+                "run_dir": run_dir, "branch_id": b["branch_id"], "config": b["config"], "thresholds": thresholds,
+                "tags": b["tags"]})) for b, future in wave]
+            _collect(submitted, outcomes, logger)
+    return _judge(run, run_dir, branches, outcomes, thresholds)
 
+
+def _collect(submitted: list[tuple[dict[str, Any], Any]], outcomes: dict[str, Any], logger: Any) -> None:
+    """Wait for a wave of branches; a failed branch becomes a `failed` outcome, never an exception."""
+    for b, future in submitted:
+        future.wait()
+        outcome = future.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):
+            outcomes[b["branch_id"]] = {"status": "failed", "error": f"{type(outcome).__name__}: {outcome}"}
+            logger.error("branch %s %s failed: %s", b["branch_id"], b["grid"], outcome)
+        else:
+            outcomes[b["branch_id"]] = outcome
+
+
+def _judge(run: RunLayout, run_dir: str, branches: list[dict[str, Any]], outcomes: dict[str, Any],
+           thresholds: dict[str, Any]) -> dict[str, Any]:
+    """sweep.json, every trained branch judged, the branch table artifact; Failed naming the failed branches."""
+    logger = get_run_logger()
     rows = [{"branch_id": b["branch_id"], **b["grid"], **outcomes[b["branch_id"]]} for b in branches]
     summary = {"run_dir": run_dir, "branches": rows, "failed": [r["branch_id"] for r in rows if r["status"] == "failed"]}
     run.write_sweep(summary)

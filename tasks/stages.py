@@ -15,9 +15,10 @@ import errno
 import hashlib
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -91,6 +92,33 @@ def with_stage_storage(stage: Any, run_dir: str | Path, branch_id: str | None = 
     run = RunLayout(Path(run_dir).resolve())
     folder = run.sft if branch_id is None else run.branch(branch_id)
     return stage.with_options(result_storage=run.task_results, refresh_cache=not folder.finished())
+
+
+@contextmanager
+def branch_processes(parallel: int) -> Iterator[Callable[[Any, dict[str, Any]], Any]]:
+    """`submit(task, parameters)` for a sweep's in-process branches. With `parallel` > 1 each branch runs in a
+    process of its own (Prefect's ProcessPoolTaskRunner), the cores shared among them (AFT_THREADS, which the
+    spawned processes inherit): sampling a branch is bound by per-token latency, so two branches on one core each
+    finish sooner than one after the other on two. With 1, in this process (the task's own submit), as before."""
+    if parallel <= 1:
+        yield lambda stage, parameters: stage.submit(**parameters)
+        return
+    import os
+
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from aft_core.models import torch_threads
+
+    before = os.environ.get("AFT_THREADS")
+    os.environ["AFT_THREADS"] = str(max(1, torch_threads() // parallel))  # this process trains nothing meanwhile
+    try:
+        with ProcessPoolTaskRunner(max_workers=parallel) as runner:
+            yield lambda stage, parameters: runner.submit(stage, parameters)
+    finally:
+        if before is None:
+            os.environ.pop("AFT_THREADS", None)
+        else:
+            os.environ["AFT_THREADS"] = before
 
 
 # --- data ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from aft_core.config import AFTConfig, SFTConfig
+from aft_core.config import AFTConfig, SFTConfig, same_settings
 from aft_core.evaluation import NO_VENUE_DATABASE, TABLE1_COLUMNS, paired_changes
 from aft_core.io import write_json_atomic, write_text_atomic
 from aft_core.layout import RunLayout
@@ -66,9 +66,12 @@ REFERENCE_FRONTIER = Path(__file__).resolve().parents[1] / "experiments" / "refe
 NOT_A_SETTING = ("sft_model", "data", "seed", "keep_checkpoints", "branch_id")  # what the figures do not depend on
 
 
-def _setting(config: dict[str, Any]) -> dict[str, Any]:
-    """A branch's setting; a setting added since a frontier was measured takes its default (what that run used)."""
-    return {k: v for k, v in {**dataclasses.asdict(AFTConfig()), **config}.items() if k not in NOT_A_SETTING}
+SFT_NOT_RECIPE = ("seed", "data")  # an SFT model's seed and corpus path are not its recipe
+
+
+def same_setting(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two stored branch configs are the same setting (defaults filled on both sides)."""
+    return same_settings(AFTConfig, a, b, ignore=NOT_A_SETTING)
 
 
 def pipeline_basis(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +79,17 @@ def pipeline_basis(parameters: dict[str, Any]) -> dict[str, Any]:
     return {"data": parameters.get("data"), "towninfo_dialogues": parameters.get("towninfo_dialogues"),
             "towninfo_seed": parameters.get("towninfo_seed"),
             "sft": {k: v for k, v in dataclasses.asdict(SFTConfig(**(parameters.get("sft") or {}))).items()
-                    if k not in ("seed", "data")}}
+                    if k not in SFT_NOT_RECIPE}}
+
+
+def basis_matches(stored: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """Whether a frontier measured on `stored` speaks for a run on `current` (both `pipeline_basis` results): the
+    same corpus and the same SFT recipe, a setting added to SFTConfig since the frontier was measured taking its
+    default on both sides."""
+    if not stored:
+        return False
+    corpus = {k: v for k, v in stored.items() if k != "sft"} == {k: v for k, v in current.items() if k != "sft"}
+    return corpus and same_settings(SFTConfig, stored.get("sft") or {}, current["sft"], ignore=SFT_NOT_RECIPE)
 
 
 def frontier_reference(run: RunLayout) -> tuple[dict[str, Any], str] | None:
@@ -95,15 +108,15 @@ def one_draw_lines(run: RunLayout, branch_rows: list[dict[str, Any]], table: dic
     if found is None:
         return []
     frontier, source = found
-    if frontier.get("meta", {}).get("basis") != pipeline_basis(run.read_parameters()):
+    if not basis_matches(frontier.get("meta", {}).get("basis"), pipeline_basis(run.read_parameters())):
         return []  # another corpus or another SFT recipe: the frontier does not speak for this run
     lines = []
     for branch in branch_rows:
         folder = run.branch(str(branch["branch_id"]))
         if not folder.config.exists():
             continue
-        setting = _setting(folder.read_config())
-        match = next((r for r in frontier["rows"] if _setting(r["config"]) == setting), None)
+        config = folder.read_config()
+        match = next((r for r in frontier["rows"] if same_setting(r["config"], config)), None)
         if match is None:
             continue
         point = {"star": "★", "last": "last"}.get(match["point"], "–")

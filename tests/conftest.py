@@ -19,9 +19,15 @@ _scratch = Path(tempfile.mkdtemp(prefix="aft-tests-"))
 for var, sub in (("MPLCONFIGDIR", "mpl"), ("HF_HOME", "hf"), ("PREFECT_HOME", "prefect"), ("TMPDIR", "tmp")):
     os.environ.setdefault(var, str(_scratch / sub))
     Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+# Under pytest-xdist (the default: `-n 2` in pyproject.toml) each worker process has one core: torch (and every
+# process a test starts) runs one thread. Two workers of two OpenMP threads each on two cores spin-wait on each
+# other's cores: an SFT step measured 10x slower that way.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_THREADS = os.environ.get("AFT_THREADS") or ("1" if _WORKER else "2")
 os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                   COMET_AUTO_LOG_ENV_DETAILS="false", COMET_ERROR_TRACKING_ENABLE="false",
-                  PREFECT_SERVER_ANALYTICS_ENABLED="false", AFT_THREADS=os.environ.get("AFT_THREADS", "2"))
+                  PREFECT_SERVER_ANALYTICS_ENABLED="false", AFT_THREADS=_THREADS, OMP_NUM_THREADS=_THREADS,
+                  MKL_NUM_THREADS=_THREADS)
 
 
 def shared_path(*parts: str) -> Path:
@@ -124,16 +130,26 @@ def _wait_healthy(url: str, server, timeout: float = HANG_S) -> None:
 
 def stop_process_group(process, timeout: float = 60.0) -> None:
     """SIGTERM a process started with start_new_session=True and its children; SIGKILL what is left."""
+    stop_process_groups([process], timeout)
+
+
+def stop_process_groups(processes, timeout: float = 60.0) -> None:
+    """`stop_process_group` for several at once: all are told to stop first, then waited for within one shared
+    `timeout` (stopping three workers one after the other had cost three timeouts)."""
     import signal
     import subprocess
+    import time
 
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @contextlib.contextmanager

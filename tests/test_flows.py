@@ -111,6 +111,27 @@ def test_second_sweep_executes_no_completed_branch(tiny_run, tmp_path, monkeypat
     assert len(calls) == 2
 
 
+def test_parallel_branches_run_in_processes_of_their_own_that_share_the_cores(tiny_run, tmp_path):
+    from aft_core.layout import RunLayout
+    from flows.sweep import aft_sweep
+
+    sft_model, data, run_dir = str(tiny_run / "sft" / "model"), str(tiny_run / "data"), str(tmp_path / "run")
+    params = _sweep_params(eta_kl=[0.15, 0.25])
+    params.parallel_branches = 2
+    result = aft_sweep(run_dir, sft_model, data, params)
+    assert result["failed"] == [] and {b["status"] for b in result["branches"]} <= {"completed", "stopped_in_attractor"}
+    entries = [json.loads(RunLayout(run_dir).branch(b["branch_id"]).provenance.read_text())["runs"][-1]
+               for b in result["branches"]]
+    pids = {entry["pid"] for entry in entries}
+    assert len(pids) == 2 and os.getpid() not in pids  # each branch in a process of its own
+    threads = max(1, int(os.environ["AFT_THREADS"]) // 2)
+    assert [entry["torch_threads"] for entry in entries] == [threads, threads]
+    again = aft_sweep(run_dir, sft_model, data, params)  # their results are cached like in-process branches'
+    assert [b["final_label"] for b in again["branches"]] == [b["final_label"] for b in result["branches"]]
+    assert [json.loads(RunLayout(run_dir).branch(b["branch_id"]).provenance.read_text())["runs"][-1]["pid"]
+            for b in result["branches"]] == [entry["pid"] for entry in entries]  # not trained again
+
+
 def test_failing_branch_spares_the_others_and_a_rerun_retries_only_it(tiny_run, tmp_path, monkeypatch):
     from flows.sweep import aft_sweep
 

@@ -202,3 +202,40 @@ def test_the_summary_prints_this_run_as_one_draw_beside_the_frontier_interval(tm
     # another corpus (or SFT recipe): the frontier does not speak for the run
     run.parameters.write_text(json.dumps({**parameters, "data": "../shared/data/multiwoz21/val.json.zip"}))
     assert one_draw_lines(run, [{"branch_id": "abc"}], table) == []
+
+
+def test_stored_configs_are_compared_with_defaults_filled_on_both_sides():
+    """A field added with a default must not make an older stored config differ (and a real difference still does)."""
+    import dataclasses
+
+    from aft_core.config import AFTConfig, SFTConfig, same_settings, with_defaults
+
+    current = dataclasses.asdict(SFTConfig(model="small", max_steps=2000))
+    stored = {k: v for k, v in current.items() if k not in ("adapter", "lora_rank", "gradient_checkpointing")}
+    assert stored != current  # what the summary compared before: a plain == drops the match
+    assert same_settings(SFTConfig, stored, current)
+    assert not same_settings(SFTConfig, {**stored, "max_steps": 1000}, current)
+    assert not same_settings(SFTConfig, {**stored, "adapter": "lora"}, current)  # a stored non-default still counts
+    # a derived default is resolved as the class resolves it: no learning rate stored = the model's default
+    assert with_defaults(SFTConfig, {"model": "small"})["learning_rate"] == 1e-3
+    assert with_defaults(SFTConfig, {"model": "hf:org/name"})["learning_rate"] == 1e-4
+    # a key the class no longer has still counts
+    assert not same_settings(AFTConfig, {"retired_setting": 1}, {})
+    assert same_settings(AFTConfig, {"seed": 1, "beta": 1.0}, {"seed": 2}, ignore=("seed",))
+
+
+def test_the_committed_reference_frontier_speaks_for_the_main_job_preset(tmp_path):
+    """The main job's summary prints its branches beside REFERENCE_FRONTIER only when the bases match: a field added
+    to SFTConfig or AFTConfig (with its default) must not drop that section silently."""
+    from flows.params import preset
+    from tasks.summary import REFERENCE_FRONTIER, basis_matches, pipeline_basis, same_setting
+
+    params = preset("towninfo-small")
+    reference = json.loads(REFERENCE_FRONTIER.read_text(encoding="utf-8"))
+    assert basis_matches(reference["meta"]["basis"], pipeline_basis(params.model_dump()))
+    # and every branch of the main job is a setting the frontier measured
+    from flows.params import branch_configs
+
+    (tmp_path / "config.json").write_text("{}")  # a stand-in SFT model folder: the configs only name it
+    for config in branch_configs(str(tmp_path), "corpus", params.sweep, params.sft.max_source_tokens):
+        assert any(same_setting(row["config"], config["config"]) for row in reference["rows"]), config["config"]

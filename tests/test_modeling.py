@@ -91,3 +91,45 @@ def test_tokenizer_that_does_not_match_the_model(tmp_path, tokenizer):
     save_model(model, big, tmp_path / "m")
     with pytest.raises(AftInputError, match="tokenizer.*embeds only"):
         load_model(tmp_path / "m")
+
+
+def test_the_lean_sft_attention_gives_the_eager_loss_and_gradients():
+    """`use_sft_attention` (T5): the eager arithmetic in fewer passes, relative position bias gradient included."""
+    import copy
+
+    from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration
+
+    from aft_core.models import family_of
+    from aft_core.models.seq2seq import LEAN_ATTENTION
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=200, d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4, dropout_rate=0.0,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    eager = T5ForConditionalGeneration(config)
+    eager.set_attn_implementation("eager")
+    lean = copy.deepcopy(eager)
+    family_of(lean).use_sft_attention(lean)
+    assert lean.config._attn_implementation == LEAN_ATTENTION
+    ids = torch.randint(2, 200, (3, 11))
+    mask = torch.ones_like(ids)
+    ids[0, 7:], mask[0, 7:] = 0, 0  # a padded source
+    labels = torch.randint(2, 200, (3, 5))
+    labels[1, 3:] = -100
+    losses = []
+    for model in (eager, lean):
+        model.train()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    for (name, a), b in zip(eager.named_parameters(), lean.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    bias = lean.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+    assert bias.grad.abs().sum() > 0  # the learned bias is trained through the lean path too
+
+    bart = BartForConditionalGeneration(BartConfig(vocab_size=100, d_model=16, encoder_layers=1, decoder_layers=1,
+                                                   encoder_attention_heads=2, decoder_attention_heads=2,
+                                                   encoder_ffn_dim=32, decoder_ffn_dim=32))
+    bart.set_attn_implementation("eager")
+    family_of(bart).use_sft_attention(bart)
+    assert bart.config._attn_implementation == "eager"  # only the T5 family takes the lean path

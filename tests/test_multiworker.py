@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from aft_core.faults import HOLD_ENV
-from conftest import HANG_S, ROOT, prefect_server_env, stop_process_group
+from conftest import HANG_S, ROOT, prefect_server_env, stop_process_groups
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -100,8 +100,10 @@ def farm(tmp_path_factory):
                     stderr=subprocess.STDOUT, start_new_session=True), log))
             yield {"env": env, "folder": folder, "data": str(corpus), "sft_model": sft["model_dir"], "hold": folder / "hold"}
         finally:
-            for process, log in workers:
-                stop_process_group(process)
+            # Workers that have run flow runs outlived SIGTERM by the full timeout here (3 x 60 s); they hold nothing
+            # the suite reads afterwards, so they get 10 s before SIGKILL.
+            stop_process_groups([process for process, _ in workers], timeout=10)
+            for _, log in workers:
                 log.close()
 
 

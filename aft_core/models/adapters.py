@@ -177,9 +177,14 @@ def adapter_base(path: Path) -> str:
     if not base:
         raise AftInputError(path / ADAPTER_CONFIG, "base_model_name_or_path", "names no base model",
                             "set it to the base model's folder or hf:<org>/<name>")
-    if base.startswith("hf:") or Path(base).is_absolute():
+    if base.startswith("hf:"):
         return base
-    return str((path / base).resolve())
+    resolved = base if Path(base).is_absolute() else str((path / base).resolve())
+    if not Path(resolved).is_dir():
+        raise AftInputError(path / ADAPTER_CONFIG, "base_model_name_or_path",
+                            f"adapter {path} names base {resolved}, which does not exist",
+                            "put the base model there, or set base_model_name_or_path to its folder or hf:<org>/<name>")
+    return resolved
 
 
 def load_adapter_model(path: Path, base_model: torch.nn.Module) -> torch.nn.Module:

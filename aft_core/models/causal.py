@@ -114,6 +114,7 @@ class CausalFamily(ModelFamily):
     def __init__(self, config: Any, generation_config: Any = None, tokenizer: Any = None) -> None:
         super().__init__(config, generation_config, tokenizer)
         self._end = end_of_turn_id(tokenizer) if tokenizer is not None else first_id(config.eos_token_id)
+        self._alternate = tokenizer is not None and needs_alternation(tokenizer)
         self._pad = _pad_id(tokenizer, config, self._end)
 
     def attention_layers(self, model):
@@ -130,10 +131,10 @@ class CausalFamily(ModelFamily):
 
     def _encode_prompt(self, turns: list[Any], tokenizer: Any, max_tokens: int) -> dict[str, list]:
         first = 0
-        encoded = _render(turns, 0, tokenizer)
+        encoded = _render(turns, 0, tokenizer, self._alternate)
         while len(encoded["input_ids"]) > max_tokens and first < len(turns) - 1:  # whole turns go first
             first += 1
-            encoded = _render(turns[first:], first, tokenizer)
+            encoded = _render(turns[first:], first, tokenizer, self._alternate)
         cut = 0
         while len(encoded["input_ids"]) > max_tokens:  # the current turn alone is too long: cut its left tokens
             cut += len(encoded["input_ids"]) - max_tokens
@@ -143,7 +144,7 @@ class CausalFamily(ModelFamily):
                 raise AftInputError("max_source_tokens", "max_source_tokens", f"{max_tokens} cannot hold the prompt template",
                                     "raise --max-source-tokens")
             short = type(last)(last.speaker, last.text[pieces[cut][0]:], last.slot_values)
-            encoded = _render([short], len(turns) - 1, tokenizer)
+            encoded = _render([short], len(turns) - 1, tokenizer, self._alternate)
         return encoded
 
     def encode_targets(self, texts, tokenizer, max_tokens):
@@ -224,6 +225,25 @@ class CausalFamily(ModelFamily):
             raise AftInputError(where, "max_source_tokens", f"{max_source_tokens} prompt + {max_new_tokens} response tokens "
                                 f"exceed the model's {limit} positions",
                                 f"use --max-source-tokens {max(limit - max_new_tokens, 1)} or less")
+        window = sliding_window(model.config)
+        if window is not None and max_source_tokens + max_new_tokens > window:
+            # A sliding-window layer never sees the start of a longer prompt, and its cache keeps only the last
+            # `window` keys, so A could not be read over the whole prompt in every layer.
+            raise AftInputError(where, "max_source_tokens", f"{max_source_tokens} prompt + {max_new_tokens} response tokens "
+                                f"exceed the model's sliding attention window of {window} tokens",
+                                f"use --max-source-tokens {max(window - max_new_tokens, 1)} or less")
+
+
+def sliding_window(config: Any) -> int | None:
+    """The attention window of a model whose layers include sliding-window attention (Gemma 2/3, Mistral v0.1,
+    …, as transformers' `layer_types` or `use_sliding_window` say), else None."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return window if "sliding_attention" in layer_types else None
+    return window if getattr(config, "use_sliding_window", True) else None
 
 
 def _shared_prompt_pass(base: Any, ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor,
@@ -276,10 +296,53 @@ def _uncached_pass(base: Any, ids: torch.Tensor, attention_mask: torch.Tensor, l
     return hidden, (read.mean() if read is not None else None)
 
 
-def _render(turns: Sequence[Any], first_index: int, tokenizer: Any) -> dict[str, list]:
-    """One prompt's ids and token map; turn indices count from `first_index` (the turns cut off before it)."""
+def needs_alternation(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template refuses histories that do not alternate user/assistant from a user turn
+    (Gemma's, Mistral's and Llama 2's templates raise on them). Read once per tokenizer by rendering two such
+    histories: one that starts with an assistant turn and one with two user turns in a row."""
+    import jinja2
+
+    if not getattr(tokenizer, "chat_template", None):
+        return False
+    for roles in (("assistant", "user"), ("user", "user")):
+        try:
+            tokenizer.apply_chat_template([{"role": r, "content": "hello"} for r in roles], tokenize=False,
+                                          add_generation_prompt=True)
+        except jinja2.TemplateError:
+            return True
+    return False
+
+
+def alternating(turns: Sequence[Any], first_index: int) -> tuple[list[dict[str, str]], list[tuple[int, Any]]]:
+    """Chat messages that alternate user/assistant from a user turn, for templates that insist on it.
+
+    A history cut from the left can begin with a system turn: leading system turns are dropped (their tokens are
+    not in the prompt, as if the cut had taken them too). Consecutive turns of one speaker are joined into one
+    message, their texts separated by a newline, each still verbatim so the token map finds it. Returns the
+    messages and the (turn index, turn) pairs that are in the prompt.
+    """
+    kept = list(enumerate(turns, start=first_index))
+    while len(kept) > 1 and kept[0][1].speaker != "user":
+        kept.pop(0)
+    messages: list[dict[str, str]] = []
+    for _, turn in kept:
+        role = ROLES[turn.speaker]
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += "\n" + turn.text
+        else:
+            messages.append({"role": role, "content": turn.text})
+    return messages, kept
+
+
+def _render(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: bool = False) -> dict[str, list]:
+    """One prompt's ids and token map; turn indices count from `first_index` (the turns cut off before it).
+    `alternate`: the template insists on alternating roles (`needs_alternation`), so the messages are made to."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": ROLES[t.speaker], "content": t.text} for t in turns]
+        if alternate:
+            messages, kept = alternating(turns, first_index)
+            turns, first_index = [turn for _, turn in kept], kept[0][0]
+        else:
+            messages = [{"role": ROLES[t.speaker], "content": t.text} for t in turns]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         spans, slot_spans, cursor = [], [], 0
         for i, turn in enumerate(turns):

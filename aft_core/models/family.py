@@ -88,6 +88,9 @@ class ModelFamily:
     def check_lengths(self, model: Any, where: str, max_source_tokens: int, max_new_tokens: int) -> None:
         """Refuse budgets the model's position embeddings cannot hold (one-line error naming the fix)."""
 
+    def use_sft_attention(self, model: Any) -> None:
+        """Switch `model` to the fastest attention that gives SFT's loss and gradients (its weights are not read)."""
+
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
     """`all`, `last`, or comma-separated layer indices (negative counts from the end)."""

@@ -159,6 +159,8 @@ def load_model(name_or_path: str | Path, for_training: bool = False,
         base, _ = load_model(adapters.adapter_base(Path(source)), device=device)
         tokenizer = _load_tokenizer(Path(source))
         check_tokenizer_matches(base, tokenizer, source)
+        if not getattr(base.config, "is_encoder_decoder", False):
+            check_chat_template(tokenizer, source)
         model = adapters.load_adapter_model(Path(source), base)
         model.train(for_training)
         return model, tokenizer
@@ -167,16 +169,102 @@ def load_model(name_or_path: str | Path, for_training: bool = False,
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         config = AutoConfig.from_pretrained(source, **kwargs)
         seq2seq = getattr(config, "is_encoder_decoder", False)
+        check_generative_config(config, source)
         auto = getattr(transformers, (Seq2SeqFamily if seq2seq else CausalFamily).auto_class)
-        model = auto.from_pretrained(source, config=config, attn_implementation="eager" if seq2seq else CAUSAL_ATTENTION,
-                                     **kwargs)
+        model, loading = auto.from_pretrained(source, config=config, output_loading_info=True,
+                                              attn_implementation="eager" if seq2seq else CAUSAL_ATTENTION, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # unreadable, truncated or mismatched weights
         raise AftInputError(source, "model", f"could not be loaded ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]})",
                             "check the folder holds config.json, model.safetensors and the tokenizer files") from e
+    check_loaded_weights(loading, config, source)
+    if not seq2seq:
+        check_causal_attention(model, source)
+        check_chat_template(tokenizer, source)
     check_tokenizer_matches(model, tokenizer, source)
     _neutral_generation_config(model)
     model.train(for_training)
     return model.to(device or default_device()), tokenizer
+
+
+def _architecture(config: Any) -> str:
+    names = getattr(config, "architectures", None) or []
+    return f"{', '.join(names)} (model_type '{config.model_type}')" if names else f"model_type '{config.model_type}'"
+
+
+GENERATIVE_FIX = ("use an encoder–decoder (T5, BART, Pegasus, …) or a causal decoder (Llama, GPT-2, Qwen, Gemma, …) "
+                  "checkpoint")
+
+
+def check_generative_config(config: Any, where: str | Path) -> None:
+    """The config names an architecture transformers can load as the family's LM: an encoder–decoder with a
+    generation head, or a causal LM. Encoder-only and classification architectures are refused here."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)
+
+    seq2seq = getattr(config, "is_encoder_decoder", False)
+    known = MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES if seq2seq else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    if config.model_type not in known:
+        kind = "encoder–decoder with a generation head" if seq2seq else "causal language model"
+        raise AftInputError(Path(where) / "config.json", "model_type",
+                            f"{_architecture(config)} is not a generative model: transformers has no {kind} for it",
+                            GENERATIVE_FIX)
+
+
+def check_loaded_weights(loading: dict[str, Any], config: Any, where: str | Path) -> None:
+    """Every weight of the architecture came from the file, and the file holds nothing the architecture lacks
+    (transformers' loading info). Otherwise transformers would initialise the missing weights at random and train
+    on them silently."""
+    missing, unexpected = sorted(loading.get("missing_keys") or []), sorted(loading.get("unexpected_keys") or [])
+    mismatched = [str(m[0] if isinstance(m, (tuple, list)) else m) for m in loading.get("mismatched_keys") or []]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = [f"{len(names)} {what} (e.g. {', '.join(names[:2])})"
+             for what, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched)) if names]
+    raise AftInputError(Path(where), "weights", f"do not match {_architecture(config)}: " + "; ".join(parts)
+                        + " — missing weights would be initialised at random",
+                        "use the weights saved with this config.json (save_pretrained writes both)")
+
+
+@torch.no_grad()
+def check_causal_attention(model: Any, where: str | Path) -> None:
+    """A decoder-only model must attend causally: its output at position 0 may not depend on a later token. An
+    encoder loaded through AutoModelForCausalLM (e.g. BERT with is_decoder false) attends both ways, so its
+    "causal" loss would see the very tokens it predicts."""
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.arange(4, dtype=torch.long)[None, :] % vocab  # [1,4]
+    later = ids.clone()
+    later[0, -1] = (later[0, -1] + 1) % vocab
+    was_training = model.training
+    model.eval()
+    first = [model(input_ids=x).logits[0, 0].float() for x in (ids, later)]  # [V] each
+    model.train(was_training)
+    config = model.config
+    if not torch.allclose(first[0], first[1], atol=1e-5, rtol=1e-4):
+        raise AftInputError(Path(where) / "config.json", "architectures",
+                            f"{_architecture(config)} attends to later tokens (an encoder, not a causal "
+                            f"decoder{'; is_decoder is false' if getattr(config, 'is_decoder', None) is False else ''}), "
+                            "so a causal loss would see the tokens it predicts", GENERATIVE_FIX)
+
+
+def check_chat_template(tokenizer: Any, where: str | Path) -> None:
+    """A chat template must parse and render a plain user/assistant exchange (templates that insist on strict
+    alternation are fine: aft_core.models.causal gives them alternating histories)."""
+    import jinja2
+
+    if not getattr(tokenizer, "chat_template", None):
+        return
+    folder = Path(where)
+    shown = next((folder / name for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+                  if (folder / name).exists()), folder)
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}],
+                                      tokenize=False)
+    except jinja2.TemplateSyntaxError as e:
+        raise AftInputError(shown, "chat_template", f"does not parse (line {e.lineno}: {e.message})",
+                            "fix the Jinja template, or remove chat_template to use the plain serialisation") from e
+    except jinja2.TemplateError as e:
+        raise AftInputError(shown, "chat_template", f"fails on a plain user/assistant exchange ({e})",
+                            "fix the Jinja template, or remove chat_template to use the plain serialisation") from e
 
 
 def default_device() -> torch.device:

@@ -118,6 +118,12 @@ class Seq2SeqFamily(ModelFamily):
     def sft_logits(self, model, batch):
         return model(**batch).logits, batch["labels"]  # labels shifted right by the model into decoder inputs
 
+    def use_sft_attention(self, model):
+        """T5: `lean_attention` (the eager arithmetic in fewer passes). SDPA cannot serve: the learned relative
+        position bias is an additive mask that needs a gradient, which only its math path gives."""
+        if t5_decoding.supports(model):
+            model.set_attn_implementation(LEAN_ATTENTION)
+
     def check_lengths(self, model, where, max_source_tokens, max_new_tokens):
         limit = getattr(model.config, "max_position_embeddings", None)
         if t5_decoding.supports(model) or not isinstance(limit, int):
@@ -144,6 +150,53 @@ def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k:
                      past_key_values=cache, use_cache=True).logits[:, -1, :]
 
     return step
+
+
+LEAN_ATTENTION = "aft_lean"  # the eager attention's arithmetic in fewer passes (T5-family SFT)
+
+
+def lean_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                   attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                   position_bias: torch.Tensor | None = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(scaling·q·kᵀ + position_bias + mask)·v, as transformers' eager T5 attention computes it, in fewer
+    passes over the [B,H,Q,K] scores: the bias and the mask are added once, and q·kᵀ is written onto them by one
+    baddbmm (the eager path writes q·kᵀ, multiplies it by T5's scaling 1.0, adds the bias, then the mask, each a
+    pass, forward and backward). The learned relative position bias still gets its gradient. The SFT step of the
+    `small` preset is bound by these passes and by its matmuls, not by Python (bench/sft_default.py).
+
+    query [B,H,Q,d], key/value [B,H,K,d], position_bias [1|B,H,Q,K], attention_mask additive [B,1,1|Q,K]
+    -> output [B,Q,H,d], weights [B,H,Q,K].
+    """
+    b, h, q_len, d = query.shape
+    k_len = key.shape[-2]
+    bias = position_bias
+    if attention_mask is not None:
+        mask = attention_mask[..., :k_len]
+        bias = mask if bias is None else bias + mask  # [B,H,Q,K]
+    q = query.reshape(b * h, q_len, d)
+    k_t = key.reshape(b * h, k_len, d).transpose(1, 2)  # [BH,d,K]
+    alpha = 1.0 if scaling is None else scaling
+    if bias is None:
+        scores = torch.bmm(q, k_t) if alpha == 1.0 else torch.bmm(q, k_t) * alpha
+    else:
+        scores = torch.baddbmm(bias.expand(b, h, q_len, k_len).reshape(b * h, q_len, k_len), q, k_t, alpha=alpha)
+    probs = torch.softmax(scores, dim=-1)  # [BH,Q,K]
+    if dropout > 0.0 and module.training:
+        probs = torch.nn.functional.dropout(probs, p=dropout, training=True)
+    out = torch.bmm(probs, value.reshape(b * h, k_len, d)).view(b, h, q_len, d).transpose(1, 2).contiguous()
+    return out, probs.view(b, h, q_len, k_len)
+
+
+def register_lean_attention() -> None:
+    """Make `aft_lean` a transformers attention implementation (with the eager, additive mask)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(LEAN_ATTENTION, lean_attention)
+    AttentionMaskInterface.register(LEAN_ATTENTION, eager_mask)
+
+
+register_lean_attention()
 
 
 def aggregate_cross_attention(cross_attentions: Sequence[torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
