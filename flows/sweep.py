@@ -68,7 +68,8 @@ def _sweep(run_dir: str, branches: list[dict[str, Any]], params: SweepParams) ->
     # each in a process of its own with the cores shared among them (branch_processes).
     parallel = params.parallel_branches
     waves = [todo[i:i + parallel] for i in range(0, len(todo), parallel)]
-    with branch_processes(parallel if sum(f is None for _, f in todo) > 1 else 1) as submit:
+    to_train = sum(f is None and not run.branch(b["branch_id"]).finished() for b, f in todo)  # not cache hits
+    with branch_processes(parallel if to_train > 1 else 1) as submit:
         for wave in waves:
             submitted = [(b, future or submit(with_stage_storage(train_branch, run_dir, b["branch_id"]), {
                 "run_dir": run_dir, "branch_id": b["branch_id"], "config": b["config"], "thresholds": thresholds,
@@ -92,7 +93,6 @@ def _collect(submitted: list[tuple[dict[str, Any], Any]], outcomes: dict[str, An
 def _judge(run: RunLayout, run_dir: str, branches: list[dict[str, Any]], outcomes: dict[str, Any],
            thresholds: dict[str, Any]) -> dict[str, Any]:
     """sweep.json, every trained branch judged, the branch table artifact; Failed naming the failed branches."""
-    logger = get_run_logger()
     rows = [{"branch_id": b["branch_id"], **b["grid"], **outcomes[b["branch_id"]]} for b in branches]
     summary = {"run_dir": run_dir, "branches": rows, "failed": [r["branch_id"] for r in rows if r["status"] == "failed"]}
     run.write_sweep(summary)

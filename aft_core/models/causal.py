@@ -28,7 +28,7 @@ from aft_core.data.batching import pad_batch
 from aft_core.data.examples import serialise_history, slot_value_spans
 from aft_core.errors import AftInputError
 from aft_core.models.family import (IGNORE_INDEX, ModelFamily, checkpointing, decode_loop, first_id,
-                                    mean_over_response, response_mask, scored)
+                                    mean_over_response, register_attention_function, response_mask, scored)
 
 ATTENTION = "aft_rows"  # the attention implementation every decoder-only model runs with
 RESPONSE_CUE = "system:"  # ends a template-free prompt (AFT_SPEC §8)
@@ -95,16 +95,7 @@ def row_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tenso
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
-def register_attention() -> None:
-    """Make `aft_rows` a transformers attention implementation (with the eager, additive mask)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-    AttentionInterface.register(ATTENTION, row_attention)
-    AttentionMaskInterface.register(ATTENTION, eager_mask)
-
-
-register_attention()
+register_attention_function(ATTENTION, row_attention)
 
 
 class CausalFamily(ModelFamily):

@@ -92,6 +92,15 @@ class ModelFamily:
         """Switch `model` to the fastest attention that gives SFT's loss and gradients (its weights are not read)."""
 
 
+def register_attention_function(name: str, function: Callable[..., Any]) -> None:
+    """Make `function` the transformers attention implementation `name`, with the eager (additive) mask."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, eager_mask)
+
+
 def parse_layers(spec: str, num_layers: int) -> list[int]:
     """`all`, `last`, or comma-separated layer indices (negative counts from the end)."""
     if spec == "all":

@@ -21,7 +21,7 @@ from aft_core.data.examples import encode_sources
 from aft_core.errors import AftInputError
 from aft_core.models import t5_decoding
 from aft_core.models.family import (IGNORE_INDEX, ModelFamily, decode_loop, first_id, mean_over_response,
-                                    response_mask, scored)
+                                    register_attention_function, response_mask, scored)
 
 
 class Seq2SeqFamily(ModelFamily):
@@ -187,16 +187,7 @@ def lean_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
     return out, probs.view(b, h, q_len, k_len)
 
 
-def register_lean_attention() -> None:
-    """Make `aft_lean` a transformers attention implementation (with the eager, additive mask)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-    AttentionInterface.register(LEAN_ATTENTION, lean_attention)
-    AttentionMaskInterface.register(LEAN_ATTENTION, eager_mask)
-
-
-register_lean_attention()
+register_attention_function(LEAN_ATTENTION, lean_attention)
 
 
 def aggregate_cross_attention(cross_attentions: Sequence[torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
