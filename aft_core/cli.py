@@ -8,6 +8,8 @@
                                                              judge a finished branch: labels, ★ (no retraining)
     aft evaluate --sft DIR [--branch DIR ...] --data PATH --out DIR   test evaluation (Table 1)
     aft report RUN_DIR                                       (re)build RUN_DIR/report.html
+    aft converse --sft DIR [--branch DIR ...] --data PATH --out DIR [--reveal both] [--goals N]
+                                                             closed-loop conversations with the user simulator
 
 Bad input prints one line (file, field, fix) and exits 2.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 from aft_core.aft import CANDIDATES_EVERY
 from aft_core.config import AFTConfig, SFTConfig, settings_of
 from aft_core.errors import AftInputError
+from aft_core.dialogue.closed_loop import ConversationConfig
 from aft_core.evaluation import EvalConfig
 
 
@@ -146,6 +149,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_converse(args: argparse.Namespace) -> int:
+    from aft_core.dialogue.closed_loop import ConversationConfig, conversation_markdown, converse_systems
+    from aft_core.evaluation import branch_systems
+    from aft_core.layout import BranchLayout
+
+    systems = {"SFT": {"model": args.sft}}
+    for folder in args.branch or []:
+        branch = BranchLayout(Path(folder))
+        if not branch.finished() or not branch.verdict.exists():
+            raise AftInputError(folder, branch.verdict.name, "the branch has not finished or not been judged",
+                                "finish it with `aft train-branch` (same --out) or leave it out")
+        systems.update(branch_systems(args.sft, folder))
+    table = converse_systems(systems, config_from_args(ConversationConfig, args), args.out,
+                             on_system=lambda name: print(f"conversations: {name}", file=sys.stderr, flush=True))
+    print(conversation_markdown(table))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from aft_core.evaluation import qualitative_comparison
     from aft_core.layout import RunLayout
@@ -218,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(evaluate, EvalConfig)
     evaluate.add_argument("--out", required=True, help="folder for per_example.parquet, table.json, table1.md")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    converse = sub.add_parser("converse", help="SFT and branches' ★/last checkpoints in whole conversations with the "
+                                               "user simulator: Inform, Success, degradation, attention by turn")
+    converse.add_argument("--sft", required=True, help="the SFT model folder")
+    converse.add_argument("--branch", action="append", help="a finished, judged branch folder (repeatable)")
+    add_config_options(converse, ConversationConfig)
+    converse.add_argument("--out", required=True, help="folder for conversations.jsonl and table.json")
+    converse.set_defaults(func=cmd_converse)
 
     report = sub.add_parser("report", help="(re)build the self-contained HTML report of a pipeline run")
     report.add_argument("run_dir", help="the pipeline's run folder")

@@ -9,6 +9,7 @@ those that more than one module reads. No other module spells a file name of the
         branches/<id>/     BranchLayout: one AFT branch per sweep point (completions/, candidates/: what it said)
         sweep.json         every branch's grid point and training outcome        (flows.sweep)
         evaluation/        EvaluationLayout: per_example.parquet, table.json, table1.md
+        conversations/     ConversationLayout: closed-loop conversations with the user simulator
         provenance.json    machine, libraries and seeds of each pipeline start   (aft_core.provenance)
         summary.json, summary.md, report.html, comet/ (offline Comet archives), frontier/, decoder_only/, .prefect-results/
 """
@@ -195,6 +196,30 @@ class EvaluationLayout:
 
 
 @dataclass(frozen=True)
+class ConversationLayout:
+    """A closed-loop evaluation folder (aft_core.dialogue.closed_loop): every conversation and the table."""
+
+    root: Path
+
+    @property
+    def transcripts(self) -> Path:  # one JSON line per conversation: system, reveal mode, seed, turns, outcome
+        return self.root / "conversations.jsonl"
+
+    @property
+    def table(self) -> Path:  # per system: outcome means with intervals, paired tests against SFT, trajectory
+        return self.root / "table.json"
+
+    def read_table(self) -> dict[str, Any]:
+        if not self.table.exists():
+            raise AftInputError(self.root, self.table.name, "no closed-loop evaluation here yet",
+                                "run `aft converse` (or the pipeline's converse stage) first")
+        return _read_json(self.table)
+
+    def read_transcripts(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.transcripts.read_text(encoding="utf-8").splitlines() if line]
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """A pipeline run folder."""
 
@@ -241,6 +266,10 @@ class RunLayout:
     @property
     def evaluation(self) -> EvaluationLayout:
         return EvaluationLayout(self.root / "evaluation")
+
+    @property
+    def conversations(self) -> ConversationLayout:
+        return ConversationLayout(self.root / "conversations")
 
     @property
     def summary(self) -> Path:

@@ -38,8 +38,10 @@ def is_generic_closing(text: str) -> bool:
 @torch.no_grad()
 def score_greedy(model: Any, tokenizer: Any, family: ModelFamily, rows: Sequence[dict[str, Any]], *, ix_modes: Sequence[str],
                  layers: Sequence[int], max_new_tokens: int, repeat_n: int, batch_size: int = 50,
-                 keep_attention: bool = False, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Greedy responses to `rows` (encoded sources) and their per-example attention scores.
+                 keep_attention: bool = False, on_batch: Callable[[int], None] | None = None,
+                 temperature: float | None = None) -> dict[str, Any]:
+    """Greedy responses to `rows` (encoded sources) and their per-example attention scores (with `temperature`,
+    sampled responses instead: the conversation loop's sampled conversations; the caller seeds torch).
 
     Rows are decoded in length-sorted batches (less padding) and returned in input order.
     Returns `texts`, `length` (tokens, EOS excluded), `repeat`, `lookback`, and `focus/<mode>`,
@@ -61,7 +63,8 @@ def score_greedy(model: Any, tokenizer: Any, family: ModelFamily, rows: Sequence
         batch = [rows[i] for i in order[start:start + batch_size]]
         src = SourceBatch.from_rows(batch, family.pad_id()).to(model_device(model))
         state = family.prompt_state(model, src)
-        seqs = family.generate(model, src, max_new_tokens=max_new_tokens, do_sample=False, state=state)
+        seqs = family.generate(model, src, max_new_tokens=max_new_tokens, do_sample=temperature is not None,
+                               temperature=1.0 if temperature is None else temperature, state=state)
         tf = family.teacher_forced(model, src, seqs, 1, layers, state)
         for mode in ix_modes:
             hist = src.mask(mode)

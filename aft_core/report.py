@@ -227,6 +227,76 @@ def qualitative_html(qualitative: dict[str, Any] | None) -> str:
     return "".join(parts)
 
 
+TRANSCRIPT_RULE = ("the first goals, in split order, on which SFT and the other system differ in success under the "
+                   "sharded user (the first goals, when fewer differ)")
+
+
+def trajectory_figure(rows: list[dict[str, Any]], mode: str) -> str:
+    """Attention by system turn index, one line per system: the share on earlier turns and focus (all)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for row in rows:
+        points = [t for t in row["trajectory"] if t["n"] >= 3]  # a turn index reached by fewer conversations is noise
+        if not points:
+            continue
+        turns = [t["turn"] for t in points]
+        axes[0].plot(turns, [t["earlier_share"] for t in points], marker="o", label=row["system"])
+        axes[1].plot(turns, [t["focus/all"] for t in points], marker="o", label=row["system"])
+    axes[0].set(title=f"share of attention on earlier turns ({mode})", xlabel="system turn", ylabel="share")
+    axes[1].set(title=f"focus, I_x = all ({mode})", xlabel="system turn", ylabel="−entropy (nats)")
+    axes[0].legend(fontsize=7)
+    return _png(fig)
+
+
+def conversations_html(run: RunLayout) -> str:
+    """The closed-loop stage: the success table with CIs, the degradation, the attention trajectory by turn, and
+    three transcripts side by side (TRANSCRIPT_RULE)."""
+    from aft_core.dialogue.closed_loop import ORACLE, conversation_markdown
+
+    if not run.conversations.table.exists():
+        return ""
+    table = run.conversations.read_table()
+    if "skipped" in table:
+        return f"<h2>Conversations with the user simulator</h2><p>Not run: {_esc(table['skipped'])}.</p>"
+    parts = ["<h2>Conversations with the user simulator</h2>"]
+    for line in conversation_markdown(table).splitlines():
+        if line.startswith("|---"):
+            continue
+        if line.startswith("| "):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tag = "th" if cells[0] == "system" else "td"
+            parts.append("<tr>" + "".join(f"<{tag}>{_esc(c)}</{tag}>" for c in cells) + "</tr>")
+        elif line.startswith("**reveal"):
+            parts.append(f"<h3>{_esc(line.strip('*'))}</h3><table class='conversations'>")
+        elif not line and parts[-1].startswith("<tr>"):
+            parts.append("</table>")
+        elif line:
+            parts.append(f"<p>{_esc(line.lstrip('- '))}</p>")
+    for mode, rows in table["rows"].items():
+        if any(r["trajectory"] for r in rows):
+            parts.append(f"<img alt='attention trajectory {mode}' src='{trajectory_figure(rows, mode)}'>")
+    records = run.conversations.read_transcripts()
+    models = [r["system"] for r in next(iter(table["rows"].values())) if r["system"] != ORACLE]
+    if len(models) >= 2:
+        mode = "sharded" if "sharded" in table["rows"] else next(iter(table["rows"]))
+        pick = [models[0], models[1]]
+        by = {(r["system"], r["dialogue_id"]): r for r in records if r["reveal"] == mode and r["system"] in pick}
+        ids = list(dict.fromkeys(r["dialogue_id"] for r in records if r["reveal"] == mode))
+        differ = [i for i in ids if by[(pick[0], i)]["outcome"]["success"] != by[(pick[1], i)]["outcome"]["success"]]
+        chosen = (differ + [i for i in ids if i not in differ])[:3]
+        parts.append(f"<h3>Three conversations side by side ({_esc(mode)} user)</h3><p>Rule: {_esc(TRANSCRIPT_RULE)}.</p>")
+        for dialogue_id in chosen:
+            columns = []
+            for system in pick:
+                record = by[(system, dialogue_id)]
+                turns = "<br>".join(f"<b>{_esc(t['speaker'])}:</b> {_esc(t['text'])}" for t in record["turns"])
+                columns.append(f"<td><p><b>{_esc(system)}</b>: success {record['outcome']['success']:.0f}, "
+                               f"{record['outcome']['turns']} turns</p><p class='hist'>{turns}</p></td>")
+            parts.append(f"<table class='transcripts'><tr><th colspan='2'>{_esc(dialogue_id)}</th></tr>"
+                         f"<tr>{''.join(columns)}</tr></table>")
+    return "".join(parts)
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write <run_dir>/report.html from the run's tables; returns its path."""
     run = RunLayout(run_dir)
@@ -234,7 +304,8 @@ def build_report(run_dir: str | Path) -> Path:
     branches = run.branch_rows()  # each with its current verdict
     name = _esc(run.root.resolve().name)
     body = "".join((f"<h1>AFT run: {name}</h1>", table1_html(table), dynamics_html(run, branches), sweep_html(branches),
-                    qualitative_html(run.evaluation.read_qualitative()), frontier_html(run.frontier),
+                    qualitative_html(run.evaluation.read_qualitative()), conversations_html(run),
+                    frontier_html(run.frontier),
                     decoder_only_html(run.decoder_only)))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AFT report: {name}</title>"
             f"<style>{CSS}</style></head><body>{body}</body></html>")

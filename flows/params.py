@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from aft_core.attractors import THRESHOLD_SETS, AttractorThresholds, thresholds_from
 from aft_core.config import AFTConfig, SFTConfig, config_id, settings_of
 from aft_core.errors import AftInputError
+from aft_core.dialogue.closed_loop import ConversationConfig
 from aft_core.evaluation import EvalConfig
 from data_checks.suites import DataCheckConfig
 
@@ -57,6 +58,14 @@ def overrides_model_of(cls: type, name: str) -> type[BaseModel]:
 ThresholdOverrides = overrides_model_of(AttractorThresholds, "ThresholdOverrides")
 EvalSettings = model_of(EvalConfig, "EvalSettings", exclude=("data", "ix_mode", "layers", "repeat_n",
                                                                "max_source_tokens", "max_new_tokens", "bertscore_model"))
+
+_ConversationFields = model_of(ConversationConfig, "ConversationFields", exclude=("data", "max_source_tokens", "max_new_tokens"))
+
+
+class ConversationSettings(_ConversationFields):  # type: ignore[misc, valid-type]
+    """The closed-loop stage: SFT and each branch's ★ and last checkpoint in conversations with the simulator."""
+
+    run: bool = Field(True, description="run the closed-loop conversation stage after the test evaluation")
 
 
 class SweepGrid(BaseModel):
@@ -181,6 +190,8 @@ class PipelineParams(BaseModel):
     sft: SFTSettings = Field(default_factory=SFTSettings, description="supervised fine-tuning")
     sweep: SweepParams = Field(default_factory=SweepParams, description="the AFT sweep")
     evaluation: EvalSettings = Field(default_factory=EvalSettings, description="final test evaluation")
+    conversation: ConversationSettings = Field(default_factory=ConversationSettings,
+                                               description="closed-loop conversations with the user simulator")
 
     def check_config(self) -> DataCheckConfig:
         """The data checks, with the budgets of the SFT config."""
@@ -195,6 +206,13 @@ class PipelineParams(BaseModel):
         return EvalConfig(**self.evaluation.model_dump(), data=data, ix_mode=branch.ix_mode, layers=branch.layers,
                           repeat_n=branch.repeat_n, max_source_tokens=self.sft.max_source_tokens,
                           max_new_tokens=branch.max_new_tokens, bertscore_model=branch.bertscore_model)
+
+
+def conversation_config(params: "PipelineParams", data: str) -> ConversationConfig:
+    """The closed-loop stage's config: the sources' budget of SFT, the generation budget of the branches."""
+    settings = {k: v for k, v in params.conversation.model_dump().items() if k != "run"}
+    return ConversationConfig(**settings, data=data, max_source_tokens=params.sft.max_source_tokens,
+                              max_new_tokens=params.sweep.branch.max_new_tokens)
 
 
 def _as_parameter(prefix: str, error: AftInputError) -> AftInputError:
@@ -254,7 +272,8 @@ def check_parameters(params: PipelineParams) -> None:
     stages = (("checks", params.check_config), ("sft", lambda: params.sft_config(data)),
               # The SFT model does not exist yet: a preset name stands in for it (its folder is checked when SFT ends).
               ("sweep.branch", lambda: AFTConfig(**{**params.sweep.branch.model_dump(), "sft_model": "tiny", "data": data})),
-              ("evaluation", lambda: params.evaluation_config(data)))
+              ("evaluation", lambda: params.evaluation_config(data)),
+              ("conversation", lambda: conversation_config(params, data)))
     for prefix, make in stages:
         try:
             make().validate(prefix)
@@ -300,6 +319,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sft": {"model": "small", "max_steps": 2000},
         "sweep": {**E3_20_AND_SALIENT_COVERAGE, "parallel_branches": 2},  # each branch in a process, a core each
         "evaluation": {"test_examples": 1000},
+        # Sized to the main job's budget: 50 goals, full and sharded users, greedy only; the user gives up after 12
+        # turns (the oracle succeeds in 5 to 6). `aft converse` runs the defaults: 100 goals, 20 turns, 5 samples.
+        "conversation": {"goals": 50, "max_exchanges": 12, "samples": 0},
     },
     # MultiWOZ 2.1 (the paper's corpus) on this machine: the shared validation split is divided by dialogue into
     # train/validation/test (799/100/100 dialogues); a user with all of MultiWOZ sets `data` to its folder and it is
@@ -368,6 +390,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "branch": {"steps": 4, "checkpoint_every": 2, "probe_size": 8, "batch_size": 2,
                              "max_new_tokens": 8}},
         "evaluation": {"test_examples": 12},
+        "conversation": {"goals": 4, "max_exchanges": 12, "samples": 0},
     },
 }
 

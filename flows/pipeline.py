@@ -1,10 +1,11 @@
-"""`aft-pipeline`: validated data → SFT → sweep (training, then judging) → test evaluation → summary → report.
+"""`aft-pipeline`: validated data → SFT → sweep (training, then judging) → test evaluation → conversations →
+summary → report.
 
 Every parameter is checked before any work (`check_parameters`): a bad one fails the run at once,
 naming its path and the fix, with nothing written.
 
 The run folder (`params.run_dir`) is aft_core.layout's RunLayout: pipeline.json, data/, checks/,
-sft/, branches/<id>/, sweep.json, evaluation/, provenance.json, summary.json, summary.md, comet/ and report.html.
+sft/, branches/<id>/, sweep.json, evaluation/, conversations/, provenance.json, summary.json, summary.md, comet/ and report.html.
 A data-check failure stops the run before any training. A failing branch does not stop the
 others: the completed ones are still judged and evaluated, then the run ends Failed naming it.
 """
@@ -18,10 +19,10 @@ from prefect import flow, get_run_logger
 from aft_core.io import run_lock, write_json_atomic
 from aft_core.layout import RunLayout
 from aft_core.provenance import record_provenance
-from flows.params import PipelineParams, check_parameters
+from flows.params import PipelineParams, check_parameters, conversation_config
 from flows.sweep import SweepBranchesFailed, _flow_run_name, aft_sweep
-from tasks.stages import (build_report, check_data, evaluate_test, prepare_corpus, qualitative_pairs, train_sft,
-                          with_stage_storage)
+from tasks.stages import (build_report, check_data, converse, evaluate_test, prepare_corpus, qualitative_pairs,
+                          train_sft, with_stage_storage)
 from tasks.summary import summarize
 
 
@@ -77,6 +78,9 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     evaluation = dataclasses.asdict(params.evaluation_config(data))
     table = evaluate_test(run_dir, evaluation_systems(run, sft["model_dir"], [b["branch_id"] for b in branches],
                                                       params.sft.model), evaluation)
+    if params.conversation.run:
+        converse(run_dir, evaluation_systems(run, sft["model_dir"], [b["branch_id"] for b in branches]),
+                 dataclasses.asdict(conversation_config(params, data)))
 
     summary = summarize(run_dir, params.model_dump(), corpus, sft, branches, failed, table)
     qualitative_pairs(run_dir)

@@ -255,6 +255,23 @@ def evaluate_test(run_dir: str, systems: dict[str, dict[str, Any]], config: dict
     return table
 
 
+@task(name="converse", **RETRY)
+def converse(run_dir: str, systems: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """SFT and each branch's ★ and last checkpoint in closed-loop conversations with the user simulator; writes
+    run_dir/conversations/{conversations.jsonl,table.json}."""
+    from aft_core.dialogue.closed_loop import ConversationConfig, converse_systems
+
+    cfg = from_dict(ConversationConfig, config, "conversation")
+    table = converse_systems(systems, cfg, RunLayout(run_dir).conversations.root,
+                             on_system=lambda name: _logger().info("conversations: %s", name))
+    if "skipped" in table:
+        _logger().info("closed-loop conversations: not run (%s)", table["skipped"])
+    else:
+        _logger().info("closed-loop conversations: %d systems x %d goals x %s", len(next(iter(table["rows"].values()))),
+                       table["goals"], "/".join(table["modes"]))
+    return {k: v for k, v in table.items() if k != "rows"}
+
+
 @task(name="qualitative-pairs", **RETRY)
 def qualitative_pairs(run_dir: str) -> dict[str, Any]:
     """Choose the report's qualitative pairs and compute their attention maps (evaluation/qualitative.json)."""

@@ -169,7 +169,16 @@ def summary_markdown(run_dir: str, corpus: dict[str, Any], sft: dict[str, Any], 
             f"BERTScore encoder {table['bertscore_encoder']}, layer {table['bertscore_layer']}; "
             f"Focus under I_x = {table['ix_mode']})\n\n{test}\n\n"
             f"## What AFT changed against SFT in this run (paired tests on the same test examples; one draw)\n\n"
-            f"{changes}{beside}\n")
+            f"{changes}{beside}\n{conversations_section(RunLayout(run_dir))}")
+
+
+def conversations_section(run: RunLayout) -> str:
+    """The closed-loop stage's table, when the run has one (aft_core.dialogue.closed_loop)."""
+    from aft_core.dialogue.closed_loop import conversation_markdown
+
+    if not run.conversations.table.exists():
+        return ""
+    return "\n## Conversations with the user simulator\n\n" + conversation_markdown(run.conversations.read_table())
 
 
 @task(name="summarize")
@@ -196,6 +205,12 @@ def summarize(run_dir: str, params: dict[str, Any], corpus: dict[str, Any], sft:
         tracker.log_table("summary_markdown", run.summary_markdown)
         tracker.log_metrics({f"test/{r['system']}/{k}": r[k] for r in table["rows"] for k, _ in TABLE1_COLUMNS
                              if isinstance(r.get(k), float)}, step=0)
+        if run.conversations.table.exists():
+            tracker.log_table("conversations", run.conversations.table)
+            conversations = run.conversations.read_table()
+            tracker.log_metrics({f"conversation/{mode}/{r['system']}/{k}": r[k][0] for mode, rows in
+                                 conversations.get("rows", {}).items() for r in rows
+                                 for k in ("inform", "success", "book", "complete") if r.get(k)}, step=0)
     finally:
         tracker.end()
     return summary

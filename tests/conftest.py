@@ -30,6 +30,19 @@ os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFL
                   MKL_NUM_THREADS=_THREADS)
 
 
+# Test files by what they cost, dearest first: under xdist's loadfile each worker takes the next file when it is
+# free, so the long ones start at once and the short ones fill the end (the suite's tail). test_demo reads the
+# shared tiny pipeline run that test_flows builds, so it comes after it. Files not named keep their order, after.
+FILE_ORDER = ("test_multiworker.py", "test_flows.py", "test_hub_models.py", "test_reliability.py", "test_aft.py",
+              "test_dialogue.py", "test_real_corpora.py", "test_adapters.py", "test_demo.py", "test_sft.py",
+              "test_fast_step.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FILE_ORDER)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FILE_ORDER)))
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared/data; the test is skipped (with the reason) when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
@@ -74,6 +87,47 @@ def causal_sft_model(tmp_path_factory, towninfo_dir) -> str:
     cfg = SFTConfig(data=str(towninfo_dir), model="causal-tiny", max_steps=60, eval_every=30, warmup_steps=5,
                     dev_examples=64, batch_size=16, max_source_tokens=96, learning_rate=3e-3)
     return run_sft(cfg, tmp_path_factory.mktemp("causal-sft") / "run", progress=False)["model_dir"]
+
+
+COMET_SECRET = "aft-test-secret-comet-key-4f9c"
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> dict:
+    """`aft-pipeline --preset tiny` once per test session, shared read-only by every test that reads a whole run.
+
+    Run as a user starts it (a process of its own with an ephemeral Prefect API, console captured, third-party
+    progress settings unset) and under the strictest conditions any of those tests needs: a Comet API key is
+    set (Comet stays offline) and every connection beyond loopback is refused and recorded
+    (tests/guarded_pipeline.py). Returns {"run_dir", "console", "attempts"}. No test changes it: one that runs the
+    pipeline again on a folder builds its own (run folders name their corpus and models by path: not copied)."""
+    import subprocess
+    import sys
+
+    from filelock import FileLock
+
+    # Under xdist the run is built once for all workers: the first to ask builds it under a lock in the session's
+    # shared folder (named by this test run's id, so no earlier session's folder is ever reused); the others read
+    # it. Test files are ordered so that its readers in other files come after test_flows (pytest_collection_
+    # modifyitems below), so a worker rarely waits.
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    root = tmp_path_factory.getbasetemp()
+    folder = (root.parent / f"tiny-pipeline-{run_id}") if run_id else (root / "tiny-pipeline")
+    folder.mkdir(parents=True, exist_ok=True)
+    run_dir, attempts, done = folder / "run", folder / "network-attempts.txt", folder / "console.txt"
+    with FileLock(str(folder / ".lock")):
+        if done.exists():
+            return {"run_dir": run_dir, "console": done.read_text(), "attempts": attempts.read_text().splitlines()}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "COMET_LOGGING_CONSOLE")}
+        env["COMET_API_KEY"] = COMET_SECRET
+        run = subprocess.run([sys.executable, str(ROOT / "tests" / "guarded_pipeline.py"), str(attempts), "--preset",
+                              "tiny", "--run-dir", str(run_dir)], env=env, cwd=ROOT, capture_output=True, text=True,
+                             timeout=HANG_S)
+        console = run.stdout + run.stderr
+        assert run.returncode == 0, console[-3000:]
+        done.write_text(console)  # last: its presence marks a finished run
+    return {"run_dir": run_dir, "console": console, "attempts": attempts.read_text().splitlines()}
 
 
 def branch_config(sft_model, towninfo_dir, **over):

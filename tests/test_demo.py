@@ -16,13 +16,9 @@ SHOTS = ROOT / "test-output" / "demo"
 
 
 @pytest.fixture(scope="module")
-def demo_run(harness, tmp_path_factory) -> Path:
-    from flows.params import preset
-    from flows.pipeline import aft_pipeline
-
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
-    aft_pipeline(preset("tiny", {"run_dir": str(run_dir)}))
-    return run_dir
+def demo_run(tiny_pipeline) -> Path:
+    """The session's shared tiny pipeline run (conftest.tiny_pipeline); the demo only reads it."""
+    return tiny_pipeline["run_dir"]
 
 
 def _greedy_reference(demo, system: str, example_id: str) -> tuple[str, np.ndarray]:

@@ -17,14 +17,22 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_run(harness, tmp_path_factory) -> Path:
-    """The whole aft-pipeline on the tiny preset, once for the module."""
+def rerun_target(harness, tmp_path_factory) -> Path:
+    """A tiny pipeline run of this module's own, for the one test that runs the pipeline again on its folder
+    (run folders are not relocatable: they name their corpus and models by path, so the shared one is not copied)."""
     from flows.params import preset
     from flows.pipeline import aft_pipeline
 
     run_dir = tmp_path_factory.mktemp("pipeline") / "run"
     aft_pipeline(preset("tiny", {"run_dir": str(run_dir)}))
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(harness, tiny_pipeline) -> Path:
+    """The session's shared `aft-pipeline --preset tiny` run folder (conftest.tiny_pipeline), read only; with this
+    module's Prefect server for the tests that run flows beside it."""
+    return tiny_pipeline["run_dir"]
 
 
 def test_pipeline_writes_every_stage_consistently(tiny_run):
@@ -67,6 +75,21 @@ def test_pipeline_writes_every_stage_consistently(tiny_run):
     for folder in (tiny_run / "sft", *(tiny_run / "branches" / i for i in ids)):
         assert json.loads((folder / "provenance.json").read_text())["runs"][0]["torch"]
     assert "## Test evaluation" in (tiny_run / "summary.md").read_text()
+    # The closed-loop stage: every system of Table 1 but the base, and the oracle anchor, under both users.
+    conversations = json.loads((tiny_run / "conversations" / "table.json").read_text())
+    assert conversations["modes"] == ["full", "sharded"] and conversations["goals"] == 4
+    assert conversations["reader_f1"] >= 0.95
+    for mode, rows in conversations["rows"].items():
+        assert [r["system"] for r in rows] == ["oracle (TownInfo rule policy)", *systems], mode
+        assert rows[0]["success"][0] == 1.0  # the anchor
+        assert all(r["trajectory"] and "vs_sft" in r for r in rows[2:])
+    assert set(conversations["degradation"]) == {"oracle (TownInfo rule policy)", *systems}
+    transcripts = (tiny_run / "conversations" / "conversations.jsonl").read_text().splitlines()
+    assert len(transcripts) == 2 * 4 * (len(systems) + 1)
+    assert "## Conversations with the user simulator" in (tiny_run / "summary.md").read_text()
+    report = (tiny_run / "report.html").read_text()
+    assert "Conversations with the user simulator" in report and "attention trajectory full" in report
+    assert report.count("class='transcripts'") == 3
     # One offline Comet archive per branch and one for the pipeline; no API key, so offline.
     assert len(list((tiny_run / "comet").glob("*.zip"))) == len(ids) + 1
 
@@ -193,7 +216,7 @@ def test_prefect_yaml_matches_the_presets():
     assert {d["work_pool"]["name"] for d in doc["deployments"]} == {"aft-pool"}
 
 
-def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(tiny_run, monkeypatch):
+def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(rerun_target, monkeypatch):
     """New thresholds on the same run folder: no training runs again, every checkpoint is relabelled,
     the ★ checkpoints are evaluated, and the report shows the qualitative pairs with heatmaps."""
     from flows.params import preset
@@ -207,20 +230,20 @@ def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(ti
     monkeypatch.setattr(aft_core.sft, "run_sft", lambda *a, **k: sft_calls.append("sft") or real_sft(*a, **k))
     lenient = {"unique_min_fraction": 0.0, "length_near_max_fraction": 1.0, "repeat_max": 1.0, "closing_rate_min": 1.0,
                "inertia_step": 10**6, "primary_min_delta_bertscore": -1.0}
-    aft_pipeline(preset("tiny", {"run_dir": str(tiny_run), "sweep": {"thresholds": lenient}}))
+    aft_pipeline(preset("tiny", {"run_dir": str(rerun_target), "sweep": {"thresholds": lenient}}))
     assert calls == [] and sft_calls == [], "a finished SFT run or branch was executed again, not read from the cache"
-    assert (tiny_run / ".prefect-results").is_dir()  # the cache records live in the run folder, nowhere else
-    table = json.loads((tiny_run / "evaluation" / "table.json").read_text())
+    assert (rerun_target / ".prefect-results").is_dir()  # the cache records live in the run folder, nowhere else
+    table = json.loads((rerun_target / "evaluation" / "table.json").read_text())
     stars = [r for r in table["rows"] if "★" in r["system"]]
     assert len(stars) == 2 and all("vs_baseline" in r for r in stars)
-    report = (tiny_run / "report.html").read_text()
+    report = (rerun_target / "report.html").read_text()
     assert report.count("class='pair'") == 4 and "attention SFT" in report and "attention ★" in report
     assert "http://" not in report and "https://" not in report  # self-contained
-    markdown = (tiny_run / "evaluation" / "table1.md").read_text()
+    markdown = (rerun_target / "evaluation" / "table1.md").read_text()
     assert "mean [95% bootstrap CI]" in markdown and "T5-Large SFT" in markdown and "★" in markdown
 
     # The pairs and their attention maps were computed once, by the pipeline; rebuilding the report loads no model.
-    qualitative = json.loads((tiny_run / "evaluation" / "qualitative.json").read_text())
+    qualitative = json.loads((rerun_target / "evaluation" / "qualitative.json").read_text())
     assert qualitative["star"] in {r["system"] for r in stars} and len(qualitative["pairs"]) == 4
     for pair in qualitative["pairs"]:
         for who in ("SFT", "star"):
@@ -234,61 +257,63 @@ def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(ti
         raise AssertionError("the report loaded a model")
 
     monkeypatch.setattr(aft_core.evaluation, "load_system", no_model)
-    (tiny_run / "report.html").unlink()
-    assert main(["report", str(tiny_run)]) == 0
-    assert (tiny_run / "report.html").read_text().count("class='pair'") == 4
+    (rerun_target / "report.html").unlink()
+    assert main(["report", str(rerun_target)]) == 0
+    assert (rerun_target / "report.html").read_text().count("class='pair'") == 4
     with pytest.raises(AssertionError, match="loaded a model"):
-        main(["report", str(tiny_run), "--recompute-pairs"])  # recomputing decodes again
+        main(["report", str(rerun_target), "--recompute-pairs"])  # recomputing decodes again
 
 
-def test_no_network_without_a_comet_key_and_the_key_never_written(harness, tmp_path, monkeypatch):
-    """A whole tiny pipeline with every non-loopback connection made to fail loudly; then every file of
-    the run (inside the Comet archives too) is searched for the API key."""
-    import socket
+def test_no_network_without_a_comet_key_and_the_key_never_written(tiny_pipeline):
+    """The shared tiny pipeline ran with every non-loopback connection made to fail loudly and recorded, and a Comet
+    API key set (offline): nothing tried to connect, and no file of the run (inside the Comet archives too) holds
+    the key."""
     import zipfile
 
-    import tasks.tracking
-    from flows.params import preset
-    from flows.pipeline import aft_pipeline
+    from conftest import COMET_SECRET
 
-    secret = "aft-test-secret-comet-key-4f9c"
-    monkeypatch.setenv("COMET_API_KEY", secret)
-    monkeypatch.setattr(tasks.tracking, "comet_online", lambda: False)  # the key is present, the run stays offline
-    attempts: list[str] = []
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def loopback_only(host: object) -> bool:
-        return str(host) in ("127.0.0.1", "::1", "localhost") or str(host).startswith("127.")
-
-    def guarded_connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not loopback_only(address[0]):
-            attempts.append(f"connect {address}")
-            raise ConnectionRefusedError(f"test: no network beyond loopback ({address})")
-        return real_connect(sock, address)
-
-    def guarded_getaddrinfo(host, *args, **kwargs):
-        if host is not None and not loopback_only(host):
-            attempts.append(f"resolve {host}")
-            raise socket.gaierror(f"test: no name lookups beyond loopback ({host})")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-    run_dir = tmp_path / "run"
-    aft_pipeline(preset("tiny", {"run_dir": str(run_dir)}))
-    assert attempts == []
+    run_dir = tiny_pipeline["run_dir"]
+    assert tiny_pipeline["attempts"] == []
     assert (run_dir / "report.html").exists()
-
     leaks = []
     for path in run_dir.rglob("*"):
         if not path.is_file():
             continue
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as archive:
-                leaks += [f"{path.name}:{name}" for name in archive.namelist() if secret.encode() in archive.read(name)]
-        elif secret.encode() in path.read_bytes():
+                leaks += [f"{path.name}:{name}" for name in archive.namelist()
+                          if COMET_SECRET.encode() in archive.read(name)]
+        elif COMET_SECRET.encode() in path.read_bytes():
             leaks.append(str(path))
     assert leaks == []
+
+
+def test_the_network_guard_records_and_refuses_what_it_must(tmp_path):
+    """The guard behind the test above can fail: a connection and a lookup beyond loopback are refused and recorded,
+    and loopback is let through."""
+    import subprocess
+    import sys
+
+    attempts = tmp_path / "attempts.txt"
+    script = f"""
+import socket, sys
+sys.argv = ['guarded_pipeline.py', {str(attempts)!r}]
+import runpy
+runpy.run_path({str(ROOT / 'tests' / 'guarded_pipeline.py')!r}, run_name='guard')
+open({str(attempts)!r}, 'w').close()
+for call in (lambda: socket.getaddrinfo('example.org', 443), lambda: socket.socket().connect(('93.184.215.14', 443))):
+    try:
+        call()
+    except OSError as e:
+        print('refused:', e)
+server = socket.socket(); server.bind(('127.0.0.1', 0)); server.listen()
+socket.create_connection(server.getsockname(), 5).close()
+print('loopback ok')
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("refused:") == 2 and "loopback ok" in done.stdout
+    assert attempts.read_text().splitlines() == ["resolve example.org", "connect ('93.184.215.14', 443)"]
 
 
 def test_report_opens_in_headless_chromium(tiny_run, chromium, tmp_path):
@@ -322,23 +347,15 @@ def test_report_opens_in_headless_chromium(tiny_run, chromium, tmp_path):
     assert pixels.std() > 0.02, "the screenshot is blank"
 
 
-def test_the_console_of_a_pipeline_run_holds_the_flow_log_not_library_noise(tmp_path):
-    """`aft-pipeline` as a user starts it: progress lines per stage, no third-party bars or info blocks."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "COMET_LOGGING_CONSOLE")}
-    run = subprocess.run([str(Path(sys.executable).with_name("aft-pipeline")), "--preset", "tiny", "--run-dir",
-                          str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=HANG_S)
-    console = run.stdout + run.stderr
-    assert run.returncode == 0, console[-2000:]
+def test_the_console_of_a_pipeline_run_holds_the_flow_log_not_library_noise(tiny_pipeline):
+    """`aft-pipeline` as a user starts it (the shared tiny run's console): progress lines per stage, no third-party
+    bars or info blocks."""
+    console = tiny_pipeline["console"]
     for noise in ("Loading weights", "Writing model shards", "Calculating Metrics", "COMET INFO", "ephemeral docs site",
                   "forgot to detokenize", "Warning", "warn("):
         assert noise not in console, noise
     assert "sft step 40/40 (100%, ETA 0s)" in console and "test evaluation: 5 systems" in console
-    assert f"aft demo {tmp_path / 'run'}" in console
+    assert f"aft demo {tiny_pipeline['run_dir']}" in console
 
 
 def test_transient_failures_are_retried_once_and_bad_input_is_not(tiny_run, tmp_path, monkeypatch):

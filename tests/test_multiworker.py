@@ -1,7 +1,7 @@
-"""A sweep spread over several Prefect workers, and the retry of exactly its failed branch, end to end.
+"""The deployment path, a sweep spread over several Prefect workers, and the retry of exactly its failed branch.
 
 Against a real `prefect server` on 127.0.0.1, the process work pool `aft-pool` with prefect.yaml's
-deployments, and three `prefect worker` processes that each run one flow run at a time: the
+deployments, and four `prefect worker` processes that each run one flow run at a time: the
 `aft-sweep/tiny` deployment with runner=deployment starts one `aft-branch` flow run per branch, and
 the server's own records (flow runs and the workers' `submitted-flow-run` events) say where each ran.
 Everything the module starts, it stops.
@@ -25,7 +25,7 @@ from conftest import HANG_S, ROOT, prefect_server_env, stop_process_groups
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-WORKERS = ("worker-a", "worker-b", "worker-c")
+WORKERS = ("worker-a", "worker-b", "worker-c", "worker-d")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -54,7 +54,7 @@ def _wait_terminal(env: dict, flow_run_id: str, timeout: float = HANG_S) -> dict
         run = _api(env, "GET", f"/flow_runs/{flow_run_id}")
         if run["state_type"] in TERMINAL:
             return run
-        time.sleep(2)
+        time.sleep(0.5)
     raise TimeoutError(f"flow run {flow_run_id} not finished after {timeout}s")
 
 
@@ -72,12 +72,12 @@ def _workers_of(env: dict, flow_run_ids: list[str], timeout: float = HANG_S) -> 
                     found.setdefault(run_id, []).append(event["resource"]["prefect.resource.name"])
         if all(i in found for i in flow_run_ids) or time.monotonic() > deadline:
             return found
-        time.sleep(2)
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
-    """Server + work pool + deployments + three single-slot workers; and a tiny corpus with its SFT model."""
+    """Server + work pool + deployments + four single-slot workers; and a tiny corpus with its SFT model."""
     from aft_core.config import SFTConfig
     from aft_core.data.towninfo import generate_towninfo
     from aft_core.sft import run_sft
@@ -89,16 +89,17 @@ def farm(tmp_path_factory):
                   progress=False)
     with prefect_server_env(folder) as env:
         _prefect(env, "work-pool", "create", "aft-pool", "--type", "process")
-        _prefect(env, "--no-prompt", "deploy", "--all")
+        deployed = _prefect(env, "--no-prompt", "deploy", "--all")
         workers = []
         try:
-            for name in WORKERS:  # one flow run at a time each: the sweep holds one, its branches go to the others
+            for name in WORKERS:  # one flow run at a time each: a sweep holds one, its branches go to the others
                 log = open(folder / f"{name}.log", "w")
                 workers.append((subprocess.Popen(
                     [PREFECT, "worker", "start", "--pool", "aft-pool", "--name", name, "--limit", "1"],
                     env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2", HOLD_ENV: str(folder / "hold")}, cwd=ROOT, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True), log))
-            yield {"env": env, "folder": folder, "data": str(corpus), "sft_model": sft["model_dir"], "hold": folder / "hold"}
+            yield {"env": env, "folder": folder, "data": str(corpus), "sft_model": sft["model_dir"], "hold": folder / "hold",
+                   "deployed": deployed}
         finally:
             # Workers that have run flow runs outlived SIGTERM by the full timeout here (3 x 60 s); they hold nothing
             # the suite reads afterwards, so they get 10 s before SIGKILL.
@@ -140,6 +141,7 @@ def test_a_sweep_spreads_its_branches_over_workers_and_matches_an_in_process_run
     """Both branches are held at their start (aft_core.faults, AFT_HOLD) until both are running: two flow runs in
     flight at once on single-slot workers are on two workers, whatever the machine's speed."""
     env, run_dir = farm["env"], tmp_path / "spread"
+    assert "aft-sweep/tiny" in farm["deployed"] and "aft-pipeline/towninfo-small" in farm["deployed"]
     hold = farm["hold"] / "branch_start"
     hold.parent.mkdir(parents=True, exist_ok=True)
     hold.write_text("held by the spreading test")
@@ -153,6 +155,9 @@ def test_a_sweep_spreads_its_branches_over_workers_and_matches_an_in_process_run
 
     sweep = json.loads((run_dir / "sweep.json").read_text())
     branch_ids = [b["branch_id"] for b in sweep["branches"]]
+    assert sweep["failed"] == [] and len(branch_ids) == 2
+    assert all((run_dir / "branches" / b / "result.json").exists() for b in branch_ids)
+    assert len(list((run_dir / "comet").glob("*.zip"))) == 2  # one offline Comet archive per branch
     branch_runs = [r for b in branch_ids for r in _branch_runs(farm, b, run_dir)]
     assert len(branch_runs) == 2 and all(r["state_type"] == "COMPLETED" for r in branch_runs)
     where = _workers_of(env, [sweep_run["id"], *[r["id"] for r in branch_runs]])
@@ -181,40 +186,49 @@ def test_a_sweep_spreads_its_branches_over_workers_and_matches_an_in_process_run
 
 
 def test_retry_executes_exactly_the_failed_branch(farm, tmp_path):
+    """Two sweeps fail on the same branch at once (a stray file in its folder); with the cause removed, one is
+    retried as a whole (`prefect flow-run retry SWEEP`) and the other by its failed branch's flow run alone. Both
+    execute that branch once more and leave the completed one untouched. The two run side by side on the farm's
+    workers (the sweeps hold two, their branches take the others)."""
     from flows.params import PRESETS, SweepParams, branch_configs
 
     env = farm["env"]
     planned = branch_configs(farm["sft_model"], farm["data"], SweepParams.model_validate(PRESETS["tiny"]["sweep"]), 96)
     failing, healthy = planned[1]["branch_id"], planned[0]["branch_id"]
 
+    cases: dict[str, dict] = {}
     for retry in ("sweep", "branch"):
         run_dir = tmp_path / retry
         stray = run_dir / "branches" / failing / "stray.txt"  # the cause: a branch folder holding another file
         stray.parent.mkdir(parents=True)
         stray.write_text("not a branch")
-        sweep_id = _run_sweep(farm, run_dir)
-        sweep_run = _wait_terminal(env, sweep_id)
+        cases[retry] = {"run_dir": run_dir, "stray": stray, "sweep_id": _run_sweep(farm, run_dir)}
+    for retry, case in cases.items():
+        run_dir = case["run_dir"]
+        sweep_run = _wait_terminal(env, case["sweep_id"])
         assert sweep_run["state_type"] == "FAILED" and failing in sweep_run["state"]["message"]
         assert healthy not in sweep_run["state"]["message"]
-        healthy_result = run_dir / "branches" / healthy / "result.json"
-        before = healthy_result.stat().st_mtime_ns
-        runs_before = {b: len(_branch_runs(farm, b, run_dir)) for b in (failing, healthy)}
+        case["healthy_result"] = run_dir / "branches" / healthy / "result.json"
+        case["before"] = case["healthy_result"].stat().st_mtime_ns
+        case["runs_before"] = {b: len(_branch_runs(farm, b, run_dir)) for b in (failing, healthy)}
+        case["stray"].unlink()  # the cause removed
 
-        stray.unlink()  # the cause removed
-        if retry == "sweep":
-            _prefect(env, "flow-run", "retry", sweep_id)
-            assert _wait_terminal(env, sweep_id)["state_type"] == "COMPLETED"
-            # One new aft-branch flow run, for the failed branch only; the healthy one came from its result.
-            new_runs = {b: len(_branch_runs(farm, b, run_dir)) - runs_before[b] for b in (failing, healthy)}
-            assert new_runs == {failing: 1, healthy: 0}, new_runs
-        else:
-            (failed_run,) = [r for r in _branch_runs(farm, failing, run_dir) if r["state_type"] == "FAILED"]
-            _prefect(env, "flow-run", "retry", failed_run["id"])
-            rerun = _wait_terminal(env, failed_run["id"])
-            assert rerun["state_type"] == "COMPLETED" and rerun["run_count"] == 2
-            assert {b: len(_branch_runs(farm, b, run_dir)) for b in (failing, healthy)} == runs_before  # no new flow run
-        assert (run_dir / "branches" / failing / "result.json").exists()
-        assert healthy_result.stat().st_mtime_ns == before, "the completed branch was executed again"
+    _prefect(env, "flow-run", "retry", cases["sweep"]["sweep_id"])
+    (failed_run,) = [r for r in _branch_runs(farm, failing, cases["branch"]["run_dir"]) if r["state_type"] == "FAILED"]
+    _prefect(env, "flow-run", "retry", failed_run["id"])
+
+    case = cases["sweep"]
+    assert _wait_terminal(env, case["sweep_id"])["state_type"] == "COMPLETED"
+    # One new aft-branch flow run, for the failed branch only; the healthy one came from its result.
+    new_runs = {b: len(_branch_runs(farm, b, case["run_dir"])) - case["runs_before"][b] for b in (failing, healthy)}
+    assert new_runs == {failing: 1, healthy: 0}, new_runs
+    case = cases["branch"]
+    rerun = _wait_terminal(env, failed_run["id"])
+    assert rerun["state_type"] == "COMPLETED" and rerun["run_count"] == 2
+    assert {b: len(_branch_runs(farm, b, case["run_dir"])) for b in (failing, healthy)} == case["runs_before"]  # no new run
+    for retry, case in cases.items():
+        assert (case["run_dir"] / "branches" / failing / "result.json").exists()
+        assert case["healthy_result"].stat().st_mtime_ns == case["before"], f"{retry}: the completed branch ran again"
         print(f"retry of the {retry}: executed {failing} once more; {healthy} untouched")
 
 

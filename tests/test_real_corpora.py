@@ -121,6 +121,9 @@ BAD_PARAMETERS = [
     ({"sweep": {"thresholds": {"unique_min_fraction": 2.0}}}, "sweep.thresholds.unique_min_fraction"),
     ({"sweep": {"branch": {"bertscore_model": "./no-such-encoder"}}}, "sweep.branch.bertscore_model"),
     ({"data": "no-such-corpus.json"}, "data"),
+    ({"conversation": {"reveal": "bogus"}}, "conversation.reveal"),
+    ({"conversation": {"max_exchanges": 0}}, "conversation.max_exchanges"),
+    ({"conversation": {"goals": -1}}, "conversation.goals"),
 ]
 
 

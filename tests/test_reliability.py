@@ -34,24 +34,30 @@ def _branch_args(sft_model: str, data: str, out: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family,adapter", [("seq2seq", "none"), ("causal", "none"), ("seq2seq", "lora"), ("causal", "lora")])
-def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(request, towninfo_dir, tmp_path, family, adapter):
+def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(request, towninfo_dir, tmp_path, monkeypatch,
+                                                                   family, adapter):
     """The kill lands at a named point (after step 6's update, between the checkpoints at 4 and 8), not after a
     sleep, so the test holds at any machine speed. Both model families, full weights or a LoRA adapter (with
-    gradient checkpointing): each resumes exactly."""
+    gradient checkpointing): each resumes exactly. Only the killed run needs a process of its own; the straight
+    run and the resume call the same `aft train-branch` entry point in this process, on one thread as it has."""
+    from aft_core.cli import main
+
     sft_model = request.getfixturevalue("sft_model" if family == "seq2seq" else "causal_sft_model")
     memory = ["--adapter", "lora", "--lora-rank", "4", "--gradient-checkpointing", "true"] if adapter == "lora" else []
-    env = {**os.environ, "AFT_THREADS": "1"}
-    straight = tmp_path / "straight"
-    subprocess.run(_branch_args(sft_model, str(towninfo_dir), straight) + memory, env=env, check=True, capture_output=True)
-
-    killed = tmp_path / "killed"
+    monkeypatch.setenv("AFT_THREADS", "1")
+    threads = torch.get_num_threads()
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
     done = subprocess.run(_branch_args(sft_model, str(towninfo_dir), killed) + memory,
-                          env={**env, FAULT_ENV: "after_update:6"}, capture_output=True)
+                          env={**os.environ, FAULT_ENV: "after_update:6"}, capture_output=True)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     assert not (killed / "result.json").exists()
     assert sorted(p.name for p in (killed / "checkpoints").iterdir() if not p.name.startswith(".")) == ["step-0000004"]
     assert len(BranchLayout(killed).steps_log.read_text().splitlines()) == 4  # steps 5 and 6 died with the process
-    subprocess.run(_branch_args(sft_model, str(towninfo_dir), killed) + memory, env=env, check=True, capture_output=True)
+    try:
+        for out in (straight, killed):
+            assert main(_branch_args(sft_model, str(towninfo_dir), out)[1:] + memory) == 0
+    finally:
+        torch.set_num_threads(threads)
 
     a = load_file(straight / "weights" / "step-0000012.safetensors")
     b = load_file(killed / "weights" / "step-0000012.safetensors")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aft_core.data.venues import VenueDB, satisfies, venue_name
+from aft_core.dialogue import user_words
 from aft_core.errors import AftInputError
 from aft_core.io import write_json_atomic, write_text_atomic
 
@@ -121,48 +122,6 @@ def build_database(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
 
 # --- phrase banks: several paraphrases per act ------------------------------------------------------
 
-def _constraint_phrase(rng: random.Random, domain: str, slots: dict[str, str]) -> str:
-    """E.g. 'a cheap italian restaurant in the north', built from whichever slots are given."""
-    if domain == "restaurant":
-        head = " ".join(v for v in (slots.get("pricerange"), slots.get("food")) if v)
-        text = f"{'an' if head[:1] in 'aeiou' and head else 'a'} {head + ' ' if head else ''}restaurant"
-        if "area" in slots:
-            text += rng.choice([f" in the {slots['area']}", f" in the {slots['area']} of town", f" on the {slots['area']} side"])
-        return text
-    if domain == "hotel":
-        text = "a " + (f"{slots['pricerange']} " if "pricerange" in slots else "") + rng.choice(["hotel", "place to stay"])
-        if "area" in slots:
-            text += rng.choice([f" in the {slots['area']}", f" in the {slots['area']} area"])
-        if "stars" in slots:
-            text += rng.choice([f" with {slots['stars']} stars", f" rated {slots['stars']} stars"])
-        return text
-    if domain == "attraction":
-        text = f"a {slots['type']}" if "type" in slots else rng.choice(["something to do", "a place to visit", "an attraction"])
-        if "area" in slots:
-            text += rng.choice([f" in the {slots['area']}", f" in the {slots['area']} of town"])
-        return text
-    text = "a train"
-    if "destination" in slots:
-        text += f" to {slots['destination']}"
-    if "day" in slots:
-        text += f" on {slots['day']}"
-    return text
-
-
-def _slot_answer(rng: random.Random, domain: str, slot: str, value: str) -> str:
-    options = {
-        "food": [f"i would like {value} food .", f"{value} please .", f"something serving {value} food .", f"i am in the mood for {value} ."],
-        "area": [f"the {value} please .", f"i would prefer the {value} .", f"somewhere in the {value} .", f"it should be in the {value} ."],
-        "pricerange": [f"something {value} please .", f"i want the {value} price range .", f"{value} would be best .", f"it should be {value} ."],
-        "stars": [f"{value} stars please .", f"it should have {value} stars .", f"i would like a {value} star place ."],
-        "type": [f"i am interested in a {value} .", f"a {value} please .", f"maybe a {value} ?", f"i would love to see a {value} ."],
-        "destination": [f"i am going to {value} .", f"to {value} please .", f"i need to get to {value} .", f"the destination is {value} ."],
-        "day": [f"on {value} .", f"i will travel on {value} .", f"{value} please .", f"it is for {value} ."],
-    }
-    return rng.choice(options[slot])
-
-
-DONT_CARE = ["i do not mind .", "any is fine .", "it does not matter .", "i have no preference .", "whatever you suggest ."]
 ASK = {
     "food": ["what type of food would you like ?", "what kind of cuisine are you looking for ?", "do you have a food preference ?"],
     "area": ["what area would you like ?", "which part of town do you prefer ?", "is there an area you prefer ?"],
@@ -172,21 +131,13 @@ ASK = {
     "destination": ["where are you travelling to ?", "what is your destination ?", "where would you like to go ?"],
     "day": ["what day will you travel ?", "which day would you like to leave ?", "what day do you need the train ?"],
 }
-OPEN_FIRST = ["hello , i am looking for {c} .", "hi , i need {c} .", "i am looking for {c} .",
-              "can you help me find {c} ?", "i would like to find {c} please .", "good afternoon , i want {c} ."]
-OPEN_NEXT = ["i also need {c} .", "i am also looking for {c} .", "can you also help me find {c} ?",
-             "next , i need {c} .", "thanks . i also want {c} ."]
 CLOSINGS = ["you are welcome . have a great day !", "thank you for using our service . goodbye .",
             "glad i could help . enjoy your stay !", "you are welcome . goodbye ."]
 ANYTHING_ELSE = ["is there anything else i can help you with ?", "can i help you with anything else ?",
                  "will that be all ?", ""]
-THANKS = ["that is all , thank you .", "no , that will be all . thanks !", "thanks , that is everything i needed .",
-          "great , thank you . goodbye ."]
-REQUEST_WORDS = {"address": ["address", "the address"], "phone": ["phone number", "the phone number"],
-                 "postcode": ["postcode", "the postcode"]}
 
 
-def _recommend(rng: random.Random, domain: str, venue: dict[str, Any]) -> str:
+def recommend(rng: random.Random, domain: str, venue: dict[str, Any]) -> str:
     """Most paraphrases describe the venue before naming it, as MultiWOZ's wizards often did."""
     name = venue_name(venue)
     if domain == "restaurant":
@@ -211,11 +162,24 @@ def _recommend(rng: random.Random, domain: str, venue: dict[str, Any]) -> str:
     return body + follow
 
 
-def _no_match(rng: random.Random, domain: str, slots: dict[str, str]) -> str:
-    phrase = _constraint_phrase(rng, domain, slots).removeprefix("a ").removeprefix("an ")
+def no_match(rng: random.Random, domain: str, slots: dict[str, str]) -> str:
+    phrase = user_words.constraint_phrase(rng, domain, slots).removeprefix("a ").removeprefix("an ")
     return rng.choice([f"i am sorry , there is no {phrase} . would you like to try something else ?",
                        f"unfortunately i have no {phrase} . could you change one of your requirements ?",
                        f"sorry , nothing matches {phrase} . shall i look for something different ?"])
+
+
+def inform_attributes(rng: random.Random, venue: dict[str, Any], fields: list[str]) -> str:
+    """The system gives the asked attributes of the venue it offered."""
+    answer = " and ".join(f"the {f if f != 'phone' else 'phone number'} is {venue[f]}" for f in fields)
+    return rng.choice([f"sure , {answer} .", f"{answer} .", f"of course . {answer} ."]) + " " + rng.choice(ANYTHING_ELSE)
+
+
+def booked(rng: random.Random, ref: str) -> str:
+    """The system confirms a booking with its reference number."""
+    return rng.choice([f"booking was successful . your reference number is {ref} .",
+                       f"i have booked it . the reference number is {ref} .",
+                       f"done ! your reference number is {ref} ."]) + " " + rng.choice(ANYTHING_ELSE)
 
 
 # --- dialogue generation ----------------------------------------------------------------------------
@@ -272,7 +236,7 @@ def _domain_segment(rng: random.Random, db: dict[str, list[dict[str, Any]]], dlg
     Act = domain.capitalize()
 
     revealed = dict(rng.sample(sorted(constraints.items()), rng.randint(0, len(constraints))))
-    opening = rng.choice(OPEN_FIRST if first else OPEN_NEXT).format(c=_constraint_phrase(rng, domain, revealed))
+    opening = user_words.opening(rng, domain, revealed, first)
     dlg.state[domain]["semi"].update(revealed)
     dlg.user(opening, f"{Act}-Inform", revealed)
 
@@ -282,24 +246,23 @@ def _domain_segment(rng: random.Random, db: dict[str, list[dict[str, Any]]], dlg
         dlg.system(rng.choice(ASK[slot]), f"{Act}-Request", {})
         if slot in constraints:
             dlg.state[domain]["semi"][slot] = constraints[slot]
-            dlg.user(_slot_answer(rng, domain, slot, constraints[slot]), f"{Act}-Inform", {slot: constraints[slot]})
+            dlg.user(user_words.slot_answer(rng, domain, slot, constraints[slot]), f"{Act}-Inform", {slot: constraints[slot]})
         else:
             dlg.state[domain]["semi"][slot] = "dontcare"
-            dlg.user(rng.choice(DONT_CARE))
+            dlg.user(user_words.dont_care(rng))
 
     active = {s: v for s, v in dlg.state[domain]["semi"].items() if v and v != "dontcare"}
     matches = [r for r in db[domain] if satisfies(r, active)]
     if not matches:
-        dlg.system(_no_match(rng, domain, active), f"{Act}-NoOffer", active)
+        dlg.system(no_match(rng, domain, active), f"{Act}-NoOffer", active)
         slot, value = relax  # a no-match only arises from the planned over-constraint
         dlg.state[domain]["semi"][slot] = value
-        dlg.user(rng.choice([f"ok , how about {value} then ?", f"then {value} is fine .", f"what about {value} instead ?"]),
-                 f"{Act}-Inform", {slot: value})
+        dlg.user(user_words.relax(rng, value), f"{Act}-Inform", {slot: value})
         active[slot] = value
         matches = [r for r in db[domain] if satisfies(r, active)]
     venue = matches[0]  # the system's top-ranked match
     name = venue_name(venue)
-    dlg.system(_recommend(rng, domain, venue), f"{Act}-Recommend", {"Name": name})
+    dlg.system(recommend(rng, domain, venue), f"{Act}-Recommend", {"Name": name})
     # The name enters the belief state once offered (the next turn's metadata), never before.
     dlg.state[domain]["semi"]["name" if domain != "train" else "trainID"] = name
 
@@ -308,31 +271,20 @@ def _domain_segment(rng: random.Random, db: dict[str, list[dict[str, Any]]], dlg
         if what == "request":
             fields = rng.sample(["address", "phone", "postcode"] if domain != "train" else ["price", "duration"], rng.randint(1, 2))
             goal[domain]["reqt"] = fields
-            asked = " and ".join(rng.choice(REQUEST_WORDS.get(f, [f, f"the {f}"])) for f in fields)
-            dlg.user(rng.choice([f"can i have {asked} ?", f"what is {asked} ?", f"could you tell me {asked} please ?"]),
-                     f"{Act}-Request", {})
-            answer = " and ".join(f"the {f if f != 'phone' else 'phone number'} is {venue[f]}" for f in fields)
-            dlg.system(rng.choice([f"sure , {answer} .", f"{answer} .", f"of course . {answer} ."]) + " "
-                       + rng.choice(ANYTHING_ELSE), f"{Act}-Inform", {f: str(venue[f]) for f in fields})
+            dlg.user(user_words.request(rng, fields), f"{Act}-Request", {})
+            dlg.system(inform_attributes(rng, venue, fields), f"{Act}-Inform", {f: str(venue[f]) for f in fields})
         else:
             book = {"people": str(rng.randint(1, 8))}
             if domain == "restaurant":
                 book.update(day=rng.choice(DAYS), time=f"{rng.randint(11, 21)}:{rng.choice(['00', '15', '30', '45'])}")
-                ask = f"please book a table for {book['people']} people on {book['day']} at {book['time']} ."
             elif domain == "hotel":
                 book.update(day=rng.choice(DAYS), stay=str(rng.randint(1, 5)))
-                ask = f"can you book it for {book['people']} people for {book['stay']} nights starting {book['day']} ?"
-            else:
-                ask = f"yes , please book {book['people']} tickets ."
             goal[domain]["book"] = book
             dlg.state[domain]["book"].update(book)
-            dlg.user(ask, f"{Act}-Inform", book)
+            dlg.user(user_words.book(domain, book), f"{Act}-Inform", book)
             ref = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
             dlg.state[domain]["book"]["booked"] = [{"name": name, "reference": ref}]
-            dlg.system(rng.choice([f"booking was successful . your reference number is {ref} .",
-                                   f"i have booked it . the reference number is {ref} .",
-                                   f"done ! your reference number is {ref} ."]) + " " + rng.choice(ANYTHING_ELSE),
-                       "Booking-Book", {"Ref": ref})
+            dlg.system(booked(rng, ref), "Booking-Book", {"Ref": ref})
 
 
 def generate_dialogue(rng: random.Random, db: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -341,7 +293,7 @@ def generate_dialogue(rng: random.Random, db: dict[str, list[dict[str, Any]]]) -
     domains = rng.sample(list(DOMAIN_SLOTS), 1 if rng.random() < 0.45 else 2)
     for k, domain in enumerate(domains):
         _domain_segment(rng, db, dlg, domain, k == 0, goal)
-    dlg.user(rng.choice(THANKS))
+    dlg.user(user_words.thanks(rng))
     dlg.system(rng.choice(CLOSINGS), "general-bye")
     # Strip trailing spaces left by empty "anything else" suffixes.
     for turn in dlg.log:

@@ -1,0 +1,241 @@
+"""Conversations (aft_core.dialogue): the agenda user, the reader of system text, the dialogue metrics and the
+batched self-play loop, on TownInfo goals with the oracle system, scripted systems that fail on purpose, and the
+session's tiny models of both families."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+
+from aft_core.data.towninfo import generate_towninfo, load_database
+from aft_core.dialogue.goals import load_goals
+from aft_core.dialogue.metrics import dialogue_outcome, reliability, summarise
+from aft_core.dialogue.oracle import OracleSystem
+from aft_core.dialogue.reader import Reader, SystemReading, gold_kinds, read_kinds, reader_agreement
+from aft_core.dialogue.selfplay import ModelSystem, converse
+from aft_core.dialogue.user import REVEAL_MODES
+
+
+@pytest.fixture(scope="module")
+def main_corpus(tmp_path_factory):
+    """The main job's TownInfo corpus (3,000 dialogues, seed 0): 300 test goals."""
+    return generate_towninfo(tmp_path_factory.mktemp("towninfo-main") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def world(main_corpus):
+    db = load_database(main_corpus)
+    return {"db": db, "reader": Reader(db), "goals": load_goals(main_corpus, "test"), "corpus": main_corpus}
+
+
+def test_the_generator_speaks_through_user_words_and_its_corpus_is_unchanged(main_corpus, towninfo_dir):
+    """The user's words moved into aft_core.dialogue.user_words; the generator draws them in the same order, so the
+    corpora (and every model and frontier built on them) are byte for byte what they were."""
+    digest = {"main": hashlib.sha256((main_corpus / "data.json").read_bytes()).hexdigest(),
+              "session": hashlib.sha256((towninfo_dir / "data.json").read_bytes()).hexdigest()}
+    assert digest == {"main": "6c973ccb65889bd214f54c6d5e853b8fc31c19e5ed20fea8d88893bd3024425a",
+                      "session": "5d64f826206db68c8239efdf9c92909d3dc12b3a187704248ba1a9db8e72552d"}
+
+
+def test_goals_carry_the_relaxation_the_dialogue_made(world):
+    goals = world["goals"]
+    assert len(goals) == 300 and all(g.domains for g in goals)
+    failing = [d for g in goals for d in g.domains if d.fails]
+    assert failing, "TownInfo over-constrains about 15% of its domain goals"
+    db = world["db"]
+    for d in failing:  # the first constraints meet no venue; the relaxed ones do
+        assert not db.matching(d.domain, d.constraints) and db.matching(d.domain, d.relaxed)
+
+
+@pytest.mark.parametrize("reveal", REVEAL_MODES)
+def test_the_oracle_succeeds_on_every_towninfo_goal(world, reveal):
+    """The anchor: TownInfo's own rule policy completes every goal, in every reveal mode."""
+    records = converse(OracleSystem(world["db"]), world["goals"], world["reader"], reveal=reveal, seed=0)
+    summary = summarise([r["outcome"] for r in records])
+    assert summary["success"][0] == 1.0 and summary["inform"][0] == 1.0, summary
+    assert summary["book"][0] == 1.0 and summary["complete"][0] == 1.0 and summary["timeout"][0] == 0.0
+    assert summary["violating_offer_rate"] == 0.0
+
+
+def _swap_name(db, text: str, reader: Reader) -> str:
+    """Replace an offered venue's name with a venue of its domain that differs from it in every informable slot, so it
+    breaks every constraint the goal holds (the offered one met them all)."""
+    from aft_core.data.towninfo import DOMAIN_SLOTS
+
+    for domain, venue in reader.read(text).offered:
+        other = next(r for r in db.venues[domain] if all(r[s] != venue[s] for s in DOMAIN_SLOTS[domain]))
+        name_key = "trainID" if domain == "train" else "name"
+        text = text.replace(venue[name_key], other[name_key])
+    return text
+
+
+def test_a_system_offering_a_wrong_venue_fails_inform(world):
+    oracle, reader, db = OracleSystem(world["db"]), world["reader"], world["db"]
+
+    class WrongVenue:
+        def respond(self, histories):
+            return [_swap_name(db, text, reader) for text in oracle.respond(histories)]
+
+    goals = world["goals"][:40]
+    records = converse(WrongVenue(), goals, reader, reveal="full", seed=0, max_exchanges=12)
+    outcomes = [r["outcome"] for r in records]
+    assert all(o["inform"] == 0.0 and o["success"] == 0.0 for o in outcomes)
+    assert sum(o["violating_offers"] for o in outcomes) > 0  # the user said the offer broke what it had asked for
+
+
+def record_goal_last_requests(world, record) -> tuple[str, ...]:
+    goal = next(g for g in world["goals"] if g.dialogue_id == record["dialogue_id"])
+    return goal.domains[-1].requests if all("phone" not in d.requests for d in goal.domains[:-1]) else ()
+
+
+def test_a_system_that_never_gives_the_phone_fails_success(world):
+    oracle, reader = OracleSystem(world["db"]), world["reader"]
+
+    class NoPhone:
+        def respond(self, histories):
+            return [re.sub(r"\b01223\d{6}\b", "not listed", text) for text in oracle.respond(histories)]
+
+    records = converse(NoPhone(), world["goals"], reader, reveal="agenda", seed=0, max_exchanges=12)
+    wants_phone = [any("phone" in d.requests for d in r_goal.domains) for r_goal in world["goals"]]
+    assert any(wants_phone) and not all(wants_phone)
+    for record, phone in zip(records, wants_phone):
+        outcome = record["outcome"]
+        assert outcome["success"] == (0.0 if phone else 1.0), (record["dialogue_id"], outcome)
+        if not phone:
+            assert outcome["inform"] == 1.0
+        elif "phone" in record_goal_last_requests(world, record):  # the venue was right; only the phone is missing
+            assert outcome["inform"] == 1.0 and outcome["timeout"] == 1.0
+
+
+def test_sharded_reveals_one_constraint_per_turn_and_full_all_at_once(world):
+    goals = world["goals"][:100]
+    for reveal in ("sharded", "full"):
+        records = converse(OracleSystem(world["db"]), goals, world["reader"], reveal=reveal, seed=0)
+        for goal, record in zip(goals, records):
+            user_turns = [t for t in record["turns"] if t["speaker"] == "user"]
+            sizes = [len(t["revealed"]) for t in user_turns]
+            if reveal == "sharded":
+                assert max(sizes) == 1, (record["dialogue_id"], sizes)
+                assert sizes[0] == 1  # the opening too
+            else:
+                assert sizes[0] == len(goal.domains[0].constraints)
+
+
+def test_the_agenda_mode_is_seeded_and_a_conversation_reruns_exactly(world):
+    goals, oracle, reader = world["goals"][:60], OracleSystem(world["db"]), world["reader"]
+    first = converse(oracle, goals, reader, reveal="agenda", seed=7)
+    assert converse(oracle, goals, reader, reveal="agenda", seed=7) == first
+    other = converse(oracle, goals, reader, reveal="agenda", seed=8)
+    assert [r["turns"] for r in other] != [r["turns"] for r in first]  # the seed draws the user's words
+
+
+def test_the_reader_agrees_with_gold_system_acts_on_towninfo(world):
+    """Per slot kind against the gold acts of every TownInfo test system turn: F1 >= 0.95 for each kind but price,
+    whose only disagreements are an annotation gap (a train's Recommend act names the train, not the price its
+    words state: every such 'false positive' is the recommended train's true price)."""
+    import json
+
+    data = json.loads((world["corpus"] / "data.json").read_text())
+    test_ids = (world["corpus"] / "testListFile.txt").read_text().split()
+    turns = [(t["text"], t["dialog_act"]) for d in test_ids for i, t in enumerate(data[d]["log"]) if i % 2 == 1]
+    scores = reader_agreement(world["reader"], turns)
+    print({k: round(v["f1"], 3) for k, v in scores.items()})
+    assert scores["all"]["f1"] >= 0.95
+    for kind, s in scores.items():
+        assert s["recall"] == 1.0 or kind == "all", (kind, s)
+        if kind not in ("price", "all"):
+            assert s["f1"] >= 0.95, (kind, s)
+    gaps = 0
+    for text, acts in turns:
+        extra = {v for k, v in read_kinds(world["reader"].read(text)) - gold_kinds(acts) if k == "price"}
+        if extra:
+            assert "Train-Recommend" in acts, (text, acts)
+            train = next(r for d, r in world["reader"].read(text).offered if d == "train")
+            assert extra == {train["price"].replace(" ", "").replace(".", "")}
+            gaps += 1
+    assert gaps == scores["price"]["fp"]  # every price the gold acts lack is the recommended train's own
+
+
+def test_the_reader_reads_a_garbled_name_but_not_a_stranger(world):
+    db, reader = world["db"], world["reader"]
+    venue = db.venues["restaurant"][0]
+    garbled = venue["name"][:-1] + ("x" if venue["name"][-1] != "x" else "y")
+    assert [r for _, r in reader.read(f"i recommend {garbled} .").offered] == [venue]
+    assert reader.read("i recommend the purple elephant .").offered == []
+    reading = reader.read(f"the phone number is {venue['phone']} and the postcode is {venue['postcode']} .")
+    assert reading.informed["phone"] == venue["phone"] and reading.informed["postcode"] == venue["postcode"]
+    assert reader.read("booking was successful . your reference number is ab12cd34 .").reference == "ab12cd34"
+    assert reader.read("what area would you like ?").requested == ("area",)
+    assert reader.read("unfortunately i have no thai restaurant in the east .").no_offer
+
+
+def test_metrics_by_hand(world):
+    goal = next(g for g in world["goals"] if len(g.domains) == 1 and g.domains[0].book and g.domains[0].requests)
+    d = goal.domains[0]
+    venue = world["db"].matching(d.domain, d.relaxed)[0]
+    offer = SystemReading(offered=[(d.domain, venue)])
+    attributes = SystemReading(informed={r: str(venue[r]) for r in d.requests})
+    booking = SystemReading(reference="ab12cd34")
+    kw = dict(complete=True, timeout=False, offers=1, violations=0)
+    full = dialogue_outcome(goal, ["a", "b", "c"], [offer, attributes, booking], **kw)
+    assert (full["inform"], full["success"], full["book"], full["turns_to_success"]) == (1.0, 1.0, 1.0, 3)
+    no_ref = dialogue_outcome(goal, ["a", "b"], [offer, attributes], **kw)
+    assert (no_ref["inform"], no_ref["success"], no_ref["book"]) == (1.0, 0.0, 0.0)
+    wrong = next(r for r in world["db"].venues[d.domain] if not any(r is m for m in world["db"].matching(d.domain, d.relaxed)))
+    bad = dialogue_outcome(goal, ["a", "a"], [SystemReading(offered=[(d.domain, wrong)]), attributes], **kw)
+    assert (bad["inform"], bad["success"], bad["repeated_replies"]) == (0.0, 0.0, 1)
+    r = reliability([[1, 1, 0, 0, 1], [0, 0, 0, 0, 0]])
+    assert r == pytest.approx({"P": 0.3, "A90": 0.5, "U90_10": 0.5})
+
+
+@pytest.mark.parametrize("fixture", ["sft_model", "causal_sft_model"])
+def test_batched_conversations_equal_one_at_a_time(request, towninfo_dir, fixture):
+    """Both families: one batched generation per round gives the same transcripts as one conversation at a time
+    (texts equal; attention figures equal to float tolerance), and the history is left-cut to the source budget."""
+    from aft_core.models import load_model
+
+    model, tokenizer = load_model(request.getfixturevalue(fixture))
+    db = load_database(towninfo_dir)
+    system = ModelSystem(model, tokenizer, max_source_tokens=96, max_new_tokens=16)
+    goals = load_goals(towninfo_dir, "test")[:6]
+    batched = converse(system, goals, Reader(db), reveal="sharded", seed=0, max_exchanges=6)
+    alone = converse(system, goals, Reader(db), reveal="sharded", seed=0, max_exchanges=6, batched=False)
+    for a, b in zip(batched, alone):
+        assert [t["text"] for t in a["turns"]] == [t["text"] for t in b["turns"]]
+        for s, t in zip(a["turns"], b["turns"]):
+            if s["speaker"] == "system":
+                assert set(s["attention"]) >= {"focus/all", "coverage/salient", "earlier_share", "lookback"}
+                np.testing.assert_allclose([s["attention"][k] for k in sorted(s["attention"])],
+                                           [t["attention"][k] for k in sorted(t["attention"])], atol=1e-4)
+    assert any(len(r["turns"]) > 4 for r in batched)
+
+
+def test_aft_converse_writes_the_table_and_refuses_bad_settings(sft_model, towninfo_dir, tmp_path, capsys):
+    import json
+
+    from aft_core.cli import main
+    from aft_core.layout import ConversationLayout
+
+    out = tmp_path / "conversations"
+    args = ["converse", "--sft", sft_model, "--data", str(towninfo_dir), "--out", str(out), "--goals", "4",
+            "--max-exchanges", "4", "--samples", "2"]
+    assert main(args) == 0
+    table = ConversationLayout(out).read_table()
+    assert table["modes"] == ["full", "sharded"] and table["goals"] == 4
+    assert [r["system"] for r in table["rows"]["sharded"]] == ["oracle (TownInfo rule policy)", "SFT"]
+    printed = capsys.readouterr().out
+    assert "degradation of success, full → sharded, SFT" in printed and "reliability over 2 sampled" in printed
+    assert set(table["rows"]["full"][1]["reliability"]) == {"P", "A90", "U90_10", "samples"}
+    assert len(ConversationLayout(out).read_transcripts()) == 2 * 2 * 4
+    before = json.loads(ConversationLayout(out).table.read_text())
+
+    assert main([*args, "--reveal", "bogus"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "reveal" in err and "use full, sharded, agenda or both" in err
+    assert json.loads(ConversationLayout(out).table.read_text()) == before  # the refusal wrote nothing
+    elsewhere = tmp_path / "no-goals"
+    assert main([*args[:4], str(tmp_path / "nowhere"), "--out", str(elsewhere), *args[7:]]) == 0
+    assert "not run" in capsys.readouterr().out  # no goals there: said, and nothing measured
+    assert "skipped" in ConversationLayout(elsewhere).read_table()
