@@ -26,6 +26,7 @@ from aft_core.data.batching import IX_MODES, SourceBatch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
+from aft_core.dialogue.context_to_response import REFERENCE, dialogue_success
 from aft_core.errors import AftInputError
 from aft_core.io import atomic_path, write_json_atomic, write_text_atomic
 from aft_core.layout import BranchLayout, EvaluationLayout, RunLayout
@@ -173,6 +174,14 @@ def evaluate_systems(systems: dict[str, dict[str, Any]], cfg: EvalConfig, out_di
               "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer,
               "venue_tables": sorted(db.venues) if db else [], "venue_tables_skipped": db.skipped if db else {},
               "rows": table_rows(per_example, baseline=next(iter(systems)), ix_mode=cfg.ix_mode)}
+    success = dialogue_success(per_example, cfg.data, cfg.split)
+    result["dialogue_success"] = {k: v for k, v in success.items() if k != "systems"}
+    if "systems" in success:
+        result["dialogue_success"]["reference"] = success["systems"][REFERENCE]
+        for row in result["rows"]:
+            for key in ("inform", "success"):
+                mean, low, high = success["systems"][row["system"]][key]
+                row[key], row[f"{key}_ci"] = mean, [low, high]
     out.qualitative.unlink(missing_ok=True)  # chosen from the previous table: stale now
     write_json_atomic(out.table, result)
     write_text_atomic(out.table1, table1_markdown(result))
@@ -255,7 +264,8 @@ METRICS = ("focus", "repeat", "bertscore", "length", "coverage_history", "covera
 COLUMN = {"length": "avg_len"}  # per-example column -> table column
 TABLE1_COLUMNS = (("focus", "Focus"), ("repeat", "Repeat"), ("bertscore", "BERTScore"), ("bleu", "BLEU"), ("avg_len", "Avg Len"),
                   ("coverage_history", "Cov(history)"), ("coverage_salient", "Cov(salient)"),
-                  ("entity_accuracy", "Entity acc."), ("lookback", "Lookback"))  # table column -> heading, in Table 1's order
+                  ("entity_accuracy", "Entity acc."), ("lookback", "Lookback"), ("inform", "Inform"),
+                  ("success", "Success"))  # table column -> heading, in Table 1's order
 NO_VENUE_DATABASE = "Entity accuracy: not computed, the corpus has no venue database (db/<domain>_db.json beside it)."
 PAPER_TABLE1 = (  # T5-Large on MultiWOZ 2.1 (AFT_SPEC §7), bert-score's default encoder
     ("Base T5-Large", -3.333, 0.146, 0.672, 113.3), ("T5-Large SFT", -3.656, 0.024, 0.804, 37.3),
@@ -385,6 +395,16 @@ def table1_markdown(table: dict[str, Any]) -> str:
                       + (f"; skipped: {skipped}." if skipped else ".")]
     else:
         lines += ["", NO_VENUE_DATABASE]
+    success = table.get("dialogue_success") or {}
+    if "reference" in success:
+        ref = success["reference"]
+        lines += ["", f"Inform and Success: mwzeval's definitions over the {success['dialogues']} test dialogues "
+                      "evaluated whole, the responses of every system turn read by a matcher (aft_core.dialogue.reader, "
+                      f"F1 {success['reader_f1']:.3f} against the gold system acts); lexicalised, not the delexicalised "
+                      f"leaderboard setting. The corpus's own system turns: Inform {ref['inform'][0]:.3f}, Success "
+                      f"{ref['success'][0]:.3f} (MultiWOZ 2.2's reference in mwzeval: 93.7 and 90.9)."]
+    elif "skipped" in success:
+        lines += ["", f"Inform and Success: not computed ({success['skipped']})."]
     changes = [paired_changes(row) for row in table["rows"] if row.get("vs_baseline")]
     if changes:
         lines += ["", "Paired against SFT on the same examples (means of per-example differences, paired bootstrap "

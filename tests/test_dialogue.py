@@ -239,3 +239,23 @@ def test_aft_converse_writes_the_table_and_refuses_bad_settings(sft_model, towni
     assert main([*args[:4], str(tmp_path / "nowhere"), "--out", str(elsewhere), *args[7:]]) == 0
     assert "not run" in capsys.readouterr().out  # no goals there: said, and nothing measured
     assert "skipped" in ConversationLayout(elsewhere).read_table()
+
+
+def test_inform_and_success_of_the_test_evaluation_with_the_reference_row(world):
+    """Context-to-response Inform/Success (Table 1's columns): the corpus's own system turns as a system score 1.0,
+    as the reference row does; a system that never names a venue scores 0; a dialogue cut short is left out."""
+    import pandas as pd
+
+    from aft_core.data.corpus import load_corpus
+    from aft_core.dialogue.context_to_response import REFERENCE, dialogue_success
+
+    examples = load_corpus(world["corpus"]).examples["test"]
+    rows = [{"system": name, "example_id": ex.example_id, "reference": ex.target,
+             "response": ex.target if name == "copy" else "i am not sure ."}
+            for name in ("copy", "unsure") for ex in examples[:-1]]  # the last dialogue lacks its last turn
+    result = dialogue_success(pd.DataFrame(rows), world["corpus"], "test")
+    assert result["dialogues"] == 299 and result["reader_f1"] >= 0.95
+    assert result["systems"]["copy"] == result["systems"][REFERENCE]
+    assert result["systems"][REFERENCE]["inform"][0] == 1.0 and result["systems"][REFERENCE]["success"][0] == 1.0
+    assert result["systems"]["unsure"]["inform"] == [0.0, 0.0, 0.0]
+    assert "skipped" in dialogue_success(pd.DataFrame(rows), world["corpus"] / "db", "test")
