@@ -196,7 +196,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     parser = argparse.ArgumentParser(prog="aft", description="Attention Fine-Tuning (AFT) for encoder–decoder and decoder-only dialogue models.")
+    try:
+        installed = version("aft")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"aft {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="corpus tools").add_subparsers(dest="data_command", required=True)

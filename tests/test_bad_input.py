@@ -291,3 +291,13 @@ def test_broken_model_folders_end_in_one_line_not_a_traceback(sft_model, towninf
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert code == 2 and len(errors) == 1 and problem in errors[0] and "Fix:" in errors[0], (folder.name, err[-800:])
         assert "Traceback" not in err and not (out / "sft_result.json").exists()
+
+
+def test_aft_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    from aft_core.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"aft {version('aft')}"

@@ -14,6 +14,9 @@ import yaml
 from conftest import HANG_S, ROOT
 
 pytestmark = pytest.mark.slow
+# The conversation stage is checked on the shared run and the decoder-only one; pipelines that test something else
+# leave it out (it is the costliest stage a tiny run adds).
+NO_CONVERSATIONS = {"conversation": {"run": False}}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def rerun_target(harness, tmp_path_factory) -> Path:
     from flows.pipeline import aft_pipeline
 
     run_dir = tmp_path_factory.mktemp("pipeline") / "run"
-    aft_pipeline(preset("tiny", {"run_dir": str(run_dir)}))
+    aft_pipeline(preset("tiny", {"run_dir": str(run_dir), **NO_CONVERSATIONS}))
     return run_dir
 
 
@@ -230,7 +233,7 @@ def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(re
     monkeypatch.setattr(aft_core.sft, "run_sft", lambda *a, **k: sft_calls.append("sft") or real_sft(*a, **k))
     lenient = {"unique_min_fraction": 0.0, "length_near_max_fraction": 1.0, "repeat_max": 1.0, "closing_rate_min": 1.0,
                "inertia_step": 10**6, "primary_min_delta_bertscore": -1.0}
-    aft_pipeline(preset("tiny", {"run_dir": str(rerun_target), "sweep": {"thresholds": lenient}}))
+    aft_pipeline(preset("tiny", {"run_dir": str(rerun_target), "sweep": {"thresholds": lenient}, **NO_CONVERSATIONS}))
     assert calls == [] and sft_calls == [], "a finished SFT run or branch was executed again, not read from the cache"
     assert (rerun_target / ".prefect-results").is_dir()  # the cache records live in the run folder, nowhere else
     table = json.loads((rerun_target / "evaluation" / "table.json").read_text())
@@ -438,7 +441,7 @@ def test_lora_adapters_go_through_the_whole_pipeline_and_the_deployment_form(har
 
     run_dir = tmp_path / "lora"
     memory = {"adapter": "lora", "lora_rank": 4, "gradient_checkpointing": True}
-    aft_pipeline(preset("tiny", {"run_dir": str(run_dir), "sft": memory, "sweep": {"branch": memory}}))
+    aft_pipeline(preset("tiny", {"run_dir": str(run_dir), "sft": memory, "sweep": {"branch": memory}, **NO_CONVERSATIONS}))
     assert (run_dir / "sft" / "model" / "adapter_model.safetensors").exists()
     assert not (run_dir / "sft" / "model" / "model.safetensors").exists()
     table = json.loads((run_dir / "evaluation" / "table.json").read_text())

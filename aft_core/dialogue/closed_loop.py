@@ -36,19 +36,19 @@ ORACLE = "oracle (TownInfo rule policy)"
 READER_MIN_F1 = 0.95  # below this agreement with the corpus's gold system acts, no outcome is reported
 
 
-def why_not(data: str | Path, split: str) -> str | None:
-    """Why closed-loop figures cannot be given on this corpus (None when they can): it has no dialogue goals, or
-    the reader does not agree with its gold system acts at F1 >= READER_MIN_F1, so Inform/Success read from a
-    system's words could not be trusted."""
+def reader_gate(data: str | Path, split: str) -> tuple[str | None, float | None]:
+    """(why outcomes cannot be read on this corpus, or None when they can; the reader's F1 against its gold system
+    acts). They cannot when the corpus has no dialogue goals, or when the reader agrees with its gold acts at
+    F1 < READER_MIN_F1: Inform/Success read from a system's words could not be trusted."""
     folder = Path(data)
     if not (folder.is_dir() and (folder / "data.json").exists() and (folder / "db").is_dir()):
         return (f"{folder} has no MultiWOZ-schema dialogue goals with venue databases (a folder with data.json and "
-                "db/), so there is nothing for a user to pursue")
+                "db/), so there is nothing for a user to pursue"), None
     agreement = reader_agreement_on(folder, split)["all"]["f1"]
     if not agreement >= READER_MIN_F1:
         return (f"the reader of system text agrees with this corpus's gold {split} system acts at F1 {agreement:.3f} "
-                f"< {READER_MIN_F1}: Inform and Success read by it could not be trusted")
-    return None
+                f"< {READER_MIN_F1}: Inform and Success read by it could not be trusted"), agreement
+    return None, agreement
 
 
 def reader_agreement_on(folder: Path, split: str) -> dict[str, dict[str, float]]:
@@ -158,7 +158,7 @@ def converse_systems(systems: dict[str, dict[str, Any]], config: ConversationCon
     config.validate()
     load = load or load_system
     layout = ConversationLayout(Path(out_dir))
-    reason = why_not(config.data, config.split)
+    reason, reader_f1 = reader_gate(config.data, config.split)
     if reason is not None:
         table = {"skipped": reason, "data": config.data, "split": config.split}
         write_json_atomic(layout.table, table)
@@ -199,7 +199,7 @@ def converse_systems(systems: dict[str, dict[str, Any]], config: ConversationCon
     first_model = next(iter(systems), None)
     table: dict[str, Any] = {"goals": len(goals), "split": config.split, "data": config.data, "modes": list(config.modes),
                              "seed": config.seed, "max_exchanges": config.max_exchanges, "rows": {},
-                             "reader_f1": reader_agreement_on(Path(config.data), config.split)["all"]["f1"]}
+                             "reader_f1": reader_f1}
     for mode in config.modes:
         baseline = records[first_model][mode] if first_model else None
         table["rows"][mode] = [{**_row(name, by_mode[mode], baseline),

@@ -6,7 +6,7 @@ MultiWOZ 2.2's reference Inform 93.7 and Success 90.9).
 
 Only dialogues whose every system turn was evaluated count. Lexicalised responses read by a matcher, not the
 delexicalised leaderboard setting; refused (with the reason) where the corpus has no goals or the reader does not
-agree with its gold acts (aft_core.dialogue.closed_loop.why_not).
+agree with its gold acts (aft_core.dialogue.closed_loop.reader_gate).
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def dialogue_success(per_example: pd.DataFrame, data: str | Path, split: str) ->
     """{"dialogues", "reader_f1", "systems": {system: {"inform": [mean, low, high], "success": [...]}}} over the
     whole dialogues of `per_example` (one row per system and example: example_id '<dialogue>/<turn>', response,
     reference), `REFERENCE` among the systems; or {"skipped": reason}."""
-    from aft_core.dialogue.closed_loop import reader_agreement_on, why_not
+    from aft_core.dialogue.closed_loop import reader_gate
 
-    reason = why_not(data, split)
+    reason, reader_f1 = reader_gate(data, split)
     if reason is not None:
         return {"skipped": reason}
     folder = Path(data)
@@ -54,4 +54,4 @@ def dialogue_success(per_example: pd.DataFrame, data: str | Path, split: str) ->
         outcomes = [dialogue_outcome(goals[d], replies, [reader.read(r) for r in replies], complete=False,
                                      timeout=False, offers=0, violations=0) for d, replies in sorted(by_dialogue.items())]
         systems[name] = {key: list(bootstrap_ci([o[key] for o in outcomes])) for key in ("inform", "success")}
-    return {"dialogues": len(whole), "reader_f1": reader_agreement_on(folder, split)["all"]["f1"], "systems": systems}
+    return {"dialogues": len(whole), "reader_f1": reader_f1, "systems": systems}
