@@ -8,7 +8,7 @@
                                                              judge a finished branch: labels, ★ (no retraining)
     aft evaluate --sft DIR [--branch DIR ...] --data PATH --out DIR   test evaluation (Table 1)
     aft report RUN_DIR                                       (re)build RUN_DIR/report.html
-    aft converse --sft DIR [--branch DIR ...] --data PATH --out DIR [--reveal both] [--goals N]
+    aft converse RUN_DIR | --sft DIR [--branch DIR ...] --data PATH --out DIR [--mode both] [--goals N] [--samples N]
                                                              closed-loop conversations with the user simulator
 
 Bad input prints one line (file, field, fix) and exits 2.
@@ -152,8 +152,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_converse(args: argparse.Namespace) -> int:
     from aft_core.dialogue.closed_loop import ConversationConfig, conversation_markdown, converse_systems
     from aft_core.evaluation import branch_systems
-    from aft_core.layout import BranchLayout
+    from aft_core.layout import BranchLayout, RunLayout
 
+    if args.run_dir:  # a pipeline run: its SFT model, every judged branch's ★ and last checkpoint, its corpus
+        run = RunLayout(args.run_dir)
+        if not run.sft.finished():
+            raise AftInputError(args.run_dir, run.sft.result.name, "the run has no finished SFT model",
+                                "pass a pipeline run folder whose SFT stage finished, or --sft DIR")
+        args.sft = args.sft or str(run.sft.model)
+        args.data = args.data or run.sft.read_config()["data"]
+        args.out = args.out or str(run.conversations.root)
+        args.branch = (args.branch or []) + [str(run.branch(r["branch_id"]).root) for r in run.branch_rows()
+                                             if r.get("status") != "failed" and run.branch(r["branch_id"]).verdict.exists()]
+    if not args.sft or not args.out:
+        raise AftInputError("aft converse", "--sft/--out", "no SFT model or output folder given",
+                            "pass a pipeline run folder, or --sft DIR --data CORPUS_DIR --out DIR")
     systems = {"SFT": {"model": args.sft}}
     for folder in args.branch or []:
         branch = BranchLayout(Path(folder))
@@ -249,10 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     converse = sub.add_parser("converse", help="SFT and branches' ★/last checkpoints in whole conversations with the "
                                                "user simulator: Inform, Success, degradation, attention by turn")
-    converse.add_argument("--sft", required=True, help="the SFT model folder")
+    converse.add_argument("run_dir", nargs="?", help="a pipeline run folder: its SFT model, each judged branch's ★ and "
+                                                     "last checkpoint and its corpus (default --out: RUN_DIR/conversations)")
+    converse.add_argument("--sft", help="the SFT model folder (without a run folder)")
     converse.add_argument("--branch", action="append", help="a finished, judged branch folder (repeatable)")
     add_config_options(converse, ConversationConfig)
-    converse.add_argument("--out", required=True, help="folder for conversations.jsonl and table.json")
+    converse.add_argument("--mode", dest="reveal", help="the same as --reveal: full, sharded, agenda or both")
+    converse.add_argument("--out", help="folder for conversations.jsonl and table.json")
     converse.set_defaults(func=cmd_converse)
 
     report = sub.add_parser("report", help="(re)build the self-contained HTML report of a pipeline run")

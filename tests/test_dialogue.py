@@ -259,3 +259,23 @@ def test_inform_and_success_of_the_test_evaluation_with_the_reference_row(world)
     assert result["systems"][REFERENCE]["inform"][0] == 1.0 and result["systems"][REFERENCE]["success"][0] == 1.0
     assert result["systems"]["unsure"]["inform"] == [0.0, 0.0, 0.0]
     assert "skipped" in dialogue_success(pd.DataFrame(rows), world["corpus"] / "db", "test")
+
+
+def test_aft_converse_on_a_pipeline_run_folder(tiny_pipeline, tmp_path, capsys):
+    """`aft converse RUN_DIR`: the run's SFT model, each judged branch's ★ and last checkpoint, and its corpus."""
+    import json
+
+    from aft_core.cli import main
+    from aft_core.layout import ConversationLayout
+
+    run_dir = tiny_pipeline["run_dir"]
+    out = tmp_path / "again"
+    assert main(["converse", str(run_dir), "--goals", "2", "--samples", "0", "--mode", "sharded", "--max-exchanges",
+                 "4", "--out", str(out)]) == 0
+    table = ConversationLayout(out).read_table()
+    evaluated = [r["system"] for r in json.loads((run_dir / "evaluation" / "table.json").read_text())["rows"]]
+    assert table["modes"] == ["sharded"] and table["goals"] == 2
+    assert [r["system"] for r in table["rows"]["sharded"]] == ["oracle (TownInfo rule policy)", *evaluated]
+    capsys.readouterr()
+    assert main(["converse", "--goals", "2"]) == 2
+    assert "pass a pipeline run folder, or --sft DIR" in capsys.readouterr().err
