@@ -251,27 +251,20 @@ def trajectory_figure(rows: list[dict[str, Any]], mode: str) -> str:
 def conversations_html(run: RunLayout) -> str:
     """The closed-loop stage: the success table with CIs, the degradation, the attention trajectory by turn, and
     three transcripts side by side (TRANSCRIPT_RULE)."""
-    from aft_core.dialogue.closed_loop import ORACLE, conversation_markdown
+    from aft_core.dialogue.closed_loop import (CONVERSATION_HEADER, ORACLE, conversation_caption, conversation_cells,
+                                               conversation_notes)
 
     if not run.conversations.table.exists():
         return ""
     table = run.conversations.read_table()
     if "skipped" in table:
         return f"<h2>Conversations with the user simulator</h2><p>Not run: {_esc(table['skipped'])}.</p>"
-    parts = ["<h2>Conversations with the user simulator</h2>"]
-    for line in conversation_markdown(table).splitlines():
-        if line.startswith("|---"):
-            continue
-        if line.startswith("| "):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            tag = "th" if cells[0] == "system" else "td"
-            parts.append("<tr>" + "".join(f"<{tag}>{_esc(c)}</{tag}>" for c in cells) + "</tr>")
-        elif line.startswith("**reveal"):
-            parts.append(f"<h3>{_esc(line.strip('*'))}</h3><table class='conversations'>")
-        elif not line and parts[-1].startswith("<tr>"):
-            parts.append("</table>")
-        elif line:
-            parts.append(f"<p>{_esc(line.lstrip('- '))}</p>")
+    parts = ["<h2>Conversations with the user simulator</h2>", f"<p>{_esc(conversation_caption(table))}</p>"]
+    header = "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in CONVERSATION_HEADER) + "</tr>"
+    for mode, rows in table["rows"].items():
+        body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>" for cells in conversation_cells(rows))
+        parts.append(f"<h3>reveal: {_esc(mode)}</h3><table class='conversations'>{header}{body}</table>")
+    parts += [f"<p>{_esc(line)}</p>" for line in conversation_notes(table)]
     for mode, rows in table["rows"].items():
         if any(r["trajectory"] for r in rows):
             parts.append(f"<img alt='attention trajectory {mode}' src='{trajectory_figure(rows, mode)}'>")

@@ -22,7 +22,7 @@ import torch
 
 from aft_core.config import _check, check_positive, setting
 from aft_core.data.venues import VenueDB
-from aft_core.dialogue.goals import load_goals
+from aft_core.dialogue.goals import load_goals, read_dialogues
 from aft_core.dialogue.metrics import reliability, summarise
 from aft_core.dialogue.oracle import OracleSystem
 from aft_core.dialogue.reader import Reader, reader_agreement
@@ -36,7 +36,7 @@ ORACLE = "oracle (TownInfo rule policy)"
 READER_MIN_F1 = 0.95  # below this agreement with the corpus's gold system acts, no outcome is reported
 
 
-def reader_gate(data: str | Path, split: str) -> tuple[str | None, float | None]:
+def reader_gate(data: str | Path, split: str, dialogues: dict[str, Any] | None = None) -> tuple[str | None, float | None]:
     """(why outcomes cannot be read on this corpus, or None when they can; the reader's F1 against its gold system
     acts). They cannot when the corpus has no dialogue goals, or when the reader agrees with its gold acts at
     F1 < READER_MIN_F1: Inform/Success read from a system's words could not be trusted."""
@@ -44,19 +44,18 @@ def reader_gate(data: str | Path, split: str) -> tuple[str | None, float | None]
     if not (folder.is_dir() and (folder / "data.json").exists() and (folder / "db").is_dir()):
         return (f"{folder} has no MultiWOZ-schema dialogue goals with venue databases (a folder with data.json and "
                 "db/), so there is nothing for a user to pursue"), None
-    agreement = reader_agreement_on(folder, split)["all"]["f1"]
+    agreement = reader_agreement_on(folder, split, dialogues)["all"]["f1"]
     if not agreement >= READER_MIN_F1:
         return (f"the reader of system text agrees with this corpus's gold {split} system acts at F1 {agreement:.3f} "
                 f"< {READER_MIN_F1}: Inform and Success read by it could not be trusted"), agreement
     return None, agreement
 
 
-def reader_agreement_on(folder: Path, split: str) -> dict[str, dict[str, float]]:
-    """The reader against the gold acts of every system turn of the split's dialogues (aft_core.dialogue.reader)."""
-    from aft_core import io
-
-    dialogues = io.read_json(folder / "data.json", fix="restore the corpus file")
-    ids = {g.dialogue_id for g in load_goals(folder, split)}
+def reader_agreement_on(folder: Path, split: str, dialogues: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
+    """The reader against the gold acts of every system turn of the split's dialogues (aft_core.dialogue.reader;
+    `dialogues`: the corpus's data.json when already read)."""
+    dialogues = dialogues if dialogues is not None else read_dialogues(folder)
+    ids = {g.dialogue_id for g in load_goals(folder, split, dialogues)}
     turns = [(t.get("text", ""), t.get("dialog_act") or {}) for i in ids
              for n, t in enumerate(dialogues[i].get("log", [])) if n % 2 == 1]
     return reader_agreement(Reader(VenueDB.load(folder / "db")), turns)
@@ -217,44 +216,64 @@ def converse_systems(systems: dict[str, dict[str, Any]], config: ConversationCon
     return table
 
 
-def conversation_markdown(table: dict[str, Any]) -> str:
-    """The success table: one block per reveal mode, rates as mean [95% CI], paired tests against SFT."""
+CONVERSATION_HEADER = ["system", "Inform", "Success", "Book", "Complete", "turns to success", "timeout",
+                       "violating offers", "repeated replies", "Δ success vs SFT (p)"]
+
+
+def conversation_caption(table: dict[str, Any]) -> str:
+    return (f"Closed-loop conversations: {table['goals']} {table['split']} goals, seed {table['seed']}, the user gives "
+            f"up after {table['max_exchanges']} turns. Outcomes read from the system's words by a matcher "
+            f"(aft_core.dialogue.reader; F1 {table['reader_f1']:.3f} against the gold system acts of these dialogues); "
+            "lexicalised, not the delexicalised leaderboard setting; mean [95% bootstrap CI]; p: McNemar (success), "
+            "paired bootstrap (inform) against SFT.")
+
+
+def conversation_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """One reveal mode's success table as text cells (CONVERSATION_HEADER's order): the one formatting of it,
+    rendered as markdown by `conversation_markdown` and as HTML by the report."""
     def ci(v: Any) -> str:
         return "–" if v is None else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
-    if "skipped" in table:
-        return f"Closed-loop conversations: not run ({table['skipped']}).\n"
+    def num(v: Any, fmt: str) -> str:
+        return "–" if v is None else fmt.format(v)
 
-    lines = [f"Closed-loop conversations: {table['goals']} {table['split']} goals, seed {table['seed']}, the user gives "
-             f"up after {table['max_exchanges']} turns. Outcomes read from the system's words by a matcher "
-             f"(aft_core.dialogue.reader; F1 {table['reader_f1']:.3f} against the gold system acts of these dialogues); "
-             "lexicalised, not the delexicalised leaderboard setting; mean [95% bootstrap CI]; p: McNemar (success), "
-             "paired bootstrap (inform) against SFT.", ""]
-    for mode, rows in table["rows"].items():
-        lines += [f"**reveal: {mode}**", "",
-                  "| system | Inform | Success | Book | Complete | turns to success | timeout | violating offers | "
-                  "repeated replies | Δ success vs SFT (p) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for row in rows:
-            vs = row.get("vs_sft")
-            delta = f"{vs['success_delta']:+.3f} (p={vs['success_mcnemar_p']:.3f})" if vs else "–"
-            tts = "–" if row["turns_to_success"] is None else f"{row['turns_to_success']:.1f}"
-            vio = "–" if row["violating_offer_rate"] is None else f"{row['violating_offer_rate']:.3f}"
-            lines.append(f"| {row['system']} | {ci(row['inform'])} | {ci(row['success'])} | {ci(row['book'])} | "
-                         f"{ci(row['complete'])} | {tts} | {row['timeout'][0]:.3f} | {vio} | "
-                         f"{row['repeated_reply_rate']:.3f} | {delta} |")
-        lines.append("")
+    cells = []
+    for row in rows:
+        vs = row.get("vs_sft")
+        delta = f"{vs['success_delta']:+.3f} (p={vs['success_mcnemar_p']:.3f})" if vs else "–"
+        cells.append([row["system"], ci(row["inform"]), ci(row["success"]), ci(row["book"]), ci(row["complete"]),
+                      num(row["turns_to_success"], "{:.1f}"), f"{row['timeout'][0]:.3f}",
+                      num(row["violating_offer_rate"], "{:.3f}"), f"{row['repeated_reply_rate']:.3f}", delta])
+    return cells
+
+
+def conversation_notes(table: dict[str, Any]) -> list[str]:
+    """The reliability and degradation lines under the tables, in the table's system order."""
+    lines = []
     for mode, rows in table["rows"].items():
         for row in rows:
             if "reliability" in row:
                 r = row["reliability"]
-                lines.append(f"- reliability over {r['samples']} sampled conversations per goal (temperature 1), "
+                lines.append(f"reliability over {r['samples']} sampled conversations per goal (temperature 1), "
                              f"{mode} user, {row['system']}: P {r['P']:.3f}, A90 {r['A90']:.3f}, U90-10 {r['U90_10']:.3f}")
     degradations = table.get("degradation") or {}
     for name in [r["system"] for r in next(iter(table["rows"].values()))]:  # the table's order (JSON sorts keys)
-        d = degradations[name] if name in degradations else None
-        if d is None:
-            continue
-        lines.append(f"- degradation of success, full → sharded, {name}: {d['degradation']:+.3f} "
-                     f"[{d['low']:+.3f}, {d['high']:+.3f}]")
+        if name in degradations:
+            d = degradations[name]
+            lines.append(f"degradation of success, full → sharded, {name}: {d['degradation']:+.3f} "
+                         f"[{d['low']:+.3f}, {d['high']:+.3f}]")
+    return lines
+
+
+def conversation_markdown(table: dict[str, Any]) -> str:
+    """The success table: one block per reveal mode, rates as mean [95% CI], paired tests against SFT."""
+    if "skipped" in table:
+        return f"Closed-loop conversations: not run ({table['skipped']}).\n"
+    lines = [conversation_caption(table), ""]
+    for mode, rows in table["rows"].items():
+        lines += [f"**reveal: {mode}**", "", "| " + " | ".join(CONVERSATION_HEADER) + " |",
+                  "|" + "---|" * len(CONVERSATION_HEADER)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in conversation_cells(rows)]
+        lines.append("")
+    lines += [f"- {line}" for line in conversation_notes(table)]
     return "\n".join(lines) + "\n"

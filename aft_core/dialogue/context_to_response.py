@@ -15,9 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from aft_core import io
 from aft_core.data.venues import VenueDB
-from aft_core.dialogue.goals import load_goals
+from aft_core.dialogue.goals import load_goals, read_dialogues
 from aft_core.dialogue.metrics import dialogue_outcome
 from aft_core.dialogue.reader import Reader
 from aft_core.stats import bootstrap_ci
@@ -31,12 +30,12 @@ def dialogue_success(per_example: pd.DataFrame, data: str | Path, split: str) ->
     reference), `REFERENCE` among the systems; or {"skipped": reason}."""
     from aft_core.dialogue.closed_loop import reader_gate
 
-    reason, reader_f1 = reader_gate(data, split)
+    folder = Path(data)
+    dialogues = read_dialogues(folder) if (folder / "data.json").exists() else None
+    reason, reader_f1 = reader_gate(folder, split, dialogues)
     if reason is not None:
         return {"skipped": reason}
-    folder = Path(data)
-    goals = {g.dialogue_id: g for g in load_goals(folder, split)}
-    dialogues = io.read_json(folder / "data.json", fix="restore the corpus file")
+    goals = {g.dialogue_id: g for g in load_goals(folder, split, dialogues)}
     reader = Reader(VenueDB.load(folder / "db"))
     frame = per_example.assign(dialogue_id=per_example["example_id"].str.rsplit("/", n=1).str[0],
                                turn=per_example["example_id"].str.rsplit("/", n=1).str[1].astype(int))

@@ -92,15 +92,21 @@ def goal_from_dialogue(dialogue_id: str, dialogue: dict[str, Any], towninfo: boo
     return Goal(dialogue_id, tuple(domains))
 
 
-def load_goals(corpus_dir: str | Path, split: str = "test") -> list[Goal]:
-    """Goals of one split of a MultiWOZ-schema corpus folder (data.json with valListFile.txt/testListFile.txt,
-    as TownInfo writes and MultiWOZ 2.1 ships); dialogues without a venue domain are left out."""
+def read_dialogues(corpus_dir: str | Path) -> dict[str, Any]:
+    """The dialogues of a MultiWOZ-schema corpus folder (its data.json)."""
     folder = Path(corpus_dir)
-    data_file = folder / "data.json"
-    if not data_file.exists():
+    if not (folder / "data.json").exists():
         raise AftInputError(folder, "data.json", "the folder holds no data.json",
                             "point at a MultiWOZ-schema corpus folder (data.json, valListFile.txt, testListFile.txt)")
-    dialogues = io.read_json(data_file, fix="restore the corpus file")
+    return io.read_json(folder / "data.json", fix="restore the corpus file")
+
+
+def load_goals(corpus_dir: str | Path, split: str = "test", dialogues: dict[str, Any] | None = None) -> list[Goal]:
+    """Goals of one split of a MultiWOZ-schema corpus folder (data.json with valListFile.txt/testListFile.txt,
+    as TownInfo writes and MultiWOZ 2.1 ships; `dialogues`: its data.json when already read); dialogues without a
+    venue domain are left out."""
+    folder = Path(corpus_dir)
+    dialogues = dialogues if dialogues is not None else read_dialogues(folder)
     lists = {name: folder / f"{stem}ListFile.txt" for name, stem in (("validation", "val"), ("test", "test"))}
     listed = {name: [line.strip() for line in io.read_text(path).splitlines() if line.strip()] if path.exists() else []
               for name, path in lists.items()}

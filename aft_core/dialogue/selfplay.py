@@ -18,6 +18,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
+from aft_core.data.batching import SourceBatch
 from aft_core.data.examples import Turn
 from aft_core.dialogue.goals import Goal
 from aft_core.dialogue.metrics import dialogue_outcome
@@ -65,9 +66,7 @@ class ModelSystem:
         replies = []
         for i, row in enumerate(rows):
             attention = scored["attention"][i]  # [T,S] over the real response and prompt positions
-            turn = torch.tensor(row["src_turn"][:attention.shape[1]])
-            tags = torch.tensor(row["src_is_tag"][:attention.shape[1]]).bool()
-            earlier = (turn >= 0) & (turn < turn.max()) & ~tags
+            earlier = SourceBatch.from_rows([row], self.family.pad_id()).mask("history")[0, :attention.shape[1]]  # I_x = history
             mass = attention.sum(dim=1).clamp(min=1e-12)  # [T]
             share = float((attention[:, earlier].sum(dim=1) / mass).mean()) if attention.shape[0] else float("nan")
             figures = {f"{kind}/{mode}": float(scored[f"{kind}/{mode}"][i])
