@@ -8,14 +8,17 @@ config, checkpoints, weights at every checkpoint, steps log and probe table, and
 The verdict (labels, ★) is judging's (aft_core.judging); the folder's files are aft_core.layout's.
 Dropout is off during AFT (the policy is scored and updated in eval mode), as is usual for RL fine-tuning.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -31,10 +34,17 @@ from aft_core.errors import AftInputError
 from aft_core.faults import hold_point
 from aft_core.io import atomic_path, claim_run_dir
 from aft_core.layout import BranchLayout
-from aft_core.loss import (adaptive_kl_update, aft_loss, kl_term, per_token_kl, sequence_logprob, softmax_weights,
-                           zscore)
-from aft_core.models import (ModelFamily, adapters, check_model_source, family_of, load_model, model_device, parse_layers,
-                             trainable_parameters)
+from aft_core.loss import adaptive_kl_update, aft_loss, kl_term, per_token_kl, sequence_logprob, softmax_weights, zscore
+from aft_core.models import (
+    ModelFamily,
+    adapters,
+    check_model_source,
+    family_of,
+    load_model,
+    model_device,
+    parse_layers,
+    trainable_parameters,
+)
 from aft_core.models.adapters import reference_model, save_policy_weights
 from aft_core.models.family import enable_gradient_checkpointing
 from aft_core.monitor import evaluate_probe, trend
@@ -43,13 +53,19 @@ from aft_core.timing import untimed
 from aft_core.tracking import NullTracker, Tracker
 from aft_core.trainer import LoopSettings, TrainerState, finished_result, train
 
-
 PROMPT_COLUMNS = ["input_ids", "src_turn", "src_is_tag", "src_is_salient", "src_is_template"]
 
 
-def aft_step_loss(policy: Any, reference: Any, family: ModelFamily, src: SourceBatch, cfg: AFTConfig,
-                  layers: Sequence[int], timer: Callable[[str], ContextManager] = untimed,
-                  eta_kl: float | None = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def aft_step_loss(
+    policy: Any,
+    reference: Any,
+    family: ModelFamily,
+    src: SourceBatch,
+    cfg: AFTConfig,
+    layers: Sequence[int],
+    timer: Callable[[str], ContextManager] = untimed,
+    eta_kl: float | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Steps 1-6 of AFT_SPEC §5 for B prompts; returns the loss parts (with grad) and step metrics.
 
     The prompt's state (an encoder's states; a decoder-only model's prefill inside sampling) is computed once
@@ -60,15 +76,30 @@ def aft_step_loss(policy: Any, reference: Any, family: ModelFamily, src: SourceB
     with timer("teacher_forced"), mixed_precision(device):
         state = family.prompt_state(policy, src)  # with grad
     with timer("sampling"), mixed_precision(device):
-        samples = family.generate(policy, src, max_new_tokens=cfg.max_new_tokens, do_sample=True, k=cfg.k,
-                                  temperature=cfg.temperature, state=state)  # [B*K, P+T]
+        samples = family.generate(
+            policy,
+            src,
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=True,
+            k=cfg.k,
+            temperature=cfg.temperature,
+            state=state,
+        )  # [B*K, P+T]
     return score_candidates(policy, reference, family, src, samples, cfg, layers, state, timer, eta_kl)
 
 
-def score_candidates(policy: Any, reference: Any, family: ModelFamily, src: SourceBatch, samples: torch.Tensor,
-                     cfg: AFTConfig, layers: Sequence[int], state: Any = None,
-                     timer: Callable[[str], ContextManager] = untimed, eta_kl: float | None = None
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def score_candidates(
+    policy: Any,
+    reference: Any,
+    family: ModelFamily,
+    src: SourceBatch,
+    samples: torch.Tensor,
+    cfg: AFTConfig,
+    layers: Sequence[int],
+    state: Any = None,
+    timer: Callable[[str], ContextManager] = untimed,
+    eta_kl: float | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Steps 2-6 of AFT_SPEC §5 for given samples [B*K, P+T] (K adjacent per prompt): HACA rewards from the
     policy's teacher-forced attention over the prompt, softmax weights, weighted MLE and the KL term against π_ref."""
     B, K = src.input_ids.shape[0], cfg.k
@@ -92,25 +123,32 @@ def score_candidates(policy: Any, reference: Any, family: ModelFamily, src: Sour
         hist = src.mask(cfg.ix_mode).repeat_interleave(K, dim=0)  # [N,S]
         special = (pad_id, eos_id)
         reward_attn = tf["attn"] if cfg.reward_attention == "renormalised" else tf["attn_raw"]
-        rewards = haca_reward(reward_attn, labels, tgt_mask, hist, cfg.alpha, cfg.beta, cfg.gamma, cfg.repeat_n, special)
+        rewards = haca_reward(
+            reward_attn, labels, tgt_mask, hist, cfg.alpha, cfg.beta, cfg.gamma, cfg.repeat_n, special
+        )
     with timer("loss"):
         logp = sequence_logprob(token_logp, tgt_mask, cfg.logprob_reduction).view(B, K)
-        kl = kl_term(cfg.kl_estimator, token_logp, ref_token_logp, tgt_mask, tf["logits"], ref_logits,
-                     cfg.logprob_reduction).view(B, K)
+        kl = kl_term(
+            cfg.kl_estimator, token_logp, ref_token_logp, tgt_mask, tf["logits"], ref_logits, cfg.logprob_reduction
+        ).view(B, K)
         weights = softmax_weights(rewards.view(B, K), cfg.eta)
         eta_kl = cfg.eta_kl if eta_kl is None else eta_kl
         parts = aft_loss(weights, logp, kl, eta_kl)
     with timer("reward"):
         lengths = (tgt_mask & (labels != eos_id)).sum(dim=1).float()
         metrics = {
-            "loss": parts["loss"].item(), "wmle": parts["wmle"].item(), "kl": parts["kl"].item(),
-            "reward_mean": rewards.mean().item(), "reward_std": rewards.view(B, K).std(dim=-1, unbiased=False).mean().item(),
+            "loss": parts["loss"].item(),
+            "wmle": parts["wmle"].item(),
+            "kl": parts["kl"].item(),
+            "reward_mean": rewards.mean().item(),
+            "reward_std": rewards.view(B, K).std(dim=-1, unbiased=False).mean().item(),
             "focus": focus(tf["attn"], tgt_mask, hist).mean().item(),
             "coverage": coverage(tf["attn"], tgt_mask, hist).mean().item(),
             "repeat": repeat_penalty(labels, tgt_mask, cfg.repeat_n, special).mean().item(),
             "sample_length": lengths.mean().item(),
             "weight_entropy": -(weights * weights.clamp(min=1e-12).log()).sum(dim=-1).mean().item(),
-            "kl_per_token": per_token_kl(token_logp, ref_token_logp, tgt_mask), "eta_kl": eta_kl,
+            "kl_per_token": per_token_kl(token_logp, ref_token_logp, tgt_mask),
+            "eta_kl": eta_kl,
             "lookback": tf["lookback"].mean().item(),
         }
     parts["rewards"] = rewards.view(B, K).detach()
@@ -118,8 +156,13 @@ def score_candidates(policy: Any, reference: Any, family: ModelFamily, src: Sour
     return parts, metrics
 
 
-def apply_update(policy: Any, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float,
-                 timer: Callable[[str], ContextManager] = untimed) -> tuple[bool, float | None]:
+def apply_update(
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    grad_clip: float,
+    timer: Callable[[str], ContextManager] = untimed,
+) -> tuple[bool, float | None]:
     """Backward, clip and step; a non-finite loss or gradient skips the update. Returns (applied, grad norm)."""
     grad_norm = None
     finite = bool(torch.isfinite(loss))
@@ -179,8 +222,16 @@ def load_policy_and_reference(cfg: AFTConfig) -> tuple[Any, Any, Any, Any]:
 class BranchRun:
     """One branch's step and checkpoint hook for the shared loop (aft_core.trainer)."""
 
-    def __init__(self, cfg: AFTConfig, branch: BranchLayout, tables: Any, db: VenueDB | None, tracker: Tracker,
-                 thresholds: AttractorThresholds, candidates_every: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: AFTConfig,
+        branch: BranchLayout,
+        tables: Any,
+        db: VenueDB | None,
+        tracker: Tracker,
+        thresholds: AttractorThresholds,
+        candidates_every: int = 0,
+    ) -> None:
         self.cfg, self.branch, self.db, self.tracker, self.thresholds = cfg, branch, db, tracker, thresholds
         self.candidates_every = candidates_every
         self.model, self.adapter, self.reference, self.tokenizer = load_policy_and_reference(cfg)
@@ -189,12 +240,14 @@ class BranchRun:
         self.layers = parse_layers(cfg.layers, self.family.attention_layers(self.model))
         self.pad_id = self.family.pad_id()
         train = encode_table(tables["train"], self.tokenizer, self.family, cfg.max_source_tokens, 8)
-        probe = encode_table(tables["validation"].select(range(cfg.probe_size)), self.tokenizer, self.family,
-                             cfg.max_source_tokens, 8)
+        probe = encode_table(
+            tables["validation"].select(range(cfg.probe_size)), self.tokenizer, self.family, cfg.max_source_tokens, 8
+        )
         self.train_rows = train.select_columns(PROMPT_COLUMNS).to_list()
         self.probe_rows = probe.select_columns(PROMPT_COLUMNS + ["target", "belief_state"]).to_list()
-        self.probe_prompts = self.tokenizer.batch_decode([r["input_ids"] for r in self.probe_rows],
-                                                         skip_special_tokens=True)  # the completions tables' prompts
+        self.probe_prompts = self.tokenizer.batch_decode(
+            [r["input_ids"] for r in self.probe_rows], skip_special_tokens=True
+        )  # the completions tables' prompts
         self.scorer = load_bertscore(cfg.bertscore_model)
         self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=cfg.learning_rate)
         self.scheduler = None  # constant learning rate
@@ -204,12 +257,23 @@ class BranchRun:
 
     def probe_row(self, step: int, baseline: dict[str, Any] | None) -> dict[str, Any]:
         """Probe metrics of the policy now, with the trend of the steps since the last checkpoint and Δ vs step 0."""
-        row = evaluate_probe(self.model, self.tokenizer, self.family, self.probe_rows, ix_mode=self.cfg.ix_mode, layers=self.layers,
-                             max_new_tokens=self.cfg.max_new_tokens, repeat_n=self.cfg.repeat_n, scorer=self.scorer,
-                             db=self.db)
+        row = evaluate_probe(
+            self.model,
+            self.tokenizer,
+            self.family,
+            self.probe_rows,
+            ix_mode=self.cfg.ix_mode,
+            layers=self.layers,
+            max_new_tokens=self.cfg.max_new_tokens,
+            repeat_n=self.cfg.repeat_n,
+            scorer=self.scorer,
+            db=self.db,
+        )
         completions = row.pop("completions")
-        table = self.branch.write_table(self.branch.completions(step), [{"step": step, "prompt": p, **c} for p, c
-                                                                        in zip(self.probe_prompts, completions)])
+        table = self.branch.write_table(
+            self.branch.completions(step),
+            [{"step": step, "prompt": p, **c} for p, c in zip(self.probe_prompts, completions, strict=True)],
+        )
         self.tracker.log_table(f"completions-step-{step:07d}", table)
         row.update(step=step, **trend([m for m in self.pending if not m["nonfinite"]]))
         base = baseline or row
@@ -238,13 +302,16 @@ class BranchRun:
         cfg, state = self.cfg, self.state
         idx = self.schedule(step)
         src = SourceBatch.from_rows([self.train_rows[i] for i in idx], self.pad_id).to(model_device(self.model))
-        parts, metrics = aft_step_loss(self.model, self.reference, self.family, src, cfg, self.layers, eta_kl=state.eta_kl)
+        parts, metrics = aft_step_loss(
+            self.model, self.reference, self.family, src, cfg, self.layers, eta_kl=state.eta_kl
+        )
         if self.candidates_every and (step + 1) % self.candidates_every == 0:
             self.log_candidates(step + 1, src, parts)
         finite, grad_norm = apply_update(self.model, self.optimizer, parts["loss"], cfg.grad_clip)
         if cfg.kl_target > 0 and finite:
-            state.eta_kl = adaptive_kl_update(state.eta_kl, metrics["kl_per_token"], cfg.kl_target,
-                                              src.input_ids.shape[0] * cfg.k, cfg.kl_horizon)
+            state.eta_kl = adaptive_kl_update(
+                state.eta_kl, metrics["kl_per_token"], cfg.kl_target, src.input_ids.shape[0] * cfg.k, cfg.kl_horizon
+            )
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
         if finite:
@@ -264,10 +331,21 @@ class BranchRun:
         prompt = self.tokenizer.decode(src.input_ids[0], skip_special_tokens=True)
         rewards, weights = parts["rewards"][0], parts["weights"][0]
         normalised = zscore(rewards[None])[0]
-        rows = [{"step": step, "prompt": prompt, "candidate": i + 1, "response": texts[i].strip(),
-                 "reward": float(rewards[i]), "normalised_reward": float(normalised[i]), "weight": float(weights[i])}
-                for i in range(k)]
-        self.tracker.log_table(f"candidates-step-{step:07d}", self.branch.write_table(self.branch.candidates(step), rows))
+        rows = [
+            {
+                "step": step,
+                "prompt": prompt,
+                "candidate": i + 1,
+                "response": texts[i].strip(),
+                "reward": float(rewards[i]),
+                "normalised_reward": float(normalised[i]),
+                "weight": float(weights[i]),
+            }
+            for i in range(k)
+        ]
+        self.tracker.log_table(
+            f"candidates-step-{step:07d}", self.branch.write_table(self.branch.candidates(step), rows)
+        )
 
     def diverged(self) -> bool:
         return self.state.nonfinite_run >= self.cfg.max_nonfinite_steps
@@ -286,8 +364,11 @@ class BranchRun:
             labels = classify_trajectory(state.rows, self.cfg.max_new_tokens, self.thresholds)
             if should_stop_early(labels, self.cfg.early_stop_checkpoints):
                 state.stop_reason = "attractor"
-                state.early_stop = {"checkpoints_in_attractor": terminal_streak(labels), "label": labels[-1].label,
-                                    "thresholds_basis": self.thresholds.basis}
+                state.early_stop = {
+                    "checkpoints_in_attractor": terminal_streak(labels),
+                    "label": labels[-1].label,
+                    "thresholds_basis": self.thresholds.basis,
+                }
         self.tracker.log_metrics({f"probe/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step)
         with open(self.branch.steps_log, "a", encoding="utf-8") as f:
             f.writelines(json.dumps(m) + "\n" for m in self.pending)
@@ -304,20 +385,31 @@ class BranchRun:
             pd.read_json(self.branch.steps_log, lines=True).to_parquet(tmp)
         status = {"diverged": "diverged", "attractor": "stopped_in_attractor", None: "completed"}[state.stop_reason]
         return {
-            "branch_id": config_id(self.cfg), "steps": state.step, "status": status,
+            "branch_id": config_id(self.cfg),
+            "steps": state.step,
+            "status": status,
             "steps_saved": self.cfg.steps - state.step if status == "stopped_in_attractor" else 0,
-            "early_stop": state.early_stop, "skipped_nonfinite": state.skipped_nonfinite,
-            "nonfinite_run": state.nonfinite_run, "seconds": round(state.seconds, 1),
-            "bertscore_encoder": first["bertscore_encoder"], "bertscore_layer": first["bertscore_layer"],
+            "early_stop": state.early_stop,
+            "skipped_nonfinite": state.skipped_nonfinite,
+            "nonfinite_run": state.nonfinite_run,
+            "seconds": round(state.seconds, 1),
+            "bertscore_encoder": first["bertscore_encoder"],
+            "bertscore_layer": first["bertscore_layer"],
         }
 
 
 CANDIDATES_EVERY = 50
 
 
-def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = None, progress: bool = True,
-               stop_after: int | None = None, thresholds: AttractorThresholds | None = None,
-               candidates_every: int = CANDIDATES_EVERY) -> dict[str, Any]:
+def run_branch(
+    cfg: AFTConfig,
+    out_dir: str | Path,
+    tracker: Tracker | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    thresholds: AttractorThresholds | None = None,
+    candidates_every: int = CANDIDATES_EVERY,
+) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) one AFT branch in `out_dir`.
 
     Every checkpoint writes the probe's greedy completions (`completions/step-N.parquet`) and, every
@@ -335,16 +427,22 @@ def run_branch(cfg: AFTConfig, out_dir: str | Path, tracker: Tracker | None = No
     corpus = load_corpus(cfg.data)
     tables = corpus_to_dataset(corpus)
     if cfg.probe_size > len(tables["validation"]):
-        raise AftInputError(cfg.data, "probe_size", f"{cfg.probe_size} exceeds the dev split ({len(tables['validation'])} examples)",
-                            f"use --probe-size {len(tables['validation'])} or less")
+        raise AftInputError(
+            cfg.data,
+            "probe_size",
+            f"{cfg.probe_size} exceeds the dev split ({len(tables['validation'])} examples)",
+            f"use --probe-size {len(tables['validation'])} or less",
+        )
     check_model_source(cfg.sft_model)  # before the folder is claimed
     claim_run_dir(branch.root, branch.config.name, {**dataclasses.asdict(cfg), "branch_id": config_id(cfg)})
     done = finished_result(branch.result)
     if done is not None:
         return done
     db = VenueDB.load(corpus.db_dir) if corpus.db_dir else None
-    run = BranchRun(cfg, branch, tables, db, tracker or NullTracker(), thresholds or AttractorThresholds(),
-                    candidates_every)
-    settings = LoopSettings(cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints, desc=f"aft {config_id(cfg)}",
-                            seeds=(("aft", cfg.seed),))
+    run = BranchRun(
+        cfg, branch, tables, db, tracker or NullTracker(), thresholds or AttractorThresholds(), candidates_every
+    )
+    settings = LoopSettings(
+        cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints, desc=f"aft {config_id(cfg)}", seeds=(("aft", cfg.seed),)
+    )
     return train(run, branch.root, branch.result, settings, branch.provenance, progress=progress, stop_after=stop_after)

@@ -1,11 +1,12 @@
 """Resumable training checkpoints: safetensors and JSON only, written atomically, verified on load.
 
 A checkpoint folder `step-NNNNNNN/` holds everything needed to continue exactly (nanoGPT-style):
-model weights (only the adapter's when the rest is frozen), optimizer tensors, RNG states (torch CPU and GPU, numpy, python) and a JSON state with the
-step, the LR scheduler (when there is one), the trainer's typed state and the config. It is written under a temporary
-name and renamed, so a kill leaves no half-written checkpoint; a damaged one is named on load
-and the previous good one is used.
+model weights (only the adapter's when the rest is frozen), optimizer tensors, RNG states (torch CPU and GPU, numpy,
+python) and a JSON state with the step, the LR scheduler (when there is one), the trainer's typed state and the
+config. It is written under a temporary name and renamed, so a kill leaves no half-written checkpoint; a damaged one
+is named on load and the previous good one is used.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ def checkpoint_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:07d}"
 
 
-def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(
+    root: str | Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
     root = Path(root)
     final = checkpoint_dir(root, step)
     opt_state = optimizer.state_dict()
@@ -42,12 +50,14 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, optimiz
                 tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{idx}.{key}"] = value
-    py_state = random.getstate()
-    np_state = np.random.get_state()
+    py_state: tuple[Any, ...] = random.getstate()
+    np_state: Any = np.random.get_state()  # the legacy tuple form (legacy=True is the default)
     meta = {
         "step": step,
         "trainer": state,
-        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"} if scheduler is not None else None,
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+        if scheduler is not None
+        else None,
         "optimizer": {"param_groups": opt_state["param_groups"], "scalars": scalars},
         "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
         "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -81,7 +91,9 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith((".old", ".tmp")))
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG states in place; returns the JSON state."""
     meta = json.loads((path / STATE_FILE).read_text())
     if not has_frozen_weights(model):
@@ -107,13 +119,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return meta
 
 
-def resume_latest(root: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  scheduler: Any) -> dict[str, Any] | None:
+def resume_latest(
+    root: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any] | None:
     """Load the newest checkpoint that loads cleanly; a damaged one is reported and skipped."""
     for path in reversed(list_checkpoints(root)):
         try:
             return load_checkpoint(path, model, optimizer, scheduler)
         except Exception as e:  # noqa: BLE001 - any damage means: fall back to the previous checkpoint
-            log.warning("checkpoint %s is damaged (%s: %s); falling back to the previous one",
-                        path, type(e).__name__, e)
+            log.warning(
+                "checkpoint %s is damaged (%s: %s); falling back to the previous one", path, type(e).__name__, e
+            )
     return None

@@ -13,20 +13,21 @@
 
 Bad input prints one line (file, field, fix) and exits 2.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
 import sys
-from typing import Any, Sequence
-
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aft_core.aft import CANDIDATES_EVERY
 from aft_core.config import AFTConfig, SFTConfig, settings_of
-from aft_core.errors import AftInputError
 from aft_core.dialogue.closed_loop import ConversationConfig
+from aft_core.errors import AftInputError
 from aft_core.evaluation import EvalConfig
 
 
@@ -36,8 +37,13 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequenc
         if f.name in skip:
             continue
         kind = _parse_bool if isinstance(f.default, bool) else type(f.default)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
-                            help=f"{f.metadata.get('help', '')} (default: {f.default!r})")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=kind,
+            default=None,
+            help=f"{f.metadata.get('help', '')} (default: {f.default!r})",
+        )
 
 
 def _parse_bool(text: str) -> bool:
@@ -49,8 +55,7 @@ def _parse_bool(text: str) -> bool:
 
 
 def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-             if getattr(args, f.name, None) is not None}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
     cfg = cls(**{**given, **fixed})
     cfg.validate()
     return cfg
@@ -89,7 +94,9 @@ def thresholds_from_args(args: argparse.Namespace) -> Any:
     for item in args.threshold or []:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise AftInputError("--threshold", item, "expects KEY=VALUE", "write e.g. --threshold unique_min_fraction=0.5")
+            raise AftInputError(
+                "--threshold", item, "expects KEY=VALUE", "write e.g. --threshold unique_min_fraction=0.5"
+            )
         try:
             overrides[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -100,11 +107,19 @@ def thresholds_from_args(args: argparse.Namespace) -> Any:
 def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     from aft_core.attractors import THRESHOLD_SETS
 
-    parser.add_argument("--thresholds", default="sft", choices=sorted(THRESHOLD_SETS),
-                        help="classifier threshold set: sft (relative to the branch's step-0 probe row; default) "
-                             "or paper (the paper's absolute values)")
-    parser.add_argument("--threshold", action="append", metavar="KEY=VALUE",
-                        help="override one threshold of the set, e.g. primary_min_delta_entity_accuracy=0 (repeatable)")
+    parser.add_argument(
+        "--thresholds",
+        default="sft",
+        choices=sorted(THRESHOLD_SETS),
+        help="classifier threshold set: sft (relative to the branch's step-0 probe row; default) "
+        "or paper (the paper's absolute values)",
+    )
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one threshold of the set, e.g. primary_min_delta_entity_accuracy=0 (repeatable)",
+    )
 
 
 def cmd_train_branch(args: argparse.Namespace) -> int:
@@ -114,8 +129,9 @@ def cmd_train_branch(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(AFTConfig, args, sft_model=args.sft)
     thresholds = thresholds_from_args(args)
-    result = run_branch(cfg, args.out, progress=not args.quiet, thresholds=thresholds,
-                        candidates_every=args.log_candidates_every)
+    result = run_branch(
+        cfg, args.out, progress=not args.quiet, thresholds=thresholds, candidates_every=args.log_candidates_every
+    )
     print(json.dumps({**result, **verdict_fields(judge_branch(args.out, thresholds))}, indent=2))
     return 0
 
@@ -124,15 +140,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from aft_core.judging import judge_branch
 
     verdict = judge_branch(args.branch_dir, thresholds_from_args(args))
-    keys = ("final_label", "healthy_until", "primary_step", "primary_delta_focus", "primary_delta_bertscore",
-            "primary_delta_entity_accuracy")
+    keys = (
+        "final_label",
+        "healthy_until",
+        "primary_step",
+        "primary_delta_focus",
+        "primary_delta_bertscore",
+        "primary_delta_entity_accuracy",
+    )
     print(json.dumps({k: verdict.get(k) for k in keys}, indent=2))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from aft_core.evaluation import EvalConfig, branch_systems, evaluate_systems, table1_markdown
-
     from aft_core.layout import BranchLayout
 
     systems = {"SFT": {"model": args.sft}}
@@ -141,8 +162,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for folder in args.branch or []:
         branch = BranchLayout(Path(folder))
         if not branch.finished():
-            raise AftInputError(folder, branch.result.name, "the branch has not finished",
-                                "finish it with `aft train-branch` (same --out) or leave it out")
+            raise AftInputError(
+                folder,
+                branch.result.name,
+                "the branch has not finished",
+                "finish it with `aft train-branch` (same --out) or leave it out",
+            )
         systems.update(branch_systems(args.sft, folder))
     table = evaluate_systems(systems, config_from_args(EvalConfig, args), args.out)
     print(table1_markdown(table))
@@ -157,25 +182,44 @@ def cmd_converse(args: argparse.Namespace) -> int:
     if args.run_dir:  # a pipeline run: its SFT model, every judged branch's ★ and last checkpoint, its corpus
         run = RunLayout(args.run_dir)
         if not run.sft.finished():
-            raise AftInputError(args.run_dir, run.sft.result.name, "the run has no finished SFT model",
-                                "pass a pipeline run folder whose SFT stage finished, or --sft DIR")
+            raise AftInputError(
+                args.run_dir,
+                run.sft.result.name,
+                "the run has no finished SFT model",
+                "pass a pipeline run folder whose SFT stage finished, or --sft DIR",
+            )
         args.sft = args.sft or str(run.sft.model)
         args.data = args.data or run.sft.read_config()["data"]
         args.out = args.out or str(run.conversations.root)
-        args.branch = (args.branch or []) + [str(run.branch(r["branch_id"]).root) for r in run.branch_rows()
-                                             if r.get("status") != "failed" and run.branch(r["branch_id"]).verdict.exists()]
+        args.branch = (args.branch or []) + [
+            str(run.branch(r["branch_id"]).root)
+            for r in run.branch_rows()
+            if r.get("status") != "failed" and run.branch(r["branch_id"]).verdict.exists()
+        ]
     if not args.sft or not args.out:
-        raise AftInputError("aft converse", "--sft/--out", "no SFT model or output folder given",
-                            "pass a pipeline run folder, or --sft DIR --data CORPUS_DIR --out DIR")
+        raise AftInputError(
+            "aft converse",
+            "--sft/--out",
+            "no SFT model or output folder given",
+            "pass a pipeline run folder, or --sft DIR --data CORPUS_DIR --out DIR",
+        )
     systems = {"SFT": {"model": args.sft}}
     for folder in args.branch or []:
         branch = BranchLayout(Path(folder))
         if not branch.finished() or not branch.verdict.exists():
-            raise AftInputError(folder, branch.verdict.name, "the branch has not finished or not been judged",
-                                "finish it with `aft train-branch` (same --out) or leave it out")
+            raise AftInputError(
+                folder,
+                branch.verdict.name,
+                "the branch has not finished or not been judged",
+                "finish it with `aft train-branch` (same --out) or leave it out",
+            )
         systems.update(branch_systems(args.sft, folder))
-    table = converse_systems(systems, config_from_args(ConversationConfig, args), args.out,
-                             on_system=lambda name: print(f"conversations: {name}", file=sys.stderr, flush=True))
+    table = converse_systems(
+        systems,
+        config_from_args(ConversationConfig, args),
+        args.out,
+        on_system=lambda name: print(f"conversations: {name}", file=sys.stderr, flush=True),
+    )
     print(conversation_markdown(table))
     return 0
 
@@ -211,7 +255,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
-    parser = argparse.ArgumentParser(prog="aft", description="Attention Fine-Tuning (AFT) for encoder–decoder and decoder-only dialogue models.")
+    parser = argparse.ArgumentParser(
+        prog="aft", description="Attention Fine-Tuning (AFT) for encoder–decoder and decoder-only dialogue models."
+    )
     try:
         installed = version("aft")
     except PackageNotFoundError:  # run from a source tree that was never installed
@@ -240,30 +286,47 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(branch, AFTConfig, skip=("sft_model",))
     branch.add_argument("--out", required=True, help="branch folder")
     branch.add_argument("--quiet", action="store_true", help="no progress bar")
-    branch.add_argument("--log-candidates-every", type=int, default=CANDIDATES_EVERY,
-                        help=f"every N steps, keep the first prompt's K candidates with rewards and weights "
-                             f"(candidates/, and the tracker); 0 = never (default {CANDIDATES_EVERY})")
+    branch.add_argument(
+        "--log-candidates-every",
+        type=int,
+        default=CANDIDATES_EVERY,
+        help=f"every N steps, keep the first prompt's K candidates with rewards and weights "
+        f"(candidates/, and the tracker); 0 = never (default {CANDIDATES_EVERY})",
+    )
     add_threshold_options(branch)
     branch.set_defaults(func=cmd_train_branch)
 
-    classify = sub.add_parser("classify", help="re-label a finished branch's checkpoints and pick its ★ (no retraining)")
+    classify = sub.add_parser(
+        "classify", help="re-label a finished branch's checkpoints and pick its ★ (no retraining)"
+    )
     classify.add_argument("branch_dir", help="a finished branch folder (holds result.json)")
     add_threshold_options(classify)
     classify.set_defaults(func=cmd_classify)
 
-    evaluate = sub.add_parser("evaluate", help="greedy test evaluation of SFT and branches' ★/last checkpoints (Table 1)")
+    evaluate = sub.add_parser(
+        "evaluate", help="greedy test evaluation of SFT and branches' ★/last checkpoints (Table 1)"
+    )
     evaluate.add_argument("--sft", required=True, help="the SFT model folder")
     evaluate.add_argument("--branch", action="append", help="a finished branch folder (repeatable)")
-    evaluate.add_argument("--base", help="the pretrained model the SFT run started from (a folder or hf:<org>/<name>): "
-                          "adds Table 1's Base row")
+    evaluate.add_argument(
+        "--base",
+        help="the pretrained model the SFT run started from (a folder or hf:<org>/<name>): adds Table 1's Base row",
+    )
     add_config_options(evaluate, EvalConfig)
     evaluate.add_argument("--out", required=True, help="folder for per_example.parquet, table.json, table1.md")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    converse = sub.add_parser("converse", help="SFT and branches' ★/last checkpoints in whole conversations with the "
-                                               "user simulator: Inform, Success, degradation, attention by turn")
-    converse.add_argument("run_dir", nargs="?", help="a pipeline run folder: its SFT model, each judged branch's ★ and "
-                                                     "last checkpoint and its corpus (default --out: RUN_DIR/conversations)")
+    converse = sub.add_parser(
+        "converse",
+        help="SFT and branches' ★/last checkpoints in whole conversations with the "
+        "user simulator: Inform, Success, degradation, attention by turn",
+    )
+    converse.add_argument(
+        "run_dir",
+        nargs="?",
+        help="a pipeline run folder: its SFT model, each judged branch's ★ and "
+        "last checkpoint and its corpus (default --out: RUN_DIR/conversations)",
+    )
     converse.add_argument("--sft", help="the SFT model folder (without a run folder)")
     converse.add_argument("--branch", action="append", help="a finished, judged branch folder (repeatable)")
     add_config_options(converse, ConversationConfig)
@@ -273,18 +336,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="(re)build the self-contained HTML report of a pipeline run")
     report.add_argument("run_dir", help="the pipeline's run folder")
-    report.add_argument("--recompute-pairs", action="store_true",
-                        help="choose the qualitative pairs and compute their attention maps again (default: only when missing)")
+    report.add_argument(
+        "--recompute-pairs",
+        action="store_true",
+        help="choose the qualitative pairs and compute their attention maps again (default: only when missing)",
+    )
     report.set_defaults(func=cmd_report)
 
-    export = sub.add_parser("export", help="an SFT model or a branch checkpoint as a model folder (--merge: adapters "
-                                           "merged into plain weights that transformers loads without PEFT)")
+    export = sub.add_parser(
+        "export",
+        help="an SFT model or a branch checkpoint as a model folder (--merge: adapters "
+        "merged into plain weights that transformers loads without PEFT)",
+    )
     export.add_argument("source", help="an SFT model folder, or a branch folder")
     export.add_argument("--out", required=True, help="the folder to write")
-    export.add_argument("--step", default="", help="a branch's checkpoint: star, last or a step number "
-                                                   "(default: ★ when the branch has one, else last)")
-    export.add_argument("--merge", action="store_true", help="merge adapters into the weights (default: an adapter "
-                                                             "stays an adapter, in PEFT's layout)")
+    export.add_argument(
+        "--step",
+        default="",
+        help="a branch's checkpoint: star, last or a step number (default: ★ when the branch has one, else last)",
+    )
+    export.add_argument(
+        "--merge",
+        action="store_true",
+        help="merge adapters into the weights (default: an adapter stays an adapter, in PEFT's layout)",
+    )
     export.set_defaults(func=cmd_export)
 
     demo = sub.add_parser("demo", help="the interactive demo of a pipeline run in the browser, on 127.0.0.1")

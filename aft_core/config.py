@@ -4,18 +4,29 @@ Every setting is declared with `setting(default, help)`; `validate()` raises `Af
 naming the field and what to do instead. `config_id()` hashes the full config: it names run
 folders, sweep branches, Prefect cache keys and Comet experiments.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from aft_core.errors import AftInputError
 
-T = TypeVar("T")
+
+class ValidatedConfig(Protocol):
+    """What `from_dict` builds: a dataclass with a `validate` method."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def validate(self) -> None: ...
+
+
+T = TypeVar("T", bound=ValidatedConfig)
 
 
 def setting(default: Any, help: str) -> Any:
@@ -47,13 +58,14 @@ def same_settings(cls: type, a: Mapping[str, Any], b: Mapping[str, Any], ignore:
     skip = set(ignore)
 
     def kept(config: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in json.loads(json.dumps(with_defaults(cls, config), default=str)).items()
-                if k not in skip}
+        return {
+            k: v for k, v in json.loads(json.dumps(with_defaults(cls, config), default=str)).items() if k not in skip
+        }
 
     return kept(a) == kept(b)
 
 
-def settings_of(cls: type) -> list[dataclasses.Field]:
+def settings_of(cls: type) -> list[dataclasses.Field[Any]]:
     """A config's fields in the order a form or --help shows them: its own, then the memory settings it shares."""
     shared = {f.name for f in dataclasses.fields(MemorySettings)} if issubclass(cls, MemorySettings) else set()
     fields = dataclasses.fields(cls)
@@ -65,8 +77,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise AftInputError(where, unknown[0], f"unknown setting for {cls.__name__}",
-                            f"remove it; valid settings are {sorted(known)}")
+        raise AftInputError(
+            where, unknown[0], f"unknown setting for {cls.__name__}", f"remove it; valid settings are {sorted(known)}"
+        )
     cfg = cls(**data)
     cfg.validate()
     return cfg
@@ -108,16 +121,26 @@ class ModelPreset:
 PRESETS: dict[str, ModelPreset] = {
     "tiny": ModelPreset(64, 128, 1, 2, 32, 800, 0.0, "0.2M params; seconds to train; for tests"),
     "small": ModelPreset(128, 512, 2, 4, 32, 2000, 0.0, "1.2M params; the default CPU run (ENV_NOTES calibration)"),
-    "large": ModelPreset(1024, 4096, 24, 16, 64, 32128, 0.1, "T5-Large shape (~740M params); for GPU timing, not CPU training"),
+    "large": ModelPreset(
+        1024, 4096, 24, 16, 64, 32128, 0.1, "T5-Large shape (~740M params); for GPU timing, not CPU training"
+    ),
     "causal-tiny": ModelPreset(64, 128, 2, 2, 32, 800, 0.0, "0.2M params, Llama-shaped; for tests", family="causal"),
-    "causal-small": ModelPreset(128, 512, 4, 4, 32, 2000, 0.0, "1.3M params, Llama-shaped: about `small`'s size",
-                                family="causal"),
-    "causal-large": ModelPreset(1536, 4096, 24, 16, 96, 32128, 0.0, "Llama-shaped, about T5-Large's size (~0.73B "
-                                "params); for GPU timing and memory plans, not CPU training", family="causal",
-                                max_positions=2048),
+    "causal-small": ModelPreset(
+        128, 512, 4, 4, 32, 2000, 0.0, "1.3M params, Llama-shaped: about `small`'s size", family="causal"
+    ),
+    "causal-large": ModelPreset(
+        1536,
+        4096,
+        24,
+        16,
+        96,
+        32128,
+        0.0,
+        "Llama-shaped, about T5-Large's size (~0.73B params); for GPU timing and memory plans, not CPU training",
+        family="causal",
+        max_positions=2048,
+    ),
 }
-
-
 
 
 def _check_model_name(model: str, where: str) -> None:
@@ -125,11 +148,19 @@ def _check_model_name(model: str, where: str) -> None:
         return
     path = Path(model)
     if "/" not in model and "\\" not in model and not path.exists():
-        raise AftInputError(where, "model", f"unknown model size '{model}'",
-                            f"use one of {list(PRESETS)}, a saved model directory, or hf:<org>/<name>")
+        raise AftInputError(
+            where,
+            "model",
+            f"unknown model size '{model}'",
+            f"use one of {list(PRESETS)}, a saved model directory, or hf:<org>/<name>",
+        )
     if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
-        raise AftInputError(model, "model", "does not exist or holds no saved model (no config.json)",
-                            "point at a folder written by `aft sft` or save_pretrained")
+        raise AftInputError(
+            model,
+            "model",
+            "does not exist or holds no saved model (no config.json)",
+            "point at a folder written by `aft sft` or save_pretrained",
+        )
 
 
 ADAPTERS = ("none", "lora")
@@ -140,23 +171,44 @@ REFERENCE_DTYPES = ("float32", "bfloat16")
 class MemorySettings:
     """How the trained weights are held (SFT and AFT alike): all of them, or a LoRA adapter over frozen ones."""
 
-    adapter: str = setting("none", "none: train every weight; lora: train a LoRA adapter (PEFT) over frozen weights; "
-                                   "an AFT branch's π_ref is then the policy with its adapter disabled (no second model)")
+    adapter: str = setting(
+        "none",
+        "none: train every weight; lora: train a LoRA adapter (PEFT) over frozen weights; "
+        "an AFT branch's π_ref is then the policy with its adapter disabled (no second model)",
+    )
     lora_rank: int = setting(8, "LoRA rank r")
     lora_alpha: float = setting(16.0, "LoRA α (the update is scaled by α/r)")
     lora_dropout: float = setting(0.0, "dropout on the adapter's input (0 keeps AFT's scoring deterministic)")
-    lora_targets: str = setting("all-linear", "modules that get an adapter: all-linear (every attention and MLP "
-                                              "projection of the architecture, not the output layer) or names "
-                                              "like 'q,v' or 'q_proj,v_proj'")
-    gradient_checkpointing: bool = setting(False, "recompute each transformer block's activations in the backward pass "
-                                                  "instead of keeping them (less memory, about a third more compute)")
+    lora_targets: str = setting(
+        "all-linear",
+        "modules that get an adapter: all-linear (every attention and MLP "
+        "projection of the architecture, not the output layer) or names "
+        "like 'q,v' or 'q_proj,v_proj'",
+    )
+    gradient_checkpointing: bool = setting(
+        False,
+        "recompute each transformer block's activations in the backward pass "
+        "instead of keeping them (less memory, about a third more compute)",
+    )
 
     def validate_memory(self, where: str) -> None:
         _check(self.adapter in ADAPTERS, "adapter", f"unknown '{self.adapter}'", "use none or lora", where)
         _check(self.lora_rank >= 1, "lora_rank", f"must be >= 1, got {self.lora_rank}", "use e.g. 8", where)
         _check(self.lora_alpha > 0, "lora_alpha", f"must be > 0, got {self.lora_alpha}", "use e.g. 16", where)
-        _check(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}", "use 0 or 0.05", where)
-        _check(bool(self.lora_targets.strip()), "lora_targets", "is empty", "use all-linear or module names like q,v", where)
+        _check(
+            0 <= self.lora_dropout < 1,
+            "lora_dropout",
+            f"must be in [0, 1), got {self.lora_dropout}",
+            "use 0 or 0.05",
+            where,
+        )
+        _check(
+            bool(self.lora_targets.strip()),
+            "lora_targets",
+            "is empty",
+            "use all-linear or module names like q,v",
+            where,
+        )
 
 
 PRESET_SFT_LEARNING_RATE = 1e-3  # random init on the corpus tokenizer (ENV_NOTES calibration)
@@ -178,12 +230,17 @@ class SFTConfig(MemorySettings):
     max_source_tokens: int = setting(192, "source budget; longer histories lose their oldest turns first")
     max_target_tokens: int = setting(48, "target budget, EOS included; longer targets are cut on the right")
     batch_size: int = setting(32, "examples per optimisation step (bucketed by source length)")
-    learning_rate: float = setting(0.0, "peak AdamW learning rate; 0 = the default for the model: 1e-3 for a preset "
-                                        "built from config (random init), 1e-4 for a pretrained model (folder or hf:), "
-                                        "the usual rate for fine-tuning T5 with AdamW and for LoRA adapters")
+    learning_rate: float = setting(
+        0.0,
+        "peak AdamW learning rate; 0 = the default for the model: 1e-3 for a preset "
+        "built from config (random init), 1e-4 for a pretrained model (folder or hf:), "
+        "the usual rate for fine-tuning T5 with AdamW and for LoRA adapters",
+    )
     weight_decay: float = setting(0.01, "AdamW weight decay")
     warmup_steps: int = setting(200, "linear warm-up steps before cosine decay")
-    max_steps: int = setting(2500, "optimisation steps (the cosine schedule ends here); 2,500 fits 600 s for `small` on 2 cores")
+    max_steps: int = setting(
+        2500, "optimisation steps (the cosine schedule ends here); 2,500 fits 600 s for `small` on 2 cores"
+    )
     grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
     eval_every: int = setting(250, "steps between dev-loss evaluations (and checkpoints)")
     dev_examples: int = setting(500, "dev examples used for dev loss (the first N of the dev split)")
@@ -196,15 +253,26 @@ class SFTConfig(MemorySettings):
         if self.learning_rate == 0.0:
             self.learning_rate = default_sft_learning_rate(self.model)
 
-    def validate(self, where: str = "config") -> "SFTConfig":
+    def validate(self, where: str = "config") -> SFTConfig:
         _check(bool(self.data), "data", "no corpus given", "pass --data PATH", where)
         _check_model_name(self.model, where)
         for name in ("max_source_tokens", "max_target_tokens"):
             _check(getattr(self, name) >= 4, name, f"{getattr(self, name)} is too small", "use at least 4", where)
         check_positive(self, ("batch_size", "max_steps", "eval_every", "dev_examples", "keep_checkpoints"), where)
-        _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}",
-               "use e.g. 1e-4, or 0 for the model's default", where)
-        _check(self.warmup_steps >= 0 and self.patience >= 0, "warmup_steps/patience", "must be >= 0", "use 0 or more", where)
+        _check(
+            self.learning_rate > 0,
+            "learning_rate",
+            f"must be > 0, got {self.learning_rate}",
+            "use e.g. 1e-4, or 0 for the model's default",
+            where,
+        )
+        _check(
+            self.warmup_steps >= 0 and self.patience >= 0,
+            "warmup_steps/patience",
+            "must be >= 0",
+            "use 0 or more",
+            where,
+        )
         _check(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}", "use e.g. 1.0", where)
         self.validate_memory(where)
         return self
@@ -223,20 +291,29 @@ class AFTConfig(MemorySettings):
     eta_kl: float = setting(0.05, "η_kl, weight of the KL-anchoring term")
     k: int = setting(4, "K, sampled responses per prompt")
     kl_estimator: str = setting("paper", "KL term: paper (as written), k3, or full (exact over the vocabulary)")
-    kl_target: float = setting(0.0, "adaptive KL: per-token KL(π_θ‖π_ref) the controller steers η_kl toward "
-                                    "(RL4LMs/OpenRLHF); 0 = fixed η_kl")
-    kl_horizon: int = setting(1000, "adaptive KL: sequences (B·K per step) over which η_kl moves by the full clipped error")
+    kl_target: float = setting(
+        0.0, "adaptive KL: per-token KL(π_θ‖π_ref) the controller steers η_kl toward (RL4LMs/OpenRLHF); 0 = fixed η_kl"
+    )
+    kl_horizon: int = setting(
+        1000, "adaptive KL: sequences (B·K per step) over which η_kl moves by the full clipped error"
+    )
     ix_mode: str = setting("all", "I_x: all (paper), history (earlier turns), salient (slot values)")
     layers: str = setting("all", "decoder layers averaged into A: all, last, or indices like '0,1'")
-    reward_attention: str = setting("renormalised", "decoder-only A in the reward (AFT_SPEC §8): renormalised over the "
-                                                    "prompt positions that count, or raw (as read; a policy can then "
-                                                    "lower its entropy by moving attention to the sink or its own "
-                                                    "response); the same for cross-attention. Probes and Table 1 "
-                                                    "always measure the renormalised A")
+    reward_attention: str = setting(
+        "renormalised",
+        "decoder-only A in the reward (AFT_SPEC §8): renormalised over the "
+        "prompt positions that count, or raw (as read; a policy can then "
+        "lower its entropy by moving attention to the sink or its own "
+        "response); the same for cross-attention. Probes and Table 1 "
+        "always measure the renormalised A",
+    )
     repeat_n: int = setting(3, "n of the repeat penalty's n-grams")
     logprob_reduction: str = setting("sum", "log π(y|x) over tokens: sum (paper) or mean")
-    learning_rate: float = setting(1e-5, "AdamW learning rate (constant); 1e-5 is calibrated for the `small` "
-                                         "preset (1e-4 falls into the Dam within 20 steps; README, Calibration)")
+    learning_rate: float = setting(
+        1e-5,
+        "AdamW learning rate (constant); 1e-5 is calibrated for the `small` "
+        "preset (1e-4 falls into the Dam within 20 steps; README, Calibration)",
+    )
     batch_size: int = setting(8, "prompts per step")
     steps: int = setting(300, "AFT steps")
     checkpoint_every: int = setting(50, "steps between checkpoints (each one is probed)")
@@ -248,48 +325,126 @@ class AFTConfig(MemorySettings):
     bertscore_model: str = setting("", "BERTScore encoder: empty = offline all-MiniLM-L6-v2, or a folder/hub name")
     keep_checkpoints: int = setting(2, "most recent resumable checkpoints kept on disk")
     max_nonfinite_steps: int = setting(10, "non-finite losses/gradients in a row that end the branch as diverged")
-    early_stop_checkpoints: int = setting(2, "stop the branch once this many checkpoints in a row sit in a terminal "
-                                             "attractor (Dam, Whirlpool, Underground River, Flash Flood); 0 = never")
+    early_stop_checkpoints: int = setting(
+        2,
+        "stop the branch once this many checkpoints in a row sit in a terminal "
+        "attractor (Dam, Whirlpool, Underground River, Flash Flood); 0 = never",
+    )
     seed: int = setting(0, "seed for sampling and prompt order")
-    reference_device: str = setting("", "where a separate π_ref lives (adapter=none): empty = beside the policy, or cpu "
-                                        "(frees its weights from the GPU; its pass then runs on the CPU)")
-    reference_dtype: str = setting("float32", "a separate π_ref's weights (adapter=none): float32, or bfloat16 (half "
-                                              "the memory; for a GPU)")
+    reference_device: str = setting(
+        "",
+        "where a separate π_ref lives (adapter=none): empty = beside the policy, or cpu "
+        "(frees its weights from the GPU; its pass then runs on the CPU)",
+    )
+    reference_dtype: str = setting(
+        "float32", "a separate π_ref's weights (adapter=none): float32, or bfloat16 (half the memory; for a GPU)"
+    )
 
-    def validate(self, where: str = "config") -> "AFTConfig":
-        _check(bool(self.sft_model), "sft_model", "no SFT model given", "pass --sft-model DIR (an SFT run's model/)", where)
+    def validate(self, where: str = "config") -> AFTConfig:
+        _check(
+            bool(self.sft_model), "sft_model", "no SFT model given", "pass --sft-model DIR (an SFT run's model/)", where
+        )
         _check_model_name(self.sft_model, where)
         _check(bool(self.data), "data", "no corpus given", "pass --data PATH", where)
         _check(self.k >= 2, "k", f"K must be >= 2 to compare candidates, got {self.k}", "use K >= 2 (paper: 4)", where)
         _check(self.eta > 0, "eta", f"η must be > 0, got {self.eta}", "use e.g. 1.0", where)
         _check(self.gamma >= 0, "gamma", f"γ must be >= 0, got {self.gamma}", "use e.g. 0.5", where)
         _check(self.eta_kl >= 0, "eta_kl", f"η_kl must be >= 0, got {self.eta_kl}", "use e.g. 0.05", where)
-        _check(self.kl_target >= 0, "kl_target", f"must be >= 0, got {self.kl_target}",
-               "use 0 for a fixed η_kl, or a per-token KL such as 0.05", where)
-        _check(not (self.kl_target > 0 and self.eta_kl == 0), "eta_kl", "the adaptive KL controller scales η_kl, which is 0",
-               "start η_kl above 0 (e.g. 0.05) or set kl_target to 0", where)
-        _check(self.early_stop_checkpoints >= 0, "early_stop_checkpoints", f"must be >= 0, got {self.early_stop_checkpoints}",
-               "use 0 (never stop early) or a number of checkpoints such as 2", where)
-        _check(self.max_new_tokens > 0, "max_new_tokens", f"must be > 0, got {self.max_new_tokens}", "use e.g. 48", where)
+        _check(
+            self.kl_target >= 0,
+            "kl_target",
+            f"must be >= 0, got {self.kl_target}",
+            "use 0 for a fixed η_kl, or a per-token KL such as 0.05",
+            where,
+        )
+        _check(
+            not (self.kl_target > 0 and self.eta_kl == 0),
+            "eta_kl",
+            "the adaptive KL controller scales η_kl, which is 0",
+            "start η_kl above 0 (e.g. 0.05) or set kl_target to 0",
+            where,
+        )
+        _check(
+            self.early_stop_checkpoints >= 0,
+            "early_stop_checkpoints",
+            f"must be >= 0, got {self.early_stop_checkpoints}",
+            "use 0 (never stop early) or a number of checkpoints such as 2",
+            where,
+        )
+        _check(
+            self.max_new_tokens > 0, "max_new_tokens", f"must be > 0, got {self.max_new_tokens}", "use e.g. 48", where
+        )
         _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}", "use 1.0", where)
-        _check(self.kl_estimator in ("paper", "k3", "full"), "kl_estimator", f"unknown '{self.kl_estimator}'",
-               "use paper, k3 or full", where)
-        _check(self.ix_mode in ("all", "history", "salient"), "ix_mode", f"unknown '{self.ix_mode}'",
-               "use all, history or salient", where)
-        _check(self.reward_attention in ("renormalised", "raw"), "reward_attention", f"unknown '{self.reward_attention}'",
-               "use renormalised or raw", where)
-        _check(self.logprob_reduction in ("sum", "mean"), "logprob_reduction", f"unknown '{self.logprob_reduction}'",
-               "use sum or mean", where)
-        check_positive(self, ("batch_size", "steps", "checkpoint_every", "probe_size", "repeat_n", "keep_checkpoints",
-                              "max_nonfinite_steps", "kl_horizon"), where)
-        _check(self.learning_rate > 0 and self.grad_clip > 0, "learning_rate/grad_clip", "must be > 0", "use e.g. 1e-4 and 1.0", where)
+        _check(
+            self.kl_estimator in ("paper", "k3", "full"),
+            "kl_estimator",
+            f"unknown '{self.kl_estimator}'",
+            "use paper, k3 or full",
+            where,
+        )
+        _check(
+            self.ix_mode in ("all", "history", "salient"),
+            "ix_mode",
+            f"unknown '{self.ix_mode}'",
+            "use all, history or salient",
+            where,
+        )
+        _check(
+            self.reward_attention in ("renormalised", "raw"),
+            "reward_attention",
+            f"unknown '{self.reward_attention}'",
+            "use renormalised or raw",
+            where,
+        )
+        _check(
+            self.logprob_reduction in ("sum", "mean"),
+            "logprob_reduction",
+            f"unknown '{self.logprob_reduction}'",
+            "use sum or mean",
+            where,
+        )
+        check_positive(
+            self,
+            (
+                "batch_size",
+                "steps",
+                "checkpoint_every",
+                "probe_size",
+                "repeat_n",
+                "keep_checkpoints",
+                "max_nonfinite_steps",
+                "kl_horizon",
+            ),
+            where,
+        )
+        _check(
+            self.learning_rate > 0 and self.grad_clip > 0,
+            "learning_rate/grad_clip",
+            "must be > 0",
+            "use e.g. 1e-4 and 1.0",
+            where,
+        )
         self.validate_memory(where)
-        _check(self.reference_device in ("", "cpu"), "reference_device", f"unknown '{self.reference_device}'",
-               "leave it empty or use cpu", where)
-        _check(self.reference_dtype in REFERENCE_DTYPES, "reference_dtype", f"unknown '{self.reference_dtype}'",
-               "use float32 or bfloat16", where)
+        _check(
+            self.reference_device in ("", "cpu"),
+            "reference_device",
+            f"unknown '{self.reference_device}'",
+            "leave it empty or use cpu",
+            where,
+        )
+        _check(
+            self.reference_dtype in REFERENCE_DTYPES,
+            "reference_dtype",
+            f"unknown '{self.reference_dtype}'",
+            "use float32 or bfloat16",
+            where,
+        )
         separate = (self.reference_device, self.reference_dtype) != ("", "float32")
-        _check(not (self.adapter == "lora" and separate), "reference_device/reference_dtype",
-               "with adapter=lora π_ref is the policy with its adapter disabled, not a separate model",
-               "leave reference_device empty and reference_dtype float32, or use adapter=none", where)
+        _check(
+            not (self.adapter == "lora" and separate),
+            "reference_device/reference_dtype",
+            "with adapter=lora π_ref is the policy with its adapter disabled, not a separate model",
+            "leave reference_device empty and reference_dtype float32, or use adapter=none",
+            where,
+        )
         return self

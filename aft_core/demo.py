@@ -12,12 +12,14 @@ branch from its saved weights):
 
 Models are loaded once per system and kept (a demo compares a handful).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -51,8 +53,12 @@ class DemoRun:
     def __init__(self, run_dir: str | Path) -> None:
         self.run = RunLayout(run_dir)
         if not self.run.sft.result.exists():
-            raise AftInputError(self.run.root, "sft", "the run has no finished SFT model",
-                                "run the pipeline first (`aft-pipeline --run-dir RUN_DIR`)")
+            raise AftInputError(
+                self.run.root,
+                "sft",
+                "the run has no finished SFT model",
+                "run the pipeline first (`aft-pipeline --run-dir RUN_DIR`)",
+            )
         sft = json.loads(self.run.sft.result.read_text(encoding="utf-8"))
         self.sft_model = sft["model_dir"]
         self.sft_config = self.run.sft.read_config()
@@ -97,11 +103,21 @@ class DemoRun:
         """A test example: its history (speaker, text, slot values), reference and belief state."""
         rows = self.test.filter(lambda r: r["example_id"] == example_id)
         if len(rows) == 0:
-            raise AftInputError(self.run.root, "example_id", f"no test example '{example_id}'", "pick one from the list")
+            raise AftInputError(
+                self.run.root, "example_id", f"no test example '{example_id}'", "pick one from the list"
+            )
         row = rows[0]
-        return {"example_id": example_id, "reference": row["target"], "belief_state": json.loads(row["belief_state"]),
-                "turns": [{"speaker": s, "text": t, "slot_values": list(v)} for s, t, v in
-                          zip(row["history_speakers"], row["history_texts"], row["history_slot_values"])]}
+        return {
+            "example_id": example_id,
+            "reference": row["target"],
+            "belief_state": json.loads(row["belief_state"]),
+            "turns": [
+                {"speaker": s, "text": t, "slot_values": list(v)}
+                for s, t, v in zip(
+                    row["history_speakers"], row["history_texts"], row["history_slot_values"], strict=True
+                )
+            ],
+        }
 
     # --- computing ---------------------------------------------------------------------------------
 
@@ -113,10 +129,14 @@ class DemoRun:
             self._models[name] = load_system(spec["model"], spec["weights"])
         return self._models[name]
 
-    def _source(self, turns: Sequence[dict[str, Any]], tokenizer: Any, family: Any) -> tuple[dict[str, Any], SourceBatch]:
+    def _source(
+        self, turns: Sequence[dict[str, Any]], tokenizer: Any, family: Any
+    ) -> tuple[dict[str, Any], SourceBatch]:
         history = [Turn(t["speaker"], t["text"], tuple(t.get("slot_values") or ())) for t in turns]
         if not history or history[-1].speaker != "user":
-            raise AftInputError("demo", "history", "the last turn must be the user's", "end the history with a user turn")
+            raise AftInputError(
+                "demo", "history", "the last turn must be the user's", "end the history with a user turn"
+            )
         row = family.encode_prompts([history], tokenizer, self.sft_config["max_source_tokens"])[0]
         return row, SourceBatch.from_rows([row], family.pad_id())
 
@@ -124,8 +144,14 @@ class DemoRun:
         return parse_layers(self.settings.get("layers", "all"), family.attention_layers(model))
 
     @torch.no_grad()
-    def respond(self, system: str, turns: Sequence[dict[str, Any]], decoding: Decoding = Decoding(),
-                example: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+    def respond(
+        self,
+        system: str,
+        turns: Sequence[dict[str, Any]],
+        decoding: Decoding = Decoding(),
+        example: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> dict[str, Any]:
         """One response of `system` to the history, with its attention map and scores; given the test `example`
         the history came from, also whether the response names a venue satisfying its belief state (scored,
         as in the test evaluation, on turns whose reference names a venue)."""
@@ -135,21 +161,32 @@ class DemoRun:
         row, src = self._source(turns, tokenizer, family)
         src = src.to(model_device(model))
         torch.manual_seed(seed)
-        seqs = family.generate(model, src, max_new_tokens=decoding.max_new_tokens, do_sample=decoding.sample,
-                               temperature=decoding.temperature)
+        seqs = family.generate(
+            model,
+            src,
+            max_new_tokens=decoding.max_new_tokens,
+            do_sample=decoding.sample,
+            temperature=decoding.temperature,
+        )
         tf = family.teacher_forced(model, src, seqs, 1, self._layers(model, family))
         hist = src.mask(self.ix_mode)
         t_len = int(tf["tgt_mask"][0].sum())
         text = tokenizer.decode(tf["labels"][0], skip_special_tokens=True).strip()
         result = {
-            "system": system, "response": text, "tokens": tokenizer.convert_ids_to_tokens(tf["labels"][0, :t_len].tolist()),
-            "source_tokens": tokenizer.convert_ids_to_tokens(row["input_ids"]), "turns": list(row["src_turn"]),
-            "is_tag": [bool(x) for x in row["src_is_tag"]], "ix": hist[0].tolist(),
-            "attention": tf["attn"][0, :t_len].cpu().tolist(), "ix_mode": self.ix_mode,
+            "system": system,
+            "response": text,
+            "tokens": tokenizer.convert_ids_to_tokens(tf["labels"][0, :t_len].tolist()),
+            "source_tokens": tokenizer.convert_ids_to_tokens(row["input_ids"]),
+            "turns": list(row["src_turn"]),
+            "is_tag": [bool(x) for x in row["src_is_tag"]],
+            "ix": hist[0].tolist(),
+            "attention": tf["attn"][0, :t_len].cpu().tolist(),
+            "ix_mode": self.ix_mode,
             "focus": float(focus(tf["attn"], tf["tgt_mask"], hist)[0]),
             "coverage": float(coverage(tf["attn"], tf["tgt_mask"], hist)[0]),
-            "repeat": float(repeat_penalty(tf["labels"], tf["tgt_mask"], self.repeat_n,
-                                           (family.pad_id(), family.eos_id()))[0]),
+            "repeat": float(
+                repeat_penalty(tf["labels"], tf["tgt_mask"], self.repeat_n, (family.pad_id(), family.eos_id()))[0]
+            ),
             "lookback": float(tf["lookback"][0]),
             "entity_correct": None,
         }
@@ -158,15 +195,25 @@ class DemoRun:
         return result
 
     @torch.no_grad()
-    def aft_step(self, system: str, turns: Sequence[dict[str, Any]], k: int = 4, seed: int = 0,
-                 max_new_tokens: int = 48) -> list[dict[str, Any]]:
+    def aft_step(
+        self, system: str, turns: Sequence[dict[str, Any]], k: int = 4, seed: int = 0, max_new_tokens: int = 48
+    ) -> list[dict[str, Any]]:
         """K samples of `system` scored as one AFT step scores them (the branch's α, β, γ, η, I_x; the
         defaults of E3-20 for SFT), with log π/π_ref against the SFT model. The weights sum to 1."""
         spec = self.systems().get(system)
         if spec is None:
             raise AftInputError(self.run.root, "system", f"no system '{system}'", "pick one from the list")
-        cfg = {"alpha": 1.0, "beta": 1.0, "gamma": 0.5, "eta": 1.0, "temperature": 1.0, "ix_mode": self.ix_mode,
-               "repeat_n": self.repeat_n, "logprob_reduction": "sum", **(spec["config"] or self.settings)}
+        cfg = {
+            "alpha": 1.0,
+            "beta": 1.0,
+            "gamma": 0.5,
+            "eta": 1.0,
+            "temperature": 1.0,
+            "ix_mode": self.ix_mode,
+            "repeat_n": self.repeat_n,
+            "logprob_reduction": "sum",
+            **(spec["config"] or self.settings),
+        }
         policy, tokenizer = self._load(system)
         reference, _ = self._load(SFT)
         family = family_of(policy, tokenizer)
@@ -174,8 +221,9 @@ class DemoRun:
         row, src = self._source(turns, tokenizer, family)
         src = src.to(model_device(policy))
         torch.manual_seed(seed)
-        samples = family.generate(policy, src, max_new_tokens=max_new_tokens, do_sample=True, k=k,
-                                  temperature=cfg["temperature"])  # [K, P+T]
+        samples = family.generate(
+            policy, src, max_new_tokens=max_new_tokens, do_sample=True, k=k, temperature=cfg["temperature"]
+        )  # [K, P+T]
         eos, pad = family.eos_id(), family.pad_id()
         tf = family.teacher_forced(policy, src, samples, k, self._layers(policy, family))
         ref = family.teacher_forced(reference, src, samples, k, None)
@@ -184,13 +232,33 @@ class DemoRun:
         cov = coverage(tf["attn"], tf["tgt_mask"], hist)
         foc = focus(tf["attn"], tf["tgt_mask"], hist)
         rep = repeat_penalty(tf["labels"], tf["tgt_mask"], cfg["repeat_n"], special)
-        rewards = haca_reward(tf["attn"], tf["labels"], tf["tgt_mask"], hist, cfg["alpha"], cfg["beta"], cfg["gamma"],
-                              cfg["repeat_n"], special).view(1, k)
+        rewards = haca_reward(
+            tf["attn"],
+            tf["labels"],
+            tf["tgt_mask"],
+            hist,
+            cfg["alpha"],
+            cfg["beta"],
+            cfg["gamma"],
+            cfg["repeat_n"],
+            special,
+        ).view(1, k)
         weights = softmax_weights(rewards, cfg["eta"])[0]
         normalised = zscore(rewards)[0]
         logp = sequence_logprob(tf["token_logp"], tf["tgt_mask"], cfg["logprob_reduction"])
         ref_logp = sequence_logprob(ref["token_logp"], tf["tgt_mask"], cfg["logprob_reduction"])
         texts = [t.strip() for t in tokenizer.batch_decode(tf["labels"], skip_special_tokens=True)]
-        return [{"candidate": i + 1, "response": texts[i], "coverage": float(cov[i]), "focus": float(foc[i]),
-                 "repeat": float(rep[i]), "reward": float(rewards[0, i]), "normalised_reward": float(normalised[i]),
-                 "weight": float(weights[i]), "log_ratio_to_ref": float(logp[i] - ref_logp[i])} for i in range(k)]
+        return [
+            {
+                "candidate": i + 1,
+                "response": texts[i],
+                "coverage": float(cov[i]),
+                "focus": float(foc[i]),
+                "repeat": float(rep[i]),
+                "reward": float(rewards[0, i]),
+                "normalised_reward": float(normalised[i]),
+                "weight": float(weights[i]),
+                "log_ratio_to_ref": float(logp[i] - ref_logp[i]),
+            }
+            for i in range(k)
+        ]

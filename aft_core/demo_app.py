@@ -5,6 +5,7 @@ analytics, share links and version checks are off, and the theme uses the system
 nothing of any address but the one it is served from (tests/test_demo.py records every request a browser makes).
 The computing is aft_core.demo's; this module only lays it out.
 """
+
 from __future__ import annotations
 
 import html
@@ -22,7 +23,8 @@ border-radius:6px;padding:8px;min-width:320px;overflow-x:auto}.aft-response{font
 .aft-metrics{font-size:12px;color:#495057}.aft-heat{border-collapse:collapse;font-size:9px;margin-top:6px}
 .aft-heat td{width:9px;height:11px;padding:0}.aft-heat th{font-weight:normal;padding:0 2px;text-align:right;
 white-space:nowrap}.aft-src{writing-mode:vertical-rl;transform:rotate(180deg);height:70px;font-size:8px;padding:0}
-.aft-turn{border-left:2px dashed #212529}.aft-tag{font-weight:bold;color:#1864ab}.aft-ix{border-bottom:3px solid #f59f00}
+.aft-turn{border-left:2px dashed #212529}.aft-tag{font-weight:bold;color:#1864ab}
+.aft-ix{border-bottom:3px solid #f59f00}
 .aft-ok{color:#2b8a3e}.aft-bad{color:#c92a2a}"""
 
 
@@ -69,43 +71,69 @@ def heatmap_html(result: dict[str, Any]) -> str:
         head.append(f"<th class='{' '.join(classes)}'>{html.escape(token)}</th>")
     body = []
     for t, row in enumerate(attention):
-        cells = "".join(f"<td style='background:{_colour(w, top)}' title='{html.escape(sources[j])}: {w:.3f}'"
-                        + (" class='aft-turn'" if j and result["turns"][j] != result["turns"][j - 1] else "") + "></td>"
-                        for j, w in enumerate(row))
+        cells = "".join(
+            f"<td style='background:{_colour(w, top)}' title='{html.escape(sources[j])}: {w:.3f}'"
+            + (" class='aft-turn'" if j and result["turns"][j] != result["turns"][j - 1] else "")
+            + "></td>"
+            for j, w in enumerate(row)
+        )
         body.append(f"<tr><th>{html.escape(result['tokens'][t])}</th>{cells}</tr>")
     data = html.escape(json.dumps(attention))
-    return (f"<table class='aft-heat' data-system='{html.escape(result['system'])}' data-attention='{data}'>"
-            f"<tr><th></th>{''.join(head)}</tr>{''.join(body)}</table>")
+    return (
+        f"<table class='aft-heat' data-system='{html.escape(result['system'])}' data-attention='{data}'>"
+        f"<tr><th></th>{''.join(head)}</tr>{''.join(body)}</table>"
+    )
 
 
 def comparison_html(results: list[dict[str, Any]]) -> str:
     columns = []
     for r in results:
-        entity = "" if r["entity_correct"] is None else (
-            " · <span class='aft-ok'>venue correct</span>" if r["entity_correct"] else " · <span class='aft-bad'>venue wrong</span>")
+        entity = (
+            ""
+            if r["entity_correct"] is None
+            else (
+                " · <span class='aft-ok'>venue correct</span>"
+                if r["entity_correct"]
+                else " · <span class='aft-bad'>venue wrong</span>"
+            )
+        )
         columns.append(
             f"<div class='aft-system' data-system='{html.escape(r['system'])}'><b>{html.escape(r['system'])}</b>"
             f"<div class='aft-response' data-role='response'>{html.escape(r['response']) or '<i>(empty)</i>'}</div>"
             f"<div class='aft-metrics'>focus {r['focus']:.3f} · coverage {r['coverage']:.4f} · repeat {r['repeat']:.3f}"
-            f" (I_x = {html.escape(r['ix_mode'])}){entity}</div>{heatmap_html(r)}</div>")
+            f" (I_x = {html.escape(r['ix_mode'])}){entity}</div>{heatmap_html(r)}</div>"
+        )
     return f"<div class='aft-systems'>{''.join(columns)}</div>"
 
 
-CANDIDATE_COLUMNS = (("candidate", "k", "{}"), ("response", "response", "{}"), ("coverage", "coverage", "{:.5f}"),
-                     ("focus", "focus", "{:.4f}"), ("repeat", "repeat", "{:.3f}"), ("reward", "R", "{:.4f}"),
-                     ("normalised_reward", "R̃ (normalised)", "{:+.3f}"), ("weight", "softmax weight", "{:.4f}"),
-                     ("log_ratio_to_ref", "log π/π_ref", "{:+.3f}"))
+CANDIDATE_COLUMNS = (
+    ("candidate", "k", "{}"),
+    ("response", "response", "{}"),
+    ("coverage", "coverage", "{:.5f}"),
+    ("focus", "focus", "{:.4f}"),
+    ("repeat", "repeat", "{:.3f}"),
+    ("reward", "R", "{:.4f}"),
+    ("normalised_reward", "R̃ (normalised)", "{:+.3f}"),
+    ("weight", "softmax weight", "{:.4f}"),
+    ("log_ratio_to_ref", "log π/π_ref", "{:+.3f}"),
+)
 
 
 def candidates_html(rows: list[dict[str, Any]]) -> str:
     """One AFT step's K candidates: reward parts, R, R̃, weight and log-ratio to π_ref (weights sum to 1)."""
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in CANDIDATE_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td data-key='{key}'>{html.escape(fmt.format(r[key]))}</td>"
-                                    for key, _, fmt in CANDIDATE_COLUMNS) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td data-key='{key}'>{html.escape(fmt.format(r[key]))}</td>" for key, _, fmt in CANDIDATE_COLUMNS)
+        + "</tr>"
+        for r in rows
+    )
     total = sum(r["weight"] for r in rows)
-    return (f"<table class='aft-candidates'><tr>{head}</tr>{body}</table>"
-            f"<p>K = {len(rows)}; Σ weights = {total:.4f}. R = α·coverage + β·focus − γ·repeat; R̃ = z-score over the "
-            "K; weight = softmax(R̃/η); the step maximises Σ weight·log π(y) − η_kl·KL.</p>")
+    return (
+        f"<table class='aft-candidates'><tr>{head}</tr>{body}</table>"
+        f"<p>K = {len(rows)}; Σ weights = {total:.4f}. R = α·coverage + β·focus − γ·repeat; R̃ = z-score over the "
+        "K; weight = softmax(R̃/η); the step maximises Σ weight·log π(y) − η_kl·KL.</p>"
+    )
 
 
 def build_app(demo: DemoRun) -> Any:
@@ -142,7 +170,9 @@ def build_app(demo: DemoRun) -> Any:
             turns = example["turns"]  # with its slot annotations (the salient I_x)
         decoding = Decoding(sample=how == "sampled", temperature=float(temperature), max_new_tokens=int(max_new))
         reference_text = example["reference"] if example is not None else "(a history of your own: no reference)"
-        return comparison_html([demo.respond(name, turns, decoding, example=example) for name in chosen]), reference_text
+        return comparison_html(
+            [demo.respond(name, turns, decoding, example=example) for name in chosen]
+        ), reference_text
 
     def one_step(history: str, system: str, k: float, seed: float):
         try:
@@ -152,13 +182,20 @@ def build_app(demo: DemoRun) -> Any:
         return candidates_html(demo.aft_step(system, turns, k=int(k), seed=int(seed)))
 
     with gr.Blocks(title=f"AFT demo: {demo.run.root.name}", analytics_enabled=False) as app:
-        gr.Markdown(f"## AFT demo — run `{demo.run.root}`\nPick a test example (or write a history, one "
-                    "`user: …` / `system: …` turn per line), choose systems and compare their responses and "
-                    "cross-attention. *One AFT step* samples K responses and shows how HACA weighs them.")
+        gr.Markdown(
+            f"## AFT demo — run `{demo.run.root}`\nPick a test example (or write a history, one "
+            "`user: …` / `system: …` turn per line), choose systems and compare their responses and "
+            "cross-attention. *One AFT step* samples K responses and shows how HACA weighs them."
+        )
         with gr.Row():
             query = gr.Textbox(label="search test examples (dialogue id or text)", elem_id="aft-query")
-            example = gr.Dropdown(choices=first, value=first[0][1] if first else None, label="test example",
-                                  elem_id="aft-example", allow_custom_value=False)
+            example = gr.Dropdown(
+                choices=first,
+                value=first[0][1] if first else None,
+                label="test example",
+                elem_id="aft-example",
+                allow_custom_value=False,
+            )
         history = gr.Textbox(label="history (one turn per line)", lines=8, elem_id="aft-history")
         reference = gr.Textbox(label="reference (test example)", interactive=False, elem_id="aft-reference")
         with gr.Row():
@@ -191,6 +228,17 @@ def launch(run_dir: str, port: int = 7860, block: bool = True) -> Any:
 
     app = build_app(DemoRun(run_dir))
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts
-    app.launch(server_name="127.0.0.1", server_port=port, share=False, inbrowser=False, prevent_thread_lock=not block,
-               theme=theme, css=CSS, ssr_mode=False, show_error=True, quiet=True, footer_links=[])
+    app.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        prevent_thread_lock=not block,
+        theme=theme,
+        css=CSS,
+        ssr_mode=False,
+        show_error=True,
+        quiet=True,
+        footer_links=[],
+    )
     return app

@@ -3,6 +3,7 @@
 Every message names the file, the field and the fix, so a user can act on it without
 reading a traceback. The CLI prints it and exits 2; Prefect tasks let it fail the run.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

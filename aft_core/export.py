@@ -4,6 +4,7 @@ With `merge`, every adapter is merged into the weights: a plain hub-layout folde
 model.safetensors, tokenizer) that `transformers` loads with no PEFT. Without it, an adapter stays an adapter
 (PEFT's layout, its base named by absolute path or `hf:` name), and a full model is written as it is.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,14 @@ from aft_core.errors import AftInputError
 from aft_core.io import copy_dir
 from aft_core.layout import BranchLayout
 from aft_core.models import load_model, save_model
-from aft_core.models.adapters import (ADAPTER_CONFIG, adapter_base, apply_adapter_checkpoint, checkpoint_adapter,
-                                      is_adapter_folder, load_policy_weights)
+from aft_core.models.adapters import (
+    ADAPTER_CONFIG,
+    adapter_base,
+    apply_adapter_checkpoint,
+    checkpoint_adapter,
+    is_adapter_folder,
+    load_policy_weights,
+)
 
 
 def branch_step(branch: BranchLayout, step: str) -> int:
@@ -27,8 +34,12 @@ def branch_step(branch: BranchLayout, step: str) -> int:
     if step in ("", "star") and verdict.get("primary_step") is not None:
         return int(verdict["primary_step"])
     if step == "star":
-        raise AftInputError(branch.root, "step", "the branch has no ★ (or has not been judged)",
-                            "use --step last or a step number, or run `aft classify` first")
+        raise AftInputError(
+            branch.root,
+            "step",
+            "the branch has no ★ (or has not been judged)",
+            "use --step last or a step number, or run `aft classify` first",
+        )
     if step in ("", "last"):
         return int(verdict.get("last_step") or saved[-1])
     if not step.isdigit() or int(step) not in saved:
@@ -47,7 +58,9 @@ def export_model(source: str | Path, out: str | Path, step: str = "", merge: boo
         settings = checkpoint_adapter(weights)
         model, tokenizer = load_model(sft_model)
         if settings is not None and not merge:
-            save_model(apply_adapter_checkpoint(model, weights, settings, str(Path(sft_model).resolve())), tokenizer, out)
+            save_model(
+                apply_adapter_checkpoint(model, weights, settings, str(Path(sft_model).resolve())), tokenizer, out
+            )
         else:
             save_model(load_policy_weights(model, weights), tokenizer, out)
         return {"source": str(source), "step": at, "out": str(out), "adapter": settings is not None and not merge}

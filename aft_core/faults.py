@@ -8,6 +8,7 @@ reaches `point` at `step`. The points are:
 `AFT_HOLD=<folder>` (test-only) makes a process wait at a hold point while `<folder>/<point>` exists, so a test
 can keep flow runs in flight until it has seen them all running (`branch_start`: a branch, before any work).
 """
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 A kill at any moment leaves either the old file or the new one, never a torn one.
 """
+
 from __future__ import annotations
 
 import errno
@@ -9,9 +10,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextmanager
@@ -37,18 +39,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             raise
         from aft_core.errors import AftInputError
 
-        raise AftInputError(path, "<output>", f"cannot be written ({os.strerror(e.errno)})",
-                            _OUTPUT_ERRORS[e.errno]) from e
+        raise AftInputError(
+            path, "<output>", f"cannot be written ({os.strerror(e.errno)})", _OUTPUT_ERRORS[e.errno]
+        ) from e
     finally:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
 
 
-_OUTPUT_ERRORS = {errno.ENOSPC: "free disk space (or choose an output folder on another disk) and rerun; the run resumes",
-                  errno.EDQUOT: "free space within your quota and rerun; the run resumes",
-                  errno.EROFS: "choose an output folder on a writable file system",
-                  errno.EACCES: "choose an output folder you can write to, or fix its permissions",
-                  errno.EPERM: "choose an output folder you can write to, or fix its permissions"}
+_OUTPUT_ERRORS = {
+    errno.ENOSPC: "free disk space (or choose an output folder on another disk) and rerun; the run resumes",
+    errno.EDQUOT: "free space within your quota and rerun; the run resumes",
+    errno.EROFS: "choose an output folder on a writable file system",
+    errno.EACCES: "choose an output folder you can write to, or fix its permissions",
+    errno.EPERM: "choose an output folder you can write to, or fix its permissions",
+}
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -107,13 +112,17 @@ def claim_run_dir(out_dir: str | Path, config_file: str, config: dict[str, Any])
         existing = json.loads(marker.read_text(encoding="utf-8"))
         if existing != json.loads(json.dumps(config, sort_keys=True, default=str)):
             differing = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
-            raise AftInputError(marker, ", ".join(differing) or "<config>",
-                                "the output directory holds a different run",
-                                "choose another --out folder, or delete this one to start over")
+            raise AftInputError(
+                marker,
+                ", ".join(differing) or "<config>",
+                "the output directory holds a different run",
+                "choose another --out folder, or delete this one to start over",
+            )
         return True
     if out.exists() and any(out.iterdir()):
-        raise AftInputError(out, "<folder>", f"is not empty and holds no {config_file}",
-                            "choose an empty or new --out folder")
+        raise AftInputError(
+            out, "<folder>", f"is not empty and holds no {config_file}", "choose an empty or new --out folder"
+        )
     write_json_atomic(marker, json.loads(json.dumps(config, default=str)))
     return False
 
@@ -151,10 +160,14 @@ def run_lock(run_dir: str | Path, owner: str) -> Iterator[None]:
             if held.get("host") == me["host"] and not _alive(held.get("pid")):
                 lock.unlink(missing_ok=True)  # stale: its owner is gone
                 continue
-            raise AftInputError(lock, "<lock>", f"the run folder is in use by {held.get('owner', '?')} (pid {held.get('pid')} "
-                                f"on {held.get('host')}, since {held.get('since')})",
-                                "wait for that run to finish, or use another run folder; delete the lock file only if "
-                                "that process is gone")
+            raise AftInputError(
+                lock,
+                "<lock>",
+                f"the run folder is in use by {held.get('owner', '?')} (pid {held.get('pid')} "
+                f"on {held.get('host')}, since {held.get('since')})",
+                "wait for that run to finish, or use another run folder; delete the lock file only if "
+                "that process is gone",
+            ) from None
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(me, f)
         try:
@@ -162,8 +175,12 @@ def run_lock(run_dir: str | Path, owner: str) -> Iterator[None]:
         finally:
             lock.unlink(missing_ok=True)
         return
-    raise AftInputError(lock, "<lock>", "another run keeps taking the run folder's lock",
-                        "wait for the other run to finish, or use another run folder")
+    raise AftInputError(
+        lock,
+        "<lock>",
+        "another run keeps taking the run folder's lock",
+        "wait for the other run to finish, or use another run folder",
+    )
 
 
 def _alive(pid: Any) -> bool:
@@ -208,9 +225,12 @@ def read_bytes(path: Path, member: str | None = None) -> bytes:
             if wanted not in zf.namelist():
                 from aft_core.errors import AftInputError
 
-                raise AftInputError(path, member or "<zip member>",
-                                    f"the zip holds {sorted(zf.namelist())[:5]}, not the expected JSON file",
-                                    f"put {member or 'exactly one .json file'} inside the zip")
+                raise AftInputError(
+                    path,
+                    member or "<zip member>",
+                    f"the zip holds {sorted(zf.namelist())[:5]}, not the expected JSON file",
+                    f"put {member or 'exactly one .json file'} inside the zip",
+                )
             return zf.read(wanted)
     except FileNotFoundError as e:
         from aft_core.errors import AftInputError
@@ -220,8 +240,9 @@ def read_bytes(path: Path, member: str | None = None) -> bytes:
         from aft_core.errors import AftInputError
 
         what = "a zip that cannot be read" if path.suffix == ".zip" else "a file that cannot be read"
-        raise AftInputError(path, "<file>", f"{what} ({type(e).__name__}: {str(e)[:200]})",
-                            "re-download or restore the file") from e
+        raise AftInputError(
+            path, "<file>", f"{what} ({type(e).__name__}: {str(e)[:200]})", "re-download or restore the file"
+        ) from e
 
 
 def read_json(path: str | Path, member: str | None = None, fix: str = "restore the file from its source") -> Any:
@@ -244,5 +265,9 @@ def read_text(path: str | Path) -> str:
     except (UnicodeDecodeError, OSError, MemoryError) as e:
         from aft_core.errors import AftInputError
 
-        raise AftInputError(path, "<file>", f"cannot be read as UTF-8 text ({type(e).__name__})",
-                            "restore the file (UTF-8 text, one entry per line)") from None
+        raise AftInputError(
+            path,
+            "<file>",
+            f"cannot be read as UTF-8 text ({type(e).__name__})",
+            "restore the file (UTF-8 text, one entry per line)",
+        ) from None

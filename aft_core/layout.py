@@ -11,8 +11,10 @@ those that more than one module reads. No other module spells a file name of the
         evaluation/        EvaluationLayout: per_example.parquet, table.json, table1.md
         conversations/     ConversationLayout: closed-loop conversations with the user simulator
         provenance.json    machine, libraries and seeds of each pipeline start   (aft_core.provenance)
-        summary.json, summary.md, report.html, comet/ (offline Comet archives), frontier/, decoder_only/, .prefect-results/
+        summary.json, summary.md, report.html, comet/ (offline Comet archives), frontier/, decoder_only/,
+        .prefect-results/
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +29,8 @@ from aft_core.io import atomic_path, write_json_atomic
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,8 @@ class BranchLayout:
         return _read_json(self.result)
 
     def read_probe_rows(self) -> list[dict[str, Any]]:
-        return pd.read_parquet(self.probe).to_dict("records")
+        rows: list[dict[str, Any]] = pd.read_parquet(self.probe).to_dict("records")
+        return rows
 
     def write_probe_rows(self, rows: list[dict[str, Any]]) -> None:
         with atomic_path(self.probe) as tmp:
@@ -152,8 +156,12 @@ class BranchLayout:
     def read_verdict(self) -> dict[str, Any]:
         """The branch's verdict (★, labels); a finished branch that was never judged is named with the fix."""
         if not self.verdict.exists():
-            raise AftInputError(self.root, self.verdict.name, "the branch has not been judged",
-                                f"run `aft classify {self.root}` (or rerun the pipeline)")
+            raise AftInputError(
+                self.root,
+                self.verdict.name,
+                "the branch has not been judged",
+                f"run `aft classify {self.root}` (or rerun the pipeline)",
+            )
         return _read_json(self.verdict)
 
     def write_verdict(self, verdict: dict[str, Any]) -> None:
@@ -187,8 +195,12 @@ class EvaluationLayout:
 
     def read_table(self) -> dict[str, Any]:
         if not self.table.exists():
-            raise AftInputError(self.root, self.table.name, "the run has no test evaluation yet",
-                                "run the pipeline (or `aft evaluate --out RUN_DIR/evaluation`) first")
+            raise AftInputError(
+                self.root,
+                self.table.name,
+                "the run has no test evaluation yet",
+                "run the pipeline (or `aft evaluate --out RUN_DIR/evaluation`) first",
+            )
         return _read_json(self.table)
 
     def read_per_example(self) -> pd.DataFrame:
@@ -211,8 +223,12 @@ class ConversationLayout:
 
     def read_table(self) -> dict[str, Any]:
         if not self.table.exists():
-            raise AftInputError(self.root, self.table.name, "no closed-loop evaluation here yet",
-                                "run `aft converse` (or the pipeline's converse stage) first")
+            raise AftInputError(
+                self.root,
+                self.table.name,
+                "no closed-loop evaluation here yet",
+                "run `aft converse` (or the pipeline's converse stage) first",
+            )
         return _read_json(self.table)
 
     def read_transcripts(self) -> list[dict[str, Any]]:

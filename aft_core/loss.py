@@ -3,6 +3,7 @@
 Shapes: rewards and log-likelihoods per prompt are [B,K]; token-level tensors are [N,T] with
 N = B·K sequences (samples of one prompt adjacent); logits [N,T,V].
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,9 +48,15 @@ def wmle_loss(weights: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     return -(weights.detach() * logp).sum(dim=-1)
 
 
-def kl_term(estimator: str, policy_token_logp: torch.Tensor, ref_token_logp: torch.Tensor, tgt_mask: torch.Tensor,
-            policy_logits: torch.Tensor | None = None, ref_logits: torch.Tensor | None = None,
-            reduction: str = "sum") -> torch.Tensor:
+def kl_term(
+    estimator: str,
+    policy_token_logp: torch.Tensor,
+    ref_token_logp: torch.Tensor,
+    tgt_mask: torch.Tensor,
+    policy_logits: torch.Tensor | None = None,
+    ref_logits: torch.Tensor | None = None,
+    reduction: str = "sum",
+) -> torch.Tensor:
     """Per-sequence KL-anchoring term towards the frozen reference π_ref   -> [N]
 
     paper: log π_θ(y|x) − log π_ref(y|x) (as written; gradient through log π_θ, ~0 in expectation
@@ -86,7 +93,9 @@ def aft_loss(weights: torch.Tensor, logp: torch.Tensor, kl: torch.Tensor, eta_kl
 
 
 def per_token_kl(policy_token_logp: torch.Tensor, ref_token_logp: torch.Tensor, tgt_mask: torch.Tensor) -> float:
-    """KL(π_θ ‖ π_ref) per token, estimated on the sampled tokens: mean_t [log p_θ(y_t) − log p_ref(y_t)]   [N,T] -> scalar
+    """KL(π_θ ‖ π_ref) per token, estimated on the sampled tokens: mean_t [log p_θ(y_t) − log p_ref(y_t)]
+
+    Shapes: [N,T] -> scalar.
 
     Unbiased on on-policy samples; what the adaptive controller tracks (no gradient).
     """

@@ -7,12 +7,13 @@ checkpoint. Where the corpus has a venue database, entity accuracy: the share of
 reference names a venue on which the response names a venue satisfying the turn's belief state (as in
 the test evaluation). Δ values are against the step-0 row, i.e. the SFT model on the same probe.
 """
+
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, Sequence
-
 import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -22,8 +23,12 @@ from aft_core.data.venues import VenueDB, entity_correct, names_venue
 from aft_core.models import ModelFamily, model_device
 from aft_core.reward import coverage, focus, repeat_penalty
 
-GENERIC_CLOSINGS = ("is there anything else i can help you with", "can i help you with anything else",
-                    "is there anything else i can do for you", "anything else i can help with")
+GENERIC_CLOSINGS = (
+    "is there anything else i can help you with",
+    "can i help you with anything else",
+    "is there anything else i can do for you",
+    "anything else i can help with",
+)
 CLOSING_MAX_OTHER_WORDS = 3  # an output is "a generic closing" when little else is said besides it
 
 
@@ -36,10 +41,21 @@ def is_generic_closing(text: str) -> bool:
 
 
 @torch.no_grad()
-def score_greedy(model: Any, tokenizer: Any, family: ModelFamily, rows: Sequence[dict[str, Any]], *, ix_modes: Sequence[str],
-                 layers: Sequence[int], max_new_tokens: int, repeat_n: int, batch_size: int = 50,
-                 keep_attention: bool = False, on_batch: Callable[[int], None] | None = None,
-                 temperature: float | None = None) -> dict[str, Any]:
+def score_greedy(
+    model: Any,
+    tokenizer: Any,
+    family: ModelFamily,
+    rows: Sequence[dict[str, Any]],
+    *,
+    ix_modes: Sequence[str],
+    layers: Sequence[int],
+    max_new_tokens: int,
+    repeat_n: int,
+    batch_size: int = 50,
+    keep_attention: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+    temperature: float | None = None,
+) -> dict[str, Any]:
     """Greedy responses to `rows` (encoded sources) and their per-example attention scores (with `temperature`,
     sampled responses instead: the conversation loop's sampled conversations; the caller seeds torch).
 
@@ -60,11 +76,17 @@ def score_greedy(model: Any, tokenizer: Any, family: ModelFamily, rows: Sequence
     if keep_attention:
         scores["attention"], scores["target_ids"] = [], []
     for start in range(0, len(order), batch_size):
-        batch = [rows[i] for i in order[start:start + batch_size]]
+        batch = [rows[i] for i in order[start : start + batch_size]]
         src = SourceBatch.from_rows(batch, family.pad_id()).to(model_device(model))
         state = family.prompt_state(model, src)
-        seqs = family.generate(model, src, max_new_tokens=max_new_tokens, do_sample=temperature is not None,
-                               temperature=1.0 if temperature is None else temperature, state=state)
+        seqs = family.generate(
+            model,
+            src,
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature is not None,
+            temperature=1.0 if temperature is None else temperature,
+            state=state,
+        )
         tf = family.teacher_forced(model, src, seqs, 1, layers, state)
         for mode in ix_modes:
             hist = src.mask(mode)
@@ -86,31 +108,68 @@ def score_greedy(model: Any, tokenizer: Any, family: ModelFamily, rows: Sequence
     return {key: [values[k] for k in inverse] for key, values in scores.items()}
 
 
-def evaluate_probe(model: Any, tokenizer: Any, family: ModelFamily, probe_rows: Sequence[dict[str, Any]], *, ix_mode: str,
-                   layers: Sequence[int], max_new_tokens: int, repeat_n: int, scorer: BertScore,
-                   db: VenueDB | None = None, batch_size: int = 50) -> dict[str, Any]:
+def evaluate_probe(
+    model: Any,
+    tokenizer: Any,
+    family: ModelFamily,
+    probe_rows: Sequence[dict[str, Any]],
+    *,
+    ix_mode: str,
+    layers: Sequence[int],
+    max_new_tokens: int,
+    repeat_n: int,
+    scorer: BertScore,
+    db: VenueDB | None = None,
+    batch_size: int = 50,
+) -> dict[str, Any]:
     """One checkpoint's probe row: mean metrics of the greedy responses on the fixed probe.
 
     With a venue database `db` (probe rows then need `belief_state`, JSON), the row also holds
     `entity_accuracy` over the `venue_turns` probe turns whose reference names a venue (None when none does).
     `completions` holds one record per probe example: reference, greedy response and its scores.
     """
-    s = score_greedy(model, tokenizer, family, probe_rows, ix_modes=(ix_mode,), layers=layers,
-                     max_new_tokens=max_new_tokens, repeat_n=repeat_n, batch_size=batch_size)
+    s = score_greedy(
+        model,
+        tokenizer,
+        family,
+        probe_rows,
+        ix_modes=(ix_mode,),
+        layers=layers,
+        max_new_tokens=max_new_tokens,
+        repeat_n=repeat_n,
+        batch_size=batch_size,
+    )
     texts = s["texts"]
     f1 = scorer.f1(texts, [r["target"] for r in probe_rows])
     n = max(len(texts), 1)
-    completions = [{"probe_index": i, "reference": r["target"], "response": text, "focus": s[f"focus/{ix_mode}"][i],
-                    "coverage": s[f"coverage/{ix_mode}"][i], "repeat": s["repeat"][i], "bertscore": f1[i],
-                    "entity_correct": probe_entity_correct(db, text, r)}
-                   for i, (text, r) in enumerate(zip(texts, probe_rows))]
+    completions = [
+        {
+            "probe_index": i,
+            "reference": r["target"],
+            "response": text,
+            "focus": s[f"focus/{ix_mode}"][i],
+            "coverage": s[f"coverage/{ix_mode}"][i],
+            "repeat": s["repeat"][i],
+            "bertscore": f1[i],
+            "entity_correct": probe_entity_correct(db, text, r),
+        }
+        for i, (text, r) in enumerate(zip(texts, probe_rows, strict=True))
+    ]
     return {
-        "probe_size": len(texts), "focus": sum(s[f"focus/{ix_mode}"]) / n, "coverage": sum(s[f"coverage/{ix_mode}"]) / n,
-        "repeat": sum(s["repeat"]) / n, "bertscore": sum(f1) / n, "mean_length": sum(s["length"]) / n,
+        "probe_size": len(texts),
+        "focus": sum(s[f"focus/{ix_mode}"]) / n,
+        "coverage": sum(s[f"coverage/{ix_mode}"]) / n,
+        "repeat": sum(s["repeat"]) / n,
+        "bertscore": sum(f1) / n,
+        "mean_length": sum(s["length"]) / n,
         "lookback": sum(s["lookback"]) / n,
-        "unique_outputs": len(set(texts)), "closing_rate": sum(map(is_generic_closing, texts)) / n,
-        "bertscore_encoder": scorer.encoder, "bertscore_layer": scorer.layer, "samples": texts[:5],
-        "completions": completions, **(probe_entity_accuracy(db, texts, probe_rows) if db is not None else {}),
+        "unique_outputs": len(set(texts)),
+        "closing_rate": sum(map(is_generic_closing, texts)) / n,
+        "bertscore_encoder": scorer.encoder,
+        "bertscore_layer": scorer.layer,
+        "samples": texts[:5],
+        "completions": completions,
+        **(probe_entity_accuracy(db, texts, probe_rows) if db is not None else {}),
     }
 
 
@@ -124,7 +183,11 @@ def probe_entity_correct(db: VenueDB | None, response: str, row: dict[str, Any])
 
 def probe_entity_accuracy(db: VenueDB, responses: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """entity_accuracy = mean of entity_correct(response, belief state) over the turns whose reference names a venue."""
-    correct = [c for c in (probe_entity_correct(db, text, row) for text, row in zip(responses, rows)) if c is not None]
+    correct = [
+        c
+        for c in (probe_entity_correct(db, text, row) for text, row in zip(responses, rows, strict=True))
+        if c is not None
+    ]
     return {"entity_accuracy": sum(correct) / len(correct) if correct else None, "venue_turns": len(correct)}
 
 
@@ -143,13 +206,18 @@ def trend(step_logs: Sequence[dict[str, float]], ema: float = 0.9) -> dict[str, 
         value = ema * value + (1 - ema) * x
         smoothed.append(value)
     rising = 0
-    for a, b in zip(reversed(smoothed[:-1]), reversed(smoothed[1:])):
+    for a, b in zip(reversed(smoothed[:-1]), reversed(smoothed[1:]), strict=True):
         if b > a:
             rising += 1
         else:
             break
-    return {"loss_mean": sum(losses) / len(losses), "reward_mean": sum(rewards) / len(rewards),
-            "loss_slope": _slope(losses), "reward_slope": _slope(rewards), "loss_rising_steps": rising}
+    return {
+        "loss_mean": sum(losses) / len(losses),
+        "reward_mean": sum(rewards) / len(rewards),
+        "loss_slope": _slope(losses),
+        "reward_slope": _slope(rewards),
+        "loss_rising_steps": rising,
+    }
 
 
 def _slope(values: Sequence[float]) -> float:

@@ -16,18 +16,22 @@ A reviewer's protocol, used by experiments/frontier.py (and any script that make
 5. **Correct** for the number of settings compared (Holm over every setting, those dropped on dev
    counted with p = 1), and say per setting whether its claim survives.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from aft_core.stats import paired_bootstrap_p
 
-NESTED_TEST = ("two-stage random-effects test: per-SFT-model paired mean Δ (AFT seeds averaged over the same "
-               "examples), then a one-sample t-test across SFT models (df = n_SFT − 1)")
+NESTED_TEST = (
+    "two-stage random-effects test: per-SFT-model paired mean Δ (AFT seeds averaged over the same "
+    "examples), then a one-sample t-test across SFT models (df = n_SFT − 1)"
+)
 CORRECTION = "Holm over all settings compared (settings dropped on dev count with p = 1)"
 
 
@@ -86,8 +90,11 @@ def variance_components(branch_means: np.ndarray) -> dict[str, float]:
     msb = float(n_aft * m.mean(axis=1).var(ddof=1)) if n_sft > 1 else float("nan")
     between = max(0.0, (msb - within) / n_aft) if not (math.isnan(msb) or math.isnan(within)) else float("nan")
     total = between + within
-    return {"var_between_sft": between, "var_within_sft": within,
-            "share_between_sft": between / total if total > 0 else float("nan")}
+    return {
+        "var_between_sft": between,
+        "var_within_sft": within,
+        "share_between_sft": between / total if total > 0 else float("nan"),
+    }
 
 
 def nested_effect(deltas: np.ndarray) -> dict[str, Any]:
@@ -112,10 +119,18 @@ def nested_effect(deltas: np.ndarray) -> dict[str, Any]:
         p = 1.0 if per_sft[0] == 0 else float("nan")  # no spread: t is 0, or undefined (never claimed)
     else:
         p = float(stats.ttest_1samp(per_sft, 0.0).pvalue)
-    return {"effect": mean, "ci": [low, high], "p": p, "n_sft": int(d.shape[0]), "n_aft": int(d.shape[1]),
-            "examples": int(d.shape[2]), "per_sft_effect": per_sft.tolist(),
-            "per_sft_p": [paired_bootstrap_p(d[i].mean(axis=0)) for i in range(d.shape[0])],
-            "branch_effects": branch_means.tolist(), **variance_components(branch_means)}
+    return {
+        "effect": mean,
+        "ci": [low, high],
+        "p": p,
+        "n_sft": int(d.shape[0]),
+        "n_aft": int(d.shape[1]),
+        "examples": int(d.shape[2]),
+        "per_sft_effect": per_sft.tolist(),
+        "per_sft_p": [paired_bootstrap_p(d[i].mean(axis=0)) for i in range(d.shape[0])],
+        "branch_effects": branch_means.tolist(),
+        **variance_components(branch_means),
+    }
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -127,4 +142,4 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (p.size - rank) * p[i]))
         adjusted[i] = running
-    return adjusted.tolist()
+    return [float(x) for x in adjusted]

@@ -4,13 +4,14 @@ A rerun on the same machine (same torch build, CPU capability, BLAS and thread c
 figure exactly; another CPU runs other kernels (e.g. AVX2 against AVX-512 matmul paths), so its SFT model,
 and everything downstream of it, differs. `provenance.json` in every run folder says which case applies.
 """
+
 from __future__ import annotations
 
 import os
 import platform
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,18 @@ def record_provenance(path: Path, seeds: dict[str, int], step: int) -> dict[str,
     A run resumed on another machine shows two different entries: its figures are then not a
     same-machine rerun's. Returns the file's content.
     """
-    entries = read_json(path, fix="delete the provenance file (it is rewritten at the next start)")["runs"] \
-        if path.exists() else []
-    entry = {"started_at_step": step, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "pid": os.getpid(), "seeds": seeds, **machine_provenance()}
+    entries = (
+        read_json(path, fix="delete the provenance file (it is rewritten at the next start)")["runs"]
+        if path.exists()
+        else []
+    )
+    entry = {
+        "started_at_step": step,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "pid": os.getpid(),
+        "seeds": seeds,
+        **machine_provenance(),
+    }
     content = {"runs": [*entries, entry], "same_machine_throughout": all(_same_machine(e, entry) for e in entries)}
     write_json_atomic(path, content)
     return content

@@ -4,9 +4,10 @@ Shapes: attn [B,T,S] (rows over target positions, columns over source positions)
 bool (true on real target tokens), hist_mask [B,S] bool (true on I_x), token_ids [B,T].
 Rows or sequences with nothing to average over give 0, never NaN.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -37,8 +38,9 @@ def focus(attn: torch.Tensor, tgt_mask: torch.Tensor, hist_mask: torch.Tensor) -
     return -(entropy * tgt_mask).sum(dim=1) / n_y
 
 
-def repeat_penalty(token_ids: torch.Tensor, tgt_mask: torch.Tensor, n: int = 3,
-                   special_ids: Sequence[int] = (0, 1)) -> torch.Tensor:
+def repeat_penalty(
+    token_ids: torch.Tensor, tgt_mask: torch.Tensor, n: int = 3, special_ids: Sequence[int] = (0, 1)
+) -> torch.Tensor:
     """repeat(y) = 1 − (#distinct n-grams of y)/(#n-grams of y)   -> [B]
 
     Over token ids where tgt_mask is true, with `special_ids` (pad and EOS; T5's 0 and 1 by
@@ -47,16 +49,28 @@ def repeat_penalty(token_ids: torch.Tensor, tgt_mask: torch.Tensor, n: int = 3,
     special = torch.tensor(list(special_ids), device=token_ids.device)
     keep = tgt_mask.bool() & ~torch.isin(token_ids, special)  # [B,T]
     out = torch.zeros(token_ids.shape[0], dtype=torch.float32)
-    for b, (ids, k) in enumerate(zip(token_ids.tolist(), keep.tolist())):
-        seq = [i for i, use in zip(ids, k) if use]
-        grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+    for b, (ids, k) in enumerate(zip(token_ids.tolist(), keep.tolist(), strict=True)):
+        seq = [i for i, use in zip(ids, k, strict=True) if use]
+        grams = [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
         if grams:
             out[b] = 1.0 - len(set(grams)) / len(grams)
     return out.to(token_ids.device)
 
 
-def haca_reward(attn: torch.Tensor, token_ids: torch.Tensor, tgt_mask: torch.Tensor, hist_mask: torch.Tensor,
-                alpha: float, beta: float, gamma: float, n: int = 3, special_ids: Sequence[int] = (0, 1)) -> torch.Tensor:
+def haca_reward(
+    attn: torch.Tensor,
+    token_ids: torch.Tensor,
+    tgt_mask: torch.Tensor,
+    hist_mask: torch.Tensor,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    n: int = 3,
+    special_ids: Sequence[int] = (0, 1),
+) -> torch.Tensor:
     """R(x,y) = α·coverage + β·focus − γ·repeat   -> [B]"""
-    return (alpha * coverage(attn, tgt_mask, hist_mask) + beta * focus(attn, tgt_mask, hist_mask)
-            - gamma * repeat_penalty(token_ids, tgt_mask, n, special_ids))
+    return (
+        alpha * coverage(attn, tgt_mask, hist_mask)
+        + beta * focus(attn, tgt_mask, hist_mask)
+        - gamma * repeat_penalty(token_ids, tgt_mask, n, special_ids)
+    )

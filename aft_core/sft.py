@@ -1,4 +1,6 @@
-"""Supervised fine-tuning (SFT) of either model family (next-token loss on the response tokens): the starting point and the frozen reference of every AFT branch.
+"""Supervised fine-tuning (SFT) of either model family: next-token loss on the response tokens.
+
+SFT is the starting point and the frozen reference of every AFT branch.
 
 AdamW with linear warm-up and cosine decay, gradient clipping, dev loss every `eval_every`
 steps with early stopping, and a checkpoint at every evaluation that resumes exactly (data order
@@ -8,12 +10,14 @@ is a pure function of seed and epoch; RNG, optimizer and scheduler states are re
 run folder's files (config, tokenizer, checkpoints, best/, model/, metrics, result) are aft_core.layout's
 SFTLayout.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -23,15 +27,34 @@ from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table, tokenizer_texts
 from aft_core.io import claim_run_dir, copy_dir
 from aft_core.layout import SFTLayout
-from aft_core.models import (PRESETS, ModelFamily, adapters, build_model, count_parameters, default_device,
-                             family_of, load_model, model_device, save_model, train_tokenizer, trainable_parameters)
+from aft_core.models import (
+    PRESETS,
+    ModelFamily,
+    adapters,
+    build_model,
+    count_parameters,
+    default_device,
+    family_of,
+    load_model,
+    model_device,
+    save_model,
+    train_tokenizer,
+    trainable_parameters,
+)
 from aft_core.models.family import enable_gradient_checkpointing
-from aft_core.trainer import LoopSettings, TrainerState, finished_result, train
 from aft_core.tracking import JsonlTracker, MultiTracker, NullTracker, Tracker
+from aft_core.trainer import LoopSettings, TrainerState, finished_result, train
+
 
 @torch.no_grad()
-def dev_loss(model: Any, family: ModelFamily, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
-             pad_id: int, batch_size: int = 64) -> float:
+def dev_loss(
+    model: Any,
+    family: ModelFamily,
+    sources: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int = 64,
+) -> float:
     """Token-weighted mean negative log-likelihood of the targets."""
     from aft_core.models.family import IGNORE_INDEX
 
@@ -40,11 +63,12 @@ def dev_loss(model: Any, family: ModelFamily, sources: Sequence[Sequence[int]], 
     total, tokens = 0.0, 0
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         batch = family.sft_batch([sources[i] for i in idx], [targets[i] for i in idx], pad_id, model_device(model))
         logits, labels = family.sft_logits(model, batch)  # [B,T,V], [B,T]
-        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
-                                                   ignore_index=IGNORE_INDEX, reduction="sum").item()
+        total += torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        ).item()
         tokens += int((labels != IGNORE_INDEX).sum())
     model.train(was_training)
     return total / max(tokens, 1)
@@ -108,37 +132,55 @@ class SFTRun:
         self.family.use_sft_attention(self.model)
         self.family.check_lengths(self.model, cfg.model, cfg.max_source_tokens, cfg.max_target_tokens)
         train = encode_table(tables["train"], self.tokenizer, self.family, cfg.max_source_tokens, cfg.max_target_tokens)
-        dev = encode_table(tables["validation"].select(range(min(cfg.dev_examples, len(tables["validation"])))),
-                           self.tokenizer, self.family, cfg.max_source_tokens, cfg.max_target_tokens)
+        dev = encode_table(
+            tables["validation"].select(range(min(cfg.dev_examples, len(tables["validation"])))),
+            self.tokenizer,
+            self.family,
+            cfg.max_source_tokens,
+            cfg.max_target_tokens,
+        )
         self.train_src, self.train_tgt = train["input_ids"], train["labels"]
         self.dev_src, self.dev_tgt = dev["input_ids"], dev["labels"]
         self.pad_id = self.tokenizer.pad_token_id
         self.model.train()
-        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=cfg.learning_rate,
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            trainable_parameters(self.model), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
         self.scheduler = cosine_schedule(self.optimizer, cfg.warmup_steps, cfg.max_steps)
         self.schedule = BatchSchedule([len(s) for s in self.train_src], cfg.batch_size, cfg.seed)
         self.state = SFTState()
 
     def start(self) -> None:
-        self.tracker.log_params({**dataclasses.asdict(self.cfg), "parameters": count_parameters(self.model),
-                                 "trainable_parameters": count_parameters(self.model, trainable=True)})
+        self.tracker.log_params(
+            {
+                **dataclasses.asdict(self.cfg),
+                "parameters": count_parameters(self.model),
+                "trainable_parameters": count_parameters(self.model, trainable=True),
+            }
+        )
 
     def resumed(self) -> None:
         pass  # metrics.jsonl is append-only; steps repeated after a resume are logged again
 
     def train_step(self, step: int) -> dict[str, str]:
         idx = self.schedule(step)
-        batch = self.family.sft_batch([self.train_src[i] for i in idx], [self.train_tgt[i] for i in idx], self.pad_id,
-                                      model_device(self.model))
+        batch = self.family.sft_batch(
+            [self.train_src[i] for i in idx], [self.train_tgt[i] for i in idx], self.pad_id, model_device(self.model)
+        )
         loss = self.family.sft_loss(self.model, batch)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.tracker.log_metrics({"train/loss": loss.item(), "train/grad_norm": float(grad_norm),
-                                  "train/lr": self.scheduler.get_last_lr()[0]}, step + 1)
+        self.tracker.log_metrics(
+            {
+                "train/loss": loss.item(),
+                "train/grad_norm": float(grad_norm),
+                "train/lr": float(self.scheduler.get_last_lr()[0]),
+            },
+            step + 1,
+        )
         return {"loss": f"{loss.item():.3f}", "dev": f"{self.state.best_dev_loss:.3f}"}
 
     def wants_checkpoint(self) -> bool:
@@ -176,8 +218,13 @@ class SFTRun:
         }
 
 
-def run_sft(cfg: SFTConfig, out_dir: str | Path, tracker: Tracker | None = None, progress: bool = True,
-            stop_after: int | None = None) -> dict[str, Any]:
+def run_sft(
+    cfg: SFTConfig,
+    out_dir: str | Path,
+    tracker: Tracker | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) the SFT run in `out_dir`.
 
     `stop_after` ends the process at the first evaluation at or after that step, as an interruption

@@ -2,17 +2,19 @@
 
 All resampling uses a seeded numpy Generator, so every figure is reproducible.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 BOOTSTRAP_SAMPLES = 2000
 
 
-def bootstrap_ci(values: Sequence[float], level: float = 0.95, samples: int = BOOTSTRAP_SAMPLES,
-                 seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values: Sequence[float], level: float = 0.95, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> tuple[float, float, float]:
     """(mean, low, high): the percentile bootstrap interval of the mean at `level`.
 
     A constant sample gives a point (low = mean = high); an empty one gives NaNs.
@@ -52,11 +54,13 @@ def paired_comparison(system: Sequence[float], baseline: Sequence[float], seed: 
     if a.shape != b.shape:
         raise ValueError(f"paired comparison needs the same examples: {a.shape} vs {b.shape}")
     delta = a - b
-    return {"share_improved": float((delta > 0).mean()) if delta.size else float("nan"),
-            "share_worse": float((delta < 0).mean()) if delta.size else float("nan"),
-            "median_delta": float(np.median(delta)) if delta.size else float("nan"),
-            "mean_delta": float(delta.mean()) if delta.size else float("nan"),
-            "p_value": paired_bootstrap_p(delta, seed=seed)}
+    return {
+        "share_improved": float((delta > 0).mean()) if delta.size else float("nan"),
+        "share_worse": float((delta < 0).mean()) if delta.size else float("nan"),
+        "median_delta": float(np.median(delta)) if delta.size else float("nan"),
+        "mean_delta": float(delta.mean()) if delta.size else float("nan"),
+        "p_value": paired_bootstrap_p(delta, seed=seed),
+    }
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -64,7 +68,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     total, seen = 0, set()
     for text in texts:
         words = text.split()
-        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         total += len(grams)
         seen.update(grams)
     return len(seen) / total if total else 0.0

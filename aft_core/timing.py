@@ -1,10 +1,12 @@
 """Wall-clock seconds per phase of a training step (sampling, teacher-forced, reference, ...), for profiles."""
+
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager, nullcontext
-from typing import ContextManager, Iterator
 
 import torch
 

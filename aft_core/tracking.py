@@ -1,4 +1,5 @@
 """The small logging interface aft_core writes to; Comet and Prefect adapters live outside the library."""
+
 from __future__ import annotations
 
 import json

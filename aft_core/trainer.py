@@ -13,6 +13,7 @@ write its own artefacts, and perhaps set `state.stop_reason`). `train` owns the 
 - the run's provenance (machine, libraries, seeds), one entry per start or resume;
 - the finished marker: the algorithm's result, written atomically last. A folder holding it is done.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,13 +51,18 @@ class TrainerState:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-class Algorithm(Protocol):
+class Algorithm(Protocol[S]):
     """What `train` needs from SFT or AFT."""
 
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any  # an LR scheduler, or None
-    state: TrainerState
+    # read-only to `train` (properties), so an implementation may narrow their types; `state` is its own type S
+    @property
+    def model(self) -> torch.nn.Module: ...
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def scheduler(self) -> Any: ...  # an LR scheduler, or None
+
+    state: S
 
     def start(self) -> None:
         """A fresh run (nothing to resume): log parameters, write step-0 artefacts."""
@@ -91,8 +97,15 @@ def finished_result(result_file: Path) -> dict[str, Any] | None:
     return json.loads(result_file.read_text()) if result_file.exists() else None
 
 
-def train(algorithm: Algorithm, run_dir: Path, result_file: Path, settings: LoopSettings, provenance_file: Path,
-          progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+def train(
+    algorithm: Algorithm[S],
+    run_dir: Path,
+    result_file: Path,
+    settings: LoopSettings,
+    provenance_file: Path,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
     """Run `algorithm` to its end (or to `stop_after`), resuming from `run_dir/checkpoints`.
 
     Every start and resume appends the machine and seeds to `provenance_file`.
@@ -110,8 +123,9 @@ def train(algorithm: Algorithm, run_dir: Path, result_file: Path, settings: Loop
     state = algorithm.state
     record_provenance(provenance_file, dict(settings.seeds), state.step)
     started = time.monotonic() - state.seconds
-    bar = tqdm(total=settings.total_steps, initial=state.step, desc=settings.desc, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=settings.total_steps, initial=state.step, desc=settings.desc, disable=not progress, dynamic_ncols=True
+    )
     try:
         while state.step < settings.total_steps and state.stop_reason is None:
             postfix = algorithm.train_step(state.step)
@@ -119,14 +133,28 @@ def train(algorithm: Algorithm, run_dir: Path, result_file: Path, settings: Loop
             fault_point("after_update", state.step)
             bar.update(1)
             bar.set_postfix(postfix)
-            if (state.step % settings.checkpoint_every == 0 or state.step == settings.total_steps
-                    or algorithm.wants_checkpoint()):
+            if (
+                state.step % settings.checkpoint_every == 0
+                or state.step == settings.total_steps
+                or algorithm.wants_checkpoint()
+            ):
                 state.seconds = time.monotonic() - started
                 algorithm.at_checkpoint(state.step)
-                save_checkpoint(checkpoints, state.step, algorithm.model, algorithm.optimizer, algorithm.scheduler,
-                                state.to_json(), keep=settings.keep_checkpoints)
-                if (state.stop_reason is None and stop_after is not None and state.step >= stop_after
-                        and state.step < settings.total_steps):
+                save_checkpoint(
+                    checkpoints,
+                    state.step,
+                    algorithm.model,
+                    algorithm.optimizer,
+                    algorithm.scheduler,
+                    state.to_json(),
+                    keep=settings.keep_checkpoints,
+                )
+                if (
+                    state.stop_reason is None
+                    and stop_after is not None
+                    and state.step >= stop_after
+                    and state.step < settings.total_steps
+                ):
                     return {"interrupted_at": state.step}
     finally:
         bar.close()

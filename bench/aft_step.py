@@ -15,6 +15,7 @@ memory. Exits 1 when a target or the agreement check is missed.
     python bench/aft_step.py [--sft MODEL_DIR] [--out DIR] [--steps N]
     python bench/aft_step.py --model large --device cuda --max-new-tokens 128   # GPU timing, untrained T5-Large shape
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,21 +23,26 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aft_core.aft import PROMPT_COLUMNS, aft_step_loss, apply_update, score_candidates  # noqa: E402
-from aft_core.models import family_of, parse_layers, response_mask  # noqa: E402
 from aft_core.config import AFTConfig  # noqa: E402
+from aft_core.data.batching import BatchSchedule, SourceBatch  # noqa: E402
 from aft_core.data.corpus import load_corpus  # noqa: E402
 from aft_core.data.dataset import corpus_to_dataset, encode_table  # noqa: E402
 from aft_core.loss import sequence_logprob  # noqa: E402
-from aft_core.models import torch_threads  # noqa: E402
-from aft_core.data.batching import BatchSchedule, SourceBatch  # noqa: E402
+from aft_core.models import (  # noqa: E402
+    family_of,
+    parse_layers,
+    response_mask,
+    torch_threads,  # noqa: E402
+)
 from aft_core.timing import PhaseTimer  # noqa: E402
 from bench.common import load_pair, matmul_flops_per_second, median_seconds, peak_memory_bytes, prepare_model  # noqa: E402
 from bench.reference_step import reference_step_loss, stack_candidates  # noqa: E402
@@ -44,8 +50,10 @@ from bench.reference_step import reference_step_loss, stack_candidates  # noqa: 
 SPEED_TARGET = 3.0  # product prompts/s ÷ reference prompts/s, at least
 MEMORY_TARGET = 0.5  # product peak ÷ reference peak, at most
 # Agreement: fp32 on CPU differs only by summation order; bf16 autocast on a GPU by far more.
-TOLERANCE = {"cpu": {"reward_abs": 1e-4, "loss_rel": 1e-4, "grad_rel": 1e-3},
-             "cuda": {"reward_abs": 5e-2, "loss_rel": 5e-2, "grad_rel": 1e-1}}
+TOLERANCE = {
+    "cpu": {"reward_abs": 1e-4, "loss_rel": 1e-4, "grad_rel": 1e-3},
+    "cuda": {"reward_abs": 5e-2, "loss_rel": 5e-2, "grad_rel": 1e-1},
+}
 PHASES = ("sampling", "teacher_forced", "reference", "reward", "loss", "backward", "optimizer")
 
 
@@ -58,8 +66,9 @@ class StepBench:
         self.family = family_of(self.policy, tokenizer)
         self.pad_id, self.eos_id = self.family.pad_id(), self.family.eos_id()
         self.layers = parse_layers(cfg.layers, self.family.attention_layers(self.policy))
-        train = encode_table(corpus_to_dataset(load_corpus(corpus_dir))["train"], tokenizer, self.family,
-                             cfg.max_source_tokens, 8)
+        train = encode_table(
+            corpus_to_dataset(load_corpus(corpus_dir))["train"], tokenizer, self.family, cfg.max_source_tokens, 8
+        )
         self.rows = train.select_columns(PROMPT_COLUMNS).to_list()
         self.schedule = BatchSchedule([len(r["input_ids"]) for r in self.rows], cfg.batch_size, cfg.seed + 1)
         self.initial = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
@@ -79,11 +88,14 @@ class StepBench:
         def step(index: int) -> dict[str, Any]:
             src = self.batch(index)
             if impl == "product":
-                parts, metrics = aft_step_loss(self.policy, self.reference, self.family, src, self.cfg, self.layers, timer)
+                parts, metrics = aft_step_loss(
+                    self.policy, self.reference, self.family, src, self.cfg, self.layers, timer
+                )
                 length = metrics["sample_length"]
             else:
-                parts, sequences = reference_step_loss(self.policy, self.reference, src, self.cfg, self.layers,
-                                                       self.pad_id, self.eos_id, timer)
+                parts, sequences = reference_step_loss(
+                    self.policy, self.reference, src, self.cfg, self.layers, self.pad_id, self.eos_id, timer
+                )
                 labels = stack_candidates(sequences, self.pad_id)[:, 1:]
                 length = float((response_mask(labels, self.eos_id) & (labels != self.eos_id)).sum(dim=1).float().mean())
             apply_update(self.policy, optimizer, parts["loss"], self.cfg.grad_clip, timer)
@@ -97,8 +109,9 @@ def check_agreement(bench: StepBench) -> dict[str, Any]:
     tol = TOLERANCE[bench.device.type]
     bench.restart()
     src = bench.batch(0)
-    ref_parts, sequences = reference_step_loss(bench.policy, bench.reference, src, bench.cfg, bench.layers,
-                                               bench.pad_id, bench.eos_id)
+    ref_parts, sequences = reference_step_loss(
+        bench.policy, bench.reference, src, bench.cfg, bench.layers, bench.pad_id, bench.eos_id
+    )
     ref_parts["loss"].backward()
     ref_grad = torch.cat([p.grad.flatten() for p in bench.policy.parameters() if p.grad is not None])
     bench.policy.zero_grad(set_to_none=True)
@@ -109,12 +122,18 @@ def check_agreement(bench: StepBench) -> dict[str, Any]:
     bench.policy.zero_grad(set_to_none=True)
     found = {
         "reward_abs": float((parts["rewards"] - ref_parts["rewards"]).abs().max()),
-        "loss_rel": float((parts["loss"] - ref_parts["loss"]).detach().abs() / ref_parts["loss"].detach().abs().clamp(min=1e-8)),
+        "loss_rel": float(
+            (parts["loss"] - ref_parts["loss"]).detach().abs() / ref_parts["loss"].detach().abs().clamp(min=1e-8)
+        ),
         "grad_rel": float((grad - ref_grad).norm() / ref_grad.norm().clamp(min=1e-12)),
     }
-    return {"differences": found, "tolerances": tol, "ok": all(found[k] <= tol[k] for k in tol),
-            "loss": {"product": float(parts["loss"].detach()), "reference": float(ref_parts["loss"].detach())},
-            "reward_std": float(ref_parts["rewards"].std())}
+    return {
+        "differences": found,
+        "tolerances": tol,
+        "ok": all(found[k] <= tol[k] for k in tol),
+        "loss": {"product": float(parts["loss"].detach()), "reference": float(ref_parts["loss"].detach())},
+        "reward_std": float(ref_parts["rewards"].std()),
+    }
 
 
 def time_steps(bench: StepBench, impl: str, steps: int) -> dict[str, Any]:
@@ -127,16 +146,20 @@ def time_steps(bench: StepBench, impl: str, steps: int) -> dict[str, Any]:
     for i in range(1, steps + 1):
         lengths.append(step(i)["sample_length"])
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "steps": steps, "prompts_per_s": steps * bench.cfg.batch_size / seconds,
-            "mean_sample_length": sum(lengths) / len(lengths),
-            "phases_s": {p: round(timer.seconds.get(p, 0.0), 3) for p in PHASES}}
+    return {
+        "seconds": seconds,
+        "steps": steps,
+        "prompts_per_s": steps * bench.cfg.batch_size / seconds,
+        "mean_sample_length": sum(lengths) / len(lengths),
+        "phases_s": {p: round(timer.seconds.get(p, 0.0), 3) for p in PHASES},
+    }
 
 
 def peak_memory(bench: StepBench, impl: str, steps: int) -> int:
     optimizer = bench.restart()
     step = bench.step_fn(impl, optimizer)
     step(0)  # the optimizer's state exists before measuring, for both implementations
-    return max(peak_memory_bytes(lambda: step(i), bench.device) for i in range(1, steps + 1))
+    return max(peak_memory_bytes(lambda i=i: step(i), bench.device) for i in range(1, steps + 1))
 
 
 def model_flops_utilisation(bench: StepBench, repeats: int) -> dict[str, Any]:
@@ -145,8 +168,9 @@ def model_flops_utilisation(bench: StepBench, repeats: int) -> dict[str, Any]:
 
     bench.restart()
     src = bench.batch(0)
-    samples = bench.family.generate(bench.policy, src, max_new_tokens=bench.cfg.max_new_tokens, do_sample=True,
-                                    k=bench.cfg.k)
+    samples = bench.family.generate(
+        bench.policy, src, max_new_tokens=bench.cfg.max_new_tokens, do_sample=True, k=bench.cfg.k
+    )
 
     def forward_backward() -> None:
         state = bench.family.prompt_state(bench.policy, src)
@@ -164,14 +188,23 @@ def model_flops_utilisation(bench: StepBench, repeats: int) -> dict[str, Any]:
     else:
         peak = matmul_flops_per_second(bench.device, torch.float32, 2048)
     achieved = flops / seconds
-    return {"flops": flops, "seconds": seconds, "achieved_flops_per_s": achieved, "matmul_flops_per_s": peak,
-            "mfu": achieved / peak, "sequences": int(samples.shape[0]), "target_length": int(samples.shape[1] - 1)}
+    return {
+        "flops": flops,
+        "seconds": seconds,
+        "achieved_flops_per_s": achieved,
+        "matmul_flops_per_s": peak,
+        "mfu": achieved / peak,
+        "sequences": int(samples.shape[0]),
+        "target_length": int(samples.shape[1] - 1),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sft", help="SFT model folder to time (default: a short SFT run of `small`)")
-    parser.add_argument("--model", choices=["tiny", "small", "large"], help="time an untrained preset built from config instead")
+    parser.add_argument(
+        "--model", choices=["tiny", "small", "large"], help="time an untrained preset built from config instead"
+    )
     parser.add_argument("--sft-steps", type=int, default=600, help="steps of the default short SFT run")
     parser.add_argument("--out", help="work folder (default: a fresh temporary folder)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per implementation (after one warm-up step)")
@@ -186,8 +219,9 @@ def main() -> int:
     torch.set_num_threads(torch_threads())
 
     corpus_dir, model_dir = prepare_model(out, args.sft, args.model, args.sft_steps)
-    cfg = AFTConfig(sft_model=model_dir, data=corpus_dir, batch_size=args.batch_size, k=args.k,
-                    max_new_tokens=args.max_new_tokens).validate()
+    cfg = AFTConfig(
+        sft_model=model_dir, data=corpus_dir, batch_size=args.batch_size, k=args.k, max_new_tokens=args.max_new_tokens
+    ).validate()
     bench = StepBench(model_dir, corpus_dir, cfg, device)
     agreement = check_agreement(bench)
     timing = {impl: time_steps(bench, impl, args.steps) for impl in ("reference", "product")}
@@ -199,26 +233,42 @@ def main() -> int:
     product_phases = timing["product"]["phases_s"]
     total = sum(product_phases.values())
     report = {
-        "device": str(device), "threads": torch.get_num_threads(), "model": model_dir,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "model": model_dir,
         "parameters": sum(p.numel() for p in bench.policy.parameters()),
-        "batch_size": cfg.batch_size, "k": cfg.k, "max_new_tokens": cfg.max_new_tokens,
-        "agreement": agreement, "timing": timing,
-        "peak_memory_mib": {impl: round(b / 2 ** 20, 2) for impl, b in memory.items()},
-        "speedup": round(speedup, 2), "memory_ratio": round(memory_ratio, 3), "mfu": mfu,
+        "batch_size": cfg.batch_size,
+        "k": cfg.k,
+        "max_new_tokens": cfg.max_new_tokens,
+        "agreement": agreement,
+        "timing": timing,
+        "peak_memory_mib": {impl: round(b / 2**20, 2) for impl, b in memory.items()},
+        "speedup": round(speedup, 2),
+        "memory_ratio": round(memory_ratio, 3),
+        "mfu": mfu,
         "product_seconds_per_step": timing["product"]["seconds"] / timing["product"]["steps"],
         "product_time_share": {p: round(s / total, 3) for p, s in product_phases.items()},
     }
     print(json.dumps(report, indent=2))
     ok = agreement["ok"] and speedup >= SPEED_TARGET and memory_ratio <= MEMORY_TARGET
     d = agreement["differences"]
-    print(f"agreement: max |Δreward| {d['reward_abs']:.2e}, loss rel {d['loss_rel']:.2e}, grad rel {d['grad_rel']:.2e} "
-          f"-> {'ok' if agreement['ok'] else 'DISAGREE'}")
-    print(f"prompts/s: product {timing['product']['prompts_per_s']:.2f}, reference {timing['reference']['prompts_per_s']:.2f} "
-          f"-> speedup {speedup:.2f}x (target >= {SPEED_TARGET}x)")
-    print(f"peak memory: product {memory['product'] / 2**20:.1f} MiB, reference {memory['reference'] / 2**20:.1f} MiB "
-          f"-> ratio {memory_ratio:.3f} (target <= {MEMORY_TARGET})")
-    print(f"MFU of teacher-forced fwd+bwd: {mfu['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s of "
-          f"{mfu['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s matmul = {mfu['mfu']:.1%}")
+    print(
+        f"agreement: max |Δreward| {d['reward_abs']:.2e}, loss rel {d['loss_rel']:.2e}, grad rel {d['grad_rel']:.2e} "
+        f"-> {'ok' if agreement['ok'] else 'DISAGREE'}"
+    )
+    print(
+        f"prompts/s: product {timing['product']['prompts_per_s']:.2f}, "
+        f"reference {timing['reference']['prompts_per_s']:.2f} "
+        f"-> speedup {speedup:.2f}x (target >= {SPEED_TARGET}x)"
+    )
+    print(
+        f"peak memory: product {memory['product'] / 2**20:.1f} MiB, reference {memory['reference'] / 2**20:.1f} MiB "
+        f"-> ratio {memory_ratio:.3f} (target <= {MEMORY_TARGET})"
+    )
+    print(
+        f"MFU of teacher-forced fwd+bwd: {mfu['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s of "
+        f"{mfu['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s matmul = {mfu['mfu']:.1%}"
+    )
     print("product step time: " + ", ".join(f"{p} {share:.0%}" for p, share in report["product_time_share"].items()))
     print(f"seconds per product step: {report['product_seconds_per_step']:.3f} -> {'PASS' if ok else 'MISS'}")
     return 0 if ok else 1

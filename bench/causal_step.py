@@ -18,6 +18,7 @@ Prints prompts/s, peak memory (torch's allocations, profiler-counted, the same w
 
     python bench/causal_step.py [--steps 4] [--batch-size 8] [--k 4] [--max-new-tokens 48]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,15 +51,19 @@ REWARD_TOLERANCE = 1e-4
 
 
 def prompts_table(corpus_dir: str, tokenizer: Any, family: Any, cfg: AFTConfig, n: int) -> list[dict[str, Any]]:
-    """The first n training prompts that fit the budget uncut (so TRL's own chat-template rendering gives the same ids)."""
+    """The first n training prompts that fit the budget uncut.
+
+    So TRL's own chat-template rendering gives the same ids."""
     table = corpus_to_dataset(load_corpus(corpus_dir))["train"]
     rows = encode_table(table.select(range(4 * n)), tokenizer, family, 10_000, 8).to_list()
     return [r for r in rows if len(r["input_ids"]) <= cfg.max_source_tokens][:n]
 
 
 def messages(row: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"role": "user" if s == "user" else "assistant", "content": t}
-            for s, t in zip(row["history_speakers"], row["history_texts"])]
+    return [
+        {"role": "user" if s == "user" else "assistant", "content": t}
+        for s, t in zip(row["history_speakers"], row["history_texts"], strict=True)
+    ]
 
 
 def haca_reward_for_trl(policy: Any, tokenizer: Any, family: Any, cfg: AFTConfig, layers: list[int]):
@@ -66,8 +71,10 @@ def haca_reward_for_trl(policy: Any, tokenizer: Any, family: Any, cfg: AFTConfig
 
     def reward(prompts, completions, completion_ids, history_speakers, history_texts, history_slot_values, **_):
         values = []
-        for speakers, texts, slots, ids in zip(history_speakers, history_texts, history_slot_values, completion_ids):
-            history = [Turn(s, t, tuple(v)) for s, t, v in zip(speakers, texts, slots)]
+        for speakers, texts, slots, ids in zip(
+            history_speakers, history_texts, history_slot_values, completion_ids, strict=True
+        ):
+            history = [Turn(s, t, tuple(v)) for s, t, v in zip(speakers, texts, slots, strict=True)]
             row = family.encode_prompts([history], tokenizer, 10_000)[0]
             response = list(ids)
             full = torch.tensor([row["input_ids"] + response])
@@ -80,14 +87,27 @@ def haca_reward_for_trl(policy: Any, tokenizer: Any, family: Any, cfg: AFTConfig
                 policy.set_attn_implementation(was)
             s = len(row["input_ids"])
             rows = torch.arange(len(response)) + s - 1
-            raw = torch.stack([out.attentions[l][0].mean(dim=0) for l in layers]).mean(dim=0)[rows, :s]  # [T,S]
+            raw = torch.stack([out.attentions[layer][0].mean(dim=0) for layer in layers]).mean(dim=0)[rows, :s]  # [T,S]
             src = SourceBatch.from_rows([row], family.pad_id())
             keep = src.attention_mask[0].bool() & ~src.src_is_template[0]
             attn = raw * keep / (raw * keep).sum(dim=-1, keepdim=True)
             labels = torch.tensor([response])
             mask = torch.ones_like(labels, dtype=torch.bool)
-            values.append(float(haca_reward(attn[None], labels, mask, src.mask(cfg.ix_mode), cfg.alpha, cfg.beta,
-                                            cfg.gamma, cfg.repeat_n, (family.pad_id(), family.eos_id()))[0]))
+            values.append(
+                float(
+                    haca_reward(
+                        attn[None],
+                        labels,
+                        mask,
+                        src.mask(cfg.ix_mode),
+                        cfg.alpha,
+                        cfg.beta,
+                        cfg.gamma,
+                        cfg.repeat_n,
+                        (family.pad_id(), family.eos_id()),
+                    )[0]
+                )
+            )
         return values
 
     return reward
@@ -101,8 +121,13 @@ def product_run(model_dir: str, rows: list[dict[str, Any]], cfg: AFTConfig, step
     family = family_of(policy, tokenizer)
     layers = parse_layers(cfg.layers, family.attention_layers(policy))
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
-    batches = [SourceBatch.from_rows([{k: r[k] for k in PROMPT_COLUMNS} for r in rows[i * cfg.batch_size:(i + 1) * cfg.batch_size]],
-                                     family.pad_id()) for i in range(steps + 1)]
+    batches = [
+        SourceBatch.from_rows(
+            [{k: r[k] for k in PROMPT_COLUMNS} for r in rows[i * cfg.batch_size : (i + 1) * cfg.batch_size]],
+            family.pad_id(),
+        )
+        for i in range(steps + 1)
+    ]
 
     def step(i: int) -> float:
         parts, metrics = aft_step_loss(policy, reference, family, batches[i], cfg, layers)
@@ -122,14 +147,27 @@ def product_run(model_dir: str, rows: list[dict[str, Any]], cfg: AFTConfig, step
         samples = family.generate(policy, src, max_new_tokens=cfg.max_new_tokens, do_sample=True, k=cfg.k)
     parts, _ = score_candidates(policy, reference, family, src, samples, cfg, layers)
     fn = haca_reward_for_trl(policy, tokenizer, family, cfg, layers)
-    batch_rows = rows[:cfg.batch_size]
+    batch_rows = rows[: cfg.batch_size]
     tf_mask = family.teacher_forced(policy, src, samples, cfg.k, None)["tgt_mask"]
     completion_ids = [samples[n, 1:][tf_mask[n]].tolist() for n in range(samples.shape[0])]
     repeat = lambda key: [r[key] for r in batch_rows for _ in range(cfg.k)]  # noqa: E731
-    theirs = torch.tensor(fn(None, None, completion_ids, repeat("history_speakers"), repeat("history_texts"),
-                             repeat("history_slot_values")))
-    return {"seconds": seconds, "prompts_per_s": steps * cfg.batch_size / seconds, "mean_sample_length": sum(lengths) / len(lengths),
-            "peak_bytes": peak, "reward_max_abs_difference": float((theirs - parts["rewards"].flatten()).abs().max())}
+    theirs = torch.tensor(
+        fn(
+            None,
+            None,
+            completion_ids,
+            repeat("history_speakers"),
+            repeat("history_texts"),
+            repeat("history_slot_values"),
+        )
+    )
+    return {
+        "seconds": seconds,
+        "prompts_per_s": steps * cfg.batch_size / seconds,
+        "mean_sample_length": sum(lengths) / len(lengths),
+        "peak_bytes": peak,
+        "reward_max_abs_difference": float((theirs - parts["rewards"].flatten()).abs().max()),
+    }
 
 
 def trl_run(model_dir: str, rows: list[dict[str, Any]], cfg: AFTConfig, steps: int, out: Path) -> dict[str, Any]:
@@ -142,24 +180,57 @@ def trl_run(model_dir: str, rows: list[dict[str, Any]], cfg: AFTConfig, steps: i
     policy = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, attn_implementation="sdpa")
     family = family_of(policy, tokenizer)
     layers = parse_layers(cfg.layers, family.attention_layers(policy))
-    dataset = datasets.Dataset.from_list([{"prompt": messages(r), "history_speakers": r["history_speakers"],
-                                           "history_texts": r["history_texts"],
-                                           "history_slot_values": r["history_slot_values"]} for r in rows])
-    args = GRPOConfig(output_dir=str(out / "trl"), use_cpu=True, report_to=[], save_strategy="no", logging_steps=1000,
-                      max_steps=steps + 1, learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size * cfg.k,
-                      num_generations=cfg.k, generation_batch_size=cfg.batch_size * cfg.k, max_completion_length=cfg.max_new_tokens,
-                      temperature=cfg.temperature, top_p=1.0, top_k=0, beta=cfg.eta_kl, num_iterations=1,
-                      max_grad_norm=cfg.grad_clip, shuffle_dataset=False, disable_dropout=True, seed=cfg.seed,
-                      dataloader_num_workers=0, bf16=False, fp16=False,
-                      gradient_checkpointing=False)  # TRL turns it on by default: off, TRL is at its fastest
+    dataset = datasets.Dataset.from_list(
+        [
+            {
+                "prompt": messages(r),
+                "history_speakers": r["history_speakers"],
+                "history_texts": r["history_texts"],
+                "history_slot_values": r["history_slot_values"],
+            }
+            for r in rows
+        ]
+    )
+    args = GRPOConfig(
+        output_dir=str(out / "trl"),
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1000,
+        max_steps=steps + 1,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size * cfg.k,
+        num_generations=cfg.k,
+        generation_batch_size=cfg.batch_size * cfg.k,
+        max_completion_length=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=1.0,
+        top_k=0,
+        beta=cfg.eta_kl,
+        num_iterations=1,
+        max_grad_norm=cfg.grad_clip,
+        shuffle_dataset=False,
+        disable_dropout=True,
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+    )  # TRL turns it on by default: off, TRL is at its fastest
     times: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, *a, **k):
             times.append(time.perf_counter())
 
-    trainer = GRPOTrainer(model=policy, reward_funcs=haca_reward_for_trl(policy, tokenizer, family, cfg, layers), args=args,
-                          train_dataset=dataset, processing_class=tokenizer, callbacks=[Clock()])
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=haca_reward_for_trl(policy, tokenizer, family, cfg, layers),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[Clock()],
+    )
     peak = peak_memory_bytes(trainer.train, torch.device("cpu"))
     seconds = times[-1] - times[0]  # the first step is the warm-up
     return {"seconds": seconds, "prompts_per_s": steps * cfg.batch_size / seconds, "peak_bytes": peak}
@@ -183,25 +254,47 @@ def main() -> int:
     corpus_dir = generate_towninfo(out / "towninfo")
     texts = tokenizer_texts(corpus_to_dataset(load_corpus(corpus_dir))["train"])
     model_dir = str(build_llama_chat(out / "llama-chat", texts, layers=4, hidden=128, heads=4, kv_heads=4))
-    cfg = AFTConfig(sft_model=model_dir, data=str(corpus_dir), batch_size=args.batch_size, k=args.k,
-                    max_new_tokens=args.max_new_tokens).validate()
+    cfg = AFTConfig(
+        sft_model=model_dir,
+        data=str(corpus_dir),
+        batch_size=args.batch_size,
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+    ).validate()
     policy, tokenizer = load_model(model_dir)
-    rows = prompts_table(str(corpus_dir), tokenizer, family_of(policy, tokenizer), cfg, (args.steps + 2) * cfg.batch_size)
+    rows = prompts_table(
+        str(corpus_dir), tokenizer, family_of(policy, tokenizer), cfg, (args.steps + 2) * cfg.batch_size
+    )
     product = product_run(model_dir, rows, cfg, args.steps)
     peer = trl_run(model_dir, rows, cfg, args.steps, out)
     speedup = product["prompts_per_s"] / peer["prompts_per_s"]
     memory_ratio = product["peak_bytes"] / peer["peak_bytes"]
     agree = product["reward_max_abs_difference"] <= REWARD_TOLERANCE
-    report = {"trl": trl.__version__, "threads": torch.get_num_threads(), "model": model_dir,
-              "parameters": sum(p.numel() for p in policy.parameters()), "batch_size": cfg.batch_size, "k": cfg.k,
-              "max_new_tokens": cfg.max_new_tokens, "product": product, "trl_grpo": peer,
-              "speedup": round(speedup, 2), "memory_ratio": round(memory_ratio, 3)}
+    report = {
+        "trl": trl.__version__,
+        "threads": torch.get_num_threads(),
+        "model": model_dir,
+        "parameters": sum(p.numel() for p in policy.parameters()),
+        "batch_size": cfg.batch_size,
+        "k": cfg.k,
+        "max_new_tokens": cfg.max_new_tokens,
+        "product": product,
+        "trl_grpo": peer,
+        "speedup": round(speedup, 2),
+        "memory_ratio": round(memory_ratio, 3),
+    }
     print(json.dumps(report, indent=2))
-    print(f"reward agreement: max |Δreward| {product['reward_max_abs_difference']:.2e} -> {'ok' if agree else 'DISAGREE'}")
-    print(f"prompts/s: product {product['prompts_per_s']:.2f}, TRL GRPOTrainer {peer['prompts_per_s']:.2f} "
-          f"-> speedup {speedup:.2f}x (target >= {SPEED_TARGET}x)")
-    print(f"peak memory: product {product['peak_bytes'] / 2**20:.1f} MiB, TRL {peer['peak_bytes'] / 2**20:.1f} MiB "
-          f"-> ratio {memory_ratio:.3f} (target <= {MEMORY_TARGET})")
+    print(
+        f"reward agreement: max |Δreward| {product['reward_max_abs_difference']:.2e} -> {'ok' if agree else 'DISAGREE'}"
+    )
+    print(
+        f"prompts/s: product {product['prompts_per_s']:.2f}, TRL GRPOTrainer {peer['prompts_per_s']:.2f} "
+        f"-> speedup {speedup:.2f}x (target >= {SPEED_TARGET}x)"
+    )
+    print(
+        f"peak memory: product {product['peak_bytes'] / 2**20:.1f} MiB, TRL {peer['peak_bytes'] / 2**20:.1f} MiB "
+        f"-> ratio {memory_ratio:.3f} (target <= {MEMORY_TARGET})"
+    )
     ok = agree and speedup >= SPEED_TARGET and memory_ratio <= MEMORY_TARGET
     print("PASS" if ok else "MISS")
     return 0 if ok else 1

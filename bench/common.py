@@ -1,10 +1,12 @@
 """Shared set-up and measurements for the benchmarks: a model to time, peak memory, and the machine's matmul rate."""
+
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -35,8 +37,11 @@ def prepare_model(out: Path, sft: str | None, model: str | None, sft_steps: int)
             built.resize_token_embeddings(preset.vocab_size)
         save_model(built, tokenizer, out / f"{model}-untrained")
         return str(corpus_dir), str(out / f"{model}-untrained")
-    result = run_sft(SFTConfig(data=str(corpus_dir), model="small", max_steps=sft_steps, warmup_steps=min(200, sft_steps // 4)),
-                     out / "sft", progress=False)
+    result = run_sft(
+        SFTConfig(data=str(corpus_dir), model="small", max_steps=sft_steps, warmup_steps=min(200, sft_steps // 4)),
+        out / "sft",
+        progress=False,
+    )
     return str(corpus_dir), result["model_dir"]
 
 
@@ -78,7 +83,7 @@ def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, n: int, re
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up
-    return 2 * n ** 3 / median_seconds(lambda: a @ b, device, repeats)
+    return 2 * n**3 / median_seconds(lambda: a @ b, device, repeats)
 
 
 def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:

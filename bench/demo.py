@@ -9,6 +9,7 @@ comparison takes longer than --target-s (default 10 s: an interactive page answe
 The helpers (start the server, a headless chromium that reaches only loopback, poll until) serve
 tests/test_demo.py too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,22 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HANG_S = 900  # a guard against hangs; every wait below is a poll that ends when its condition holds
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
 
 
 def wait_for(condition: Callable[[], Any], what: str, hang_s: float = HANG_S) -> Any:
@@ -48,9 +58,13 @@ def free_port() -> int:
 def start_demo(run_dir: str | Path, port: int, log: Path) -> tuple[subprocess.Popen, float]:
     """`aft demo RUN_DIR --port PORT` in its own process group; returns it and the seconds until its page answered."""
     started = time.monotonic()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("aft")), "demo", str(run_dir), "--port", str(port)],
-                              env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}, stdout=open(log, "w"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("aft")), "demo", str(run_dir), "--port", str(port)],
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
     def up() -> bool:
         if server.poll() is not None:
@@ -64,14 +78,16 @@ def start_demo(run_dir: str | Path, port: int, log: Path) -> tuple[subprocess.Po
     return server, time.monotonic() - started
 
 
-def headless_chromium(profile: Path, browser: str = "/usr/bin/chromium", driver: str = "/usr/bin/chromedriver") -> Any:
+def headless_chromium(
+    profile: Path, browser: str = "/usr/bin/chromium", driver: str = "/usr/bin/chromedriver", window: str = "1400,2000"
+) -> Any:
     """Debian's chromium through selenium, recording every network request (performance log) and console error."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,2000"):
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=options)
@@ -92,7 +108,8 @@ def compare_columns(driver: Any) -> list[list[Any]]:
     return driver.execute_script(
         "return Array.from(document.querySelectorAll('#aft-output .aft-system')).map(e => [e.dataset.system, "
         "e.querySelector('[data-role=response]').textContent, e.querySelector('table.aft-heat').dataset.attention, "
-        "e.querySelectorAll('table.aft-heat td').length])")
+        "e.querySelectorAll('table.aft-heat td').length])"
+    )
 
 
 def main() -> int:
@@ -109,8 +126,12 @@ def main() -> int:
     driver = headless_chromium(scratch / "profile")
     try:
         driver.get(f"http://127.0.0.1:{port}/")
-        wait_for(lambda: driver.execute_script("const t = document.querySelector('#aft-history textarea');"
-                                               "return t && t.value"), "the example's history")
+        wait_for(
+            lambda: driver.execute_script(
+                "const t = document.querySelector('#aft-history textarea');return t && t.value"
+            ),
+            "the example's history",
+        )
         driver.find_element(By.ID, "aft-compare").click()
         clicked = time.monotonic()
         columns = wait_for(lambda: compare_columns(driver), "the comparison")
@@ -118,14 +139,24 @@ def main() -> int:
         if args.screenshot:
             Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(args.screenshot)
-        outside = sorted(u for u in requested_urls(driver) if u.split(":", 1)[0] in ("http", "https", "ws", "wss")
-                         and not u.split("/")[2].startswith(f"127.0.0.1:{port}"))
+        outside = sorted(
+            u
+            for u in requested_urls(driver)
+            if u.split(":", 1)[0] in ("http", "https", "ws", "wss")
+            and not u.split("/")[2].startswith(f"127.0.0.1:{port}")
+        )
     finally:
         driver.quit()
         server.terminate()
         server.wait()
-    result = {"run_dir": args.run_dir, "startup_s": round(startup, 1), "comparison_s": round(latency, 2),
-              "systems": [c[0] for c in columns], "target_s": args.target_s, "requests_outside_loopback": outside}
+    result = {
+        "run_dir": args.run_dir,
+        "startup_s": round(startup, 1),
+        "comparison_s": round(latency, 2),
+        "systems": [c[0] for c in columns],
+        "target_s": args.target_s,
+        "requests_outside_loopback": outside,
+    }
     print(json.dumps(result, indent=2))
     return 0 if latency <= args.target_s and not outside else 1
 

@@ -10,6 +10,7 @@ metrics, prints examples per second for each and the ratio, and exits 1 below th
 
     python bench/evaluate.py [--sft MODEL_DIR] [--examples N] [--batch-size N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aft_core.models import parse_layers, response_mask  # noqa: E402
-from aft_core.models.seq2seq import aggregate_cross_attention  # noqa: E402
 from aft_core.bertscore import load_bertscore  # noqa: E402
+from aft_core.data.batching import SourceBatch  # noqa: E402
 from aft_core.data.corpus import load_corpus  # noqa: E402
 from aft_core.data.dataset import corpus_to_dataset, encode_table  # noqa: E402
 from aft_core.evaluation import IX_MODES, EvalConfig  # noqa: E402
-from aft_core.models import family_of, load_model, torch_threads  # noqa: E402
-from aft_core.data.batching import SourceBatch  # noqa: E402
+from aft_core.models import family_of, load_model, parse_layers, response_mask, torch_threads  # noqa: E402  # noqa: E402
+from aft_core.models.seq2seq import aggregate_cross_attention  # noqa: E402
 from aft_core.monitor import score_greedy  # noqa: E402
 from aft_core.reward import coverage, focus, repeat_penalty  # noqa: E402
 from bench.common import prepare_model  # noqa: E402
@@ -42,29 +42,49 @@ TOLERANCE = 1e-4  # attention metrics of the same response computed in a batch o
 BERTSCORE_TOLERANCE = 2e-3
 
 
-def evaluate_batched(model: Any, tokenizer: Any, rows: list[dict[str, Any]], scorer: Any, cfg: EvalConfig) -> dict[str, list]:
+def evaluate_batched(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], scorer: Any, cfg: EvalConfig
+) -> dict[str, list]:
     family = family_of(model, tokenizer)
     layers = parse_layers(cfg.layers, family.attention_layers(model))
-    scores = score_greedy(model, tokenizer, family, rows, ix_modes=IX_MODES, layers=layers, max_new_tokens=cfg.max_new_tokens,
-                          repeat_n=cfg.repeat_n, batch_size=cfg.batch_size)
+    scores = score_greedy(
+        model,
+        tokenizer,
+        family,
+        rows,
+        ix_modes=IX_MODES,
+        layers=layers,
+        max_new_tokens=cfg.max_new_tokens,
+        repeat_n=cfg.repeat_n,
+        batch_size=cfg.batch_size,
+    )
     scores["bertscore"] = scorer.f1(scores["texts"], [r["target"] for r in rows])
     return scores
 
 
 @torch.no_grad()
-def evaluate_one_at_a_time(model: Any, tokenizer: Any, rows: list[dict[str, Any]], scorer: Any,
-                           cfg: EvalConfig) -> dict[str, list]:
+def evaluate_one_at_a_time(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], scorer: Any, cfg: EvalConfig
+) -> dict[str, list]:
     layers = parse_layers(cfg.layers, model.config.num_decoder_layers)  # this yardstick is written for T5
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     scores: dict[str, list] = {"texts": [], "length": [], "repeat": [], "bertscore": []}
     for row in rows:
         src = SourceBatch.from_rows([row], pad)
-        seq = model.generate(input_ids=src.input_ids, attention_mask=src.attention_mask,
-                             max_new_tokens=cfg.max_new_tokens, do_sample=False)
+        seq = model.generate(
+            input_ids=src.input_ids,
+            attention_mask=src.attention_mask,
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=False,
+        )
         labels = seq[:, 1:]
         tgt = response_mask(labels, eos)
-        out = model(input_ids=src.input_ids, attention_mask=src.attention_mask, decoder_input_ids=seq[:, :-1],
-                    output_attentions=True)
+        out = model(
+            input_ids=src.input_ids,
+            attention_mask=src.attention_mask,
+            decoder_input_ids=seq[:, :-1],
+            output_attentions=True,
+        )
         attn = aggregate_cross_attention(out.cross_attentions, layers)  # [1,T,S]
         for mode in IX_MODES:
             hist = src.mask(mode)
@@ -79,13 +99,20 @@ def evaluate_one_at_a_time(model: Any, tokenizer: Any, rows: list[dict[str, Any]
 
 
 def compare(batched: dict[str, list], looped: dict[str, list]) -> dict[str, Any]:
-    same_texts = sum(a == b for a, b in zip(batched["texts"], looped["texts"]))
-    worst = {key: max(abs(float(a) - float(b)) for a, b in zip(batched[key], looped[key]))
-             for key in looped if key != "texts"}
+    same_texts = sum(a == b for a, b in zip(batched["texts"], looped["texts"], strict=True))
+    worst = {
+        key: max(abs(float(a) - float(b)) for a, b in zip(batched[key], looped[key], strict=True))
+        for key in looped
+        if key != "texts"
+    }
     within = all(value <= (BERTSCORE_TOLERANCE if key == "bertscore" else TOLERANCE) for key, value in worst.items())
-    return {"same_responses": same_texts, "examples": len(looped["texts"]), "max_metric_difference": worst,
-            "tolerances": {"bertscore": BERTSCORE_TOLERANCE, "other metrics": TOLERANCE},
-            "ok": same_texts == len(looped["texts"]) and within}
+    return {
+        "same_responses": same_texts,
+        "examples": len(looped["texts"]),
+        "max_metric_difference": worst,
+        "tolerances": {"bertscore": BERTSCORE_TOLERANCE, "other metrics": TOLERANCE},
+        "ok": same_texts == len(looped["texts"]) and within,
+    }
 
 
 def main() -> int:
@@ -105,8 +132,13 @@ def main() -> int:
     model, tokenizer = load_model(model_dir)
     model.eval()
     table = corpus_to_dataset(load_corpus(cfg.data))["test"]
-    rows = encode_table(table.select(range(min(args.examples, len(table)))), tokenizer, family_of(model, tokenizer),
-                        cfg.max_source_tokens, 8).to_list()
+    rows = encode_table(
+        table.select(range(min(args.examples, len(table)))),
+        tokenizer,
+        family_of(model, tokenizer),
+        cfg.max_source_tokens,
+        8,
+    ).to_list()
     scorer = load_bertscore(cfg.bertscore_model)
     evaluate_batched(model, tokenizer, rows[:20], scorer, cfg)  # warm-up of both paths
     evaluate_one_at_a_time(model, tokenizer, rows[:5], scorer, cfg)
@@ -119,18 +151,31 @@ def main() -> int:
     agreement = compare(results["product"], results["one_at_a_time"])
     rate = {name: len(rows) / seconds for name, seconds in timings.items()}
     speedup = rate["product"] / rate["one_at_a_time"]
-    report = {"model": model_dir, "data": cfg.data, "examples": len(rows), "batch_size": cfg.batch_size,
-              "threads": torch.get_num_threads(), "seconds": timings, "examples_per_s": rate,
-              "speedup": round(speedup, 2), "mean_response_length": sum(results["product"]["length"]) / len(rows),
-              "agreement": agreement}
+    report = {
+        "model": model_dir,
+        "data": cfg.data,
+        "examples": len(rows),
+        "batch_size": cfg.batch_size,
+        "threads": torch.get_num_threads(),
+        "seconds": timings,
+        "examples_per_s": rate,
+        "speedup": round(speedup, 2),
+        "mean_response_length": sum(results["product"]["length"]) / len(rows),
+        "agreement": agreement,
+    }
     print(json.dumps(report, indent=2))
     ok = agreement["ok"] and speedup >= SPEED_TARGET
     worst = agreement["max_metric_difference"]
-    print(f"agreement: {agreement['same_responses']}/{agreement['examples']} identical responses; largest difference "
-          f"BERTScore {worst['bertscore']:.1e}, other metrics {max(v for k, v in worst.items() if k != 'bertscore'):.1e} "
-          f"-> {'ok' if agreement['ok'] else 'DISAGREE'}")
-    print(f"examples/s: product {rate['product']:.1f}, one at a time {rate['one_at_a_time']:.1f} -> speedup {speedup:.2f}x "
-          f"(target >= {SPEED_TARGET}x) -> {'PASS' if ok else 'MISS'}")
+    print(
+        f"agreement: {agreement['same_responses']}/{agreement['examples']} identical responses; largest difference "
+        f"BERTScore {worst['bertscore']:.1e}, other metrics {max(v for k, v in worst.items() if k != 'bertscore'):.1e} "
+        f"-> {'ok' if agreement['ok'] else 'DISAGREE'}"
+    )
+    print(
+        f"examples/s: product {rate['product']:.1f}, one at a time {rate['one_at_a_time']:.1f} "
+        f"-> speedup {speedup:.2f}x "
+        f"(target >= {SPEED_TARGET}x) -> {'PASS' if ok else 'MISS'}"
+    )
     return 0 if ok else 1
 
 

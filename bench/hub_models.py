@@ -5,16 +5,19 @@
 - a Llama-shaped causal LM whose tokenizer has a chat template and an end-of-turn token, and no pad token;
 - a Gemma-2-shaped causal LM with Gemma's own chat template (strict user/assistant alternation, no system role).
 """
+
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 
 
 def build_t5_v11(out: Path, texts: Iterable[str]) -> Path:
@@ -24,14 +27,35 @@ def build_t5_v11(out: Path, texts: Iterable[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     corpus = out.parent / f"{out.name}-spm.txt"
     corpus.write_text("\n".join(texts), encoding="utf-8")
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out / "spiece"), vocab_size=400, model_type="unigram", hard_vocab_limit=False,
-                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(out / "spiece"),
+        vocab_size=400,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
     corpus.unlink()
     (out / "spiece.vocab").unlink()
     tokenizer = T5Tokenizer.from_pretrained(out, extra_ids=100)  # converted from spiece.model, as the hub's loads
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=2,
-                      feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=2,
+        num_heads=2,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
     return _save(T5ForConditionalGeneration(config), tokenizer, out)
 
 
@@ -41,30 +65,51 @@ def build_bart(out: Path, texts: Iterable[str]) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(list(texts), vocab_size=500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-                            show_progress=False)
+    bpe.train_from_iterator(
+        list(texts), vocab_size=500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False
+    )
     bpe.save_model(str(out))
     tokenizer = BartTokenizerFast.from_pretrained(out)  # vocab.json + merges.txt, as facebook/bart-base ships them
-    config = BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=160,
-                        dropout=0.0, attention_dropout=0.0, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                        decoder_start_token_id=2, forced_bos_token_id=0)
+    config = BartConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=160,
+        dropout=0.0,
+        attention_dropout=0.0,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=0,
+    )
     return _save(BartForConditionalGeneration(config), tokenizer, out)
 
 
 # Gemma's own chat template (google/gemma-2-2b-it): no system role, assistant rendered as `model`, and it raises when
 # roles do not alternate user/assistant from a user turn, as Mistral's and Llama 2's do.
 GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
     "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
-    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}"
     "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
 
 
-def chat_tokenizer(texts: Iterable[str], template: str = CHAT_TEMPLATE,
-                   turn_tokens: tuple[str, ...] = ("<|user|>", "<|assistant|>", "<|end|>")):
+def chat_tokenizer(
+    texts: Iterable[str],
+    template: str = CHAT_TEMPLATE,
+    turn_tokens: tuple[str, ...] = ("<|user|>", "<|assistant|>", "<|end|>"),
+):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -72,24 +117,43 @@ def chat_tokenizer(texts: Iterable[str], template: str = CHAT_TEMPLATE,
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(list(texts), trainers.BpeTrainer(vocab_size=500, special_tokens=specials, show_progress=False,
-                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                        additional_special_tokens=specials[3:])
+    tok.train_from_iterator(
+        list(texts),
+        trainers.BpeTrainer(
+            vocab_size=500,
+            special_tokens=specials,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=specials[3:],
+    )
     tokenizer.chat_template = template
     return tokenizer
 
 
-def build_llama_chat(out: Path, texts: Iterable[str], layers: int = 2, hidden: int = 32, heads: int = 4,
-                     kv_heads: int = 2) -> Path:
+def build_llama_chat(
+    out: Path, texts: Iterable[str], layers: int = 2, hidden: int = 32, heads: int = 4, kv_heads: int = 2
+) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = chat_tokenizer(texts)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2 if hidden <= 32 else hidden * 4,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=[tokenizer.eos_token_id,
-                                                                            tokenizer.convert_tokens_to_ids("<|end|>")])
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2 if hidden <= 32 else hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|end|>")],
+    )
     return _save(LlamaForCausalLM(config), tokenizer, out)
 
 
@@ -98,10 +162,20 @@ def build_gemma2_chat(out: Path, texts: Iterable[str]) -> Path:
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     tokenizer = chat_tokenizer(texts, GEMMA_CHAT_TEMPLATE, ("<start_of_turn>", "<end_of_turn>"))
-    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
-                          sliding_window=256, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.eos_token_id,
-                          eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")])
+    config = Gemma2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        sliding_window=256,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")],
+    )
     return _save(Gemma2ForCausalLM(config), tokenizer, out)
 
 

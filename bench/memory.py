@@ -25,6 +25,7 @@ Target (issue 23): LoRA with the reference for free ≤ 0.4× the full step's pe
     python bench/memory.py --device cuda       # GPU figures
     python bench/memory.py --families causal --b 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,11 +52,15 @@ from bench.common import peak_memory_bytes, prepare_model  # noqa: E402
 
 TARGET = 0.4  # LoRA (reference for free) peak ÷ full peak, at most
 SHAPES = {"seq2seq": "large", "causal": "causal-large"}
-VARIANTS = {"full": ("none", False), "full + checkpointing": ("none", True),
-            "lora": ("lora", False), "lora + checkpointing": ("lora", True)}
+VARIANTS = {
+    "full": ("none", False),
+    "full + checkpointing": ("none", True),
+    "lora": ("lora", False),
+    "lora + checkpointing": ("lora", True),
+}
 GPUS_GB = (24, 40, 80)
 PROJECTED = {"b": 8, "k": 4, "source": 512, "response": 128}
-GiB = 2 ** 30
+GiB = 2**30
 
 
 def step_tokens(family: str, b: int, k: int, source: int, response: int) -> int:
@@ -64,15 +69,25 @@ def step_tokens(family: str, b: int, k: int, source: int, response: int) -> int:
     return b * (source + k * response) if family == "seq2seq" else b * k * (source + response)
 
 
-def measure(model_dir: str, corpus: str, family_name: str, adapter: str, checkpointing: bool, args: Any,
-            device: torch.device) -> dict[str, Any]:
-    cfg = AFTConfig(sft_model=model_dir, data=corpus, k=args.k, batch_size=args.b, max_new_tokens=args.new_tokens,
-                    max_source_tokens=args.source_tokens, adapter=adapter, gradient_checkpointing=checkpointing,
-                    learning_rate=1e-5).validate()
+def measure(
+    model_dir: str, corpus: str, family_name: str, adapter: str, checkpointing: bool, args: Any, device: torch.device
+) -> dict[str, Any]:
+    cfg = AFTConfig(
+        sft_model=model_dir,
+        data=corpus,
+        k=args.k,
+        batch_size=args.b,
+        max_new_tokens=args.new_tokens,
+        max_source_tokens=args.source_tokens,
+        adapter=adapter,
+        gradient_checkpointing=checkpointing,
+        learning_rate=1e-5,
+    ).validate()
     policy, _, reference, tokenizer = load_policy_and_reference(cfg)
     family = family_of(policy, tokenizer)
-    rows = encode_table(corpus_to_dataset(load_corpus(corpus))["train"].select(range(args.b)), tokenizer, family,
-                        args.source_tokens, 8)
+    rows = encode_table(
+        corpus_to_dataset(load_corpus(corpus))["train"].select(range(args.b)), tokenizer, family, args.source_tokens, 8
+    )
     src = SourceBatch.from_rows(rows.to_list(), family.pad_id()).to(device)
     layers = parse_layers("all", family.attention_layers(policy))
     optimizer = torch.optim.AdamW(trainable_parameters(policy), lr=cfg.learning_rate)
@@ -90,8 +105,9 @@ def measure(model_dir: str, corpus: str, family_name: str, adapter: str, checkpo
     step()  # the first step allocates AdamW's state; the steady state is measured from the second on
     trainable = trainable_parameters(policy)
     gradients = sum(p.numel() * p.element_size() for p in trainable)
-    optimizer_state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
-                          if torch.is_tensor(t))
+    optimizer_state = sum(
+        t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)
+    )
     above = peak_memory_bytes(step, device)  # gradients, activations and temporaries of a whole step
     held = peak_memory_bytes(lambda: forward(), device)  # what the forward passes keep for the backward pass
     started = time.perf_counter()
@@ -100,10 +116,18 @@ def measure(model_dir: str, corpus: str, family_name: str, adapter: str, checkpo
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     tokens = step_tokens(family_name, args.b, args.k, int(src.input_ids.shape[1]), args.new_tokens)
-    result = {"variant": f"{adapter}{' + checkpointing' if checkpointing else ''}",
-              "parameters": sum(p.numel() for p in policy.parameters()), "trainable": sum(p.numel() for p in trainable),
-              "peak_bytes": weights + optimizer_state + above, "weights_bytes": weights, "gradient_bytes": gradients,
-              "optimizer_bytes": optimizer_state, "activation_bytes": held, "tokens": tokens, "seconds_per_step": seconds}
+    result = {
+        "variant": f"{adapter}{' + checkpointing' if checkpointing else ''}",
+        "parameters": sum(p.numel() for p in policy.parameters()),
+        "trainable": sum(p.numel() for p in trainable),
+        "peak_bytes": weights + optimizer_state + above,
+        "weights_bytes": weights,
+        "gradient_bytes": gradients,
+        "optimizer_bytes": optimizer_state,
+        "activation_bytes": held,
+        "tokens": tokens,
+        "seconds_per_step": seconds,
+    }
     return result  # the models go with this frame
 
 
@@ -140,8 +164,14 @@ def main() -> int:
     torch.set_num_threads(torch_threads())
     out = Path(args.out or tempfile.mkdtemp(prefix="aft-memory-"))
     families = [f.strip() for f in args.families.split(",") if f.strip()]
-    report: dict[str, Any] = {"device": args.device, "b": args.b, "k": args.k, "source_tokens": args.source_tokens,
-                              "new_tokens": args.new_tokens, "families": {}}
+    report: dict[str, Any] = {
+        "device": args.device,
+        "b": args.b,
+        "k": args.k,
+        "source_tokens": args.source_tokens,
+        "new_tokens": args.new_tokens,
+        "families": {},
+    }
     failed = False
     for family in families:
         corpus, model_dir = prepare_model(out, None, SHAPES[family], 0)
@@ -154,21 +184,34 @@ def main() -> int:
         full, lora = rows[0], rows[2]
         ratio = lora["peak_bytes"] / full["peak_bytes"]
         projection = {r["variant"]: {f"{gb} GB": largest_fit(r, family, gb * 1e9) for gb in GPUS_GB} for r in rows}
-        report["families"][family] = {"preset": SHAPES[family], "rows": rows, "lora_over_full": ratio,
-                                      "projection": projection}
-        print(f"\n{family} ({SHAPES[family]}, {full['parameters'] / 1e6:.0f}M parameters; B={args.b}, K={args.k}, "
-              f"{args.source_tokens}-token prompts, {args.new_tokens} new tokens, {args.device})")
-        print(f"{'variant':<22}{'peak GiB':>10}{'weights':>9}{'grads':>8}{'AdamW':>8}{'activ.':>8}{'s/step':>9}"
-              f"{'trainable':>12}")
+        report["families"][family] = {
+            "preset": SHAPES[family],
+            "rows": rows,
+            "lora_over_full": ratio,
+            "projection": projection,
+        }
+        print(
+            f"\n{family} ({SHAPES[family]}, {full['parameters'] / 1e6:.0f}M parameters; B={args.b}, K={args.k}, "
+            f"{args.source_tokens}-token prompts, {args.new_tokens} new tokens, {args.device})"
+        )
+        print(
+            f"{'variant':<22}{'peak GiB':>10}{'weights':>9}{'grads':>8}{'AdamW':>8}{'activ.':>8}{'s/step':>9}"
+            f"{'trainable':>12}"
+        )
         for r in rows:
-            print(f"{r['variant']:<22}{r['peak_bytes'] / GiB:>10.2f}{r['weights_bytes'] / GiB:>9.2f}"
-                  f"{r['gradient_bytes'] / GiB:>8.2f}{r['optimizer_bytes'] / GiB:>8.2f}{r['activation_bytes'] / GiB:>8.2f}"
-                  f"{r['seconds_per_step']:>9.1f}{r['trainable'] / 1e6:>11.2f}M")
+            print(
+                f"{r['variant']:<22}{r['peak_bytes'] / GiB:>10.2f}{r['weights_bytes'] / GiB:>9.2f}"
+                f"{r['gradient_bytes'] / GiB:>8.2f}{r['optimizer_bytes'] / GiB:>8.2f}"
+                f"{r['activation_bytes'] / GiB:>8.2f}"
+                f"{r['seconds_per_step']:>9.1f}{r['trainable'] / 1e6:>11.2f}M"
+            )
         verdict = "PASS" if ratio <= TARGET else "MISS"
         failed |= ratio > TARGET
         print(f"lora / full peak: {ratio:.2f} (target ≤ {TARGET}) {verdict}")
-        print(f"projection (not measured): largest {family} model whose step fits, at B={PROJECTED['b']}, "
-              f"K={PROJECTED['k']}, {PROJECTED['source']}+{PROJECTED['response']} tokens, fp32 weights")
+        print(
+            f"projection (not measured): largest {family} model whose step fits, at B={PROJECTED['b']}, "
+            f"K={PROJECTED['k']}, {PROJECTED['source']}+{PROJECTED['response']} tokens, fp32 weights"
+        )
         for variant, fits in projection.items():
             print(f"  {variant:<22}" + "".join(f"{gb}: {p / 1e9:>6.2f}B   " for gb, p in fits.items()))
     (out / "memory.json").write_text(json.dumps(report, indent=2))

@@ -10,6 +10,7 @@ for word. Prints the ratio; exits 1 on a miss (ratio under target, or any transc
 
 Without --sft, a short SFT run of the `small` preset gives a model whose replies have realistic lengths.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ def main() -> int:
     corpus_dir, model_dir = prepare_model(out, args.sft, None, args.sft_steps)
     model, tokenizer = load_model(model_dir)
     system = ModelSystem(model.eval(), tokenizer, max_source_tokens=192, max_new_tokens=48, batch_size=args.batch_size)
-    reader, goals = Reader(load_database(corpus_dir)), load_goals(corpus_dir, "test")[:args.goals]
+    reader, goals = Reader(load_database(corpus_dir)), load_goals(corpus_dir, "test")[: args.goals]
     run = dict(reveal=args.reveal, seed=0, max_exchanges=args.max_exchanges)
 
     converse(system, goals[:2], reader, **run)  # warm-up
@@ -59,19 +60,31 @@ def main() -> int:
         seconds[name] = time.perf_counter() - started
     rate = {name: len(goals) / s for name, s in seconds.items()}
     ratio = rate["batched"] / rate["one_at_a_time"]
-    same = sum([t["text"] for t in a["turns"]] == [t["text"] for t in b["turns"]]
-               for a, b in zip(records["batched"], records["one_at_a_time"]))
+    same = sum(
+        [t["text"] for t in a["turns"]] == [t["text"] for t in b["turns"]]
+        for a, b in zip(records["batched"], records["one_at_a_time"], strict=True)
+    )
     summary = summarise([r["outcome"] for r in records["batched"]])
-    report = {"goals": len(goals), "reveal": args.reveal, "conversations_per_s": {k: round(v, 3) for k, v in rate.items()},
-              "ratio": round(ratio, 2), "target": TARGET, "identical_transcripts": f"{same}/{len(goals)}",
-              "system_turns": sum(r["outcome"]["turns"] for r in records["batched"]),
-              "success": summary["success"][0], "threads": torch.get_num_threads(),
-              "matmul_gflops": round(matmul_flops_per_second(torch.device("cpu"), torch.float32, 2048) / 1e9, 1),
-              "model": model_dir}
+    report = {
+        "goals": len(goals),
+        "reveal": args.reveal,
+        "conversations_per_s": {k: round(v, 3) for k, v in rate.items()},
+        "ratio": round(ratio, 2),
+        "target": TARGET,
+        "identical_transcripts": f"{same}/{len(goals)}",
+        "system_turns": sum(r["outcome"]["turns"] for r in records["batched"]),
+        "success": summary["success"][0],
+        "threads": torch.get_num_threads(),
+        "matmul_gflops": round(matmul_flops_per_second(torch.device("cpu"), torch.float32, 2048) / 1e9, 1),
+        "model": model_dir,
+    }
     print(json.dumps(report, indent=2))
     ok = ratio >= TARGET and same == len(goals)
-    print(f"self-play: batched {rate['batched']:.2f} vs one at a time {rate['one_at_a_time']:.2f} conversations/s "
-          f"(ratio {ratio:.2f}; target >= {TARGET}); transcripts identical {same}/{len(goals)} -> {'PASS' if ok else 'MISS'}")
+    print(
+        f"self-play: batched {rate['batched']:.2f} vs one at a time {rate['one_at_a_time']:.2f} conversations/s "
+        f"(ratio {ratio:.2f}; target >= {TARGET}); transcripts identical {same}/{len(goals)} "
+        f"-> {'PASS' if ok else 'MISS'}"
+    )
     return 0 if ok else 1
 
 

@@ -8,6 +8,7 @@ the figures and five sample responses; exits 1 on a miss.
 
     python bench/sft_default.py [--out DIR] [--max-steps N] [--throughput-only]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,9 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-
-from typing import Any, Sequence
+from typing import Any
 
 from aft_core.config import SFTConfig
 from aft_core.data.corpus import load_corpus
@@ -38,21 +39,38 @@ def venue_turns(db: VenueDB, examples: Sequence[Example], limit: int) -> list[Ex
     return [ex for ex in examples if names_venue(db, ex.target)][:limit]
 
 
-def entity_accuracy(model: Any, tokenizer: Any, db: VenueDB, examples: Sequence[Example], *,
-                    max_source_tokens: int, max_new_tokens: int = 48) -> dict[str, Any]:
+def entity_accuracy(
+    model: Any,
+    tokenizer: Any,
+    db: VenueDB,
+    examples: Sequence[Example],
+    *,
+    max_source_tokens: int,
+    max_new_tokens: int = 48,
+) -> dict[str, Any]:
     """Share of greedy responses that name a venue satisfying the turn's belief-state constraints."""
     family = family_of(model, tokenizer)
     rows = family.encode_prompts([ex.history for ex in examples], tokenizer, max_source_tokens)
-    responses = score_greedy(model, tokenizer, family, rows, ix_modes=(), layers=[0], max_new_tokens=max_new_tokens,
-                             repeat_n=3)["texts"]
-    correct = [entity_correct(db, r, ex.belief_state) for r, ex in zip(responses, examples)]
+    responses = score_greedy(
+        model, tokenizer, family, rows, ix_modes=(), layers=[0], max_new_tokens=max_new_tokens, repeat_n=3
+    )["texts"]
+    correct = [entity_correct(db, r, ex.belief_state) for r, ex in zip(responses, examples, strict=True)]
     return {
         "entity_accuracy": sum(correct) / max(len(correct), 1),
         "turns": len(correct),
-        "samples": [{"example_id": ex.example_id, "user": ex.history[-1].text, "reference": ex.target,
-                     "response": r, "correct": c, "constraints": json.dumps(ex.belief_state, sort_keys=True)}
-                    for ex, r, c in zip(examples, responses, correct)],
+        "samples": [
+            {
+                "example_id": ex.example_id,
+                "user": ex.history[-1].text,
+                "reference": ex.target,
+                "response": r,
+                "correct": c,
+                "constraints": json.dumps(ex.belief_state, sort_keys=True),
+            }
+            for ex, r, c in zip(examples, responses, correct, strict=True)
+        ],
     }
+
 
 def step_throughput(corpus_dir: Path, out: Path, steps: int = 40, rounds: int = 3) -> dict[str, Any]:
     """SFT steps/s of the `small` preset with transformers' eager attention (the previous path) and with the product's
@@ -60,8 +78,6 @@ def step_throughput(corpus_dir: Path, out: Path, steps: int = 40, rounds: int = 
     take the same batches (the first `steps` of the schedule), alternating in `rounds` so that a slow spell of the
     machine falls on both. Also checks that they give the same losses."""
     import copy
-
-    import torch
 
     from aft_core.layout import SFTLayout
     from aft_core.sft import SFTRun
@@ -74,7 +90,7 @@ def step_throughput(corpus_dir: Path, out: Path, steps: int = 40, rounds: int = 
     losses: dict[str, list[float]] = {"eager": [], "product": []}
     for _ in range(rounds):
         for name in ("eager", "product"):
-            for part, state in zip((run.model, run.optimizer, run.scheduler), start):
+            for part, state in zip((run.model, run.optimizer, run.scheduler), start, strict=True):
                 part.load_state_dict(state)
             if name == "eager":
                 run.model.set_attn_implementation("eager")
@@ -85,9 +101,12 @@ def step_throughput(corpus_dir: Path, out: Path, steps: int = 40, rounds: int = 
                 losses[name].append(float(run.train_step(step)["loss"]))
             seconds[name] += time.perf_counter() - started
     rate = {name: steps * rounds / s for name, s in seconds.items()}
-    return {"steps_per_s_eager": round(rate["eager"], 2), "steps_per_s_product": round(rate["product"], 2),
-            "speedup": round(rate["product"] / rate["eager"], 3),
-            "max_loss_difference": max(abs(a - b) for a, b in zip(losses["eager"], losses["product"]))}
+    return {
+        "steps_per_s_eager": round(rate["eager"], 2),
+        "steps_per_s_product": round(rate["product"], 2),
+        "speedup": round(rate["product"] / rate["eager"], 3),
+        "max_loss_difference": max(abs(a - b) for a, b in zip(losses["eager"], losses["product"], strict=True)),
+    }
 
 
 def main() -> int:
@@ -102,9 +121,11 @@ def main() -> int:
     throughput = step_throughput(corpus_dir, out)
     faster = throughput["speedup"] > 1.0
     print(json.dumps(throughput))
-    print(f"SFT steps/s: eager attention {throughput['steps_per_s_eager']:.2f}, product "
-          f"{throughput['steps_per_s_product']:.2f} (ratio {throughput['speedup']:.2f}; target > 1) -> "
-          f"{'PASS' if faster else 'MISS'}")
+    print(
+        f"SFT steps/s: eager attention {throughput['steps_per_s_eager']:.2f}, product "
+        f"{throughput['steps_per_s_product']:.2f} (ratio {throughput['speedup']:.2f}; target > 1) -> "
+        f"{'PASS' if faster else 'MISS'}"
+    )
     if args.throughput_only:
         return 0 if faster else 1
 
@@ -118,16 +139,25 @@ def main() -> int:
     elapsed = time.monotonic() - started
 
     report = {
-        "wall_seconds": round(elapsed, 1), "time_target_s": TIME_TARGET_S,
-        "entity_accuracy": round(scored["entity_accuracy"], 4), "accuracy_target": ACCURACY_TARGET,
-        "turns": scored["turns"], "sft_steps": result["steps"], "best_dev_loss": round(result["best_dev_loss"], 4),
-        "train_seconds": result["train_seconds"], "parameters": result["parameters"],
-        "samples": scored["samples"][:5], "out": str(out), "throughput": throughput,
+        "wall_seconds": round(elapsed, 1),
+        "time_target_s": TIME_TARGET_S,
+        "entity_accuracy": round(scored["entity_accuracy"], 4),
+        "accuracy_target": ACCURACY_TARGET,
+        "turns": scored["turns"],
+        "sft_steps": result["steps"],
+        "best_dev_loss": round(result["best_dev_loss"], 4),
+        "train_seconds": result["train_seconds"],
+        "parameters": result["parameters"],
+        "samples": scored["samples"][:5],
+        "out": str(out),
+        "throughput": throughput,
     }
     print(json.dumps(report, indent=2))
     ok = elapsed <= TIME_TARGET_S and scored["entity_accuracy"] >= ACCURACY_TARGET and faster
-    print(f"time {elapsed:.0f}s / {TIME_TARGET_S:.0f}s (ratio {elapsed / TIME_TARGET_S:.2f}); "
-          f"entity accuracy {scored['entity_accuracy']:.3f} / {ACCURACY_TARGET} -> {'PASS' if ok else 'MISS'}")
+    print(
+        f"time {elapsed:.0f}s / {TIME_TARGET_S:.0f}s (ratio {elapsed / TIME_TARGET_S:.2f}); "
+        f"entity accuracy {scored['entity_accuracy']:.3f} / {ACCURACY_TARGET} -> {'PASS' if ok else 'MISS'}"
+    )
     return 0 if ok else 1
 
 

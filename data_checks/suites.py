@@ -12,6 +12,7 @@ The budgets are the SFT config's (the pipeline derives them; they are not declar
 Lengths are in whitespace words, an optimistic stand-in for tokens: the data checks run before a
 tokenizer exists. `run_checks` returns a JSON-able report; `report_markdown` renders it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,21 +34,36 @@ class DataCheckConfig:
     """Thresholds of the data-check suites (lengths in words)."""
 
     max_source_tokens: int = setting(192, "source budget of SFT/AFT (the pipeline takes sft.max_source_tokens)")
-    current_turn_fits_mostly: float = setting(0.999, "share of current user turns that must fit the source budget "
-                                                     "(a longer one is cut on the left; DailyDialog has 1 in 49,188)")
+    current_turn_fits_mostly: float = setting(
+        0.999,
+        "share of current user turns that must fit the source budget "
+        "(a longer one is cut on the left; DailyDialog has 1 in 49,188)",
+    )
     source_fits_mostly: float = setting(0.5, "share of examples whose whole history must fit the budget")
-    max_target_tokens: int = setting(48, "target budget of SFT (the pipeline takes sft.max_target_tokens); "
-                                         "targets above it are cut")
+    max_target_tokens: int = setting(
+        48, "target budget of SFT (the pipeline takes sft.max_target_tokens); targets above it are cut"
+    )
     target_fits_mostly: float = setting(0.95, "share of targets that must fit max_target_tokens")
     target_mean_words_min: float = setting(2.0, "lowest sane mean target length")
     target_mean_words_max: float = setting(60.0, "highest sane mean target length")
-    annotated_mostly: float = setting(0.5, "share of examples with a belief state / slot spans, where the format has them")
+    annotated_mostly: float = setting(
+        0.5, "share of examples with a belief state / slot spans, where the format has them"
+    )
 
-    def validate(self, where: str = "data checks") -> "DataCheckConfig":
-        check_shares(self, ("current_turn_fits_mostly", "source_fits_mostly", "target_fits_mostly", "annotated_mostly"),
-                     where, "use e.g. 0.5")
-        _check(self.max_source_tokens >= 2 and self.max_target_tokens >= 2, "max_source_tokens/max_target_tokens",
-               "must be >= 2", "use the SFT budgets (e.g. 192 and 48)", where)
+    def validate(self, where: str = "data checks") -> DataCheckConfig:
+        check_shares(
+            self,
+            ("current_turn_fits_mostly", "source_fits_mostly", "target_fits_mostly", "annotated_mostly"),
+            where,
+            "use e.g. 0.5",
+        )
+        _check(
+            self.max_source_tokens >= 2 and self.max_target_tokens >= 2,
+            "max_source_tokens/max_target_tokens",
+            "must be >= 2",
+            "use the SFT budgets (e.g. 192 and 48)",
+            where,
+        )
         return self
 
 
@@ -59,20 +75,31 @@ def corpus_tables(corpus: Corpus) -> dict[str, pd.DataFrame]:
         for ex in exs:
             last_example[(split, ex.dialogue_id)] = ex
             history_words = sum(len(t.text.split()) + 1 for t in ex.history)  # +1: the speaker tag
-            examples.append({
-                "example_id": ex.example_id, "split": split,
-                "target_words": len(ex.target.split()),
-                "source_words": history_words,
-                "current_turn_words": len(ex.history[-1].text.split()) + 1 if ex.history else 0,
-                "has_belief_state": bool(ex.belief_state),
-                "has_slot_values": any(t.slot_values for t in ex.history),
-            })
+            examples.append(
+                {
+                    "example_id": ex.example_id,
+                    "split": split,
+                    "target_words": len(ex.target.split()),
+                    "source_words": history_words,
+                    "current_turn_words": len(ex.history[-1].text.split()) + 1 if ex.history else 0,
+                    "has_belief_state": bool(ex.belief_state),
+                    "has_slot_values": any(t.slot_values for t in ex.history),
+                }
+            )
     for (split, dialogue_id), ex in last_example.items():
         for i, turn in enumerate([*ex.history, None]):
             speaker, text = ("system", ex.target) if turn is None else (turn.speaker, turn.text)
-            turns.append({"split": split, "dialogue_id": dialogue_id, "turn_index": i, "speaker": speaker,
-                          "expected_speaker": "user" if i % 2 == 0 else "system", "text": text,
-                          "text_chars": len(text.strip())})
+            turns.append(
+                {
+                    "split": split,
+                    "dialogue_id": dialogue_id,
+                    "turn_index": i,
+                    "speaker": speaker,
+                    "expected_speaker": "user" if i % 2 == 0 else "system",
+                    "text": text,
+                    "text_chars": len(text.strip()),
+                }
+            )
     splits = pd.DataFrame([{"dialogue_id": d, "split": s} for s, d in last_example]).drop_duplicates()
     return {"turns": pd.DataFrame(turns), "dialogue_splits": splits, "examples": pd.DataFrame(examples)}
 
@@ -98,14 +125,18 @@ def build_suites(cfg: DataCheckConfig, corpus_format: str) -> dict[str, list[Any
             E.ExpectTableRowCountToBeBetween(min_value=1),
             E.ExpectColumnValuesToBeUnique(column="example_id"),
             E.ExpectColumnValuesToBeBetween(column="current_turn_words", min_value=2),
-            E.ExpectColumnValuesToBeBetween(column="current_turn_words", max_value=cfg.max_source_tokens - 1,
-                                            mostly=cfg.current_turn_fits_mostly),
-            E.ExpectColumnValuesToBeBetween(column="source_words", max_value=cfg.max_source_tokens - 1,
-                                            mostly=cfg.source_fits_mostly),
-            E.ExpectColumnValuesToBeBetween(column="target_words", min_value=1, max_value=cfg.max_target_tokens - 1,
-                                            mostly=cfg.target_fits_mostly),
-            E.ExpectColumnMeanToBeBetween(column="target_words", min_value=cfg.target_mean_words_min,
-                                          max_value=cfg.target_mean_words_max),
+            E.ExpectColumnValuesToBeBetween(
+                column="current_turn_words", max_value=cfg.max_source_tokens - 1, mostly=cfg.current_turn_fits_mostly
+            ),
+            E.ExpectColumnValuesToBeBetween(
+                column="source_words", max_value=cfg.max_source_tokens - 1, mostly=cfg.source_fits_mostly
+            ),
+            E.ExpectColumnValuesToBeBetween(
+                column="target_words", min_value=1, max_value=cfg.max_target_tokens - 1, mostly=cfg.target_fits_mostly
+            ),
+            E.ExpectColumnMeanToBeBetween(
+                column="target_words", min_value=cfg.target_mean_words_min, max_value=cfg.target_mean_words_max
+            ),
         ],
     }
     if corpus_format == "multiwoz":
@@ -129,21 +160,36 @@ def run_checks(corpus: Corpus, cfg: DataCheckConfig | None = None) -> dict[str, 
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("great_expectations")]:
         logging.getLogger(name).setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # dozens of "Calculating Metrics" bars otherwise
+    context.variables.progress_bars = ProgressBarsConfig(
+        globally=False
+    )  # dozens of "Calculating Metrics" bars otherwise
     source = context.data_sources.add_pandas("aft_corpus")
-    report: dict[str, Any] = {"success": True, "corpus": str(corpus.source), "format": corpus.format,
-                              "config": dataclasses.asdict(cfg), "suites": {}}
+    report: dict[str, Any] = {
+        "success": True,
+        "corpus": str(corpus.source),
+        "format": corpus.format,
+        "config": dataclasses.asdict(cfg),
+        "suites": {},
+    }
     for name, expectations in build_suites(cfg, corpus.format).items():
         suite = context.suites.add(gx.ExpectationSuite(name=name))
         for expectation in expectations:
             suite.add_expectation(expectation)
-        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all").get_batch(
-            batch_parameters={"dataframe": tables[name]})
-        result = batch.validate(suite, result_format={"result_format": "SUMMARY",
-                                                      "partial_unexpected_count": EXAMPLES_SHOWN})
+        batch = (
+            source.add_dataframe_asset(name)
+            .add_batch_definition_whole_dataframe("all")
+            .get_batch(batch_parameters={"dataframe": tables[name]})
+        )
+        result = batch.validate(
+            suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES_SHOWN}
+        )
         failures = [_failure(r) for r in result.results if not r.success]
-        report["suites"][name] = {"success": bool(result.success), "rows": len(tables[name]),
-                                  "checked": len(result.results), "failures": failures}
+        report["suites"][name] = {
+            "success": bool(result.success),
+            "rows": len(tables[name]),
+            "checked": len(result.results),
+            "failures": failures,
+        }
         report["success"] &= bool(result.success)
     return report
 
@@ -155,8 +201,10 @@ def _failure(r: Any) -> dict[str, Any]:
     if r.exception_info and r.exception_info.get("raised_exception"):
         res = {"error": r.exception_info.get("exception_message")}
     return {
-        "expectation": cfg.type, "kwargs": json.loads(json.dumps(kwargs, default=str)),
-        "unexpected_count": res.get("unexpected_count"), "element_count": res.get("element_count"),
+        "expectation": cfg.type,
+        "kwargs": json.loads(json.dumps(kwargs, default=str)),
+        "unexpected_count": res.get("unexpected_count"),
+        "element_count": res.get("element_count"),
         "observed_value": json.loads(json.dumps(res.get("observed_value"), default=str)),
         "examples": json.loads(json.dumps(res.get("partial_unexpected_list", [])[:EXAMPLES_SHOWN], default=str)),
         "error": res.get("error"),
@@ -165,9 +213,14 @@ def _failure(r: Any) -> dict[str, Any]:
 
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as markdown: one line per suite, then one block per failed expectation."""
-    lines = [f"# Data checks: {'passed' if report['success'] else 'FAILED'}", "",
-             f"Corpus `{report['corpus']}` ({report['format']} schema).", "",
-             "| suite | rows | expectations | failed |", "|---|---|---|---|"]
+    lines = [
+        f"# Data checks: {'passed' if report['success'] else 'FAILED'}",
+        "",
+        f"Corpus `{report['corpus']}` ({report['format']} schema).",
+        "",
+        "| suite | rows | expectations | failed |",
+        "|---|---|---|---|",
+    ]
     for name, suite in report["suites"].items():
         lines.append(f"| {name} | {suite['rows']} | {suite['checked']} | {len(suite['failures'])} |")
     for name, suite in report["suites"].items():
@@ -190,7 +243,9 @@ def failure_summary(report: dict[str, Any]) -> str:
     parts = []
     for name, suite in report["suites"].items():
         for f in suite["failures"]:
-            count = f" ({f['unexpected_count']} of {f['element_count']} rows)" if f["unexpected_count"] is not None else ""
+            count = (
+                f" ({f['unexpected_count']} of {f['element_count']} rows)" if f["unexpected_count"] is not None else ""
+            )
             column = f["kwargs"].get("column") or f["kwargs"].get("column_list") or f["kwargs"].get("column_A") or ""
             parts.append(f"{name}.{f['expectation']}[{column}]{count}")
     return "; ".join(parts)

@@ -15,6 +15,7 @@ these settings is a frontier run (experiments/frontier.py: several SFT and AFT s
     python experiments/kl_estimators.py --sft runs/main/sft/model --data runs/main/data --out runs/exp-kl
 Resumable: rerunning the same command continues unfinished branches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,10 @@ from pathlib import Path
 import pandas as pd
 
 from aft_core.aft import run_branch
-from aft_core.judging import judge_branch
-from aft_core.layout import BranchLayout
 from aft_core.config import AFTConfig
 from aft_core.io import write_json_atomic
+from aft_core.judging import judge_branch
+from aft_core.layout import BranchLayout
 
 SETTINGS = {
     "a-e3-20": {"beta": 1.0, "gamma": 0.5, "eta_kl": 0.05, "k": 4, "kl_estimator": "paper"},
@@ -49,13 +50,31 @@ def findings(name: str, folder: Path) -> dict:
     for c in attractors["checkpoints"]:
         for mode in c["warnings"]:
             warnings.setdefault(mode, c["step"])
-    cols = ["step", "focus", "delta_focus", "bertscore", "delta_bertscore", "mean_length", "unique_outputs",
-            "closing_rate", "repeat", "loss_mean", "reward_mean"]
+    cols = [
+        "step",
+        "focus",
+        "delta_focus",
+        "bertscore",
+        "delta_bertscore",
+        "mean_length",
+        "unique_outputs",
+        "closing_rate",
+        "repeat",
+        "loss_mean",
+        "reward_mean",
+    ]
     return {
-        "branch": name, "branch_id": result["branch_id"], "status": result["status"], "steps": result["steps"],
-        "primary_step": attractors["primary_step"], "primary_delta_focus": attractors["primary_delta_focus"],
-        "primary_delta_bertscore": attractors["primary_delta_bertscore"], "final_label": attractors["final_label"],
-        "labels": labels, "first_reached": first_reached, "first_warning": warnings,
+        "branch": name,
+        "branch_id": result["branch_id"],
+        "status": result["status"],
+        "steps": result["steps"],
+        "primary_step": attractors["primary_step"],
+        "primary_delta_focus": attractors["primary_delta_focus"],
+        "primary_delta_bertscore": attractors["primary_delta_bertscore"],
+        "final_label": attractors["final_label"],
+        "labels": labels,
+        "first_reached": first_reached,
+        "first_warning": warnings,
         "probe": probe[[c for c in cols if c in probe]].round(4).to_dict("records"),
     }
 
@@ -77,14 +96,24 @@ def main() -> int:
             continue
         steps = args.steps_a if name.startswith("a-") else args.steps_bc
         # lr 1e-4 and no early stopping: the setting these findings were measured with (before the calibration)
-        cfg = AFTConfig(sft_model=args.sft, data=args.data, steps=steps, checkpoint_every=args.checkpoint_every,
-                        keep_checkpoints=1, learning_rate=1e-4, early_stop_checkpoints=0, **setting)
+        cfg = AFTConfig(
+            sft_model=args.sft,
+            data=args.data,
+            steps=steps,
+            checkpoint_every=args.checkpoint_every,
+            keep_checkpoints=1,
+            learning_rate=1e-4,
+            early_stop_checkpoints=0,
+            **setting,
+        )
         run_branch(cfg, out / "branches" / name, progress=sys.stderr.isatty())
         judge_branch(out / "branches" / name)
         report[name] = findings(name, out / "branches" / name)
         print(json.dumps({k: v for k, v in report[name].items() if k != "probe"}), flush=True)
-    report["protocol"] = ("exploratory: one SFT model, one seed, probe (dev) figures only; no claim "
-                          "(claims need experiments/frontier.py's protocol, aft_core.protocol)")
+    report["protocol"] = (
+        "exploratory: one SFT model, one seed, probe (dev) figures only; no claim "
+        "(claims need experiments/frontier.py's protocol, aft_core.protocol)"
+    )
     write_json_atomic(out / "findings.json", report)
     print(f"findings: {out / 'findings.json'}")
     return 0

@@ -8,6 +8,7 @@
 Rerunning the same command resumes: finished stages and branches are not executed again.
 Every parameter is checked before anything starts; a bad one prints its path and the fix and exits 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,24 @@ def main(argv: list[str] | None = None) -> int:
     from aft_core.layout import RunLayout
     from flows.params import PRESETS, check_parameters, deep_merge, parse_override, preset
 
-    parser = argparse.ArgumentParser(prog="aft-pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="aft-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="towninfo-small", choices=sorted(PRESETS), help="named parameter set")
     parser.add_argument("--params", help="JSON file of PipelineParams (overrides the preset)")
     parser.add_argument("--run-dir", help="run folder (default: the preset's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one parameter, e.g. sweep.grid.eta_kl=[0.05,0.1] (repeatable)")
-    parser.add_argument("--check", action="store_true",
-                        help="check the parameters and print the projected cost; run nothing, download nothing")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. sweep.grid.eta_kl=[0.05,0.1] (repeatable)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the parameters and print the projected cost; run nothing, download nothing",
+    )
     args = parser.parse_args(argv)
     try:
         overrides: dict = {}
@@ -41,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 overrides = json.loads(Path(args.params).read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as e:
-                raise AftInputError(args.params, "<root>", f"unreadable parameters ({e})",
-                                    "pass a JSON object of pipeline parameters") from e
+                raise AftInputError(
+                    args.params, "<root>", f"unreadable parameters ({e})", "pass a JSON object of pipeline parameters"
+                ) from e
         for item in args.set:
             overrides = deep_merge(overrides, parse_override(item))
         if args.run_dir:

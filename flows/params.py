@@ -8,6 +8,7 @@ validates the whole set before any work: every error names the parameter path, t
 the fix. `PRESETS` hold named parameter sets; prefect.yaml's deployments use the same values
 (tests/test_flows.py keeps them in sync).
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from aft_core.attractors import THRESHOLD_SETS, AttractorThresholds, thresholds_from
 from aft_core.config import AFTConfig, SFTConfig, config_id, settings_of
-from aft_core.errors import AftInputError
 from aft_core.dialogue.closed_loop import ConversationConfig
+from aft_core.errors import AftInputError
 from aft_core.evaluation import EvalConfig
 from data_checks.suites import DataCheckConfig
 
@@ -49,17 +50,27 @@ CheckSettings = model_of(DataCheckConfig, "CheckSettings", exclude=SHARED_BUDGET
 
 def overrides_model_of(cls: type, name: str) -> type[BaseModel]:
     """A pydantic model whose every field (a setting of `cls`) is optional: None keeps the named set's value."""
-    fields = {f.name: (type(f.default) | None, Field(None, description=f"{f.metadata.get('help', '')} "
-                                                                        "(empty: the threshold set's value)"))
-              for f in dataclasses.fields(cls) if f.name != "basis"}
+    fields = {
+        f.name: (
+            type(f.default) | None,
+            Field(None, description=f"{f.metadata.get('help', '')} (empty: the threshold set's value)"),
+        )
+        for f in dataclasses.fields(cls)
+        if f.name != "basis"
+    }
     return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
 
 ThresholdOverrides = overrides_model_of(AttractorThresholds, "ThresholdOverrides")
-EvalSettings = model_of(EvalConfig, "EvalSettings", exclude=("data", "ix_mode", "layers", "repeat_n",
-                                                               "max_source_tokens", "max_new_tokens", "bertscore_model"))
+EvalSettings = model_of(
+    EvalConfig,
+    "EvalSettings",
+    exclude=("data", "ix_mode", "layers", "repeat_n", "max_source_tokens", "max_new_tokens", "bertscore_model"),
+)
 
-_ConversationFields = model_of(ConversationConfig, "ConversationFields", exclude=("data", "max_source_tokens", "max_new_tokens"))
+_ConversationFields = model_of(
+    ConversationConfig, "ConversationFields", exclude=("data", "max_source_tokens", "max_new_tokens")
+)
 
 
 class ConversationSettings(_ConversationFields):  # type: ignore[misc, valid-type]
@@ -76,11 +87,15 @@ class SweepGrid(BaseModel):
     gamma: list[float] = Field([0.5], description="γ values (weight of the repeat penalty)")
     eta_kl: list[float] = Field([0.05], description="η_kl values (weight of the KL anchor)")
     k: list[int] = Field([4], description="K values (samples per prompt)")
-    other: dict[str, list[Any]] = Field({}, description="any other branch setting to sweep, e.g. {\"kl_estimator\": [\"paper\", \"k3\"]}")
+    other: dict[str, list[Any]] = Field(
+        {}, description='any other branch setting to sweep, e.g. {"kl_estimator": ["paper", "k3"]}'
+    )
     variants: list[dict[str, Any]] = Field(
-        [{}], description="variants of the shared branch settings, each crossed with the grid (a variant's values win "
-                          "over the grid's), e.g. [{}, {\"ix_mode\": \"salient\", \"beta\": 0.0}]: the grid, plus "
-                          "the grid with the salient-coverage reward")
+        [{}],
+        description="variants of the shared branch settings, each crossed with the grid (a variant's values win "
+        'over the grid\'s), e.g. [{}, {"ix_mode": "salient", "beta": 0.0}]: the grid, plus '
+        "the grid with the salient-coverage reward",
+    )
 
     @field_validator("beta", "gamma", "eta_kl", "k")
     @classmethod
@@ -140,14 +155,21 @@ class SweepParams(BaseModel):
     grid: SweepGrid = Field(default_factory=SweepGrid, description="the values swept")
     branch: BranchSettings = Field(default_factory=BranchSettings, description="settings every branch shares")
     threshold_set: Literal[tuple(THRESHOLD_SETS)] = Field(  # type: ignore[valid-type]
-        "sft", description="attractor-classifier thresholds: sft (relative to each branch's step-0 SFT probe row) or "
-                           "paper (the paper's absolute values, which label a templated corpus's SFT model a Dam)")
-    thresholds: ThresholdOverrides = Field(default_factory=ThresholdOverrides,
-                                           description="single thresholds overriding the set's values")
+        "sft",
+        description="attractor-classifier thresholds: sft (relative to each branch's step-0 SFT probe row) or "
+        "paper (the paper's absolute values, which label a templated corpus's SFT model a Dam)",
+    )
+    thresholds: ThresholdOverrides = Field(
+        default_factory=ThresholdOverrides, description="single thresholds overriding the set's values"
+    )
     runner: Literal["in_process", "deployment"] = Field(
-        "in_process", description="in_process: branches run in this flow run; deployment: one flow run of "
-                                  "`branch_deployment` per branch, picked up by any worker of its pool")
-    branch_deployment: str = Field("aft-branch/aft-branch", description="FLOW/DEPLOYMENT run per branch (runner=deployment)")
+        "in_process",
+        description="in_process: branches run in this flow run; deployment: one flow run of "
+        "`branch_deployment` per branch, picked up by any worker of its pool",
+    )
+    branch_deployment: str = Field(
+        "aft-branch/aft-branch", description="FLOW/DEPLOYMENT run per branch (runner=deployment)"
+    )
     parallel_branches: int = Field(1, ge=1, description="branches run at once by the in-process runner")
 
     def resolved_thresholds(self) -> dict[str, Any]:
@@ -162,8 +184,13 @@ def branch_configs(sft_model: str, data: str, sweep: SweepParams, max_source_tok
     A setting that fails validation is named by the parameter it came from (`sweep.grid.variants[1].k`)."""
     planned, seen = [], set()
     for variant, point in sweep.grid.points_with_variant():
-        values = {**sweep.branch.model_dump(), **point, "sft_model": sft_model, "data": data,
-                  "max_source_tokens": max_source_tokens}
+        values = {
+            **sweep.branch.model_dump(),
+            **point,
+            "sft_model": sft_model,
+            "data": data,
+            "max_source_tokens": max_source_tokens,
+        }
         try:
             cfg = AFTConfig(**values).validate("sweep")
         except AftInputError as e:
@@ -173,8 +200,14 @@ def branch_configs(sft_model: str, data: str, sweep: SweepParams, max_source_tok
         if branch_id in seen:
             continue
         seen.add(branch_id)
-        planned.append({"branch_id": branch_id, "grid": point, "config": dataclasses.asdict(cfg),
-                        "tags": [f"{k}={v}" for k, v in point.items()]})
+        planned.append(
+            {
+                "branch_id": branch_id,
+                "grid": point,
+                "config": dataclasses.asdict(cfg),
+                "tags": [f"{k}={v}" for k, v in point.items()],
+            }
+        )
     return planned
 
 
@@ -190,8 +223,9 @@ class PipelineParams(BaseModel):
     sft: SFTSettings = Field(default_factory=SFTSettings, description="supervised fine-tuning")
     sweep: SweepParams = Field(default_factory=SweepParams, description="the AFT sweep")
     evaluation: EvalSettings = Field(default_factory=EvalSettings, description="final test evaluation")
-    conversation: ConversationSettings = Field(default_factory=ConversationSettings,
-                                               description="closed-loop conversations with the user simulator")
+    conversation: ConversationSettings = Field(
+        default_factory=ConversationSettings, description="closed-loop conversations with the user simulator"
+    )
 
     def check_config(self) -> DataCheckConfig:
         """The data checks, with the budgets of the SFT config."""
@@ -203,16 +237,27 @@ class PipelineParams(BaseModel):
     def evaluation_config(self, data: str) -> EvalConfig:
         """The test evaluation, scoring as the branches do (I_x, layers, budgets, encoder)."""
         branch = self.sweep.branch
-        return EvalConfig(**self.evaluation.model_dump(), data=data, ix_mode=branch.ix_mode, layers=branch.layers,
-                          repeat_n=branch.repeat_n, max_source_tokens=self.sft.max_source_tokens,
-                          max_new_tokens=branch.max_new_tokens, bertscore_model=branch.bertscore_model)
+        return EvalConfig(
+            **self.evaluation.model_dump(),
+            data=data,
+            ix_mode=branch.ix_mode,
+            layers=branch.layers,
+            repeat_n=branch.repeat_n,
+            max_source_tokens=self.sft.max_source_tokens,
+            max_new_tokens=branch.max_new_tokens,
+            bertscore_model=branch.bertscore_model,
+        )
 
 
-def conversation_config(params: "PipelineParams", data: str) -> ConversationConfig:
+def conversation_config(params: PipelineParams, data: str) -> ConversationConfig:
     """The closed-loop stage's config: the sources' budget of SFT, the generation budget of the branches."""
     settings = {k: v for k, v in params.conversation.model_dump().items() if k != "run"}
-    return ConversationConfig(**settings, data=data, max_source_tokens=params.sft.max_source_tokens,
-                              max_new_tokens=params.sweep.branch.max_new_tokens)
+    return ConversationConfig(
+        **settings,
+        data=data,
+        max_source_tokens=params.sft.max_source_tokens,
+        max_new_tokens=params.sweep.branch.max_new_tokens,
+    )
 
 
 def _as_parameter(prefix: str, error: AftInputError) -> AftInputError:
@@ -229,13 +274,21 @@ def check_run_dir(run_dir: str) -> None:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise AftInputError("parameters", "run_dir", f"{existing} (on the way to {path}) is a file",
-                            "choose a run folder whose parents are folders")
+        raise AftInputError(
+            "parameters",
+            "run_dir",
+            f"{existing} (on the way to {path}) is a file",
+            "choose a run folder whose parents are folders",
+        )
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".aft-write-probe-", dir=existing))
     except OSError as e:
-        raise AftInputError("parameters", "run_dir", f"cannot create folders in {existing} ({e.strerror})",
-                            "choose a run folder in a writable place, e.g. runs/NAME") from e
+        raise AftInputError(
+            "parameters",
+            "run_dir",
+            f"cannot create folders in {existing} ({e.strerror})",
+            "choose a run folder in a writable place, e.g. runs/NAME",
+        ) from e
 
 
 def check_parameters(params: PipelineParams) -> None:
@@ -251,29 +304,41 @@ def check_parameters(params: PipelineParams) -> None:
         try:
             corpus = load_corpus(params.data)
         except AftInputError as e:
-            raise AftInputError("parameters", "data", f"{e.where} ({e.field}): {e.problem}",
-                                f"{e.fix}; the corpus is set by --set data=PATH (a MultiWOZ file or folder, "
-                                "or a ConvLab unified data.zip)") from e
+            raise AftInputError(
+                "parameters",
+                "data",
+                f"{e.where} ({e.field}): {e.problem}",
+                f"{e.fix}; the corpus is set by --set data=PATH (a MultiWOZ file or folder, "
+                "or a ConvLab unified data.zip)",
+            ) from e
         splits = set(corpus.examples)
         hold_out = len(splits) == 1 and corpus.format == "multiwoz"
         missing = {"train", "validation", params.evaluation.split} - splits
         if missing and not hold_out:
-            raise AftInputError("parameters", "data", f"{params.data} has splits {sorted(splits)}, no {sorted(missing)}",
-                                "give a corpus with train, validation and test splits, or a single MultiWOZ split "
-                                "file (it is then divided by dialogue)")
+            raise AftInputError(
+                "parameters",
+                "data",
+                f"{params.data} has splits {sorted(splits)}, no {sorted(missing)}",
+                "give a corpus with train, validation and test splits, or a single MultiWOZ split "
+                "file (it is then divided by dialogue)",
+            )
         if corpus.db_dir:
             try:
                 VenueDB.load(corpus.db_dir)
             except AftInputError as e:
-                raise AftInputError("parameters", "data", f"venue databases: {e}",
-                                    "fix or remove the db/ folder beside the corpus") from e
+                raise AftInputError(
+                    "parameters", "data", f"venue databases: {e}", "fix or remove the db/ folder beside the corpus"
+                ) from e
         has_venue_db = corpus.db_dir is not None
     data = params.data or "<built-in TownInfo>"
-    stages = (("checks", params.check_config), ("sft", lambda: params.sft_config(data)),
-              # The SFT model does not exist yet: a preset name stands in for it (its folder is checked when SFT ends).
-              ("sweep.branch", lambda: AFTConfig(**{**params.sweep.branch.model_dump(), "sft_model": "tiny", "data": data})),
-              ("evaluation", lambda: params.evaluation_config(data)),
-              ("conversation", lambda: conversation_config(params, data)))
+    stages = (
+        ("checks", params.check_config),
+        ("sft", lambda: params.sft_config(data)),
+        # The SFT model does not exist yet: a preset name stands in for it (its folder is checked when SFT ends).
+        ("sweep.branch", lambda: AFTConfig(**{**params.sweep.branch.model_dump(), "sft_model": "tiny", "data": data})),
+        ("evaluation", lambda: params.evaluation_config(data)),
+        ("conversation", lambda: conversation_config(params, data)),
+    )
     for prefix, make in stages:
         try:
             make().validate(prefix)
@@ -285,27 +350,41 @@ def check_parameters(params: PipelineParams) -> None:
     except AftInputError as e:
         raise _as_parameter("sweep.thresholds", e) from e
     if thresholds["primary_min_delta_entity_accuracy"] > -1.0 and not has_venue_db:
-        raise AftInputError("parameters", "sweep.thresholds.primary_min_delta_entity_accuracy",
-                            "the ★ entity-accuracy rule needs venue databases, and the corpus has no db/ folder",
-                            "leave the threshold empty (no rule) or use a corpus with db/<domain>_db.json")
+        raise AftInputError(
+            "parameters",
+            "sweep.thresholds.primary_min_delta_entity_accuracy",
+            "the ★ entity-accuracy rule needs venue databases, and the corpus has no db/ folder",
+            "leave the threshold empty (no rule) or use a corpus with db/<domain>_db.json",
+        )
     bertscore = params.sweep.branch.bertscore_model
     if bertscore.startswith(("/", "./", "../", "~")) and not Path(bertscore).expanduser().is_dir():
-        raise AftInputError("parameters", "sweep.branch.bertscore_model", f"folder {bertscore} does not exist",
-                            "leave it empty for the offline MiniLM encoder, or name an existing encoder folder")
+        raise AftInputError(
+            "parameters",
+            "sweep.branch.bertscore_model",
+            f"folder {bertscore} does not exist",
+            "leave it empty for the offline MiniLM encoder, or name an existing encoder folder",
+        )
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
 # The two branches of the CPU presets, at the calibrated lr 1e-5: the paper's E3-20 (300 steps) and 200 steps of the
 # salient-coverage reward (α=1, β=0, I_x=salient). Presets are never mutated (`preset` deep-copies), so they share it.
 E3_20_AND_SALIENT_COVERAGE: dict[str, Any] = {
-    "grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05], "k": [4],
-             "variants": [{}, {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0, "steps": 200}]},
+    "grid": {
+        "beta": [1.0],
+        "gamma": [0.5],
+        "eta_kl": [0.05],
+        "k": [4],
+        "variants": [{}, {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0, "steps": 200}],
+    },
     "branch": {"steps": 300, "checkpoint_every": 50, "probe_size": 200},
 }
 
@@ -313,7 +392,8 @@ E3_20_AND_SALIENT_COVERAGE: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {
     # The README main job (≤ 15 min on 2 CPU cores): the built-in corpus, the small model and two branches at the
     # calibrated lr 1e-5: the paper's E3-20 (a healthy window with a ★, then the Dam) and 200 steps of the
-    # salient-coverage reward (α=1, β=0, I_x=salient; the frontier's best setting for entity accuracy); 1,000 test examples.
+    # salient-coverage reward (α=1, β=0, I_x=salient; the frontier's best setting for entity accuracy);
+    # 1,000 test examples.
     "towninfo-small": {
         "run_dir": "runs/main",
         "sft": {"model": "small", "max_steps": 2000},
@@ -340,9 +420,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run_dir": "runs/dailydialog",
         "data": "../shared/data/dailydialog/data.zip",
         "sft": {"model": "small", "max_steps": 2000},
-        "sweep": {"grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05], "k": [4],
-                           "variants": [{}, {"alpha": 1.0, "beta": 0.0, "steps": 200}]},
-                  "branch": {"ix_mode": "history", "steps": 300, "checkpoint_every": 50, "probe_size": 200}},
+        "sweep": {
+            "grid": {
+                "beta": [1.0],
+                "gamma": [0.5],
+                "eta_kl": [0.05],
+                "k": [4],
+                "variants": [{}, {"alpha": 1.0, "beta": 0.0, "steps": 200}],
+            },
+            "branch": {"ix_mode": "history", "steps": 300, "checkpoint_every": 50, "probe_size": 200},
+        },
         "evaluation": {"test_examples": 1000},
     },
     # The decoder-only counterpart of the main job (AFT_SPEC §8, ≤ 15 min on 2 CPU cores): causal-small (Llama-shaped,
@@ -361,8 +448,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-e3-20": {
         "run_dir": "runs/paper-e3-20",
         "sft": {"model": "small"},
-        "sweep": {"grid": {"beta": [0.5, 1.0, 2.0], "gamma": [0.25, 0.5, 1.0], "eta_kl": [0.05, 0.10], "k": [4, 8]},
-                  "branch": {"steps": 500, "checkpoint_every": 50, "probe_size": 200, "max_new_tokens": 128}},
+        "sweep": {
+            "grid": {"beta": [0.5, 1.0, 2.0], "gamma": [0.25, 0.5, 1.0], "eta_kl": [0.05, 0.10], "k": [4, 8]},
+            "branch": {"steps": 500, "checkpoint_every": 50, "probe_size": 200, "max_new_tokens": 128},
+        },
     },
     # The paper's real run (a GPU job): T5-Large from the hub, SFT on the full MultiWOZ 2.1 (data.json with its
     # valListFile/testListFile and db/, downloaded by the user to data/multiwoz21), the 36-branch grid around
@@ -372,11 +461,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "run_dir": "runs/paper",
         "data": "data/multiwoz21",
-        "sft": {"model": "hf:google-t5/t5-large", "learning_rate": 1e-4, "max_steps": 10000, "warmup_steps": 500,
-                "eval_every": 1000, "max_source_tokens": 512, "max_target_tokens": 128},
-        "sweep": {"grid": {"beta": [0.5, 1.0, 2.0], "gamma": [0.25, 0.5, 1.0], "eta_kl": [0.05, 0.10], "k": [4, 8]},
-                  "branch": {"steps": 500, "checkpoint_every": 50, "probe_size": 200, "max_new_tokens": 128},
-                  "runner": "deployment"},
+        "sft": {
+            "model": "hf:google-t5/t5-large",
+            "learning_rate": 1e-4,
+            "max_steps": 10000,
+            "warmup_steps": 500,
+            "eval_every": 1000,
+            "max_source_tokens": 512,
+            "max_target_tokens": 128,
+        },
+        "sweep": {
+            "grid": {"beta": [0.5, 1.0, 2.0], "gamma": [0.25, 0.5, 1.0], "eta_kl": [0.05, 0.10], "k": [4, 8]},
+            "branch": {"steps": 500, "checkpoint_every": 50, "probe_size": 200, "max_new_tokens": 128},
+            "runner": "deployment",
+        },
         "evaluation": {"test_examples": 0},
     },
     # Seconds per stage: for tests and smoke runs.
@@ -384,11 +482,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run_dir": "runs/tiny",
         "towninfo_dialogues": 60,
         "checks": {"source_fits_mostly": 0.0},
-        "sft": {"model": "tiny", "max_steps": 40, "batch_size": 16, "warmup_steps": 5, "eval_every": 20,
-                "dev_examples": 40, "max_source_tokens": 96, "max_target_tokens": 32},
-        "sweep": {"grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05, 0.10], "k": [2]},
-                  "branch": {"steps": 4, "checkpoint_every": 2, "probe_size": 8, "batch_size": 2,
-                             "max_new_tokens": 8}},
+        "sft": {
+            "model": "tiny",
+            "max_steps": 40,
+            "batch_size": 16,
+            "warmup_steps": 5,
+            "eval_every": 20,
+            "dev_examples": 40,
+            "max_source_tokens": 96,
+            "max_target_tokens": 32,
+        },
+        "sweep": {
+            "grid": {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05, 0.10], "k": [2]},
+            "branch": {"steps": 4, "checkpoint_every": 2, "probe_size": 8, "batch_size": 2, "max_new_tokens": 8},
+        },
         "evaluation": {"test_examples": 12},
         "conversation": {"goals": 4, "max_exchanges": 12, "samples": 0},
     },
@@ -420,8 +527,15 @@ def projected_cost(params: PipelineParams) -> dict[str, Any]:
             if p.family == "seq2seq":
                 from transformers import T5ForConditionalGeneration
 
-                config = T5Config(vocab_size=p.vocab_size, d_model=p.d_model, d_ff=p.d_ff, d_kv=p.d_kv, num_layers=p.num_layers,
-                                  num_decoder_layers=p.num_layers, num_heads=p.num_heads)
+                config = T5Config(
+                    vocab_size=p.vocab_size,
+                    d_model=p.d_model,
+                    d_ff=p.d_ff,
+                    d_kv=p.d_kv,
+                    num_layers=p.num_layers,
+                    num_decoder_layers=p.num_layers,
+                    num_heads=p.num_heads,
+                )
                 parameters = sum(x.numel() for x in T5ForConditionalGeneration(config).parameters())
     sft, sweep = params.sft, params.sweep
     branches = branch_configs("tiny", params.data or "<built-in TownInfo>", sweep, sft.max_source_tokens)
@@ -434,13 +548,22 @@ def projected_cost(params: PipelineParams) -> dict[str, Any]:
         scored += cfg["steps"] * (2 * per_step + cfg["batch_size"] * cfg["max_source_tokens"])  # policy and π_ref
         probes = cfg["steps"] // cfg["checkpoint_every"] + 1
         sampled += probes * cfg["probe_size"] * cfg["max_new_tokens"]
-    cost: dict[str, Any] = {"model": name, "parameters": parameters, "branches": len(branches),
-                            "aft_steps": sum(b["config"]["steps"] for b in branches), "sft_tokens": sft_tokens,
-                            "aft_sampled_tokens": sampled, "aft_scored_tokens": scored}
+    cost: dict[str, Any] = {
+        "model": name,
+        "parameters": parameters,
+        "branches": len(branches),
+        "aft_steps": sum(b["config"]["steps"] for b in branches),
+        "sft_tokens": sft_tokens,
+        "aft_sampled_tokens": sampled,
+        "aft_scored_tokens": scored,
+    }
     if parameters:
         flops = 6 * parameters * (sft_tokens + scored // 2) + 2 * parameters * (sampled + scored // 2)
-        cost.update(flops=float(flops), gpu_hours_lower_bound=round(flops / ASSUMED_GPU_FLOPS / 3600, 1),
-                    assumption="989 TFLOP/s bf16 at 30% utilisation; sampling latency not counted")
+        cost.update(
+            flops=float(flops),
+            gpu_hours_lower_bound=round(flops / ASSUMED_GPU_FLOPS / 3600, 1),
+            assumption="989 TFLOP/s bf16 at 30% utilisation; sampling latency not counted",
+        )
     return cost
 
 

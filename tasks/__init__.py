@@ -7,6 +7,7 @@ It also keeps the console of a flow run to the flow's own log lines: no per-file
 "Writing model shards" bars (Hugging Face), no datasets bars, Comet's console at WARNING (the offline
 archives' paths are in the README and the run folder). Set the variables to see them again.
 """
+
 import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -9,16 +9,18 @@ Retries: training and evaluation tasks retry once, after TRANSIENT_RETRY_DELAY_S
 may pass (out of memory, a full disk, a lost connection); a retried training resumes from its last
 checkpoint. Bad input (AftInputError) and other errors fail at once.
 """
+
 from __future__ import annotations
 
 import errno
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -65,7 +67,9 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(error, BaseException) and is_transient(error)
 
 
-RETRY = dict(retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_RETRY_DELAY_S, retry_condition_fn=retry_if_transient)
+RETRY = dict(
+    retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_RETRY_DELAY_S, retry_condition_fn=retry_if_transient
+)
 
 
 @dataclass
@@ -74,8 +78,9 @@ class StageCache(CachePolicy):
 
     stage: str = "branch"
 
-    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
-                    **kwargs: Any) -> str | None:
+    def compute_key(
+        self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
         run = RunLayout(Path(inputs["run_dir"]).resolve())
         if self.stage == "sft":
             config_hash = config_id(from_dict(SFTConfig, inputs["config"], "sft"))
@@ -123,6 +128,7 @@ def branch_processes(parallel: int) -> Iterator[Callable[[Any, dict[str, Any]], 
 
 # --- data ------------------------------------------------------------------------------------------
 
+
 @task(name="prepare-corpus")
 def prepare_corpus(run_dir: str, data: str, dialogues: int, seed: int) -> dict[str, Any]:
     """The corpus path every stage reads: the user's; the hold-out of a single-split MultiWOZ file (in
@@ -136,7 +142,9 @@ def prepare_corpus(run_dir: str, data: str, dialogues: int, seed: int) -> dict[s
     if len(corpus.examples) == 1:
         path = str(run.held_out_data)
         record = hold_out_splits(data, path)
-        _logger().info("%s holds one split: divided by dialogue into %s (%s)", data, record["dialogues"], record["rule"])
+        _logger().info(
+            "%s holds one split: divided by dialogue into %s (%s)", data, record["dialogues"], record["rule"]
+        )
         corpus = load_corpus(path)
     stats = corpus.stats()
     _logger().info("corpus %s: %s", path, json.dumps({k: stats[k] for k in ("format", "dialogues", "examples")}))
@@ -159,32 +167,40 @@ def check_data(run_dir: str, data: str, checks: dict[str, Any]) -> dict[str, Any
         summary = failure_summary(report)
         _logger().error("data checks failed: %s\n%s", summary, markdown)
         raise DataCheckFailed(f"data checks failed before training: {summary}. Report: {out / 'report.md'}")
-    _logger().info("data checks passed (%s)", ", ".join(f"{k}: {v['checked']} expectations"
-                                                        for k, v in report["suites"].items()))
+    _logger().info(
+        "data checks passed (%s)", ", ".join(f"{k}: {v['checked']} expectations" for k, v in report["suites"].items())
+    )
     return {"success": True, "report": str(out / "report.json")}
 
 
 # --- training --------------------------------------------------------------------------------------
 
+
 @task(name="sft", cache_policy=StageCache(stage="sft"), persist_result=True, **RETRY)
 def train_sft(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     """Supervised fine-tuning into run_dir/sft (resumes an interrupted run; a finished one returns at once)."""
     from aft_core.sft import run_sft
-
     from tasks.tracking import ProgressLog
 
     cfg = from_dict(SFTConfig, config, "sft")
     tracker = ProgressLog(_logger(), "sft", cfg.max_steps)
     result = run_sft(cfg, RunLayout(run_dir).sft.root, tracker=tracker, progress=False)
-    _logger().info("SFT: %s steps, best dev loss %.4f, model %s", result["steps"], result["best_dev_loss"],
-                   result["model_dir"])
+    _logger().info(
+        "SFT: %s steps, best dev loss %.4f, model %s", result["steps"], result["best_dev_loss"], result["model_dir"]
+    )
     return {k: v for k, v in result.items() if k != "dev_history"}
 
 
-@task(name="aft-branch", task_run_name="branch-{branch_id}", cache_policy=StageCache(stage="branch"), persist_result=True,
-      **RETRY)
-def train_branch(run_dir: str, branch_id: str, config: dict[str, Any], thresholds: dict[str, Any],
-                 tags: list[str]) -> dict[str, Any]:
+@task(
+    name="aft-branch",
+    task_run_name="branch-{branch_id}",
+    cache_policy=StageCache(stage="branch"),
+    persist_result=True,
+    **RETRY,
+)
+def train_branch(
+    run_dir: str, branch_id: str, config: dict[str, Any], thresholds: dict[str, Any], tags: list[str]
+) -> dict[str, Any]:
     """Train one AFT branch into run_dir/branches/<branch_id>, tracked as its own Comet experiment; returns
     its training outcome (its verdict is `judge_branch`'s)."""
     from aft_core.aft import run_branch
@@ -198,34 +214,54 @@ def train_branch(run_dir: str, branch_id: str, config: dict[str, Any], threshold
     comet = CometTracker(run_dir, name=f"branch-{branch_id}", tags=[branch_id, *tags])
     tracker = MultiTracker(comet, ProgressLog(_logger(), f"branch {branch_id}", cfg.steps))
     try:
-        result = run_branch(cfg, out.root, tracker=tracker, progress=False,
-                            thresholds=from_dict(AttractorThresholds, thresholds, "thresholds"))
+        result = run_branch(
+            cfg,
+            out.root,
+            tracker=tracker,
+            progress=False,
+            thresholds=from_dict(AttractorThresholds, thresholds, "thresholds"),
+        )
         comet.log_table("probe", out.probe)
     finally:
         comet.end()
-    _logger().info("branch %s: %s after %s steps (%.0f s)", branch_id, result["status"], result["steps"],
-                   result["seconds"])
+    _logger().info(
+        "branch %s: %s after %s steps (%.0f s)", branch_id, result["status"], result["steps"], result["seconds"]
+    )
     return result
 
 
 @task(name="dispatch-branch", task_run_name="dispatch-{branch_id}")
-def dispatch_branch(deployment: str, run_dir: str, branch_id: str, config: dict[str, Any],
-                    thresholds: dict[str, Any], tags: list[str]) -> dict[str, Any]:
+def dispatch_branch(
+    deployment: str, run_dir: str, branch_id: str, config: dict[str, Any], thresholds: dict[str, Any], tags: list[str]
+) -> dict[str, Any]:
     """Start the branch deployment for one branch and wait for its flow run to finish."""
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(deployment, timeout=None, flow_run_name=f"branch-{branch_id}",
-                              parameters={"run_dir": str(Path(run_dir).resolve()), "branch_id": branch_id,
-                                          "config": config, "thresholds": thresholds, "tags": tags})
+    flow_run = run_deployment(
+        deployment,
+        timeout=None,
+        flow_run_name=f"branch-{branch_id}",
+        parameters={
+            "run_dir": str(Path(run_dir).resolve()),
+            "branch_id": branch_id,
+            "config": config,
+            "thresholds": thresholds,
+            "tags": tags,
+        },
+    )
     if not flow_run.state or not flow_run.state.is_completed():
-        raise RuntimeError(f"branch flow run {flow_run.name} ended {flow_run.state.name if flow_run.state else 'unknown'}: "
-                           f"{flow_run.state.message if flow_run.state else ''}")
+        raise RuntimeError(
+            f"branch flow run {flow_run.name} ended {flow_run.state.name if flow_run.state else 'unknown'}: "
+            f"{flow_run.state.message if flow_run.state else ''}"
+        )
     # The outcome is read from the shared run folder, not from the flow run's state: a flow run's return value
     # is not persisted, so the API hands back a state without data.
     result_file = RunLayout(Path(run_dir).resolve()).branch(branch_id).result
     if not result_file.exists():
-        raise RuntimeError(f"branch flow run {flow_run.name} completed but {result_file} does not exist here: the "
-                           "worker that ran it does not share this run folder (mount it at the same path everywhere)")
+        raise RuntimeError(
+            f"branch flow run {flow_run.name} completed but {result_file} does not exist here: the "
+            "worker that ran it does not share this run folder (mount it at the same path everywhere)"
+        )
     return json.loads(result_file.read_text())
 
 
@@ -236,12 +272,18 @@ def judge_branch(run_dir: str, branch_id: str, thresholds: dict[str, Any]) -> di
     from aft_core.judging import judge_branch as judge
 
     verdict = judge(RunLayout(run_dir).branch(branch_id).root, from_dict(AttractorThresholds, thresholds, "thresholds"))
-    _logger().info("branch %s judged: final label %s, healthy until step %s, ★ step %s", branch_id,
-                   verdict["final_label"], verdict["healthy_until"], verdict["primary_step"])
+    _logger().info(
+        "branch %s judged: final label %s, healthy until step %s, ★ step %s",
+        branch_id,
+        verdict["final_label"],
+        verdict["healthy_until"],
+        verdict["primary_step"],
+    )
     return verdict_fields(verdict)
 
 
 # --- evaluation ------------------------------------------------------------------------------------
+
 
 @task(name="evaluate-test", **RETRY)
 def evaluate_test(run_dir: str, systems: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
@@ -250,8 +292,13 @@ def evaluate_test(run_dir: str, systems: dict[str, dict[str, Any]], config: dict
 
     cfg = from_dict(EvalConfig, config, "evaluation")
     table = evaluate_systems(systems, cfg, RunLayout(run_dir).evaluation.root, report_progress=_logger().info)
-    _logger().info("test evaluation: %d systems on %d %s examples (%.1f examples/s)", len(table["rows"]),
-                   table["examples"], table["split"], table["examples_per_second"])
+    _logger().info(
+        "test evaluation: %d systems on %d %s examples (%.1f examples/s)",
+        len(table["rows"]),
+        table["examples"],
+        table["split"],
+        table["examples_per_second"],
+    )
     return table
 
 
@@ -262,13 +309,21 @@ def converse(run_dir: str, systems: dict[str, dict[str, Any]], config: dict[str,
     from aft_core.dialogue.closed_loop import ConversationConfig, converse_systems
 
     cfg = from_dict(ConversationConfig, config, "conversation")
-    table = converse_systems(systems, cfg, RunLayout(run_dir).conversations.root,
-                             on_system=lambda name: _logger().info("conversations: %s", name))
+    table = converse_systems(
+        systems,
+        cfg,
+        RunLayout(run_dir).conversations.root,
+        on_system=lambda name: _logger().info("conversations: %s", name),
+    )
     if "skipped" in table:
         _logger().info("closed-loop conversations: not run (%s)", table["skipped"])
     else:
-        _logger().info("closed-loop conversations: %d systems x %d goals x %s", len(next(iter(table["rows"].values()))),
-                       table["goals"], "/".join(table["modes"]))
+        _logger().info(
+            "closed-loop conversations: %d systems x %d goals x %s",
+            len(next(iter(table["rows"].values()))),
+            table["goals"],
+            "/".join(table["modes"]),
+        )
     return {k: v for k, v in table.items() if k != "rows"}
 
 
@@ -290,7 +345,11 @@ def build_report(run_dir: str) -> str:
     from aft_core.report import build_report as build
 
     path = build(run_dir).resolve()
-    create_link_artifact(key="aft-report", link=path.as_uri(), link_text="AFT report (open locally)",
-                         description=f"report of {run_dir}: Table 1, training dynamics, sweep grid, qualitative pairs")
+    create_link_artifact(
+        key="aft-report",
+        link=path.as_uri(),
+        link_text="AFT report (open locally)",
+        description=f"report of {run_dir}: Table 1, training dynamics, sweep grid, qualitative pairs",
+    )
     _logger().info("report: %s", path)
     return str(path)

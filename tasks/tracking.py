@@ -5,13 +5,15 @@ anywhere); otherwise an offline archive `<run_dir>/comet/<experiment>.zip` and n
 comet-ml phones home by default even offline (environment details, error tracking), so both are
 switched off here before comet_ml is imported. Auto-logging is off: we log what we mean to log.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from aft_core.layout import RunLayout
 
@@ -40,11 +42,26 @@ class CometTracker:
         self.offline_dir = RunLayout(run_dir).comet
         self.offline_dir.mkdir(parents=True, exist_ok=True)
         config = comet_ml.ExperimentConfig(
-            name=name, tags=list(tags), offline_directory=str(self.offline_dir), display_summary_level=0,
-            log_code=False, log_graph=False, parse_args=False, log_git_metadata=False, log_git_patch=False,
-            log_env_details=False, log_env_gpu=False, log_env_host=False, log_env_cpu=False,
-            log_env_network=False, log_env_disk=False, auto_output_logging=False, auto_param_logging=False,
-            auto_metric_logging=False, auto_log_co2=False)
+            name=name,
+            tags=list(tags),
+            offline_directory=str(self.offline_dir),
+            display_summary_level=0,
+            log_code=False,
+            log_graph=False,
+            parse_args=False,
+            log_git_metadata=False,
+            log_git_patch=False,
+            log_env_details=False,
+            log_env_gpu=False,
+            log_env_host=False,
+            log_env_cpu=False,
+            log_env_network=False,
+            log_env_disk=False,
+            auto_output_logging=False,
+            auto_param_logging=False,
+            auto_metric_logging=False,
+            auto_log_co2=False,
+        )
         self.experiment = comet_ml.start(project_name=COMET_PROJECT, online=comet_online(), experiment_config=config)
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -72,8 +89,13 @@ class CometTracker:
 class ProgressLog:
     """A Tracker that turns evaluation metrics into log lines with an ETA (progress in Prefect's logs)."""
 
-    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, label: str, total_steps: int,
-                 prefixes: Sequence[str] = ("dev/", "probe/")) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger | logging.LoggerAdapter,
+        label: str,
+        total_steps: int,
+        prefixes: Sequence[str] = ("dev/", "probe/"),
+    ) -> None:
         self.logger, self.label, self.total, self.prefixes = logger, label, total_steps, tuple(prefixes)
         self.started, self.first_step = time.monotonic(), None
 
@@ -90,8 +112,15 @@ class ProgressLog:
         eta = (time.monotonic() - self.started) / done * max(self.total - step, 0)
         keys = [k for k in shown if k.endswith(("loss", "focus", "bertscore", "delta_focus", "mean_length"))]
         values = ", ".join(f"{k} {shown[k]:.4f}" for k in keys)
-        self.logger.info("%s step %d/%d (%.0f%%, ETA %.0fs): %s", self.label, step, self.total,
-                         100 * step / max(self.total, 1), eta, values)
+        self.logger.info(
+            "%s step %d/%d (%.0f%%, ETA %.0fs): %s",
+            self.label,
+            step,
+            self.total,
+            100 * step / max(self.total, 1),
+            eta,
+            values,
+        )
 
     def log_table(self, name: str, path: str | Path) -> None:
         pass

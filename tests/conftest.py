@@ -1,4 +1,5 @@
 """Shared fixtures: a hermetic environment (no hub, no stray files) and small corpora built on the fly."""
+
 from __future__ import annotations
 
 import contextlib
@@ -24,18 +25,35 @@ for var, sub in (("MPLCONFIGDIR", "mpl"), ("HF_HOME", "hf"), ("PREFECT_HOME", "p
 # other's cores: an SFT step measured 10x slower that way.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 _THREADS = os.environ.get("AFT_THREADS") or ("1" if _WORKER else "2")
-os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                  COMET_AUTO_LOG_ENV_DETAILS="false", COMET_ERROR_TRACKING_ENABLE="false",
-                  PREFECT_SERVER_ANALYTICS_ENABLED="false", AFT_THREADS=_THREADS, OMP_NUM_THREADS=_THREADS,
-                  MKL_NUM_THREADS=_THREADS)
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    COMET_AUTO_LOG_ENV_DETAILS="false",
+    COMET_ERROR_TRACKING_ENABLE="false",
+    PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    AFT_THREADS=_THREADS,
+    OMP_NUM_THREADS=_THREADS,
+    MKL_NUM_THREADS=_THREADS,
+)
 
 
 # Test files by what they cost, dearest first: under xdist's loadfile each worker takes the next file when it is
 # free, so the long ones start at once and the short ones fill the end (the suite's tail). test_demo reads the
 # shared tiny pipeline run that test_flows builds, so it comes after it. Files not named keep their order, after.
-FILE_ORDER = ("test_multiworker.py", "test_flows.py", "test_hub_models.py", "test_reliability.py", "test_aft.py",
-              "test_dialogue.py", "test_real_corpora.py", "test_adapters.py", "test_demo.py", "test_sft.py",
-              "test_fast_step.py")
+FILE_ORDER = (
+    "test_multiworker.py",
+    "test_flows.py",
+    "test_hub_models.py",
+    "test_reliability.py",
+    "test_aft.py",
+    "test_dialogue.py",
+    "test_real_corpora.py",
+    "test_adapters.py",
+    "test_demo.py",
+    "test_sft.py",
+    "test_fast_step.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -73,8 +91,17 @@ def sft_model(tmp_path_factory, towninfo_dir) -> str:
     from aft_core.config import SFTConfig
     from aft_core.sft import run_sft
 
-    cfg = SFTConfig(data=str(towninfo_dir), model="tiny", max_steps=60, eval_every=30, warmup_steps=5,
-                    dev_examples=64, batch_size=16, max_source_tokens=96, learning_rate=3e-3)
+    cfg = SFTConfig(
+        data=str(towninfo_dir),
+        model="tiny",
+        max_steps=60,
+        eval_every=30,
+        warmup_steps=5,
+        dev_examples=64,
+        batch_size=16,
+        max_source_tokens=96,
+        learning_rate=3e-3,
+    )
     return run_sft(cfg, tmp_path_factory.mktemp("sft") / "run", progress=False)["model_dir"]
 
 
@@ -84,8 +111,17 @@ def causal_sft_model(tmp_path_factory, towninfo_dir) -> str:
     from aft_core.config import SFTConfig
     from aft_core.sft import run_sft
 
-    cfg = SFTConfig(data=str(towninfo_dir), model="causal-tiny", max_steps=60, eval_every=30, warmup_steps=5,
-                    dev_examples=64, batch_size=16, max_source_tokens=96, learning_rate=3e-3)
+    cfg = SFTConfig(
+        data=str(towninfo_dir),
+        model="causal-tiny",
+        max_steps=60,
+        eval_every=30,
+        warmup_steps=5,
+        dev_examples=64,
+        batch_size=16,
+        max_source_tokens=96,
+        learning_rate=3e-3,
+    )
     return run_sft(cfg, tmp_path_factory.mktemp("causal-sft") / "run", progress=False)["model_dir"]
 
 
@@ -118,12 +154,28 @@ def tiny_pipeline(tmp_path_factory) -> dict:
     with FileLock(str(folder / ".lock")):
         if done.exists():
             return {"run_dir": run_dir, "console": done.read_text(), "attempts": attempts.read_text().splitlines()}
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "COMET_LOGGING_CONSOLE")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "COMET_LOGGING_CONSOLE")
+        }
         env["COMET_API_KEY"] = COMET_SECRET
-        run = subprocess.run([sys.executable, str(ROOT / "tests" / "guarded_pipeline.py"), str(attempts), "--preset",
-                              "tiny", "--run-dir", str(run_dir)], env=env, cwd=ROOT, capture_output=True, text=True,
-                             timeout=HANG_S)
+        run = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "guarded_pipeline.py"),
+                str(attempts),
+                "--preset",
+                "tiny",
+                "--run-dir",
+                str(run_dir),
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=HANG_S,
+        )
         console = run.stdout + run.stderr
         assert run.returncode == 0, console[-3000:]
         done.write_text(console)  # last: its presence marks a finished run
@@ -134,8 +186,18 @@ def branch_config(sft_model, towninfo_dir, **over):
     """A tiny branch config: 4 steps, checkpoints every 2."""
     from aft_core.config import AFTConfig
 
-    settings = dict(sft_model=sft_model, data=str(towninfo_dir), steps=4, checkpoint_every=2, probe_size=16,
-                    batch_size=4, k=2, max_new_tokens=12, max_source_tokens=96, learning_rate=1e-3)
+    settings = dict(
+        sft_model=sft_model,
+        data=str(towninfo_dir),
+        steps=4,
+        checkpoint_every=2,
+        probe_size=16,
+        batch_size=4,
+        k=2,
+        max_new_tokens=12,
+        max_source_tokens=96,
+        learning_rate=1e-3,
+    )
     return AFTConfig(**{**settings, **over})
 
 
@@ -148,11 +210,19 @@ def chromium() -> dict[str, str]:
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (browser and driver):
         if shutil.which("apt-get") is None or os.geteuid() != 0:
-            pytest.skip("Debian chromium + chromium-driver are not installed and this test set-up can only install "
-                        "them with apt-get as root: run `apt-get install -y chromium chromium-driver`")
-        done = subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
-                              capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        assert done.returncode == 0, f"apt-get install chromium chromium-driver failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            pytest.skip(
+                "Debian chromium + chromium-driver are not installed and this test set-up can only install "
+                "them with apt-get as root: run `apt-get install -y chromium chromium-driver`"
+            )
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        assert done.returncode == 0, (
+            f"apt-get install chromium chromium-driver failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        )
         browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     return {"browser": browser, "driver": driver}
 
@@ -214,13 +284,30 @@ def prefect_server_env(folder: Path):
     import sys
 
     port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(folder / "prefect-home"),
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "AFT_PROJECT_DIR": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(folder / "prefect-home"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "AFT_PROJECT_DIR": str(ROOT),
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
     with open(folder / "server.log", "w") as log:
-        server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
-                                   "127.0.0.1", "--port", str(port)],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("prefect")),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             _wait_healthy(env["PREFECT_API_URL"], server)
             yield env

@@ -7,6 +7,7 @@ getaddrinfo refuse any address but loopback and append each attempt to ATTEMPTS_
 attempt is on disk even if the run dies). A Comet API key may be set in the environment: Comet stays offline
 (tasks.tracking.comet_online is made False), so the suite can check that the key is never written anywhere.
 """
+
 from __future__ import annotations
 
 import socket

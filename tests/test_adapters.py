@@ -1,6 +1,7 @@
 """LoRA adapters and memory switches (issue 23), for both model families: a LoRA branch starts exactly at SFT,
 π_ref with the adapter disabled is the SFT model, only the adapter learns, gradient checkpointing changes no
 number, a LoRA SFT model is base + adapter, and `aft export --merge` writes a plain model."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import branch_config
 from safetensors import safe_open
 
 from aft_core.aft import load_policy_and_reference, run_branch, score_candidates
@@ -21,7 +23,6 @@ from aft_core.evaluation import load_system
 from aft_core.models import adapters, family_of, load_model, parse_layers
 from aft_core.models.family import enable_gradient_checkpointing
 from aft_core.sft import run_sft
-from conftest import branch_config
 
 pytestmark = pytest.mark.slow
 FAMILIES = {"seq2seq": "sft_model", "causal": "causal_sft_model"}
@@ -33,7 +34,9 @@ def sft(request):
 
 
 def _batch(tokenizer, family, towninfo_dir, n=4):
-    rows = encode_table(corpus_to_dataset(load_corpus(towninfo_dir))["train"].select(range(n)), tokenizer, family, 96, 8)
+    rows = encode_table(
+        corpus_to_dataset(load_corpus(towninfo_dir))["train"].select(range(n)), tokenizer, family, 96, 8
+    )
     return SourceBatch.from_rows(rows.to_list(), family.pad_id())
 
 
@@ -94,8 +97,15 @@ def test_only_the_adapter_learns(sft, towninfo_dir):
     assert trainable and all("lora_" in n for n in trainable)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.learning_rate)
     src = _batch(tokenizer, family, towninfo_dir)
-    parts, _ = score_candidates(policy, reference, family, src, _samples(policy, family, src), cfg,
-                                parse_layers("all", family.attention_layers(policy)))
+    parts, _ = score_candidates(
+        policy,
+        reference,
+        family,
+        src,
+        _samples(policy, family, src),
+        cfg,
+        parse_layers("all", family.attention_layers(policy)),
+    )
     parts["loss"].backward()
     grads = {n: p.grad for n, p in policy.named_parameters()}
     assert all(grads[n] is None for n in frozen)
@@ -117,11 +127,18 @@ def test_gradient_checkpointing_changes_no_loss_and_no_gradient(sft, towninfo_di
         family = family_of(policy, tokenizer)
         src = _batch(tokenizer, family, towninfo_dir)
         samples = _samples(policy, family, src)
-        parts, metrics = score_candidates(policy, reference, family, src, samples, cfg,
-                                          parse_layers("all", family.attention_layers(policy)))
+        parts, metrics = score_candidates(
+            policy, reference, family, src, samples, cfg, parse_layers("all", family.attention_layers(policy))
+        )
         parts["loss"].backward()
-        results.append((samples, parts["loss"].item(), metrics["focus"],
-                        {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}))
+        results.append(
+            (
+                samples,
+                parts["loss"].item(),
+                metrics["focus"],
+                {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None},
+            )
+        )
     (s0, loss0, focus0, g0), (s1, loss1, focus1, g1) = results
     assert torch.equal(s0, s1)  # sampling (no gradients) is untouched
     assert loss1 == pytest.approx(loss0, rel=1e-5) and focus1 == pytest.approx(focus0, rel=1e-5)
@@ -131,14 +148,29 @@ def test_gradient_checkpointing_changes_no_loss_and_no_gradient(sft, towninfo_di
 
 
 def test_a_lora_sft_model_is_base_plus_adapter_and_resumes_exactly(towninfo_dir, tmp_path):
-    settings = dict(data=str(towninfo_dir), model="tiny", max_steps=20, eval_every=10, warmup_steps=2, dev_examples=32,
-                    batch_size=8, max_source_tokens=96, learning_rate=3e-3, adapter="lora", lora_rank=4,
-                    gradient_checkpointing=True)
+    settings = dict(
+        data=str(towninfo_dir),
+        model="tiny",
+        max_steps=20,
+        eval_every=10,
+        warmup_steps=2,
+        dev_examples=32,
+        batch_size=8,
+        max_source_tokens=96,
+        learning_rate=3e-3,
+        adapter="lora",
+        lora_rank=4,
+        gradient_checkpointing=True,
+    )
     straight = run_sft(SFTConfig(**settings), tmp_path / "a", progress=False)
     run_sft(SFTConfig(**settings), tmp_path / "b", progress=False, stop_after=10)
     resumed = run_sft(SFTConfig(**settings), tmp_path / "b", progress=False)
     model_dir = Path(straight["model_dir"])
-    assert {p.name for p in model_dir.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"}
+    assert {p.name for p in model_dir.iterdir()} >= {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+    }
     assert not (model_dir / "model.safetensors").exists()
     assert json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == "../base"
     assert straight["trainable_parameters"] < straight["parameters"] / 4
@@ -159,8 +191,11 @@ def test_export_merges_a_branch_adapter_into_a_plain_model(sft, towninfo_dir, tm
     from aft_core.cli import main
 
     branch = tmp_path / "branch"
-    run_branch(branch_config(sft, towninfo_dir, adapter="lora", steps=2, checkpoint_every=1, probe_size=8,
-                             learning_rate=1e-2), branch, progress=False)
+    run_branch(
+        branch_config(sft, towninfo_dir, adapter="lora", steps=2, checkpoint_every=1, probe_size=8, learning_rate=1e-2),
+        branch,
+        progress=False,
+    )
     weights = branch / "weights" / "step-0000002.safetensors"
     evaluated, tokenizer = load_system(sft, weights)
     family = family_of(evaluated, tokenizer)

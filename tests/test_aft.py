@@ -1,20 +1,22 @@
 """A tiny AFT branch end to end: it moves the weights, raises the reward on a fixed batch, probes and labels."""
+
 from __future__ import annotations
 
+import itertools
 import json
 
 import pandas as pd
 import pytest
 import torch
+from conftest import branch_config
 
 from aft_core.aft import aft_step_loss, run_branch
+from aft_core.data.batching import SourceBatch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.errors import AftInputError
 from aft_core.judging import judge_branch
 from aft_core.models import family_of, load_model, parse_layers
-from aft_core.data.batching import SourceBatch
-from conftest import branch_config
 
 
 def test_reward_rises_on_a_fixed_batch_and_weights_move(sft_model, towninfo_dir):
@@ -26,7 +28,9 @@ def test_reward_rises_on_a_fixed_batch_and_weights_move(sft_model, towninfo_dir)
     start = {k: v.clone() for k, v in policy.state_dict().items()}
     cfg = branch_config(sft_model, towninfo_dir, k=8, max_new_tokens=16, learning_rate=3e-3, eta_kl=0.0)
     family = family_of(policy, tokenizer)
-    rows = encode_table(corpus_to_dataset(load_corpus(towninfo_dir))["train"].select(range(8)), tokenizer, family, 96, 8)
+    rows = encode_table(
+        corpus_to_dataset(load_corpus(towninfo_dir))["train"].select(range(8)), tokenizer, family, 96, 8
+    )
     src = SourceBatch.from_rows(rows.to_list(), tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
     layers = parse_layers("all", family.attention_layers(policy))
@@ -47,15 +51,36 @@ def test_branch_writes_probe_table_labels_and_resumes_exactly(tmp_path, sft_mode
     assert straight["steps"] == 4 and straight["bertscore_encoder"].startswith("all-MiniLM-L6-v2")
     probe = pd.read_parquet(tmp_path / "a" / "probe.parquet")
     assert probe["step"].tolist() == [0, 2, 4]
-    for column in ("focus", "coverage", "repeat", "bertscore", "mean_length", "unique_outputs", "closing_rate",
-                   "delta_focus", "delta_bertscore", "loss_rising_steps", "reward_slope"):
+    for column in (
+        "focus",
+        "coverage",
+        "repeat",
+        "bertscore",
+        "mean_length",
+        "unique_outputs",
+        "closing_rate",
+        "delta_focus",
+        "delta_bertscore",
+        "loss_rising_steps",
+        "reward_slope",
+    ):
         assert column in probe and probe[column].notna().all(), column
     assert probe["delta_focus"].iloc[0] == 0.0
     assert not (tmp_path / "a" / "attractors.json").exists()  # training writes no verdict; judging does
     steps = pd.read_parquet(tmp_path / "a" / "steps.parquet")
     assert steps["step"].tolist() == [1, 2, 3, 4]
-    for column in ("loss", "wmle", "kl", "reward_mean", "reward_std", "focus", "coverage", "repeat",
-                   "sample_length", "weight_entropy"):
+    for column in (
+        "loss",
+        "wmle",
+        "kl",
+        "reward_mean",
+        "reward_std",
+        "focus",
+        "coverage",
+        "repeat",
+        "sample_length",
+        "weight_entropy",
+    ):
         assert column in steps, column
     verdict = judge_branch(tmp_path / "a")
     labels = json.loads((tmp_path / "a" / "attractors.json").read_text())
@@ -64,18 +89,25 @@ def test_branch_writes_probe_table_labels_and_resumes_exactly(tmp_path, sft_mode
     assert run_branch(cfg, tmp_path / "b", progress=False, stop_after=2) == {"interrupted_at": 2}
     resumed = run_branch(cfg, tmp_path / "b", progress=False)
     from safetensors.torch import load_file
+
     a = load_file(tmp_path / "a" / "checkpoints" / "step-0000004" / "model.safetensors")
     b = load_file(tmp_path / "b" / "checkpoints" / "step-0000004" / "model.safetensors")
     assert all(a[k].equal(b[k]) for k in a)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "probe.parquet"),
-                                  pd.read_parquet(tmp_path / "b" / "probe.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "a" / "probe.parquet"), pd.read_parquet(tmp_path / "b" / "probe.parquet")
+    )
     assert resumed["steps"] == straight["steps"] and resumed["status"] == straight["status"] == "completed"
     assert judge_branch(tmp_path / "b") == verdict
 
 
 def test_bad_branch_settings(sft_model, towninfo_dir, tmp_path):
-    for over, field in (({"k": 1}, "'k'"), ({"eta": 0.0}, "'eta'"), ({"gamma": -1.0}, "'gamma'"),
-                        ({"eta_kl": -0.1}, "'eta_kl'"), ({"max_new_tokens": 0}, "'max_new_tokens'")):
+    for over, field in (
+        ({"k": 1}, "'k'"),
+        ({"eta": 0.0}, "'eta'"),
+        ({"gamma": -1.0}, "'gamma'"),
+        ({"eta_kl": -0.1}, "'eta_kl'"),
+        ({"max_new_tokens": 0}, "'max_new_tokens'"),
+    ):
         with pytest.raises(AftInputError, match=field):
             branch_config(sft_model, towninfo_dir, **over).validate()
     with pytest.raises(AftInputError, match="probe_size.*exceeds the dev split"):
@@ -90,7 +122,8 @@ def test_probe_records_entity_accuracy_on_a_corpus_with_a_venue_database(tmp_pat
     assert probe["entity_accuracy"].between(0, 1).all()
     assert probe["delta_entity_accuracy"].iloc[0] == 0.0
     assert probe["delta_entity_accuracy"].iloc[-1] == pytest.approx(
-        probe["entity_accuracy"].iloc[-1] - probe["entity_accuracy"].iloc[0])
+        probe["entity_accuracy"].iloc[-1] - probe["entity_accuracy"].iloc[0]
+    )
     assert result["status"] == "completed"
     verdict = judge_branch(tmp_path / "b")
     assert verdict["last_delta_entity_accuracy"] == pytest.approx(probe["delta_entity_accuracy"].iloc[-1])
@@ -114,8 +147,12 @@ def test_a_branch_stuck_in_a_terminal_attractor_stops_early_with_its_evidence(tm
     assert all(c["evidence"]["generic_closing"]["closing_limit"] == 0.0 for c in labels)
     assert (tmp_path / "stuck" / "weights" / "step-0000002.safetensors").exists()  # the evidence is kept
 
-    off = run_branch(branch_config(sft_model, towninfo_dir, steps=4, early_stop_checkpoints=0), tmp_path / "off",
-                     progress=False, thresholds=always)
+    off = run_branch(
+        branch_config(sft_model, towninfo_dir, steps=4, early_stop_checkpoints=0),
+        tmp_path / "off",
+        progress=False,
+        thresholds=always,
+    )
     assert off["status"] == "completed" and off["steps"] == 4
 
 
@@ -127,7 +164,7 @@ def test_adaptive_kl_follows_its_controller_step_by_step_and_resumes(tmp_path, s
     steps = pd.read_parquet(tmp_path / "a" / "steps.parquet")
     assert steps["eta_kl"].iloc[0] == 0.1
     n = cfg.batch_size * cfg.k
-    for before, after in zip(steps.itertuples(), list(steps.itertuples())[1:]):
+    for before, after in itertools.pairwise(steps.itertuples()):
         assert after.eta_kl == pytest.approx(adaptive_kl_update(before.eta_kl, before.kl_per_token, 0.001, n, 10))
     assert steps["eta_kl"].nunique() > 1  # it moved
 
@@ -146,8 +183,11 @@ def test_aft_classify_relabels_a_finished_branch_without_retraining(tmp_path, sf
     capsys.readouterr()
 
     training = json.loads((folder / "result.json").read_text())
-    assert not {"primary_step", "final_label", "healthy_until"} & set(training)  # the verdict is stored once, by judging
+    assert not {"primary_step", "final_label", "healthy_until"} & set(
+        training
+    )  # the verdict is stored once, by judging
     from aft_core.evaluation import branch_systems
+
     with pytest.raises(AftInputError, match="has not been judged.*aft classify"):
         branch_systems(sft_model, folder)  # evaluation reads ★ from the verdict only
 
@@ -170,7 +210,7 @@ def test_aft_classify_relabels_a_finished_branch_without_retraining(tmp_path, sf
     assert printed["primary_step"] == labels["primary_step"] and labels["thresholds"]["basis"] == "sft"
     systems = branch_systems(sft_model, folder, name="b")
     star = labels["primary_step"]
-    expected = ({f"b ★ = last step 4"} if star == 4 else {"b last step 4"} | ({f"b ★ step {star}"} if star else set()))
+    expected = {"b ★ = last step 4"} if star == 4 else {"b last step 4"} | ({f"b ★ step {star}"} if star else set())
     assert set(systems) == expected
     assert all(s["weights"].endswith(f"step-{int(n.split()[-1]):07d}.safetensors") for n, s in systems.items())
 
@@ -180,8 +220,9 @@ def test_aft_classify_relabels_a_finished_branch_without_retraining(tmp_path, sf
     assert "KEY=VALUE" in capsys.readouterr().err
 
 
-def test_completions_and_candidates_tables_in_the_branch_folder_and_an_offline_comet_archive(tmp_path, sft_model,
-                                                                                             towninfo_dir):
+def test_completions_and_candidates_tables_in_the_branch_folder_and_an_offline_comet_archive(
+    tmp_path, sft_model, towninfo_dir
+):
     """Each checkpoint: the probe's prompt, reference, greedy response and scores; every N steps: one prompt's K
     candidates with R, R̃ and weights (summing to 1). Both in the branch folder and in the Comet archive."""
     import zipfile
@@ -191,29 +232,42 @@ def test_completions_and_candidates_tables_in_the_branch_folder_and_an_offline_c
 
     tracker = CometTracker(tmp_path, name="branch-tables", tags=["test"])
     try:
-        run_branch(branch_config(sft_model, towninfo_dir, steps=4, probe_size=8), tmp_path / "b", tracker=tracker,
-                   progress=False, candidates_every=2)
+        run_branch(
+            branch_config(sft_model, towninfo_dir, steps=4, probe_size=8),
+            tmp_path / "b",
+            tracker=tracker,
+            progress=False,
+            candidates_every=2,
+        )
     finally:
         tracker.end()
     branch = BranchLayout(tmp_path / "b")
     completions = pd.read_parquet(branch.completions(4))
     probe = pd.read_parquet(branch.probe).set_index("step")
     assert len(completions) == 8 and set(completions["step"]) == {4}
-    assert {"prompt", "reference", "response", "focus", "coverage", "repeat", "bertscore", "entity_correct"} <= set(completions)
+    assert {"prompt", "reference", "response", "focus", "coverage", "repeat", "bertscore", "entity_correct"} <= set(
+        completions
+    )
     assert completions["focus"].mean() == pytest.approx(probe.loc[4, "focus"])  # the probe row is their mean
     assert completions["bertscore"].mean() == pytest.approx(probe.loc[4, "bertscore"])
     scored = completions["entity_correct"].dropna()
     assert len(scored) == probe.loc[4, "venue_turns"]
     if len(scored):
         assert scored.astype(float).mean() == pytest.approx(probe.loc[4, "entity_accuracy"])
-    assert [p.name for p in sorted(branch.candidates(0).parent.iterdir())] == ["step-0000002.parquet", "step-0000004.parquet"]
+    assert [p.name for p in sorted(branch.candidates(0).parent.iterdir())] == [
+        "step-0000002.parquet",
+        "step-0000004.parquet",
+    ]
     candidates = pd.read_parquet(branch.candidates(2))
     assert len(candidates) == 2 and candidates["weight"].sum() == pytest.approx(1.0, abs=1e-5)
     assert candidates["normalised_reward"].sum() == pytest.approx(0.0, abs=1e-4)
 
     archive = zipfile.ZipFile(next((tmp_path / "comet").glob("*.zip")))
-    uploads = [json.loads(line)["payload"] for line in archive.read("messages.json").decode().splitlines()
-               if json.loads(line).get("type") == "file_upload"]
+    uploads = [
+        json.loads(line)["payload"]
+        for line in archive.read("messages.json").decode().splitlines()
+        if json.loads(line).get("type") == "file_upload"
+    ]
     names = {u["additional_params"]["fileName"]: u["file_path"] for u in uploads}
     assert {f"completions-step-{s:07d}.csv" for s in (0, 2, 4)} | {"candidates-step-0000002.csv"} <= set(names)
     table = pd.read_csv(archive.open(names["completions-step-0000004.csv"]), index_col=0)

@@ -1,10 +1,18 @@
 """The attractor classifier on synthetic trajectories built to match each signature, and ★ selection."""
+
 from __future__ import annotations
 
 import pytest
 
-from aft_core.attractors import (THRESHOLD_SETS, classify, classify_trajectory, select_primary,
-                                 should_stop_early, terminal_streak, thresholds_from)
+from aft_core.attractors import (
+    THRESHOLD_SETS,
+    classify,
+    classify_trajectory,
+    select_primary,
+    should_stop_early,
+    terminal_streak,
+    thresholds_from,
+)
 from aft_core.errors import AftInputError
 
 MAX_NEW = 128
@@ -12,21 +20,48 @@ PAPER = THRESHOLD_SETS["paper"]
 
 
 def row(step, **over):
-    base = {"step": step, "probe_size": 200, "focus": -3.6, "bertscore": 0.80, "mean_length": 37.0,
-            "unique_outputs": 190, "closing_rate": 0.02, "repeat": 0.02, "delta_focus": 0.0,
-            "delta_bertscore": 0.0, "loss_mean": 20.0, "loss_rising_steps": 0, "reward_slope": 0.0}
+    base = {
+        "step": step,
+        "probe_size": 200,
+        "focus": -3.6,
+        "bertscore": 0.80,
+        "mean_length": 37.0,
+        "unique_outputs": 190,
+        "closing_rate": 0.02,
+        "repeat": 0.02,
+        "delta_focus": 0.0,
+        "delta_bertscore": 0.0,
+        "loss_mean": 20.0,
+        "loss_rising_steps": 0,
+        "reward_slope": 0.0,
+    }
     return {**base, **over}
 
 
 CASES = {
     "healthy": row(250, focus=-3.3, delta_focus=0.34, delta_bertscore=-0.027),
     "template_fixation": row(600, unique_outputs=120, delta_focus=0.3, delta_bertscore=-0.05),
-    "length_loop": row(700, mean_length=120.0, repeat=0.08, delta_focus=0.2, delta_bertscore=-0.1,
-                       loss_rising_steps=60, reward_slope=0.01),
+    "length_loop": row(
+        700,
+        mean_length=120.0,
+        repeat=0.08,
+        delta_focus=0.2,
+        delta_bertscore=-0.1,
+        loss_rising_steps=60,
+        reward_slope=0.01,
+    ),
     "generic_closing": row(800, closing_rate=0.14, focus=-4.0, repeat=0.0, delta_focus=-0.4, delta_bertscore=-0.1),
     "near_sft_inertia": row(500, delta_focus=0.03, delta_bertscore=0.002),
-    "semantic_incoherence": row(915, mean_length=127.0, unique_outputs=200, bertscore=0.55, repeat=0.6,
-                                loss_mean=-724.0, delta_focus=-0.7, delta_bertscore=-0.25),
+    "semantic_incoherence": row(
+        915,
+        mean_length=127.0,
+        unique_outputs=200,
+        bertscore=0.55,
+        repeat=0.6,
+        loss_mean=-724.0,
+        delta_focus=-0.7,
+        delta_bertscore=-0.25,
+    ),
 }
 
 
@@ -64,8 +99,13 @@ def test_thresholds_are_settings():
 
 
 def test_primary_checkpoint_is_the_best_healthy_focus_gain_within_the_bertscore_floor():
-    rows = [row(0), row(250, delta_focus=0.34, delta_bertscore=-0.027), row(300, delta_focus=0.5, delta_bertscore=-0.04),
-            CASES["template_fixation"] | {"step": 400, "delta_focus": 0.9}, row(200, delta_focus=0.2)]
+    rows = [
+        row(0),
+        row(250, delta_focus=0.34, delta_bertscore=-0.027),
+        row(300, delta_focus=0.5, delta_bertscore=-0.04),
+        CASES["template_fixation"] | {"step": 400, "delta_focus": 0.9},
+        row(200, delta_focus=0.2),
+    ]
     for th in (PAPER, THRESHOLD_SETS["sft"]):
         labels = classify_trajectory(rows, MAX_NEW, th)
         assert select_primary(rows, labels, th) == 250
@@ -74,9 +114,20 @@ def test_primary_checkpoint_is_the_best_healthy_focus_gain_within_the_bertscore_
 
 def test_template_fixation_relative_to_sft():
     """Under the sft basis the Dam is judged against the SFT model's own unique count; the paper's against 200."""
+
     def row(step, unique):
-        return {"step": step, "probe_size": 200, "unique_outputs": unique, "mean_length": 12.0, "repeat": 0.0,
-                "bertscore": 0.7, "closing_rate": 0.0, "focus": -2.5, "delta_focus": 0.2, "delta_bertscore": 0.0}
+        return {
+            "step": step,
+            "probe_size": 200,
+            "unique_outputs": unique,
+            "mean_length": 12.0,
+            "repeat": 0.0,
+            "bertscore": 0.7,
+            "closing_rate": 0.0,
+            "focus": -2.5,
+            "delta_focus": 0.2,
+            "delta_bertscore": 0.0,
+        }
 
     rows = [row(0, 110), row(50, 100), row(100, 40)]
     absolute = classify_trajectory(rows, 48, PAPER)
@@ -88,8 +139,9 @@ def test_template_fixation_relative_to_sft():
 
 # An SFT row that every absolute paper threshold calls an attractor: few unique outputs, a repetitive,
 # closing-heavy, low-BERTScore, long-winded model (a templated corpus and a small encoder).
-SFT_ROW = row(0, unique_outputs=100, repeat=0.05, closing_rate=0.2, bertscore=0.6, mean_length=120.0, focus=-2.0,
-              loss_mean=-1.0)
+SFT_ROW = row(
+    0, unique_outputs=100, repeat=0.05, closing_rate=0.2, bertscore=0.6, mean_length=120.0, focus=-2.0, loss_mean=-1.0
+)
 
 
 def test_the_sft_row_is_never_an_attractor_by_its_own_row_under_the_sft_basis():
@@ -101,12 +153,15 @@ def test_the_sft_row_is_never_an_attractor_by_its_own_row_under_the_sft_basis():
     assert labels[2].label == "near_sft_inertia"  # 500 steps without moving: the Dry Riverbed, and nothing else
 
 
-@pytest.mark.parametrize("mode, change, limit_key, limit", [
-    ("template_fixation", {"unique_outputs": 77}, "unique_min", 0.775 * 100),          # 77 < 77.5
-    ("length_loop", {"repeat": 0.081}, "repeat_limit", 0.05 + 0.03),                   # SFT repeat + 0.03
-    ("generic_closing", {"closing_rate": 0.31}, "closing_limit", 0.2 + 0.10),          # SFT closing + 0.10
-    ("semantic_incoherence", {"unique_outputs": 200, "bertscore": 0.44}, "bertscore_floor", 0.6 - 0.154),
-])
+@pytest.mark.parametrize(
+    "mode, change, limit_key, limit",
+    [
+        ("template_fixation", {"unique_outputs": 77}, "unique_min", 0.775 * 100),  # 77 < 77.5
+        ("length_loop", {"repeat": 0.081}, "repeat_limit", 0.05 + 0.03),  # SFT repeat + 0.03
+        ("generic_closing", {"closing_rate": 0.31}, "closing_limit", 0.2 + 0.10),  # SFT closing + 0.10
+        ("semantic_incoherence", {"unique_outputs": 200, "bertscore": 0.44}, "bertscore_floor", 0.6 - 0.154),
+    ],
+)
 def test_each_relative_threshold_fires_just_past_its_sft_based_limit(mode, change, limit_key, limit):
     checkpoint = {**SFT_ROW, "step": 300, **change}
     result = classify(checkpoint, SFT_ROW, MAX_NEW, THRESHOLD_SETS["sft"], sft=SFT_ROW)
@@ -144,9 +199,11 @@ def test_named_threshold_sets_and_overrides():
 
 
 def test_primary_can_require_entity_accuracy_not_to_fall():
-    rows = [row(0, entity_accuracy=0.6, delta_entity_accuracy=0.0),
-            row(100, delta_focus=0.30, delta_bertscore=-0.01, delta_entity_accuracy=-0.05),
-            row(150, delta_focus=0.20, delta_bertscore=-0.01, delta_entity_accuracy=0.02)]
+    rows = [
+        row(0, entity_accuracy=0.6, delta_entity_accuracy=0.0),
+        row(100, delta_focus=0.30, delta_bertscore=-0.01, delta_entity_accuracy=-0.05),
+        row(150, delta_focus=0.20, delta_bertscore=-0.01, delta_entity_accuracy=0.02),
+    ]
     th = THRESHOLD_SETS["sft"]
     labels = classify_trajectory(rows, MAX_NEW, th)
     assert select_primary(rows, labels, th) == 100  # no entity rule: the largest ΔFocus

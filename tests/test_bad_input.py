@@ -1,4 +1,5 @@
 """Bad input: one clear message naming the file, the field and the fix; nothing on disk changed."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,12 @@ import zipfile
 
 import pytest
 import torch
+from conftest import snapshot, write_json
 
 from aft_core.cli import main
 from aft_core.config import SFTConfig, from_dict
 from aft_core.data.corpus import load_corpus
 from aft_core.errors import AftInputError
-from conftest import snapshot, write_json
 
 
 def expect_error(call, *fragments):
@@ -52,8 +53,11 @@ def test_empty_utterance(tmp_path):
 
 
 def test_turns_that_do_not_alternate(tmp_path):
-    turns = [{"speaker": "user", "utterance": "a"}, {"speaker": "user", "utterance": "b"},
-             {"speaker": "system", "utterance": "c"}]
+    turns = [
+        {"speaker": "user", "utterance": "a"},
+        {"speaker": "user", "utterance": "b"},
+        {"speaker": "system", "utterance": "c"},
+    ]
     path = write_json(tmp_path / "dialogues.json", [{"dialogue_id": "u1", "data_split": "train", "turns": turns}])
     expect_error(lambda: load_corpus(path), "u1.turns[1].speaker", "must alternate")
 
@@ -102,6 +106,7 @@ def test_cli_stats(towninfo_dir, capsys):
 
 # --- the catalogue: settings that are refused before anything is written --------------------------------
 
+
 def _aft(**over):
     from aft_core.config import AFTConfig
 
@@ -122,15 +127,37 @@ CATALOGUE = {
     "max_new_tokens not positive": (_aft(max_new_tokens=0), "'max_new_tokens'"),
     "unknown KL estimator": (_aft(kl_estimator="k2"), "'kl_estimator'"),
     "unknown I_x mode": (_aft(ix_mode="future"), "'ix_mode'"),
-    "unknown AFT setting": (lambda: from_dict(__import__("aft_core.config").config.AFTConfig, {"sft_model": "tiny", "data": "x", "betta": 1}), "'betta'"),
-    "attractor share out of range": (lambda: __import__("aft_core.attractors").attractors.AttractorThresholds(unique_min_fraction=1.5).validate(), "'unique_min_fraction'"),
+    "unknown AFT setting": (
+        lambda: from_dict(
+            __import__("aft_core.config").config.AFTConfig, {"sft_model": "tiny", "data": "x", "betta": 1}
+        ),
+        "'betta'",
+    ),
+    "attractor share out of range": (
+        lambda: __import__("aft_core.attractors").attractors.AttractorThresholds(unique_min_fraction=1.5).validate(),
+        "'unique_min_fraction'",
+    ),
     "negative KL target": (_aft(kl_target=-0.1), "'kl_target'"),
     "adaptive KL with eta_kl 0": (_aft(kl_target=0.05, eta_kl=0.0), "'eta_kl'"),
     "negative early-stop count": (_aft(early_stop_checkpoints=-1), "'early_stop_checkpoints'"),
-    "unknown threshold basis": (lambda: __import__("aft_core.attractors").attractors.AttractorThresholds(basis="absolute").validate(), "'basis'"),
-    "unknown threshold": (lambda: __import__("aft_core.attractors").attractors.thresholds_from("sft", {"uniq": 0.5}), "'uniq'"),
-    "entity floor out of range": (lambda: __import__("aft_core.attractors").attractors.thresholds_from("sft", {"primary_min_delta_entity_accuracy": 2.0}), "'primary_min_delta_entity_accuracy'"),
-    "data-check share out of range": (lambda: __import__("data_checks.suites").suites.DataCheckConfig(annotated_mostly=2.0).validate(), "'annotated_mostly'"),
+    "unknown threshold basis": (
+        lambda: __import__("aft_core.attractors").attractors.AttractorThresholds(basis="absolute").validate(),
+        "'basis'",
+    ),
+    "unknown threshold": (
+        lambda: __import__("aft_core.attractors").attractors.thresholds_from("sft", {"uniq": 0.5}),
+        "'uniq'",
+    ),
+    "entity floor out of range": (
+        lambda: __import__("aft_core.attractors").attractors.thresholds_from(
+            "sft", {"primary_min_delta_entity_accuracy": 2.0}
+        ),
+        "'primary_min_delta_entity_accuracy'",
+    ),
+    "data-check share out of range": (
+        lambda: __import__("data_checks.suites").suites.DataCheckConfig(annotated_mostly=2.0).validate(),
+        "'annotated_mostly'",
+    ),
 }
 
 
@@ -141,11 +168,16 @@ def test_catalogue_setting_refused_with_field_and_fix(case):
     assert field in message, message
 
 
-@pytest.mark.parametrize("grid, problem", [({"beta": []}, "at least one value"),
-                                           ({"other": {"temprature": [1.0]}}, "'temprature' is not a branch setting"),
-                                           ({"other": {"kl_estimator": []}}, "non-empty list"),
-                                           ({"variants": [{}, {"ix_modes": "salient"}]}, r"variants\[1\]: 'ix_modes' is not a branch setting"),
-                                           ({"variants": []}, "at least one variant")])
+@pytest.mark.parametrize(
+    "grid, problem",
+    [
+        ({"beta": []}, "at least one value"),
+        ({"other": {"temprature": [1.0]}}, "'temprature' is not a branch setting"),
+        ({"other": {"kl_estimator": []}}, "non-empty list"),
+        ({"variants": [{}, {"ix_modes": "salient"}]}, r"variants\[1\]: 'ix_modes' is not a branch setting"),
+        ({"variants": []}, "at least one variant"),
+    ],
+)
 def test_sweep_grid_refused_with_what_to_do(grid, problem):
     from pydantic import ValidationError
 
@@ -182,8 +214,10 @@ def test_read_only_output_folder(tmp_path):
     assert (folder / "keep.json").read_text() == "{}"
 
 
-@pytest.mark.parametrize("errno_name, fix", [("ENOSPC", "free disk space"), ("EROFS", "writable file system"),
-                                             ("EACCES", "you can write to")])
+@pytest.mark.parametrize(
+    "errno_name, fix",
+    [("ENOSPC", "free disk space"), ("EROFS", "writable file system"), ("EACCES", "you can write to")],
+)
 def test_full_disk_or_unwritable_output_leaves_the_old_file(tmp_path, monkeypatch, errno_name, fix):
     import errno
     import os
@@ -204,8 +238,11 @@ def test_full_disk_or_unwritable_output_leaves_the_old_file(tmp_path, monkeypatc
     assert snapshot(tmp_path) == before  # the old file intact, no temporary left behind
 
 
-@pytest.mark.parametrize("value, fragment", [("banana", "is not a device name"), ("mps", "is not supported")]
-                         + ([] if torch.cuda.is_available() else [("cuda", "asks for a GPU but torch sees none")]))
+@pytest.mark.parametrize(
+    "value, fragment",
+    [("banana", "is not a device name"), ("mps", "is not supported")]
+    + ([] if torch.cuda.is_available() else [("cuda", "asks for a GPU but torch sees none")]),
+)
 def test_unusable_device_named_by_aft_device(monkeypatch, value, fragment):
     from aft_core.models import default_device
 
@@ -215,13 +252,16 @@ def test_unusable_device_named_by_aft_device(monkeypatch, value, fragment):
     assert default_device() == torch.device("cpu")
 
 
-@pytest.mark.parametrize("name, content, problem", [
-    ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply to parse"),
-    ("deep-object.json", b'{"d1": ' * 50_000 + b"{}" + b"}" * 50_000, "nested too deeply to parse"),
-    ("latin1.json", '{"d1": {"log": [{"text": "caf\xe9"}]}}'.encode("latin-1"), "not valid JSON"),
-    ("bigint.json", b'{"d1": ' + b"9" * 10_000 + b"}", "not valid JSON"),
-    ("nul.json", b"\x00\x00\xff\xfe", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply to parse"),
+        ("deep-object.json", b'{"d1": ' * 50_000 + b"{}" + b"}" * 50_000, "nested too deeply to parse"),
+        ("latin1.json", '{"d1": {"log": [{"text": "caf\xe9"}]}}'.encode("latin-1"), "not valid JSON"),
+        ("bigint.json", b'{"d1": ' + b"9" * 10_000 + b"}", "not valid JSON"),
+        ("nul.json", b"\x00\x00\xff\xfe", "not valid JSON"),
+    ],
+)
 def test_a_hostile_corpus_file_is_one_line_not_a_traceback(tmp_path, name, content, problem, capsys):
     path = tmp_path / name
     path.write_bytes(content)
@@ -237,7 +277,7 @@ def test_a_damaged_zip_member_and_a_deep_venue_database_are_named(tmp_path):
         zf.writestr("data/dialogues.json", json.dumps([{"x": "y" * 5000}]))
     raw = bytearray(good.read_bytes())
     start = raw.index(b"data/dialogues.json") + len("data/dialogues.json")  # the local header's name, then data
-    raw[start + 10:start + 200] = b"\x00" * 190  # corrupt the compressed stream, keep the directory
+    raw[start + 10 : start + 200] = b"\x00" * 190  # corrupt the compressed stream, keep the directory
     bad = tmp_path / "data.zip"
     bad.write_bytes(bytes(raw))
     expect_error(lambda: load_corpus(bad), str(bad), "a zip that cannot be read")
@@ -246,8 +286,12 @@ def test_a_damaged_zip_member_and_a_deep_venue_database_are_named(tmp_path):
 
     (tmp_path / "db").mkdir()
     (tmp_path / "db" / "hotel_db.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
-    expect_error(lambda: VenueDB.load(tmp_path / "db"), "hotel_db.json", "nested too deeply to parse",
-                 "restore the venue database file")
+    expect_error(
+        lambda: VenueDB.load(tmp_path / "db"),
+        "hotel_db.json",
+        "nested too deeply to parse",
+        "restore the venue database file",
+    )
 
 
 def test_a_split_list_that_is_not_text_is_named(tmp_path):
@@ -280,16 +324,26 @@ def test_broken_model_folders_end_in_one_line_not_a_traceback(sft_model, towninf
     mismatched = _broken_copy(sft_model, tmp_path, "mismatched")
     config = json.loads((mismatched / "config.json").read_text())
     weights = load_file(str(mismatched / "model.safetensors"))
-    save_file({k: (v[: v.shape[0] // 2] if v.shape[0] == config["vocab_size"] else v) for k, v in weights.items()},
-              str(mismatched / "model.safetensors"), metadata={"format": "pt"})
-    cases = {no_tokenizer: "holds no tokenizer files", pickled: "pickle weights are never loaded",
-             truncated: "could not be loaded", mismatched: "could not be loaded (RuntimeError"}
+    save_file(
+        {k: (v[: v.shape[0] // 2] if v.shape[0] == config["vocab_size"] else v) for k, v in weights.items()},
+        str(mismatched / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    cases = {
+        no_tokenizer: "holds no tokenizer files",
+        pickled: "pickle weights are never loaded",
+        truncated: "could not be loaded",
+        mismatched: "could not be loaded (RuntimeError",
+    }
     for folder, problem in cases.items():
         out = tmp_path / f"sft-of-{folder.name}"
         code = main(["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(out), "--max-steps", "2"])
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("error:")]
-        assert code == 2 and len(errors) == 1 and problem in errors[0] and "Fix:" in errors[0], (folder.name, err[-800:])
+        assert code == 2 and len(errors) == 1 and problem in errors[0] and "Fix:" in errors[0], (
+            folder.name,
+            err[-800:],
+        )
         assert "Traceback" not in err and not (out / "sft_result.json").exists()
 
 

@@ -1,5 +1,6 @@
 """Decoder-only AFT (AFT_SPEC §8): prompts and their token map, A against hand-computed attention, greedy
 decoding against `generate`, and a causal branch end to end."""
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,11 @@ from bench.hub_models import build_llama_chat
 
 HISTORIES = [
     [Turn("user", "i need a cheap restaurant in the north", ("cheap", "north"))],
-    [Turn("user", "i want a museum", ("museum",)), Turn("system", "which area would you like ?"),
-     Turn("user", "the centre please", ("centre",))],
+    [
+        Turn("user", "i want a museum", ("museum",)),
+        Turn("system", "which area would you like ?"),
+        Turn("user", "the centre please", ("centre",)),
+    ],
     [Turn("user", "find me a hotel"), Turn("system", "what price range ?"), Turn("user", "expensive", ("expensive",))],
 ]
 
@@ -40,19 +44,21 @@ def test_the_chat_template_renders_the_prompt_and_every_token_keeps_its_turn(cha
     assert family.name == "causal" and tokenizer.pad_token_id is not None
     assert family.eos_id() == tokenizer.convert_tokens_to_ids("<|end|>")  # the template's end of turn, not </s>
     rows, _ = _batch(family, tokenizer)
-    for history, row in zip(HISTORIES, rows):
+    for history, row in zip(HISTORIES, rows, strict=True):
         ids = row["input_ids"]
         messages = [{"role": "user" if t.speaker == "user" else "assistant", "content": t.text} for t in history]
-        assert ids == tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert ids == tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         for index, turn in enumerate(history):
-            mine = [i for i, k in zip(ids, row["src_turn"]) if k == index]
+            mine = [i for i, k in zip(ids, row["src_turn"], strict=True) if k == index]
             assert tokenizer.decode(mine).strip() == turn.text
         assert row["src_is_template"][0]  # the attention sink (BOS)
-        template = {tokenizer.convert_ids_to_tokens(i) for i, t in zip(ids, row["src_is_template"]) if t}
+        template = {tokenizer.convert_ids_to_tokens(i) for i, t in zip(ids, row["src_is_template"], strict=True) if t}
         assert {"<s>", "<|user|>", "<|end|>"} <= template
-        assert all(t == (k < 0) for t, k in zip(row["src_is_template"], row["src_turn"]))
+        assert all(t == (k < 0) for t, k in zip(row["src_is_template"], row["src_turn"], strict=True))
         assert not any(row["src_is_tag"])  # role headers are template tokens, not speaker tags
-        salient = tokenizer.decode([i for i, s in zip(ids, row["src_is_salient"]) if s]).split()
+        salient = tokenizer.decode([i for i, s in zip(ids, row["src_is_salient"], strict=True) if s]).split()
         assert salient == [v for t in history for v in t.slot_values]
 
 
@@ -76,7 +82,7 @@ def test_a_template_free_prompt_starts_with_a_sink_and_ends_with_the_response_cu
     row = family.encode_prompts([HISTORIES[1]], tokenizer, 200)[0]
     tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
     assert row["input_ids"][0] == tokenizer.eos_token_id and row["src_is_template"][0]
-    cue = [tok for tok, t in zip(tokens, row["src_is_template"]) if t][1:]
+    cue = [tok for tok, t in zip(tokens, row["src_is_template"], strict=True) if t][1:]
     assert tokenizer.convert_tokens_to_string(cue).strip() == "system:"
     assert sum(row["src_is_tag"]) >= 3  # each turn's speaker tag, as in an encoder's source
 
@@ -91,7 +97,7 @@ def _hand_computed(model, family, row, response, layers):
     with torch.no_grad():
         out = eager(input_ids=ids, output_attentions=True)
     rows = torch.arange(len(response)) + n - 1
-    raw = torch.stack([out.attentions[l][0].mean(dim=0) for l in layers]).mean(dim=0)[rows, :n]  # [T,S]
+    raw = torch.stack([out.attentions[layer][0].mean(dim=0) for layer in layers]).mean(dim=0)[rows, :n]  # [T,S]
     keep = ~torch.tensor(row["src_is_template"])
     mass = (raw * keep).sum(dim=-1)
     logp = torch.log_softmax(out.logits[0, rows], dim=-1).gather(1, torch.tensor(response)[:, None])[:, 0]
@@ -128,11 +134,17 @@ def test_greedy_decoding_equals_generate_token_for_token(chat_model):
     ours = family.generate(model, src, max_new_tokens=10, do_sample=False)
     for b, row in enumerate(rows):
         ids = torch.tensor([row["input_ids"]])
-        theirs = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
-                                eos_token_id=family.eos_id(), pad_token_id=family.pad_id())[0, ids.shape[1]:]
+        theirs = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=10,
+            do_sample=False,
+            eos_token_id=family.eos_id(),
+            pad_token_id=family.pad_id(),
+        )[0, ids.shape[1] :]
         mine = ours[b, 1:][: theirs.shape[0]]
         assert torch.equal(mine, theirs), b
-        assert bool((ours[b, 1 + theirs.shape[0]:] == family.pad_id()).all())
+        assert bool((ours[b, 1 + theirs.shape[0] :] == family.pad_id()).all())
 
 
 def test_k_samples_share_one_prefill_and_follow_the_model(chat_model):
@@ -157,7 +169,7 @@ def test_the_sft_loss_is_next_token_cross_entropy_on_the_response_only(chat_mode
     with torch.no_grad():
         loss = family.sft_loss(model, batch)
         by_hand = []
-        for row, target in zip(rows, targets):
+        for row, target in zip(rows, targets, strict=True):
             ids = torch.tensor([row["input_ids"] + target])
             logp = torch.log_softmax(model(input_ids=ids).logits[0], dim=-1)
             s = len(row["input_ids"])
@@ -209,7 +221,7 @@ def test_the_shared_prompt_pass_gives_the_gradient_of_one_pass_per_response(chat
         response = tf["labels"][n, :length].tolist()
         ids = torch.tensor([row["input_ids"] + response])
         s = len(row["input_ids"])
-        logp = torch.log_softmax(model(input_ids=ids).logits[0, s - 1:s - 1 + length], dim=-1)
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, s - 1 : s - 1 + length], dim=-1)
         total = total + logp.gather(1, torch.tensor(response)[:, None]).sum()
     total.backward()
     alone = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
@@ -225,11 +237,25 @@ def _other_architecture(name: str, tokenizer):
     common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     configs = {
         "gpt2": transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **common),
-        "qwen2": transformers.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                          num_key_value_heads=2, max_position_embeddings=512, **common),
-        "mistral": transformers.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                              num_attention_heads=4, num_key_value_heads=1, head_dim=8,
-                                              max_position_embeddings=512, **common),
+        "qwen2": transformers.Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        ),
+        "mistral": transformers.MistralConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=512,
+            **common,
+        ),
     }
     torch.manual_seed(0)
     return transformers.AutoModelForCausalLM.from_config(configs[name])
@@ -250,9 +276,15 @@ def test_other_decoder_only_architectures_need_no_code_of_their_own(chat_model, 
     rows, src = _batch(family, tok)
     ours = family.generate(model, src, max_new_tokens=6, do_sample=False)
     ids = torch.tensor([rows[0]["input_ids"]])
-    theirs = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
-                            eos_token_id=family.eos_id(), pad_token_id=family.pad_id())[0, ids.shape[1]:]
-    assert torch.equal(ours[0, 1:1 + theirs.shape[0]], theirs)
+    theirs = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=6,
+        do_sample=False,
+        eos_token_id=family.eos_id(),
+        pad_token_id=family.pad_id(),
+    )[0, ids.shape[1] :]
+    assert torch.equal(ours[0, 1 : 1 + theirs.shape[0]], theirs)
     with torch.no_grad():
         tf = family.teacher_forced(model, src, ours, 1, [0, 1])
     length = int(tf["tgt_mask"][0].sum())

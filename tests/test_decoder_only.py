@@ -1,14 +1,13 @@
 """experiments/decoder_only.py on hand-made branches and scores: windows, attractors, effects across SFT seeds, the
 table and the report section."""
+
 from __future__ import annotations
 
 import importlib.util
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("decoder_only", ROOT / "experiments" / "decoder_only.py")
@@ -28,30 +27,49 @@ class FakeRunner:
     def branch(self, sft_seed, setting, aft_seed):
         folder = self.train_dir / "branches" / decoder_only.frontier.slug(setting) / f"sft{sft_seed}-aft{aft_seed}"
         folder.mkdir(parents=True)
-        pd.DataFrame({"step": [0, 50], "delta_focus": [0.0, 0.1], "delta_bertscore": [0.0, -0.01],
-                      "lookback": [0.6, 0.55]}).to_parquet(folder / "probe.parquet")
+        pd.DataFrame(
+            {"step": [0, 50], "delta_focus": [0.0, 0.1], "delta_bertscore": [0.0, -0.01], "lookback": [0.6, 0.55]}
+        ).to_parquet(folder / "probe.parquet")
         star = 50 if sft_seed != 1 else None
         points = {"last": {"model": "m", "weights": "w", "step": 50}}
         if star:
             points["star"] = {"model": "m", "weights": "w", "step": 50}
-        return {"status": "completed", "steps": 50, "primary_step": star, "healthy_until": 50 if star else 0,
-                "final_label": "healthy" if star else "template_fixation", "points": points, "sft_seed": sft_seed}
+        return {
+            "status": "completed",
+            "steps": 50,
+            "primary_step": star,
+            "healthy_until": 50 if star else 0,
+            "final_label": "healthy" if star else "template_fixation",
+            "points": points,
+            "sft_seed": sft_seed,
+        }
 
     def score(self, split, key, systems):
         name = next(iter(systems))
         shift = 0.0 if name == "SFT" else 0.1 * (key[1] + 1)
-        return pd.DataFrame({"system": name, "example_id": list("abcd"), "focus": [-3.0 + shift] * 4,
-                             "bertscore": [0.8] * 4, "venue_turn": [True, True, False, False],
-                             "entity_correct": [True, name == "SFT", False, False],
-                             "lookback": [0.6 - (0.05 if name != "SFT" else 0.0)] * 4})
+        return pd.DataFrame(
+            {
+                "system": name,
+                "example_id": list("abcd"),
+                "focus": [-3.0 + shift] * 4,
+                "bertscore": [0.8] * 4,
+                "venue_turn": [True, True, False, False],
+                "entity_correct": [True, name == "SFT", False, False],
+                "lookback": [0.6 - (0.05 if name != "SFT" else 0.0)] * 4,
+            }
+        )
 
 
 def test_effects_windows_and_the_report(tmp_path):
     runner = FakeRunner(tmp_path)
-    fam = decoder_only.run_family("decoder-only", "towninfo-causal", runner, tmp_path, [0, 1, 2], [0], log=lambda s: None)
+    fam = decoder_only.run_family(
+        "decoder-only", "towninfo-causal", runner, tmp_path, [0, 1, 2], [0], log=lambda s: None
+    )
     row = fam["rows"][0]
     assert row["with_star"] == 2 and row["n"] == 3 and row["final_labels"] == ["healthy", "template_fixation"]
-    assert row["test"]["focus"]["effect"] == pytest.approx(0.2) and row["test"]["focus"]["per_sft_effect"] == pytest.approx([0.1, 0.2, 0.3])
+    assert row["test"]["focus"]["effect"] == pytest.approx(0.2) and row["test"]["focus"][
+        "per_sft_effect"
+    ] == pytest.approx([0.1, 0.2, 0.3])
     assert row["test"]["lookback"]["effect"] == pytest.approx(-0.05)
     assert row["test"]["entity_accuracy"]["effect"] == pytest.approx(-0.5)  # one of two venue turns lost
     assert [b["point"] for b in row["branches"]] == ["star", "last", "star"]  # no ★: the last checkpoint

@@ -1,5 +1,6 @@
 """The interactive demo (`aft demo RUN_DIR`): its computations against the evaluation's, and the page in a real
 browser (headless chromium) on a tiny pipeline run, with every request the page makes recorded."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, stop_process_group
 
 pytestmark = pytest.mark.slow
@@ -24,18 +24,31 @@ def demo_run(tiny_pipeline) -> Path:
 def _greedy_reference(demo, system: str, example_id: str) -> tuple[str, np.ndarray]:
     """The evaluation's own greedy path (score_greedy) on the same example: response and A[T,S]."""
     from aft_core.data.dataset import encode_table
-    from aft_core.models import family_of, parse_layers
     from aft_core.evaluation import load_system
+    from aft_core.models import family_of, parse_layers
     from aft_core.monitor import score_greedy
 
     spec = demo.systems()[system]
     model, tokenizer = load_system(spec["model"], spec["weights"])
     family = family_of(model, tokenizer)
-    rows = encode_table(demo.test.filter(lambda r: r["example_id"] == example_id), tokenizer, family,
-                        demo.sft_config["max_source_tokens"], 8).to_list()
-    scored = score_greedy(model, tokenizer, family, rows, ix_modes=(demo.ix_mode,),
-                          layers=parse_layers("all", family.attention_layers(model)),
-                          max_new_tokens=demo.settings["max_new_tokens"], repeat_n=3, keep_attention=True)
+    rows = encode_table(
+        demo.test.filter(lambda r: r["example_id"] == example_id),
+        tokenizer,
+        family,
+        demo.sft_config["max_source_tokens"],
+        8,
+    ).to_list()
+    scored = score_greedy(
+        model,
+        tokenizer,
+        family,
+        rows,
+        ix_modes=(demo.ix_mode,),
+        layers=parse_layers("all", family.attention_layers(model)),
+        max_new_tokens=demo.settings["max_new_tokens"],
+        repeat_n=3,
+        keep_attention=True,
+    )
     return scored["texts"][0], scored["attention"][0].numpy()
 
 
@@ -48,8 +61,9 @@ def test_responses_and_attention_equal_the_evaluations_and_one_aft_step_weights_
     example_id = demo.find_examples()[0][1]
     example = demo.example(example_id)
     for name in ("SFT", next(s for s in systems if "last" in s)):
-        result = demo.respond(name, example["turns"], Decoding(max_new_tokens=demo.settings["max_new_tokens"]),
-                              example=example)
+        result = demo.respond(
+            name, example["turns"], Decoding(max_new_tokens=demo.settings["max_new_tokens"]), example=example
+        )
         text, attention = _greedy_reference(demo, name, example_id)
         assert result["response"] == text
         np.testing.assert_allclose(np.array(result["attention"]), attention, atol=1e-6)
@@ -79,11 +93,15 @@ def test_the_demo_in_headless_chromium(demo_run, chromium, tmp_path):
         driver = headless_chromium(tmp_path / "profile", chromium["browser"], chromium["driver"])
         driver.get(f"http://127.0.0.1:{port}/")
         js = driver.execute_script
-        history = _wait(lambda: js("const t = document.querySelector('#aft-history textarea'); return t && t.value"),
-                        "the example's history")
+        history = _wait(
+            lambda: js("const t = document.querySelector('#aft-history textarea'); return t && t.value"),
+            "the example's history",
+        )
         assert history.startswith("user: ")
-        checked = js("return Array.from(document.querySelectorAll('#aft-systems input')).filter(i => i.checked)"
-                     ".map(i => i.parentElement.textContent.trim())")
+        checked = js(
+            "return Array.from(document.querySelectorAll('#aft-systems input')).filter(i => i.checked)"
+            ".map(i => i.parentElement.textContent.trim())"
+        )
         assert checked[0] == "SFT" and "★" in checked[1]
         SHOTS.mkdir(parents=True, exist_ok=True)
 
@@ -105,31 +123,47 @@ def test_the_demo_in_headless_chromium(demo_run, chromium, tmp_path):
         box.send_keys("user: i am looking for a cheap restaurant in the north .")
         driver.find_element(By.ID, "aft-compare").click()
         # the heatmaps now read the typed history (its words head their columns)
-        typed = _wait(lambda: js("const heads = Array.from(document.querySelectorAll('#aft-output table.aft-heat'))"
-                                 ".map(t => Array.from(t.querySelectorAll('th.aft-src')).map(h => h.textContent).join(''));"
-                                 "return heads.length === 2 && heads.every(h => h.includes('restaurant')) && heads"),
-                      "responses to a typed history")
+        typed = _wait(
+            lambda: js(
+                "const heads = Array.from(document.querySelectorAll('#aft-output table.aft-heat'))"
+                ".map(t => Array.from(t.querySelectorAll('th.aft-src')).map(h => h.textContent).join(''));"
+                "return heads.length === 2 && heads.every(h => h.includes('restaurant')) && heads"
+            ),
+            "responses to a typed history",
+        )
         assert len(typed) == 2
-        assert js("return document.querySelector('#aft-reference textarea, #aft-reference input').value") == \
-            "(a history of your own: no reference)"
+        assert (
+            js("return document.querySelector('#aft-reference textarea, #aft-reference input').value")
+            == "(a history of your own: no reference)"
+        )
         driver.save_screenshot(str(SHOTS / "compare-typed-history.png"))
 
         driver.find_element(By.ID, "aft-step").click()
-        weights = _wait(lambda: js("return Array.from(document.querySelectorAll('#aft-candidates td[data-key=weight]'))"
-                                   ".map(td => parseFloat(td.textContent))"), "one AFT step's candidates")
+        weights = _wait(
+            lambda: js(
+                "return Array.from(document.querySelectorAll('#aft-candidates td[data-key=weight]'))"
+                ".map(td => parseFloat(td.textContent))"
+            ),
+            "one AFT step's candidates",
+        )
         assert len(weights) == 4 and sum(weights) == pytest.approx(1.0, abs=2e-4)
         driver.execute_script("document.querySelector('#aft-candidates').scrollIntoView()")
         driver.save_screenshot(str(SHOTS / "one-aft-step.png"))
 
         requests = requested_urls(driver)
-        outside = sorted(u for u in requests if u.split(":", 1)[0] in ("http", "https", "ws", "wss")
-                         and not u.split("/")[2].startswith((f"127.0.0.1:{port}", f"localhost:{port}")))
+        outside = sorted(
+            u
+            for u in requests
+            if u.split(":", 1)[0] in ("http", "https", "ws", "wss")
+            and not u.split("/")[2].startswith((f"127.0.0.1:{port}", f"localhost:{port}"))
+        )
         assert outside == [], outside
         assert any(f"127.0.0.1:{port}" in u for u in requests)
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
-        (SHOTS / "timings.json").write_text(json.dumps({"startup_s": round(startup, 1),
-                                                        "first_comparison_s": round(comparison_s, 1)}))
+        (SHOTS / "timings.json").write_text(
+            json.dumps({"startup_s": round(startup, 1), "first_comparison_s": round(comparison_s, 1)})
+        )
     finally:
         if driver is not None:
             driver.quit()

@@ -1,6 +1,7 @@
 """Conversations (aft_core.dialogue): the agenda user, the reader of system text, the dialogue metrics and the
 batched self-play loop, on TownInfo goals with the oracle system, scripted systems that fail on purpose, and the
 session's tiny models of both families."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,10 +34,14 @@ def world(main_corpus):
 def test_the_generator_speaks_through_user_words_and_its_corpus_is_unchanged(main_corpus, towninfo_dir):
     """The user's words moved into aft_core.dialogue.user_words; the generator draws them in the same order, so the
     corpora (and every model and frontier built on them) are byte for byte what they were."""
-    digest = {"main": hashlib.sha256((main_corpus / "data.json").read_bytes()).hexdigest(),
-              "session": hashlib.sha256((towninfo_dir / "data.json").read_bytes()).hexdigest()}
-    assert digest == {"main": "6c973ccb65889bd214f54c6d5e853b8fc31c19e5ed20fea8d88893bd3024425a",
-                      "session": "5d64f826206db68c8239efdf9c92909d3dc12b3a187704248ba1a9db8e72552d"}
+    digest = {
+        "main": hashlib.sha256((main_corpus / "data.json").read_bytes()).hexdigest(),
+        "session": hashlib.sha256((towninfo_dir / "data.json").read_bytes()).hexdigest(),
+    }
+    assert digest == {
+        "main": "6c973ccb65889bd214f54c6d5e853b8fc31c19e5ed20fea8d88893bd3024425a",
+        "session": "5d64f826206db68c8239efdf9c92909d3dc12b3a187704248ba1a9db8e72552d",
+    }
 
 
 def test_goals_carry_the_relaxation_the_dialogue_made(world):
@@ -100,7 +105,7 @@ def test_a_system_that_never_gives_the_phone_fails_success(world):
     records = converse(NoPhone(), world["goals"], reader, reveal="agenda", seed=0, max_exchanges=12)
     wants_phone = [any("phone" in d.requests for d in r_goal.domains) for r_goal in world["goals"]]
     assert any(wants_phone) and not all(wants_phone)
-    for record, phone in zip(records, wants_phone):
+    for record, phone in zip(records, wants_phone, strict=True):
         outcome = record["outcome"]
         assert outcome["success"] == (0.0 if phone else 1.0), (record["dialogue_id"], outcome)
         if not phone:
@@ -113,7 +118,7 @@ def test_sharded_reveals_one_constraint_per_turn_and_full_all_at_once(world):
     goals = world["goals"][:100]
     for reveal in ("sharded", "full"):
         records = converse(OracleSystem(world["db"]), goals, world["reader"], reveal=reveal, seed=0)
-        for goal, record in zip(goals, records):
+        for goal, record in zip(goals, records, strict=True):
             user_turns = [t for t in record["turns"] if t["speaker"] == "user"]
             sizes = [len(t["revealed"]) for t in user_turns]
             if reveal == "sharded":
@@ -183,7 +188,9 @@ def test_metrics_by_hand(world):
     assert (full["inform"], full["success"], full["book"], full["turns_to_success"]) == (1.0, 1.0, 1.0, 3)
     no_ref = dialogue_outcome(goal, ["a", "b"], [offer, attributes], **kw)
     assert (no_ref["inform"], no_ref["success"], no_ref["book"]) == (1.0, 0.0, 0.0)
-    wrong = next(r for r in world["db"].venues[d.domain] if not any(r is m for m in world["db"].matching(d.domain, d.relaxed)))
+    wrong = next(
+        r for r in world["db"].venues[d.domain] if not any(r is m for m in world["db"].matching(d.domain, d.relaxed))
+    )
     bad = dialogue_outcome(goal, ["a", "a"], [SystemReading(offered=[(d.domain, wrong)]), attributes], **kw)
     assert (bad["inform"], bad["success"], bad["repeated_replies"]) == (0.0, 0.0, 1)
     r = reliability([[1, 1, 0, 0, 1], [0, 0, 0, 0, 0]])
@@ -202,13 +209,16 @@ def test_batched_conversations_equal_one_at_a_time(request, towninfo_dir, fixtur
     goals = load_goals(towninfo_dir, "test")[:6]
     batched = converse(system, goals, Reader(db), reveal="sharded", seed=0, max_exchanges=6)
     alone = converse(system, goals, Reader(db), reveal="sharded", seed=0, max_exchanges=6, batched=False)
-    for a, b in zip(batched, alone):
+    for a, b in zip(batched, alone, strict=True):
         assert [t["text"] for t in a["turns"]] == [t["text"] for t in b["turns"]]
-        for s, t in zip(a["turns"], b["turns"]):
+        for s, t in zip(a["turns"], b["turns"], strict=True):
             if s["speaker"] == "system":
                 assert set(s["attention"]) >= {"focus/all", "coverage/salient", "earlier_share", "lookback"}
-                np.testing.assert_allclose([s["attention"][k] for k in sorted(s["attention"])],
-                                           [t["attention"][k] for k in sorted(t["attention"])], atol=1e-4)
+                np.testing.assert_allclose(
+                    [s["attention"][k] for k in sorted(s["attention"])],
+                    [t["attention"][k] for k in sorted(t["attention"])],
+                    atol=1e-4,
+                )
     assert any(len(r["turns"]) > 4 for r in batched)
 
 
@@ -219,8 +229,21 @@ def test_aft_converse_writes_the_table_and_refuses_bad_settings(sft_model, towni
     from aft_core.layout import ConversationLayout
 
     out = tmp_path / "conversations"
-    args = ["converse", "--sft", sft_model, "--data", str(towninfo_dir), "--out", str(out), "--goals", "4",
-            "--max-exchanges", "4", "--samples", "2"]
+    args = [
+        "converse",
+        "--sft",
+        sft_model,
+        "--data",
+        str(towninfo_dir),
+        "--out",
+        str(out),
+        "--goals",
+        "4",
+        "--max-exchanges",
+        "4",
+        "--samples",
+        "2",
+    ]
     assert main(args) == 0
     table = ConversationLayout(out).read_table()
     assert table["modes"] == ["full", "sharded"] and table["goals"] == 4
@@ -250,9 +273,16 @@ def test_inform_and_success_of_the_test_evaluation_with_the_reference_row(world)
     from aft_core.dialogue.context_to_response import REFERENCE, dialogue_success
 
     examples = load_corpus(world["corpus"]).examples["test"]
-    rows = [{"system": name, "example_id": ex.example_id, "reference": ex.target,
-             "response": ex.target if name == "copy" else "i am not sure ."}
-            for name in ("copy", "unsure") for ex in examples[:-1]]  # the last dialogue lacks its last turn
+    rows = [
+        {
+            "system": name,
+            "example_id": ex.example_id,
+            "reference": ex.target,
+            "response": ex.target if name == "copy" else "i am not sure .",
+        }
+        for name in ("copy", "unsure")
+        for ex in examples[:-1]
+    ]  # the last dialogue lacks its last turn
     result = dialogue_success(pd.DataFrame(rows), world["corpus"], "test")
     assert result["dialogues"] == 299 and result["reader_f1"] >= 0.95
     assert result["systems"]["copy"] == result["systems"][REFERENCE]
@@ -270,8 +300,25 @@ def test_aft_converse_on_a_pipeline_run_folder(tiny_pipeline, tmp_path, capsys):
 
     run_dir = tiny_pipeline["run_dir"]
     out = tmp_path / "again"
-    assert main(["converse", str(run_dir), "--goals", "2", "--samples", "0", "--mode", "sharded", "--max-exchanges",
-                 "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "converse",
+                str(run_dir),
+                "--goals",
+                "2",
+                "--samples",
+                "0",
+                "--mode",
+                "sharded",
+                "--max-exchanges",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = ConversationLayout(out).read_table()
     evaluated = [r["system"] for r in json.loads((run_dir / "evaluation" / "table.json").read_text())["rows"]]
     assert table["modes"] == ["sharded"] and table["goals"] == 2

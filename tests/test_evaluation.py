@@ -1,4 +1,5 @@
 """Statistics of the test table against known values, and entity accuracy on hand-made turns."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,10 +49,15 @@ def test_distinct_n_by_hand():
 
 @pytest.fixture
 def db():
-    return VenueDB({"restaurant": [
-        {"name": "the golden wok", "food": "chinese", "area": "centre", "pricerange": "cheap"},
-        {"name": "the silver spoon", "food": "italian", "area": "north", "pricerange": "expensive"},
-    ], "hotel": [{"name": "acorn house", "area": "north", "pricerange": "cheap", "stars": "4"}]})
+    return VenueDB(
+        {
+            "restaurant": [
+                {"name": "the golden wok", "food": "chinese", "area": "centre", "pricerange": "cheap"},
+                {"name": "the silver spoon", "food": "italian", "area": "north", "pricerange": "expensive"},
+            ],
+            "hotel": [{"name": "acorn house", "area": "north", "pricerange": "cheap", "stars": "4"}],
+        }
+    )
 
 
 def test_entity_accuracy_on_hand_made_turns(db):
@@ -70,10 +76,12 @@ def test_probe_entity_accuracy_counts_only_turns_whose_reference_names_a_venue(d
     from aft_core.monitor import probe_entity_accuracy
 
     chinese = json.dumps({"restaurant": {"food": "chinese", "area": "centre"}})
-    rows = [{"target": "the golden wok is in the centre .", "belief_state": chinese},      # venue turn, answered right
-            {"target": "the golden wok serves chinese food .", "belief_state": chinese},   # venue turn, answered wrong
-            {"target": "what area would you like ?", "belief_state": chinese},             # not a venue turn
-            {"target": "acorn house is cheap .", "belief_state": json.dumps({"hotel": {"area": "north"}})}]
+    rows = [
+        {"target": "the golden wok is in the centre .", "belief_state": chinese},  # venue turn, answered right
+        {"target": "the golden wok serves chinese food .", "belief_state": chinese},  # venue turn, answered wrong
+        {"target": "what area would you like ?", "belief_state": chinese},  # not a venue turn
+        {"target": "acorn house is cheap .", "belief_state": json.dumps({"hotel": {"area": "north"}})},
+    ]
     responses = ["try the golden wok .", "the silver spoon .", "the golden wok .", "acorn house , in the north ."]
     # turns 0, 1 and 3 count; 0 and 3 are correct (turn 2's correct answer is not a venue turn)
     assert probe_entity_accuracy(db, responses, rows) == {"entity_accuracy": 2 / 3, "venue_turns": 3}
@@ -111,7 +119,9 @@ def test_corpus_bleu_by_hand():
     score, signature = corpus_bleu(["a b c d"], ["a b c d e f g h"])
     assert score == pytest.approx(100 * math.exp(1 - 8 / 4), abs=1e-3)
     # Corpus level: counts are pooled over pairs (not a mean of sentence scores): 8 of 8 words, 16 of 16 reference.
-    assert corpus_bleu(["a b c d", "e f g h"], ["a b c d x y z w", "e f g h x y z w"])[0] == pytest.approx(score, abs=1e-3)
+    assert corpus_bleu(["a b c d", "e f g h"], ["a b c d x y z w", "e f g h x y z w"])[0] == pytest.approx(
+        score, abs=1e-3
+    )
     assert signature.startswith("nrefs:1|") and "tok:13a" in signature
 
 

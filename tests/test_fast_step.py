@@ -2,10 +2,12 @@
 
 Not timed: the speed and memory targets are checked by bench/aft_step.py.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import branch_config
 
 from aft_core.aft import score_candidates
 from aft_core.data.batching import SourceBatch
@@ -15,13 +17,17 @@ from aft_core.models import family_of, load_model, parse_layers
 from aft_core.models import t5_decoding as decoding
 from aft_core.models.registry import _neutral_generation_config
 from bench.reference_step import reference_step_loss, stack_candidates
-from conftest import branch_config
 
 
 def _batch(model_dir: str, towninfo_dir, n: int = 6, start: int = 0):
     policy, tokenizer = load_model(model_dir)
-    rows = encode_table(corpus_to_dataset(load_corpus(towninfo_dir))["train"].select(range(start, start + n)),
-                        tokenizer, family_of(policy, tokenizer), 96, 8)
+    rows = encode_table(
+        corpus_to_dataset(load_corpus(towninfo_dir))["train"].select(range(start, start + n)),
+        tokenizer,
+        family_of(policy, tokenizer),
+        96,
+        8,
+    )
     return policy.eval(), tokenizer, SourceBatch.from_rows(rows.to_list(), tokenizer.pad_token_id)
 
 
@@ -30,9 +36,20 @@ def _untrained_t5(vocab: int, feed_forward: str, tie: bool) -> torch.nn.Module:
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)
-    config = T5Config(vocab_size=vocab, d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4,
-                      feed_forward_proj=feed_forward, tie_word_embeddings=tie, pad_token_id=0, eos_token_id=1,
-                      decoder_start_token_id=0, dropout_rate=0.0)
+    config = T5Config(
+        vocab_size=vocab,
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj=feed_forward,
+        tie_word_embeddings=tie,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        dropout_rate=0.0,
+    )
     model = T5ForConditionalGeneration(config).eval()
     model.set_attn_implementation("eager")
     _neutral_generation_config(model)
@@ -40,8 +57,19 @@ def _untrained_t5(vocab: int, feed_forward: str, tie: bool) -> torch.nn.Module:
 
 
 def _first_prompt(src: SourceBatch) -> SourceBatch:
-    return SourceBatch(*(t[:1] for t in (src.input_ids, src.attention_mask, src.src_turn, src.src_is_tag,
-                                         src.src_is_salient, src.src_is_template)))
+    return SourceBatch(
+        *(
+            t[:1]
+            for t in (
+                src.input_ids,
+                src.attention_mask,
+                src.src_turn,
+                src.src_is_tag,
+                src.src_is_salient,
+                src.src_is_template,
+            )
+        )
+    )
 
 
 def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -53,8 +81,11 @@ def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 def models(sft_model, towninfo_dir):
     policy, tokenizer, src = _batch(sft_model, towninfo_dir)
     vocab = len(tokenizer)
-    return {"sft (1 layer, relu, tied)": policy, "untrained (2 layers, gated-gelu, untied)": _untrained_t5(vocab, "gated-gelu", False),
-            "untrained (2 layers, relu, tied)": _untrained_t5(vocab, "relu", True)}, src
+    return {
+        "sft (1 layer, relu, tied)": policy,
+        "untrained (2 layers, gated-gelu, untied)": _untrained_t5(vocab, "gated-gelu", False),
+        "untrained (2 layers, relu, tied)": _untrained_t5(vocab, "relu", True),
+    }, src
 
 
 def test_greedy_decoding_matches_generate_token_for_token(models):
@@ -62,15 +93,19 @@ def test_greedy_decoding_matches_generate_token_for_token(models):
     for name, model in all_models.items():
         assert decoding.supports(model)
         ours = family_of(model).generate(model, src, max_new_tokens=20, do_sample=False)
-        theirs = model.generate(input_ids=src.input_ids, attention_mask=src.attention_mask, max_new_tokens=20,
-                                do_sample=False)
+        theirs = model.generate(
+            input_ids=src.input_ids, attention_mask=src.attention_mask, max_new_tokens=20, do_sample=False
+        )
         assert torch.equal(ours, theirs), name
 
 
 def test_teacher_forced_pass_matches_the_hugging_face_decoder(models, monkeypatch):
     all_models, src = models
-    cases = [(name, model, layers) for name, model in all_models.items()
-             for layers in ({model.config.num_decoder_layers - 1}, set(range(model.config.num_decoder_layers)))]
+    cases = [
+        (name, model, layers)
+        for name, model in all_models.items()
+        for layers in ({model.config.num_decoder_layers - 1}, set(range(model.config.num_decoder_layers)))
+    ]
     family = family_of(all_models["sft (1 layer, relu, tied)"])
     for name, model, layers in cases:
         k, layers, name = 3, sorted(layers), f"{name}, layers {sorted(layers)}"
@@ -95,7 +130,8 @@ def test_teacher_forced_pass_matches_the_hugging_face_decoder(models, monkeypatc
 
 
 def test_sampling_draws_from_the_model_distribution(models):
-    """20,000 first tokens of one prompt: each of the ten likeliest tokens within 4.5 standard errors of its probability."""
+    """20,000 first tokens of one prompt: each of the ten likeliest tokens within 4.5 standard errors of its
+    probability."""
     all_models, src = models
     model = all_models["sft (1 layer, relu, tied)"]
     n = 20000
@@ -106,8 +142,9 @@ def test_sampling_draws_from_the_model_distribution(models):
     for temperature in (1.0, 0.7):
         probs = torch.softmax(logits / temperature, dim=-1)
         torch.manual_seed(2)
-        first = family_of(model).generate(model, _first_prompt(src), max_new_tokens=1,
-                                          do_sample=True, k=n, temperature=temperature)[:, 1]
+        first = family_of(model).generate(
+            model, _first_prompt(src), max_new_tokens=1, do_sample=True, k=n, temperature=temperature
+        )[:, 1]
         freq = torch.bincount(first, minlength=probs.shape[0]).float() / n
         top = probs.topk(10).indices
         stderr = (probs[top] * (1 - probs[top]) / n).sqrt()

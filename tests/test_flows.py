@@ -1,5 +1,6 @@
 """The Prefect workflow: the whole tiny pipeline, sweep caching, a failing branch and its rerun,
 data checks that stop the run, and prefect.yaml kept equal to the presets."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import HANG_S, ROOT
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,10 @@ def test_pipeline_writes_every_stage_consistently(tiny_run):
         assert list(probe["step"]) == [0, 2, 4]
         attractors = json.loads((folder / "attractors.json").read_text())
         assert [c["step"] for c in attractors["checkpoints"]] == [0, 2, 4]
-        assert sorted(p.name for p in (folder / "weights").iterdir()) == ["step-0000002.safetensors", "step-0000004.safetensors"]
+        assert sorted(p.name for p in (folder / "weights").iterdir()) == [
+            "step-0000002.safetensors",
+            "step-0000004.safetensors",
+        ]
 
     table = json.loads((tiny_run / "evaluation" / "table.json").read_text())
     systems = [r["system"] for r in table["rows"]]
@@ -117,7 +120,9 @@ def _count_branch_runs(monkeypatch, fail_when=None) -> list[str]:
 def _sweep_params(**grid):
     from flows.params import PRESETS, SweepParams
 
-    return SweepParams.model_validate({**PRESETS["tiny"]["sweep"], "grid": {**PRESETS["tiny"]["sweep"]["grid"], **grid}})
+    return SweepParams.model_validate(
+        {**PRESETS["tiny"]["sweep"], "grid": {**PRESETS["tiny"]["sweep"]["grid"], **grid}}
+    )
 
 
 def test_second_sweep_executes_no_completed_branch(tiny_run, tmp_path, monkeypatch):
@@ -146,16 +151,20 @@ def test_parallel_branches_run_in_processes_of_their_own_that_share_the_cores(ti
     params.parallel_branches = 2
     result = aft_sweep(run_dir, sft_model, data, params)
     assert result["failed"] == [] and {b["status"] for b in result["branches"]} <= {"completed", "stopped_in_attractor"}
-    entries = [json.loads(RunLayout(run_dir).branch(b["branch_id"]).provenance.read_text())["runs"][-1]
-               for b in result["branches"]]
+    entries = [
+        json.loads(RunLayout(run_dir).branch(b["branch_id"]).provenance.read_text())["runs"][-1]
+        for b in result["branches"]
+    ]
     pids = {entry["pid"] for entry in entries}
     assert len(pids) == 2 and os.getpid() not in pids  # each branch in a process of its own
     threads = max(1, int(os.environ["AFT_THREADS"]) // 2)
     assert [entry["torch_threads"] for entry in entries] == [threads, threads]
     again = aft_sweep(run_dir, sft_model, data, params)  # their results are cached like in-process branches'
     assert [b["final_label"] for b in again["branches"]] == [b["final_label"] for b in result["branches"]]
-    assert [json.loads(RunLayout(run_dir).branch(b["branch_id"]).provenance.read_text())["runs"][-1]["pid"]
-            for b in result["branches"]] == [entry["pid"] for entry in entries]  # not trained again
+    assert [
+        json.loads(RunLayout(run_dir).branch(b["branch_id"]).provenance.read_text())["runs"][-1]["pid"]
+        for b in result["branches"]
+    ] == [entry["pid"] for entry in entries]  # not trained again
 
 
 def test_failing_branch_spares_the_others_and_a_rerun_retries_only_it(tiny_run, tmp_path, monkeypatch):
@@ -222,17 +231,22 @@ def test_prefect_yaml_matches_the_presets():
 def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(rerun_target, monkeypatch):
     """New thresholds on the same run folder: no training runs again, every checkpoint is relabelled,
     the ★ checkpoints are evaluated, and the report shows the qualitative pairs with heatmaps."""
+    import aft_core.sft
     from flows.params import preset
     from flows.pipeline import aft_pipeline
-
-    import aft_core.sft
 
     calls = _count_branch_runs(monkeypatch)
     sft_calls: list[str] = []
     real_sft = aft_core.sft.run_sft
     monkeypatch.setattr(aft_core.sft, "run_sft", lambda *a, **k: sft_calls.append("sft") or real_sft(*a, **k))
-    lenient = {"unique_min_fraction": 0.0, "length_near_max_fraction": 1.0, "repeat_max": 1.0, "closing_rate_min": 1.0,
-               "inertia_step": 10**6, "primary_min_delta_bertscore": -1.0}
+    lenient = {
+        "unique_min_fraction": 0.0,
+        "length_near_max_fraction": 1.0,
+        "repeat_max": 1.0,
+        "closing_rate_min": 1.0,
+        "inertia_step": 10**6,
+        "primary_min_delta_bertscore": -1.0,
+    }
     aft_pipeline(preset("tiny", {"run_dir": str(rerun_target), "sweep": {"thresholds": lenient}, **NO_CONVERSATIONS}))
     assert calls == [] and sft_calls == [], "a finished SFT run or branch was executed again, not read from the cache"
     assert (rerun_target / ".prefect-results").is_dir()  # the cache records live in the run folder, nowhere else
@@ -251,7 +265,9 @@ def test_reclassifying_without_retraining_adds_a_star_to_the_table_and_report(re
     for pair in qualitative["pairs"]:
         for who in ("SFT", "star"):
             m = pair["maps"][who]
-            assert len(m["attention"]) == len(m["tokens"]) and all(len(row) == len(m["source_tokens"]) for row in m["attention"])
+            assert len(m["attention"]) == len(m["tokens"]) and all(
+                len(row) == len(m["source_tokens"]) for row in m["attention"]
+            )
             assert len(m["ix"]) == len(m["turns"]) == len(m["source_tokens"])
     import aft_core.evaluation
     from aft_core.cli import main
@@ -284,8 +300,9 @@ def test_no_network_without_a_comet_key_and_the_key_never_written(tiny_pipeline)
             continue
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as archive:
-                leaks += [f"{path.name}:{name}" for name in archive.namelist()
-                          if COMET_SECRET.encode() in archive.read(name)]
+                leaks += [
+                    f"{path.name}:{name}" for name in archive.namelist() if COMET_SECRET.encode() in archive.read(name)
+                ]
         elif COMET_SECRET.encode() in path.read_bytes():
             leaks.append(str(path))
     assert leaks == []
@@ -302,7 +319,7 @@ def test_the_network_guard_records_and_refuses_what_it_must(tmp_path):
 import socket, sys
 sys.argv = ['guarded_pipeline.py', {str(attempts)!r}]
 import runpy
-runpy.run_path({str(ROOT / 'tests' / 'guarded_pipeline.py')!r}, run_name='guard')
+runpy.run_path({str(ROOT / "tests" / "guarded_pipeline.py")!r}, run_name='guard')
 open({str(attempts)!r}, 'w').close()
 for call in (lambda: socket.getaddrinfo('example.org', 443), lambda: socket.socket().connect(('93.184.215.14', 443))):
     try:
@@ -324,21 +341,18 @@ def test_report_opens_in_headless_chromium(tiny_run, chromium, tmp_path):
     import io
 
     import matplotlib.image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium["browser"]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1800"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(chromium["driver"]), options=options)
+    from bench.demo import headless_chromium
+
+    driver = headless_chromium(tmp_path / "profile", chromium["browser"], chromium["driver"], window="1400,1800")
     try:
         driver.get((tiny_run / "report.html").resolve().as_uri())
-        images = driver.execute_script("return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-        tables = driver.execute_script("return Array.from(document.querySelectorAll('table')).map(t => t.id || 'table')")
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"
+        )
+        tables = driver.execute_script(
+            "return Array.from(document.querySelectorAll('table')).map(t => t.id || 'table')"
+        )
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         screenshot = driver.get_screenshot_as_png()
     finally:
@@ -354,8 +368,16 @@ def test_the_console_of_a_pipeline_run_holds_the_flow_log_not_library_noise(tiny
     """`aft-pipeline` as a user starts it (the shared tiny run's console): progress lines per stage, no third-party
     bars or info blocks."""
     console = tiny_pipeline["console"]
-    for noise in ("Loading weights", "Writing model shards", "Calculating Metrics", "COMET INFO", "ephemeral docs site",
-                  "forgot to detokenize", "Warning", "warn("):
+    for noise in (
+        "Loading weights",
+        "Writing model shards",
+        "Calculating Metrics",
+        "COMET INFO",
+        "ephemeral docs site",
+        "forgot to detokenize",
+        "Warning",
+        "warn(",
+    ):
         assert noise not in console, noise
     assert "sft step 40/40 (100%, ETA 0s)" in console and "test evaluation: 5 systems" in console
     assert f"aft demo {tiny_pipeline['run_dir']}" in console
@@ -441,7 +463,9 @@ def test_lora_adapters_go_through_the_whole_pipeline_and_the_deployment_form(har
 
     run_dir = tmp_path / "lora"
     memory = {"adapter": "lora", "lora_rank": 4, "gradient_checkpointing": True}
-    aft_pipeline(preset("tiny", {"run_dir": str(run_dir), "sft": memory, "sweep": {"branch": memory}, **NO_CONVERSATIONS}))
+    aft_pipeline(
+        preset("tiny", {"run_dir": str(run_dir), "sft": memory, "sweep": {"branch": memory}, **NO_CONVERSATIONS})
+    )
     assert (run_dir / "sft" / "model" / "adapter_model.safetensors").exists()
     assert not (run_dir / "sft" / "model" / "model.safetensors").exists()
     table = json.loads((run_dir / "evaluation" / "table.json").read_text())
@@ -460,4 +484,6 @@ def test_a_pretrained_model_adds_the_base_row_and_a_preset_does_not(tmp_path):
 
     run = RunLayout(tmp_path)
     assert list(evaluation_systems(run, "sft/model", [], "small")) == ["SFT"]
-    assert evaluation_systems(run, "sft/model", [], "hf:google-t5/t5-large")["Base"] == {"model": "hf:google-t5/t5-large"}
+    assert evaluation_systems(run, "sft/model", [], "hf:google-t5/t5-large")["Base"] == {
+        "model": "hf:google-t5/t5-large"
+    }

@@ -1,5 +1,6 @@
 """The claims protocol (aft_core.protocol) and the frontier that uses it (experiments/frontier.py), on hand-made
 tables: nested statistics, Holm, the dev-only choice, and a test split that selection never reads."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,11 +10,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 from scipy import stats
 
 from aft_core.protocol import ClaimBar, choose_point, holm, nested_effect, variance_components
 from aft_core.stats import paired_bootstrap_p
-from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("frontier", ROOT / "experiments" / "frontier.py")
 frontier = importlib.util.module_from_spec(spec)
@@ -22,9 +23,13 @@ spec.loader.exec_module(frontier)
 
 def test_nested_effect_by_hand():
     # 3 SFT models × 2 AFT seeds × 2 examples
-    d = np.array([[[0.2, 0.4], [0.0, 0.2]],      # branch means 0.3, 0.1 -> SFT effect 0.2
-                  [[0.5, 0.5], [0.3, 0.3]],      # 0.5, 0.3 -> 0.4
-                  [[0.1, -0.1], [0.0, 0.0]]])    # 0.0, 0.0 -> 0.0
+    d = np.array(
+        [
+            [[0.2, 0.4], [0.0, 0.2]],  # branch means 0.3, 0.1 -> SFT effect 0.2
+            [[0.5, 0.5], [0.3, 0.3]],  # 0.5, 0.3 -> 0.4
+            [[0.1, -0.1], [0.0, 0.0]],
+        ]
+    )  # 0.0, 0.0 -> 0.0
     e = nested_effect(d)
     assert e["per_sft_effect"] == pytest.approx([0.2, 0.4, 0.0])
     assert e["effect"] == pytest.approx(0.2)
@@ -43,8 +48,8 @@ def test_nested_effect_by_hand():
 def test_two_sft_models_with_opposite_effects_give_no_claim_though_each_is_significant_alone():
     rng = np.random.default_rng(0)
     turns = 300
-    up = (rng.random((3, turns)) < 0.35).astype(float)        # +0.35 on average: each branch gains entities
-    down = -(rng.random((3, turns)) < 0.30).astype(float)     # −0.30: each branch loses them
+    up = (rng.random((3, turns)) < 0.35).astype(float)  # +0.35 on average: each branch gains entities
+    down = -(rng.random((3, turns)) < 0.30).astype(float)  # −0.30: each branch loses them
     e = nested_effect(np.stack([up, down]))
     assert e["per_sft_p"][0] < 0.01 and e["per_sft_p"][1] < 0.01  # each SFT model alone: a clear effect
     assert e["p"] > 0.5 and e["ci"][0] < 0 < e["ci"][1]
@@ -76,13 +81,17 @@ def test_holm_by_hand():
 
 def test_point_choice_prefers_the_floor_then_entity_accuracy():
     bar = ClaimBar()
-    dev = {"star": {"delta_entity_accuracy": 0.01, "delta_bertscore": -0.01},
-           "last": {"delta_entity_accuracy": 0.05, "delta_bertscore": -0.05}}
+    dev = {
+        "star": {"delta_entity_accuracy": 0.01, "delta_bertscore": -0.01},
+        "last": {"delta_entity_accuracy": 0.05, "delta_bertscore": -0.05},
+    }
     assert choose_point(dev, bar) == "star"  # last is below the floor
     dev["last"]["delta_bertscore"] = -0.02
     assert choose_point(dev, bar) == "last"
-    both_below = {"star": {"delta_entity_accuracy": 0.0, "delta_bertscore": -0.1},
-                  "last": {"delta_entity_accuracy": 0.2, "delta_bertscore": -0.3}}
+    both_below = {
+        "star": {"delta_entity_accuracy": 0.0, "delta_bertscore": -0.1},
+        "last": {"delta_entity_accuracy": 0.2, "delta_bertscore": -0.3},
+    }
     assert choose_point(both_below, bar) == "star"
 
 
@@ -90,8 +99,17 @@ IDS = [f"ex{i}" for i in range(40)]
 
 
 def scores(system: str, correct: list[bool], bertscore: float) -> pd.DataFrame:
-    return pd.DataFrame({"system": system, "example_id": IDS, "venue_turn": [True] * 30 + [False] * 10,
-                         "entity_correct": correct, "bertscore": bertscore, "focus": -3.0, "length": 10.0})
+    return pd.DataFrame(
+        {
+            "system": system,
+            "example_id": IDS,
+            "venue_turn": [True] * 30 + [False] * 10,
+            "entity_correct": correct,
+            "bertscore": bertscore,
+            "focus": -3.0,
+            "length": 10.0,
+        }
+    )
 
 
 class FakeRunner:
@@ -104,10 +122,18 @@ class FakeRunner:
         return f"sft{seed}"
 
     def branch(self, sft_seed, setting, aft_seed):
-        points = {"star": {"model": f"sft{sft_seed}", "weights": "w50", "step": 50},
-                  "last": {"model": f"sft{sft_seed}", "weights": "w100", "step": 100}}
-        return {"status": "completed", "steps": 100, "primary_step": 50, "final_label": "healthy",
-                "setting": {"name": setting}, "points": points}
+        points = {
+            "star": {"model": f"sft{sft_seed}", "weights": "w50", "step": 50},
+            "last": {"model": f"sft{sft_seed}", "weights": "w100", "step": 100},
+        }
+        return {
+            "status": "completed",
+            "steps": 100,
+            "primary_step": 50,
+            "final_label": "healthy",
+            "setting": {"name": setting},
+            "points": points,
+        }
 
     def score(self, split, key, systems):
         self.calls.append((split, key, tuple(systems)))
@@ -123,11 +149,18 @@ class FakeRunner:
 
 
 def test_selection_never_reads_the_test_split_and_test_is_scored_once_for_the_chosen_points():
-    # On dev, "a" is best at last and "b" loses entities (dropped); on test, "a" would look better at ★ — it must not matter.
-    gains = {("validation", "a", "star"): 3, ("validation", "a", "last"): 9,
-             ("validation", "b", "star"): 0, ("validation", "b", "last"): 0,
-             ("test", "a", "star"): 30, ("test", "a", "last"): 12,
-             ("test", "b", "star"): 30, ("test", "b", "last"): 30}
+    # On dev, "a" is best at last and "b" loses entities (dropped); on test, "a" would look better at ★ — it must
+    # not matter.
+    gains = {
+        ("validation", "a", "star"): 3,
+        ("validation", "a", "last"): 9,
+        ("validation", "b", "star"): 0,
+        ("validation", "b", "last"): 0,
+        ("test", "a", "star"): 30,
+        ("test", "a", "last"): 12,
+        ("test", "b", "star"): 30,
+        ("test", "b", "last"): 30,
+    }
     bert = {("validation", "a"): 0.69, ("validation", "b"): 0.69, ("test", "a"): 0.69, ("test", "b"): 0.69}
     runner = FakeRunner(gains, bert)
     result = frontier.run_protocol(runner, {"a": {}, "b": {}}, [0, 1, 2], [0, 1, 2], ClaimBar(), log=lambda s: None)
@@ -160,7 +193,9 @@ def test_a_consistent_gain_across_sft_models_survives_and_is_written_and_shown(t
                 self.gains[("test", "a", "last")] = 10 + key[1] + key[2] % 2
             return super().score(split, key, systems)
 
-    result = frontier.run_protocol(Varying(gains, bert), {"a": {}}, [0, 1, 2], [0, 1, 2], ClaimBar(), log=lambda s: None)
+    result = frontier.run_protocol(
+        Varying(gains, bert), {"a": {}}, [0, 1, 2], [0, 1, 2], ClaimBar(), log=lambda s: None
+    )
     row = result["rows"][0]
     assert row["survives"] and row["p_holm"] < 0.05
     assert result["answer"].startswith("Yes: **a** (last)")
@@ -181,23 +216,51 @@ def test_the_summary_prints_this_run_as_one_draw_beside_the_frontier_interval(tm
     run = RunLayout(tmp_path)
     parameters = {"data": "", "towninfo_dialogues": 3000, "towninfo_seed": 0, "sft": {"model": "small", "seed": 0}}
     run.parameters.write_text(json.dumps(parameters))
-    config = {"beta": 0.0, "ix_mode": "salient", "steps": 200, "sft_model": "runs/main/sft/model", "data": "x",
-              "seed": 0, "keep_checkpoints": 3, "branch_id": "abc"}
+    config = {
+        "beta": 0.0,
+        "ix_mode": "salient",
+        "steps": 200,
+        "sft_model": "runs/main/sft/model",
+        "data": "x",
+        "seed": 0,
+        "keep_checkpoints": 3,
+        "branch_id": "abc",
+    }
     run.branch("abc").root.mkdir(parents=True)
     run.branch("abc").config.write_text(json.dumps(config))
     effect = {"effect": 0.02, "ci": [-0.01, 0.05], "n_sft": 3, "n_aft": 3}
-    frontier_json = {"rows": [{"setting": "salient coverage", "point": "last", "survives": False, "p_holm": 0.4,
-                               "config": {**config, "sft_model": "elsewhere", "seed": 2, "keep_checkpoints": 1},
-                               "test": {"entity_accuracy": effect}}],
-                     "sft_seeds": [0, 1, 2], "aft_seeds": [0, 1, 2], "test": "nested", "correction": "Holm",
-                     "answer": "No.", "meta": {"basis": pipeline_basis({**parameters, "sft": {"model": "small", "seed": 5}})}}
+    frontier_json = {
+        "rows": [
+            {
+                "setting": "salient coverage",
+                "point": "last",
+                "survives": False,
+                "p_holm": 0.4,
+                "config": {**config, "sft_model": "elsewhere", "seed": 2, "keep_checkpoints": 1},
+                "test": {"entity_accuracy": effect},
+            }
+        ],
+        "sft_seeds": [0, 1, 2],
+        "aft_seeds": [0, 1, 2],
+        "test": "nested",
+        "correction": "Holm",
+        "answer": "No.",
+        "meta": {"basis": pipeline_basis({**parameters, "sft": {"model": "small", "seed": 5}})},
+    }
     run.frontier.mkdir()
     (run.frontier / "frontier.json").write_text(json.dumps(frontier_json))
-    table = {"rows": [{"system": "SFT"}, {"system": "abc ★ step 50", "vs_baseline": {"delta_entity_accuracy": 0.5}},
-                      {"system": "abc last step 200", "vs_baseline": {"delta_entity_accuracy": 0.074}}]}
+    table = {
+        "rows": [
+            {"system": "SFT"},
+            {"system": "abc ★ step 50", "vs_baseline": {"delta_entity_accuracy": 0.5}},
+            {"system": "abc last step 200", "vs_baseline": {"delta_entity_accuracy": 0.074}},
+        ]
+    }
     lines = one_draw_lines(run, [{"branch_id": "abc"}], table)
-    assert lines[0] == ("- salient coverage (`abc`): this run (last): Δentity accuracy +0.074; over 3 SFT models × 3 AFT "
-                        "seeds: +0.020 [-0.010, +0.050], Holm p = 0.400; the claim does not hold.")
+    assert lines[0] == (
+        "- salient coverage (`abc`): this run (last): Δentity accuracy +0.074; over 3 SFT models × 3 AFT "
+        "seeds: +0.020 [-0.010, +0.050], Holm p = 0.400; the claim does not hold."
+    )
     assert "One run is one draw" in lines[-1]
     # another corpus (or SFT recipe): the frontier does not speak for the run
     run.parameters.write_text(json.dumps({**parameters, "data": "../shared/data/multiwoz21/val.json.zip"}))

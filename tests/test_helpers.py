@@ -1,5 +1,6 @@
 """Direct tests of the helpers the trainers and the attractor classifier depend on: the loss/reward trend,
 generic-closing detection and the batch schedule (hand-computed values)."""
+
 from __future__ import annotations
 
 import random
@@ -11,15 +12,21 @@ from aft_core.monitor import is_generic_closing, trend
 
 
 def test_trend_of_no_steps_is_flat():
-    assert trend([]) == {"loss_mean": 0.0, "reward_mean": 0.0, "loss_slope": 0.0, "reward_slope": 0.0,
-                         "loss_rising_steps": 0}
+    assert trend([]) == {
+        "loss_mean": 0.0,
+        "reward_mean": 0.0,
+        "loss_slope": 0.0,
+        "reward_slope": 0.0,
+        "loss_rising_steps": 0,
+    }
 
 
 def test_trend_by_hand():
     # EMA 0.9 from the first loss: 1, 1.1, 1.29, 1.561 — rising over the last 3 steps; slopes exactly 1 per step.
     rising = trend([{"loss": x, "reward_mean": x - 1} for x in (1.0, 2.0, 3.0, 4.0)])
-    assert rising == pytest.approx({"loss_mean": 2.5, "reward_mean": 1.5, "loss_slope": 1.0, "reward_slope": 1.0,
-                                    "loss_rising_steps": 3})
+    assert rising == pytest.approx(
+        {"loss_mean": 2.5, "reward_mean": 1.5, "loss_slope": 1.0, "reward_slope": 1.0, "loss_rising_steps": 3}
+    )
     # Losses 4, 3, 2, 5: EMA 4, 3.9, 3.71, 3.839 — rising over the last step only; least-squares slope
     # Σ(x−1.5)(y−3.5) / Σ(x−1.5)² = 1.0 / 5 = 0.2; rewards constant.
     dip = trend([{"loss": y, "reward_mean": 0.5} for y in (4.0, 3.0, 2.0, 5.0)])
@@ -27,15 +34,18 @@ def test_trend_by_hand():
     assert dip["loss_slope"] == pytest.approx(0.2) and dip["reward_slope"] == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("text,closing", [
-    ("Is there anything else I can help you with?", True),
-    ("Thank you! Is there anything else I can help you with today?", True),  # 3 other words
-    ("anything else i can help with", True),
-    ("Great, thank you so much. Is there anything else I can do for you?", False),  # 5 other words
-    ("The Copper Kettle is in the centre. Is there anything else I can help you with?", False),
-    ("Goodbye.", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "text,closing",
+    [
+        ("Is there anything else I can help you with?", True),
+        ("Thank you! Is there anything else I can help you with today?", True),  # 3 other words
+        ("anything else i can help with", True),
+        ("Great, thank you so much. Is there anything else I can do for you?", False),  # 5 other words
+        ("The Copper Kettle is in the centre. Is there anything else I can help you with?", False),
+        ("Goodbye.", False),
+        ("", False),
+    ],
+)
 def test_generic_closing_detection(text, closing):
     assert is_generic_closing(text) is closing
 

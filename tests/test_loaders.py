@@ -1,35 +1,52 @@
 """Loaders for the MultiWOZ original schema and the ConvLab unified schema, on fixtures and real data."""
+
 from __future__ import annotations
 
 import json
 import zipfile
 
+from conftest import shared_path, write_json
+
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset
-from conftest import shared_path, write_json
 
 
 def mw_turn(text, metadata=None, spans=()):
-    return {"text": text, "metadata": metadata if metadata is not None else {}, "dialog_act": {},
-            "span_info": [list(s) for s in spans]}
+    return {
+        "text": text,
+        "metadata": metadata if metadata is not None else {},
+        "dialog_act": {},
+        "span_info": [list(s) for s in spans],
+    }
 
 
-BELIEF = {"restaurant": {"book": {"booked": [], "people": ""},
-                         "semi": {"food": "italian", "area": "not mentioned", "pricerange": ""}}}
+BELIEF = {
+    "restaurant": {
+        "book": {"booked": [], "people": ""},
+        "semi": {"food": "italian", "area": "not mentioned", "pricerange": ""},
+    }
+}
 
 
 def multiwoz_fixture():
     return {
-        "MUL0001.json": {"goal": {"restaurant": {"info": {"food": "italian"}}, "topic": {}, "hotel": {}}, "log": [
-            mw_turn("I want italian food .", spans=[("Restaurant-Inform", "Food", "italian", 2, 2)]),
-            mw_turn("Try Pizza Hut .", BELIEF),
-            mw_turn("Thanks , bye ."),  # odd number of turns: a trailing user turn makes no example
-        ]},
-        "MUL0002.json": {"goal": {}, "log": [
-            mw_turn("Café au lait près du musée ? ☕"),  # unicode
-            mw_turn("Désolé , nothing found .", {}),  # empty metadata
-            mw_turn("ok"), mw_turn("Goodbye ."),
-        ]},
+        "MUL0001.json": {
+            "goal": {"restaurant": {"info": {"food": "italian"}}, "topic": {}, "hotel": {}},
+            "log": [
+                mw_turn("I want italian food .", spans=[("Restaurant-Inform", "Food", "italian", 2, 2)]),
+                mw_turn("Try Pizza Hut .", BELIEF),
+                mw_turn("Thanks , bye ."),  # odd number of turns: a trailing user turn makes no example
+            ],
+        },
+        "MUL0002.json": {
+            "goal": {},
+            "log": [
+                mw_turn("Café au lait près du musée ? ☕"),  # unicode
+                mw_turn("Désolé , nothing found .", {}),  # empty metadata
+                mw_turn("ok"),
+                mw_turn("Goodbye ."),
+            ],
+        },
     }
 
 
@@ -67,12 +84,23 @@ def test_multiwoz_one_file_per_split(tmp_path):
 
 def unified_fixture():
     def turns(*texts):
-        return [{"speaker": "user" if i % 2 == 0 else "system", "utterance": t, "utt_idx": i,
-                 "dialogue_acts": {"non-categorical": [{"value": "north"}] if "north" in t else []}}
-                for i, t in enumerate(texts)]
+        return [
+            {
+                "speaker": "user" if i % 2 == 0 else "system",
+                "utterance": t,
+                "utt_idx": i,
+                "dialogue_acts": {"non-categorical": [{"value": "north"}] if "north" in t else []},
+            }
+            for i, t in enumerate(texts)
+        ]
+
     return [
-        {"dialogue_id": "d-train-0", "data_split": "train", "domains": ["chat"],
-         "turns": turns("hi there", "hello !", "anything in the north ?", "yes , the north has plenty .", "bye")},
+        {
+            "dialogue_id": "d-train-0",
+            "data_split": "train",
+            "domains": ["chat"],
+            "turns": turns("hi there", "hello !", "anything in the north ?", "yes , the north has plenty .", "bye"),
+        },
         {"dialogue_id": "d-test-0", "data_split": "test", "domains": [], "turns": turns("how are you ?", "fine 😀")},
     ]
 

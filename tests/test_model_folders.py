@@ -1,5 +1,6 @@
-"""Model folders as downloads go wrong (issue 28): each ends in the one-line error naming the folder and the fix, exit 2,
-before any training; and a Gemma-style chat template (strict alternation, no system role) works end to end."""
+"""Model folders as downloads go wrong (issue 28): each ends in the one-line error naming the folder and the fix,
+exit 2, before any training; and a Gemma-style chat template (strict alternation, no system role) works end to end."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,23 @@ from aft_core.errors import AftInputError
 from aft_core.models import load_model
 from bench.hub_models import CHAT_TEMPLATE, build_gemma2_chat, build_llama_chat, chat_tokenizer
 
-SFT_ARGS = ["--max-steps", "8", "--eval-every", "4", "--warmup-steps", "2", "--dev-examples", "16", "--batch-size", "8",
-            "--max-source-tokens", "96", "--learning-rate", "3e-3", "--quiet"]
+SFT_ARGS = [
+    "--max-steps",
+    "8",
+    "--eval-every",
+    "4",
+    "--warmup-steps",
+    "2",
+    "--dev-examples",
+    "16",
+    "--batch-size",
+    "8",
+    "--max-source-tokens",
+    "96",
+    "--learning-rate",
+    "3e-3",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +59,14 @@ def _bert_folder(out: Path, texts, *, head: bool) -> Path:
 
     tokenizer = chat_tokenizer(texts)
     tokenizer.chat_template = None
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                        num_attention_heads=2, is_decoder=False)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        is_decoder=False,
+    )
     out.mkdir(parents=True)
     if head:
         config.architectures = ["BertLMHeadModel"]
@@ -60,16 +82,23 @@ def _bert_folder(out: Path, texts, *, head: bool) -> Path:
 
 def test_an_encoder_only_architecture_is_refused(tmp_path, towninfo_dir, texts, capsys):
     folder = _bert_folder(tmp_path / "bert-lm", texts, head=True)  # its own weights: every key matches
-    refused(capsys, ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
-            str(folder), "BertLMHeadModel", "attends to later tokens", "is_decoder is false")
+    refused(
+        capsys,
+        ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
+        str(folder),
+        "BertLMHeadModel",
+        "attends to later tokens",
+        "is_decoder is false",
+    )
     assert not (tmp_path / "sft" / "checkpoints").exists()
 
 
 def test_a_model_type_without_a_generative_head_is_refused(tmp_path, texts):
     from transformers import DistilBertConfig
 
-    DistilBertConfig(vocab_size=100, dim=32, hidden_dim=64, n_layers=1, n_heads=2,
-                     architectures=["DistilBertModel"]).save_pretrained(tmp_path)
+    DistilBertConfig(
+        vocab_size=100, dim=32, hidden_dim=64, n_layers=1, n_heads=2, architectures=["DistilBertModel"]
+    ).save_pretrained(tmp_path)
     tokenizer = chat_tokenizer(texts)
     tokenizer.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"")  # never read: the config is refused first
@@ -81,8 +110,15 @@ def test_a_model_type_without_a_generative_head_is_refused(tmp_path, texts):
 
 def test_weights_that_do_not_match_the_architecture_are_refused(tmp_path, towninfo_dir, texts, capsys):
     folder = _bert_folder(tmp_path / "bert", texts, head=False)
-    line = refused(capsys, ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"),
-                            *SFT_ARGS], str(folder), "'weights'", "missing", "unexpected", "initialised at random")
+    line = refused(
+        capsys,
+        ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
+        str(folder),
+        "'weights'",
+        "missing",
+        "unexpected",
+        "initialised at random",
+    )
     assert "model.layers.0" in line or "bert." in line  # keys named from transformers' loading info
 
 
@@ -95,17 +131,27 @@ def test_a_chat_template_that_does_not_parse_is_refused(tmp_path, towninfo_dir, 
     else:
         config["chat_template"] = broken
         (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    refused(capsys, ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
-            str(folder), "chat_template", "does not parse")
+    refused(
+        capsys,
+        ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
+        str(folder),
+        "chat_template",
+        "does not parse",
+    )
 
 
 def test_an_adapter_whose_base_is_missing_names_both(tmp_path, towninfo_dir, capsys):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "../gone"}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "base_model_name_or_path": "../gone"})
+    )
     base = (adapter / "../gone").resolve()
-    refused(capsys, ["sft", "--data", str(towninfo_dir), "--model", str(adapter), "--out", str(tmp_path / "sft"), *SFT_ARGS],
-            f"adapter {adapter} names base {base}, which does not exist")
+    refused(
+        capsys,
+        ["sft", "--data", str(towninfo_dir), "--model", str(adapter), "--out", str(tmp_path / "sft"), *SFT_ARGS],
+        f"adapter {adapter} names base {base}, which does not exist",
+    )
 
 
 def test_alternating_messages_drop_a_leading_system_turn_and_join_one_speakers_turns():
@@ -113,8 +159,11 @@ def test_alternating_messages_drop_a_leading_system_turn_and_join_one_speakers_t
 
     turns = [Turn("system", "a1"), Turn("user", "u1"), Turn("user", "u2"), Turn("system", "a2"), Turn("user", "u3")]
     messages, kept = alternating(turns, 4)
-    assert messages == [{"role": "user", "content": "u1\nu2"}, {"role": "assistant", "content": "a2"},
-                        {"role": "user", "content": "u3"}]
+    assert messages == [
+        {"role": "user", "content": "u1\nu2"},
+        {"role": "assistant", "content": "a2"},
+        {"role": "user", "content": "u3"},
+    ]
     assert [i for i, _ in kept] == [5, 6, 7, 8]
 
 
@@ -131,20 +180,23 @@ def test_a_gemma_template_gets_alternating_histories_and_the_token_map_holds(gem
     tokenizer = AutoTokenizer.from_pretrained(gemma, local_files_only=True)
     assert needs_alternation(tokenizer)
     family = CausalFamily(load_model(gemma)[0].config, None, tokenizer)
-    history = [Turn("system", "hello there , how can i help ?"),  # a history cut from the left
-               Turn("user", "i want a cheap restaurant", ("cheap",)),
-               Turn("user", "in the north please", ("north",)),  # two user turns in a row
-               Turn("system", "what food would you like ?"), Turn("user", "italian food", ("italian",))]
+    history = [
+        Turn("system", "hello there , how can i help ?"),  # a history cut from the left
+        Turn("user", "i want a cheap restaurant", ("cheap",)),
+        Turn("user", "in the north please", ("north",)),  # two user turns in a row
+        Turn("system", "what food would you like ?"),
+        Turn("user", "italian food", ("italian",)),
+    ]
     row = family.encode_prompts([history], tokenizer, 192)[0]
     ids, turn_of = row["input_ids"], row["src_turn"]
     text = tokenizer.decode(ids)
     assert "hello there" not in text and text.count("<start_of_turn>user") == 2  # dropped; the two user turns joined
     for index, turn in enumerate(history[1:], start=1):  # each kept turn's tokens carry its own index
-        mapped = tokenizer.decode([i for i, t in zip(ids, turn_of) if t == index])
+        mapped = tokenizer.decode([i for i, t in zip(ids, turn_of, strict=True) if t == index])
         assert mapped.strip() == turn.text, (index, mapped)
     assert 0 not in turn_of
     for index, turn in enumerate(history[1:], start=1):  # I_x = salient: each turn's slot value, and nothing else
-        salient = [i for i, t, s in zip(ids, turn_of, row["src_is_salient"]) if s and t == index]
+        salient = [i for i, t, s in zip(ids, turn_of, row["src_is_salient"], strict=True) if s and t == index]
         assert tokenizer.decode(salient).strip() == (turn.slot_values[0] if turn.slot_values else ""), index
     # the prompt ends with the generation prompt; its tokens are template tokens, in no I_x
     assert text.endswith("<start_of_turn>model\n") and row["src_is_template"][-1]
@@ -152,20 +204,83 @@ def test_a_gemma_template_gets_alternating_histories_and_the_token_map_holds(gem
 
 
 def test_a_budget_beyond_a_sliding_attention_window_is_refused_with_the_fix(gemma, towninfo_dir, tmp_path, capsys):
-    refused(capsys, ["sft", "--data", str(towninfo_dir), "--model", str(gemma), "--out", str(tmp_path / "sft"),
-                     *SFT_ARGS[:-3], "--max-source-tokens", "300", "--quiet"],
-            "sliding attention window of 256 tokens", "--max-source-tokens 208 or less")
+    refused(
+        capsys,
+        [
+            "sft",
+            "--data",
+            str(towninfo_dir),
+            "--model",
+            str(gemma),
+            "--out",
+            str(tmp_path / "sft"),
+            *SFT_ARGS[:-3],
+            "--max-source-tokens",
+            "300",
+            "--quiet",
+        ],
+        "sliding attention window of 256 tokens",
+        "--max-source-tokens 208 or less",
+    )
 
 
 def test_a_gemma_style_checkpoint_goes_through_sft_branch_and_evaluate(gemma, towninfo_dir, tmp_path, capsys):
     data = str(towninfo_dir)
     assert main(["sft", "--data", data, "--model", str(gemma), "--out", str(tmp_path / "sft"), *SFT_ARGS]) == 0
     sft_model = str(tmp_path / "sft" / "model")
-    assert main(["train-branch", "--sft", sft_model, "--data", data, "--out", str(tmp_path / "branch"), "--steps", "2",
-                 "--checkpoint-every", "1", "--probe-size", "8", "--batch-size", "2", "--k", "2", "--max-new-tokens", "10",
-                 "--max-source-tokens", "96", "--learning-rate", "1e-3", "--quiet"]) == 0
-    assert main(["evaluate", "--sft", sft_model, "--branch", str(tmp_path / "branch"), "--data", data, "--out",
-                 str(tmp_path / "eval"), "--test-examples", "12", "--max-new-tokens", "10", "--max-source-tokens", "96"]) == 0
+    assert (
+        main(
+            [
+                "train-branch",
+                "--sft",
+                sft_model,
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "branch"),
+                "--steps",
+                "2",
+                "--checkpoint-every",
+                "1",
+                "--probe-size",
+                "8",
+                "--batch-size",
+                "2",
+                "--k",
+                "2",
+                "--max-new-tokens",
+                "10",
+                "--max-source-tokens",
+                "96",
+                "--learning-rate",
+                "1e-3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--sft",
+                sft_model,
+                "--branch",
+                str(tmp_path / "branch"),
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "eval"),
+                "--test-examples",
+                "12",
+                "--max-new-tokens",
+                "10",
+                "--max-source-tokens",
+                "96",
+            ]
+        )
+        == 0
+    )
     table = json.loads((tmp_path / "eval" / "table.json").read_text())
     assert table["rows"][0]["system"] == "SFT" and len(table["rows"]) >= 2
     assert all(0 < row["lookback"] < 1 and torch.isfinite(torch.tensor(row["focus"])) for row in table["rows"])

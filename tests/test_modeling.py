@@ -1,25 +1,32 @@
 """Model layer: presets, tokenizer and model round-trip, loading errors, generation."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
+from aft_core.data.batching import SourceBatch, pad_batch
 from aft_core.errors import AftInputError
-from aft_core.data.batching import pad_batch
-from aft_core.data.batching import SourceBatch
 from aft_core.models import build_model, family_of, load_model, save_model, train_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    texts = [f"user: i want {f} food in the {a} please ." for f in ("thai", "greek", "french") for a in ("north", "south")]
+    texts = [
+        f"user: i want {f} food in the {a} please ." for f in ("thai", "greek", "french") for a in ("north", "south")
+    ]
     return train_tokenizer(texts * 10, 200)
 
 
 def _row(ids: list[int]) -> dict:
     n = len(ids)
-    return {"input_ids": ids, "src_turn": [0] * n, "src_is_tag": [False] * n, "src_is_salient": [False] * n,
-            "src_is_template": [False] * n}
+    return {
+        "input_ids": ids,
+        "src_turn": [0] * n,
+        "src_is_tag": [False] * n,
+        "src_is_salient": [False] * n,
+        "src_is_template": [False] * n,
+    }
 
 
 def test_round_trip_through_save_and_load(tmp_path, tokenizer):
@@ -103,8 +110,18 @@ def test_the_lean_sft_attention_gives_the_eager_loss_and_gradients():
     from aft_core.models.seq2seq import LEAN_ATTENTION
 
     torch.manual_seed(0)
-    config = T5Config(vocab_size=200, d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4, dropout_rate=0.0,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        vocab_size=200,
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     eager = T5ForConditionalGeneration(config)
     eager.set_attn_implementation("eager")
     lean = copy.deepcopy(eager)
@@ -122,14 +139,23 @@ def test_the_lean_sft_attention_gives_the_eager_loss_and_gradients():
         loss.backward()
         losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
-    for (name, a), b in zip(eager.named_parameters(), lean.parameters()):
+    for (name, a), b in zip(eager.named_parameters(), lean.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-6), name
     bias = lean.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
     assert bias.grad.abs().sum() > 0  # the learned bias is trained through the lean path too
 
-    bart = BartForConditionalGeneration(BartConfig(vocab_size=100, d_model=16, encoder_layers=1, decoder_layers=1,
-                                                   encoder_attention_heads=2, decoder_attention_heads=2,
-                                                   encoder_ffn_dim=32, decoder_ffn_dim=32))
+    bart = BartForConditionalGeneration(
+        BartConfig(
+            vocab_size=100,
+            d_model=16,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+        )
+    )
     bart.set_attn_implementation("eager")
     family_of(bart).use_sft_attention(bart)
     assert bart.config._attn_implementation == "eager"  # only the T5 family takes the lean path

@@ -6,6 +6,7 @@ deployments, and four `prefect worker` processes that each run one flow run at a
 the server's own records (flow runs and the workers' `submitted-flow-run` events) say where each ran.
 Everything the module starts, it stops.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import HANG_S, ROOT, prefect_server_env, stop_process_groups
 
 from aft_core.faults import HOLD_ENV
-from conftest import HANG_S, ROOT, prefect_server_env, stop_process_groups
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -36,9 +37,12 @@ def _prefect(env: dict, *args: str, timeout: float = HANG_S) -> str:
 
 
 def _api(env: dict, method: str, path: str, body: dict | None = None):
-    request = urllib.request.Request(env["PREFECT_API_URL"] + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        env["PREFECT_API_URL"] + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=120) as response:
         raw = response.read()
     return json.loads(raw) if raw else None
@@ -62,8 +66,12 @@ def _workers_of(env: dict, flow_run_ids: list[str], timeout: float = HANG_S) -> 
     """flow run id -> names of the workers that submitted it, from the workers' events (persisted asynchronously)."""
     deadline = time.monotonic() + timeout
     while True:
-        page = _api(env, "POST", "/events/filter",
-                    {"filter": {"event": {"name": ["prefect.worker.submitted-flow-run"]}}, "limit": 50})
+        page = _api(
+            env,
+            "POST",
+            "/events/filter",
+            {"filter": {"event": {"name": ["prefect.worker.submitted-flow-run"]}}, "limit": 50},
+        )
         found: dict[str, list[str]] = {}
         for event in page["events"]:
             for related in event["related"]:
@@ -85,8 +93,9 @@ def farm(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("farm")
     corpus = generate_towninfo(folder / "data", dialogues=60, seed=0)
-    sft = run_sft(dataclasses.replace(SFTConfig(**PRESETS["tiny"]["sft"]), data=str(corpus)), folder / "sft",
-                  progress=False)
+    sft = run_sft(
+        dataclasses.replace(SFTConfig(**PRESETS["tiny"]["sft"]), data=str(corpus)), folder / "sft", progress=False
+    )
     with prefect_server_env(folder) as env:
         _prefect(env, "work-pool", "create", "aft-pool", "--type", "process")
         deployed = _prefect(env, "--no-prompt", "deploy", "--all")
@@ -94,12 +103,27 @@ def farm(tmp_path_factory):
         try:
             for name in WORKERS:  # one flow run at a time each: a sweep holds one, its branches go to the others
                 log = open(folder / f"{name}.log", "w")
-                workers.append((subprocess.Popen(
-                    [PREFECT, "worker", "start", "--pool", "aft-pool", "--name", name, "--limit", "1"],
-                    env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2", HOLD_ENV: str(folder / "hold")}, cwd=ROOT, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True), log))
-            yield {"env": env, "folder": folder, "data": str(corpus), "sft_model": sft["model_dir"], "hold": folder / "hold",
-                   "deployed": deployed}
+                workers.append(
+                    (
+                        subprocess.Popen(
+                            [PREFECT, "worker", "start", "--pool", "aft-pool", "--name", name, "--limit", "1"],
+                            env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2", HOLD_ENV: str(folder / "hold")},
+                            cwd=ROOT,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        ),
+                        log,
+                    )
+                )
+            yield {
+                "env": env,
+                "folder": folder,
+                "data": str(corpus),
+                "sft_model": sft["model_dir"],
+                "hold": folder / "hold",
+                "deployed": deployed,
+            }
         finally:
             # Workers that have run flow runs outlived SIGTERM by the full timeout here (3 x 60 s); they hold nothing
             # the suite reads afterwards, so they get 10 s before SIGKILL.
@@ -113,24 +137,41 @@ def _run_sweep(farm: dict, run_dir: Path) -> str:
     from flows.params import PRESETS
 
     params = {**PRESETS["tiny"]["sweep"], "runner": "deployment"}
-    started = _prefect(farm["env"], "deployment", "run", "aft-sweep/tiny", "--param", f"run_dir={run_dir}",
-                       "--param", f"sft_model={farm['sft_model']}", "--param", f"data={farm['data']}",
-                       "--param", f"params={json.dumps(params)}")
+    started = _prefect(
+        farm["env"],
+        "deployment",
+        "run",
+        "aft-sweep/tiny",
+        "--param",
+        f"run_dir={run_dir}",
+        "--param",
+        f"sft_model={farm['sft_model']}",
+        "--param",
+        f"data={farm['data']}",
+        "--param",
+        f"params={json.dumps(params)}",
+    )
     return re.search(r"UUID:\s*([0-9a-f-]{36})", started).group(1)
 
 
 def _branch_runs(farm: dict, branch_id: str, run_dir: Path) -> list[dict]:
     """The aft-branch flow runs of one branch of one run folder (the same branch id recurs across run folders)."""
-    return [r for r in _flow_runs(farm["env"], "aft-branch")
-            if r["name"] == f"branch-{branch_id}" and r["parameters"]["run_dir"] == str(run_dir.resolve())]
+    return [
+        r
+        for r in _flow_runs(farm["env"], "aft-branch")
+        if r["name"] == f"branch-{branch_id}" and r["parameters"]["run_dir"] == str(run_dir.resolve())
+    ]
 
 
 def _wait_running(farm: dict, run_dir: Path, count: int) -> list[dict]:
     """Poll until `count` aft-branch flow runs of `run_dir` are RUNNING at once (bounded by HANG_S)."""
     deadline = time.monotonic() + HANG_S
     while time.monotonic() < deadline:
-        running = [r for r in _flow_runs(farm["env"], "aft-branch")
-                   if r["parameters"]["run_dir"] == str(run_dir.resolve()) and r["state_type"] == "RUNNING"]
+        running = [
+            r
+            for r in _flow_runs(farm["env"], "aft-branch")
+            if r["parameters"]["run_dir"] == str(run_dir.resolve()) and r["state_type"] == "RUNNING"
+        ]
         if len(running) >= count:
             return running
         time.sleep(1)
@@ -172,10 +213,18 @@ def test_a_sweep_spreads_its_branches_over_workers_and_matches_an_in_process_run
 
     # The same sweep in one process: the same branches and the same probe tables, to the last digit.
     local_dir = tmp_path / "in-process"
-    code = ("import json, sys\nfrom flows.params import PRESETS, SweepParams\nfrom flows.sweep import aft_sweep\n"
-            "aft_sweep(sys.argv[1], sys.argv[2], sys.argv[3], SweepParams.model_validate(PRESETS['tiny']['sweep']), 96)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(local_dir), farm["sft_model"], farm["data"]],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=HANG_S)
+    code = (
+        "import json, sys\nfrom flows.params import PRESETS, SweepParams\nfrom flows.sweep import aft_sweep\n"
+        "aft_sweep(sys.argv[1], sys.argv[2], sys.argv[3], SweepParams.model_validate(PRESETS['tiny']['sweep']), 96)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(local_dir), farm["sft_model"], farm["data"]],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     local = json.loads((local_dir / "sweep.json").read_text())
     assert [b["branch_id"] for b in local["branches"]] == branch_ids
@@ -203,7 +252,7 @@ def test_retry_executes_exactly_the_failed_branch(farm, tmp_path):
         stray.parent.mkdir(parents=True)
         stray.write_text("not a branch")
         cases[retry] = {"run_dir": run_dir, "stray": stray, "sweep_id": _run_sweep(farm, run_dir)}
-    for retry, case in cases.items():
+    for case in cases.values():
         run_dir = case["run_dir"]
         sweep_run = _wait_terminal(env, case["sweep_id"])
         assert sweep_run["state_type"] == "FAILED" and failing in sweep_run["state"]["message"]
@@ -225,7 +274,9 @@ def test_retry_executes_exactly_the_failed_branch(farm, tmp_path):
     case = cases["branch"]
     rerun = _wait_terminal(env, failed_run["id"])
     assert rerun["state_type"] == "COMPLETED" and rerun["run_count"] == 2
-    assert {b: len(_branch_runs(farm, b, case["run_dir"])) for b in (failing, healthy)} == case["runs_before"]  # no new run
+    assert {b: len(_branch_runs(farm, b, case["run_dir"])) for b in (failing, healthy)} == case[
+        "runs_before"
+    ]  # no new run
     for retry, case in cases.items():
         assert (case["run_dir"] / "branches" / failing / "result.json").exists()
         assert case["healthy_result"].stat().st_mtime_ns == case["before"], f"{retry}: the completed branch ran again"
@@ -292,9 +343,18 @@ def test_the_prefect_ui_shows_the_deployments_their_help_and_a_runs_branch_table
     UI_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = chromium["browser"]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1500,1800"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1500,1800",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(chromium["driver"]), options=options)
 
@@ -310,19 +370,41 @@ def test_the_prefect_ui_shows_the_deployments_their_help_and_a_runs_branch_table
         listed = page("/deployments", "aft-pipeline", "aft-sweep", "aft-branch", shot="deployments.png")
         assert "towninfo-small" in listed and "multiwoz21" in listed and "dailydialog" in listed
         # The run form of aft-sweep/tiny: the parameters with the help texts of flows/params.py.
-        form = page(f"/deployments/deployment/{deployment['id']}/run", "β values (weight of focus in R)",
-                    shot="aft-sweep-run-form.png")
+        form = page(
+            f"/deployments/deployment/{deployment['id']}/run",
+            "β values (weight of focus in R)",
+            shot="aft-sweep-run-form.png",
+        )
         assert "the SFT run's source budget" in form or "K values (samples per prompt)" in form
         # The finished pipeline run (its graph marks the artifacts it made); the aft-branches artifact is a table
         # of the branches, linked to that run.
-        page(f"/runs/flow-run/{pipeline_run['id']}", pipeline_run["name"], "Completed", "Artifacts",
-             shot="pipeline-run.png")
-        (table,) = _api(env, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["aft-branches"]},
-                                                                           "flow_run_id": {"any_": [pipeline_run["id"]]}}})
+        page(
+            f"/runs/flow-run/{pipeline_run['id']}",
+            pipeline_run["name"],
+            "Completed",
+            "Artifacts",
+            shot="pipeline-run.png",
+        )
+        (table,) = _api(
+            env,
+            "POST",
+            "/artifacts/filter",
+            {"artifacts": {"key": {"any_": ["aft-branches"]}, "flow_run_id": {"any_": [pipeline_run["id"]]}}},
+        )
         summary = json.loads((tmp_path / "pipeline" / "summary.json").read_text())
-        page(f"/artifacts/artifact/{table['id']}", "branch_id", "final_label", pipeline_run["name"],
-             *[b["branch_id"] for b in summary["branches"]], shot="aft-branches-artifact.png")
+        page(
+            f"/artifacts/artifact/{table['id']}",
+            "branch_id",
+            "final_label",
+            pipeline_run["name"],
+            *[b["branch_id"] for b in summary["branches"]],
+            shot="aft-branches-artifact.png",
+        )
     finally:
         driver.quit()
-    assert {p.name for p in UI_SCREENSHOTS.glob("*.png")} >= {"deployments.png", "aft-sweep-run-form.png",
-                                                              "pipeline-run.png", "aft-branches-artifact.png"}
+    assert {p.name for p in UI_SCREENSHOTS.glob("*.png")} >= {
+        "deployments.png",
+        "aft-sweep-run-form.png",
+        "pipeline-run.png",
+        "aft-branches-artifact.png",
+    }

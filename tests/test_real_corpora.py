@@ -1,6 +1,7 @@
 """Real corpora in one command: the multiwoz21 and dailydialog presets on slices of ../shared/data, the
 hold-out of a single-split file, parameters refused before any work, one declaration of the budgets,
 and data checks that let DailyDialog's rare long turn through while a corrupt corpus still fails."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,12 +11,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_path
+
 from aft_core.errors import AftInputError
 
-
 # --- slices of the shared data ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def multiwoz_slice(tmp_path_factory) -> Path:
@@ -66,13 +67,20 @@ def tiny_overrides(variant: dict, **more) -> dict:
 
     tiny = PRESETS["tiny"]
     sft = {k: v for k, v in tiny["sft"].items() if k != "max_target_tokens"}  # real responses need the default 48
-    return deep_merge({"checks": tiny["checks"], "sft": sft, "evaluation": {"test_examples": 12},
-                       "conversation": {"run": False},  # tested on TownInfo; MultiWOZ's is refused by the reader's gate
-                       "sweep": {"branch": tiny["sweep"]["branch"],
-                                 "grid": {"k": [2], "variants": [{}, {**variant, "steps": 4}]}}}, more)
+    return deep_merge(
+        {
+            "checks": tiny["checks"],
+            "sft": sft,
+            "evaluation": {"test_examples": 12},
+            "conversation": {"run": False},  # tested on TownInfo; MultiWOZ's is refused by the reader's gate
+            "sweep": {"branch": tiny["sweep"]["branch"], "grid": {"k": [2], "variants": [{}, {**variant, "steps": 4}]}},
+        },
+        more,
+    )
 
 
 # --- presets, end to end ------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_multiwoz21_preset_holds_out_a_single_split_and_reads_the_real_db(harness, multiwoz_slice, tmp_path):
@@ -98,14 +106,18 @@ def test_dailydialog_preset_scores_coverage_under_history_without_entity_accurac
     run_dir = run_preset("dailydialog", dailydialog_slice, tmp_path)
 
     sweep = json.loads((run_dir / "sweep.json").read_text())
-    configs = [json.loads((run_dir / "branches" / b["branch_id"] / "config.json").read_text()) for b in sweep["branches"]]
+    configs = [
+        json.loads((run_dir / "branches" / b["branch_id"] / "config.json").read_text()) for b in sweep["branches"]
+    ]
     assert [c["ix_mode"] for c in configs] == ["history", "history"]
     assert sorted(c["beta"] for c in configs) == [0.0, 1.0]  # E3-20 and the coverage term alone
     table = json.loads((run_dir / "evaluation" / "table.json").read_text())
     assert table["ix_mode"] == "history" and table["venue_tables"] == []
     assert all("entity_accuracy" not in r and isinstance(r["coverage_history"], float) for r in table["rows"])
     reason = "Entity accuracy: not computed, the corpus has no venue database"
-    assert reason in (run_dir / "summary.md").read_text() and reason in (run_dir / "evaluation" / "table1.md").read_text()
+    assert (
+        reason in (run_dir / "summary.md").read_text() and reason in (run_dir / "evaluation" / "table1.md").read_text()
+    )
 
 
 # --- parameters checked before any work ---------------------------------------------------------------
@@ -161,8 +173,14 @@ def test_corpus_problems_are_refused_up_front(dailydialog_slice, tmp_path):
     from flows.params import check_parameters, preset
 
     # The ★ entity-accuracy rule on a corpus without venue databases.
-    params = preset("tiny", {"run_dir": str(tmp_path / "r"), "data": str(dailydialog_slice),
-                             "sweep": {"thresholds": {"primary_min_delta_entity_accuracy": 0.0}}})
+    params = preset(
+        "tiny",
+        {
+            "run_dir": str(tmp_path / "r"),
+            "data": str(dailydialog_slice),
+            "sweep": {"thresholds": {"primary_min_delta_entity_accuracy": 0.0}},
+        },
+    )
     with pytest.raises(AftInputError, match=r"sweep\.thresholds\.primary_min_delta_entity_accuracy.*no db/"):
         check_parameters(params)
     # A unified corpus without a validation split (only one split of a MultiWOZ file is divided).
@@ -188,13 +206,19 @@ def test_the_pipeline_flow_refuses_a_bad_parameter_before_its_first_task(harness
 
 # --- one declaration per setting ----------------------------------------------------------------------
 
+
 def test_the_sft_budgets_reach_the_checks_every_branch_and_the_evaluation():
     from pydantic import ValidationError
 
     from flows.params import branch_configs, preset
 
-    params = preset("tiny", {"sft": {"max_source_tokens": 77, "max_target_tokens": 30},
-                             "sweep": {"grid": {"variants": [{}, {"ix_mode": "salient"}]}}})
+    params = preset(
+        "tiny",
+        {
+            "sft": {"max_source_tokens": 77, "max_target_tokens": 30},
+            "sweep": {"grid": {"variants": [{}, {"ix_mode": "salient"}]}},
+        },
+    )
     checks = params.check_config()
     assert (checks.max_source_tokens, checks.max_target_tokens) == (77, 30)
     assert params.evaluation_config("corpus").max_source_tokens == 77
@@ -207,6 +231,7 @@ def test_the_sft_budgets_reach_the_checks_every_branch_and_the_evaluation():
 
 
 # --- data checks for real corpora ---------------------------------------------------------------------
+
 
 def test_dailydialogs_long_turn_passes_while_a_corpus_of_long_turns_fails():
     from aft_core.data.corpus import load_corpus
@@ -223,8 +248,9 @@ def test_dailydialogs_long_turn_passes_while_a_corpus_of_long_turns_fails():
     train = corpus.examples["train"]
     for i in rng.sample(range(len(train)), len(train) // 100):
         last = train[i].history[-1]
-        train[i] = dataclasses.replace(train[i], history=(*train[i].history[:-1],
-                                                          dataclasses.replace(last, text="word " * 300)))
+        train[i] = dataclasses.replace(
+            train[i], history=(*train[i].history[:-1], dataclasses.replace(last, text="word " * 300))
+        )
     report = run_checks(corpus, DataCheckConfig())
     failed = [f for f in report["suites"]["examples"]["failures"] if f["kwargs"].get("column") == "current_turn_words"]
     assert not report["success"] and len(failed) == 1 and failed[0]["unexpected_count"] >= len(train) // 100
@@ -233,6 +259,7 @@ def test_dailydialogs_long_turn_passes_while_a_corpus_of_long_turns_fails():
 
 
 # --- hold-out of a single split -----------------------------------------------------------------------
+
 
 def test_hold_out_is_by_dialogue_deterministic_and_independent_of_file_order(multiwoz_slice, tmp_path):
     from aft_core.data.corpus import hold_out_splits, load_corpus
@@ -250,7 +277,11 @@ def test_hold_out_is_by_dialogue_deterministic_and_independent_of_file_order(mul
     ids = {split: {ex.dialogue_id for ex in exs} for split, exs in a.examples.items()}
     assert ids == {split: {ex.dialogue_id for ex in exs} for split, exs in b.examples.items()}
     assert {k: len(v) for k, v in ids.items()} == first["dialogues"] == {"train": 48, "validation": 6, "test": 6}
-    assert not (ids["train"] & ids["test"]) and not (ids["train"] & ids["validation"]) and not (ids["test"] & ids["validation"])
+    assert (
+        not (ids["train"] & ids["test"])
+        and not (ids["train"] & ids["validation"])
+        and not (ids["test"] & ids["validation"])
+    )
     assert set().union(*ids.values()) == set(dialogues)
     assert a.holdout == first and a.stats()["holdout"] == first
     assert a.db_dir is not None and (tmp_path / "a" / "db").is_symlink()

@@ -1,5 +1,6 @@
 """Faults: a branch killed with SIGKILL resumes exactly, divergence ends a branch cleanly, a run folder
 is held by one run at a time, and no pickle is ever loaded."""
+
 from __future__ import annotations
 
 import json
@@ -12,30 +13,58 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import ROOT, branch_config
 from safetensors.torch import load_file
 
 from aft_core.aft import run_branch
 from aft_core.errors import AftInputError
 from aft_core.faults import FAULT_ENV
+from aft_core.io import LOCK_FILE, run_lock
 from aft_core.judging import judge_branch
 from aft_core.layout import BranchLayout
-from aft_core.io import LOCK_FILE, run_lock
-from conftest import ROOT, branch_config
 
 AFT = str(Path(sys.executable).with_name("aft"))
 
 
 def _branch_args(sft_model: str, data: str, out: Path) -> list[str]:
-    return [AFT, "train-branch", "--sft", sft_model, "--data", data, "--out", str(out), "--steps", "12",
-            "--checkpoint-every", "4", "--probe-size", "8", "--batch-size", "4", "--k", "2", "--max-new-tokens", "12",
-            "--max-source-tokens", "96", "--learning-rate", "1e-3", "--quiet",
-            "--early-stop-checkpoints", "0"]  # the run must reach step 12, however the tiny model fares
+    return [
+        AFT,
+        "train-branch",
+        "--sft",
+        sft_model,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--steps",
+        "12",
+        "--checkpoint-every",
+        "4",
+        "--probe-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--k",
+        "2",
+        "--max-new-tokens",
+        "12",
+        "--max-source-tokens",
+        "96",
+        "--learning-rate",
+        "1e-3",
+        "--quiet",
+        "--early-stop-checkpoints",
+        "0",
+    ]  # the run must reach step 12, however the tiny model fares
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,adapter", [("seq2seq", "none"), ("causal", "none"), ("seq2seq", "lora"), ("causal", "lora")])
-def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(request, towninfo_dir, tmp_path, monkeypatch,
-                                                                   family, adapter):
+@pytest.mark.parametrize(
+    "family,adapter", [("seq2seq", "none"), ("causal", "none"), ("seq2seq", "lora"), ("causal", "lora")]
+)
+def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(
+    request, towninfo_dir, tmp_path, monkeypatch, family, adapter
+):
     """The kill lands at a named point (after step 6's update, between the checkpoints at 4 and 8), not after a
     sleep, so the test holds at any machine speed. Both model families, full weights or a LoRA adapter (with
     gradient checkpointing): each resumes exactly. Only the killed run needs a process of its own; the straight
@@ -47,8 +76,11 @@ def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(request, tow
     monkeypatch.setenv("AFT_THREADS", "1")
     threads = torch.get_num_threads()
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = subprocess.run(_branch_args(sft_model, str(towninfo_dir), killed) + memory,
-                          env={**os.environ, FAULT_ENV: "after_update:6"}, capture_output=True)
+    done = subprocess.run(
+        _branch_args(sft_model, str(towninfo_dir), killed) + memory,
+        env={**os.environ, FAULT_ENV: "after_update:6"},
+        capture_output=True,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     assert not (killed / "result.json").exists()
     assert sorted(p.name for p in (killed / "checkpoints").iterdir() if not p.name.startswith(".")) == ["step-0000004"]
@@ -63,8 +95,12 @@ def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(request, tow
     b = load_file(killed / "weights" / "step-0000012.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert all(("lora_" in k) == (adapter == "lora") for k in a)  # an adapter's checkpoint holds the adapter only
-    pd.testing.assert_frame_equal(pd.read_parquet(straight / "probe.parquet"), pd.read_parquet(killed / "probe.parquet"))
-    pd.testing.assert_frame_equal(pd.read_parquet(straight / "steps.parquet"), pd.read_parquet(killed / "steps.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(straight / "probe.parquet"), pd.read_parquet(killed / "probe.parquet")
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(straight / "steps.parquet"), pd.read_parquet(killed / "steps.parquet")
+    )
 
 
 def test_truncated_checkpoint_is_named_and_the_previous_one_used(sft_model, towninfo_dir, tmp_path, caplog):
@@ -89,8 +125,9 @@ def test_divergence_ends_the_branch_with_its_evidence(sft_model, towninfo_dir, t
 
     monkeypatch.setattr(aft_core.aft, "aft_step_loss", poisoned)
     before = load_file(str(Path(sft_model) / "model.safetensors"))
-    result = run_branch(branch_config(sft_model, towninfo_dir, steps=20, max_nonfinite_steps=3), tmp_path / "d",
-                        progress=False)
+    result = run_branch(
+        branch_config(sft_model, towninfo_dir, steps=20, max_nonfinite_steps=3), tmp_path / "d", progress=False
+    )
     assert result["status"] == "diverged" and result["steps"] == 3 and result["skipped_nonfinite"] == 3
     assert judge_branch(tmp_path / "d")["final_label"] == "semantic_incoherence"
     last = json.loads((tmp_path / "d" / "attractors.json").read_text())["checkpoints"][-1]
@@ -108,8 +145,16 @@ def test_run_folder_is_held_by_one_run_and_a_stale_lock_is_taken_over(tmp_path):
         lock = tmp_path / LOCK_FILE
         import socket
 
-        lock.write_text(json.dumps({"owner": "aft-sweep flow run 'other'", "pid": sleeper.pid,
-                                    "host": socket.gethostname(), "since": "earlier"}))
+        lock.write_text(
+            json.dumps(
+                {
+                    "owner": "aft-sweep flow run 'other'",
+                    "pid": sleeper.pid,
+                    "host": socket.gethostname(),
+                    "since": "earlier",
+                }
+            )
+        )
         with pytest.raises(AftInputError, match=rf"in use by aft-sweep flow run 'other' \(pid {sleeper.pid}"):
             with run_lock(tmp_path, "me"):
                 pass
@@ -127,7 +172,12 @@ def test_run_folder_is_held_by_one_run_and_a_stale_lock_is_taken_over(tmp_path):
 def test_no_pickle_is_ever_loaded():
     """Checkpoints are safetensors + JSON; any torch.load must pass weights_only=True."""
     offenders = []
-    for path in [*ROOT.glob("aft_core/**/*.py"), *ROOT.glob("tasks/*.py"), *ROOT.glob("flows/*.py"), *ROOT.glob("bench/*.py")]:
+    for path in [
+        *ROOT.glob("aft_core/**/*.py"),
+        *ROOT.glob("tasks/*.py"),
+        *ROOT.glob("flows/*.py"),
+        *ROOT.glob("bench/*.py"),
+    ]:
         text = path.read_text()
         for needle in ("pickle.load", "torch.load(", "joblib.load", "pd.read_pickle"):
             for line in text.splitlines():
@@ -142,8 +192,17 @@ def test_a_same_machine_rerun_is_exact_and_every_run_folder_records_what_its_num
     from aft_core.config import SFTConfig
     from aft_core.sft import run_sft
 
-    sft_cfg = SFTConfig(data=str(towninfo_dir), model="tiny", max_steps=20, eval_every=10, warmup_steps=2,
-                        dev_examples=16, batch_size=8, max_source_tokens=96, seed=7)
+    sft_cfg = SFTConfig(
+        data=str(towninfo_dir),
+        model="tiny",
+        max_steps=20,
+        eval_every=10,
+        warmup_steps=2,
+        dev_examples=16,
+        batch_size=8,
+        max_source_tokens=96,
+        seed=7,
+    )
     models = [run_sft(sft_cfg, tmp_path / f"sft-{n}", progress=False)["model_dir"] for n in "ab"]
     first, second = (load_file(str(Path(m) / "model.safetensors")) for m in models)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
@@ -153,8 +212,10 @@ def test_a_same_machine_rerun_is_exact_and_every_run_folder_records_what_its_num
         run_branch(cfg, tmp_path / f"branch-{n}", progress=False)
     a, b = (load_file(tmp_path / f"branch-{n}" / "weights" / "step-0000004.safetensors") for n in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "branch-a" / "probe.parquet"),
-                                  pd.read_parquet(tmp_path / "branch-b" / "probe.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "branch-a" / "probe.parquet"),
+        pd.read_parquet(tmp_path / "branch-b" / "probe.parquet"),
+    )
 
     sft_record = json.loads((tmp_path / "sft-a" / "provenance.json").read_text())
     entry = sft_record["runs"][0]
@@ -164,8 +225,9 @@ def test_a_same_machine_rerun_is_exact_and_every_run_folder_records_what_its_num
     assert {"cpu", "python", "gpu", "cuda", "libraries"} <= set(entry)
 
     resumed = tmp_path / "resumed"
-    assert run_branch(branch_config(models[0], towninfo_dir, steps=4, seed=5), resumed, progress=False,
-                      stop_after=2) == {"interrupted_at": 2}
+    assert run_branch(
+        branch_config(models[0], towninfo_dir, steps=4, seed=5), resumed, progress=False, stop_after=2
+    ) == {"interrupted_at": 2}
     run_branch(branch_config(models[0], towninfo_dir, steps=4, seed=5), resumed, progress=False)
     record = json.loads((resumed / "provenance.json").read_text())
     assert [r["started_at_step"] for r in record["runs"]] == [0, 2] and record["same_machine_throughout"]

@@ -1,4 +1,5 @@
 """Every AFT formula against values worked by hand, plus hypothesis properties (finite for any valid input)."""
+
 from __future__ import annotations
 
 import math
@@ -8,11 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aft_core.models.seq2seq import aggregate_cross_attention
-from aft_core.models import parse_layers, response_mask
 from aft_core.data.batching import position_mask
-from aft_core.loss import (aft_loss, kl_term, sequence_logprob, softmax_weights, token_logprobs, wmle_loss,
-                           zscore)
+from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights, token_logprobs, wmle_loss, zscore
+from aft_core.models import parse_layers, response_mask
+from aft_core.models.seq2seq import aggregate_cross_attention
 from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
 
 
@@ -35,8 +35,14 @@ def test_coverage_under_all_is_one_over_ix_whatever_the_attention():
     mask[1, 5:] = 0
     attn = attn * mask[:, None, :]
     attn = attn / attn.sum(-1, keepdim=True)
-    hist = position_mask("all", mask, torch.zeros(3, 7, dtype=torch.long), torch.zeros(3, 7, dtype=torch.bool),
-                         torch.zeros(3, 7, dtype=torch.bool), torch.zeros(3, 7, dtype=torch.bool))
+    hist = position_mask(
+        "all",
+        mask,
+        torch.zeros(3, 7, dtype=torch.long),
+        torch.zeros(3, 7, dtype=torch.bool),
+        torch.zeros(3, 7, dtype=torch.bool),
+        torch.zeros(3, 7, dtype=torch.bool),
+    )
     cov = coverage(attn, torch.ones(3, 5, dtype=torch.bool), hist)
     assert torch.allclose(cov, torch.tensor([1 / 7, 1 / 5, 1 / 7]))
 
@@ -44,13 +50,18 @@ def test_coverage_under_all_is_one_over_ix_whatever_the_attention():
 def test_focus_by_hand_and_uniform_row():
     m = 4
     uniform = torch.full((1, 1, m), 1 / m)
-    assert focus(uniform, torch.tensor([[True]]), torch.ones(1, m, dtype=torch.bool)).item() == pytest.approx(-math.log(m))
+    assert focus(uniform, torch.tensor([[True]]), torch.ones(1, m, dtype=torch.bool)).item() == pytest.approx(
+        -math.log(m)
+    )
     attn = torch.tensor([[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]])
     # H_1 = log 2, H_2 = 0 (0·log 0 = 0) -> focus = -(log 2)/2
-    assert focus(attn, torch.tensor([[True, True]]), torch.ones(1, 3, dtype=torch.bool)).item() == pytest.approx(-math.log(2) / 2)
+    assert focus(attn, torch.tensor([[True, True]]), torch.ones(1, 3, dtype=torch.bool)).item() == pytest.approx(
+        -math.log(2) / 2
+    )
     # Raw weights over I_x, not renormalised: only column 0 in I_x -> H_1 = -0.5 log 0.5, H_2 = 0
     assert focus(attn, torch.tensor([[True, True]]), torch.tensor([[True, False, False]])).item() == pytest.approx(
-        -(0.5 * math.log(2)) / 2)
+        -(0.5 * math.log(2)) / 2
+    )
 
 
 def test_repeat_penalty_by_hand():
@@ -170,28 +181,36 @@ def attention_inputs(draw):
 @given(attention_inputs())
 def test_reward_functions_finite_for_any_valid_input(inputs):
     attn, tgt, hist, ids = inputs  # includes all-masked rows and all-zero attention rows
-    for value in (coverage(attn, tgt, hist), focus(attn, tgt, hist), repeat_penalty(ids, tgt),
-                  haca_reward(attn, ids, tgt, hist, 1.0, 1.0, 0.5)):
+    for value in (
+        coverage(attn, tgt, hist),
+        focus(attn, tgt, hist),
+        repeat_penalty(ids, tgt),
+        haca_reward(attn, ids, tgt, hist, 1.0, 1.0, 0.5),
+    ):
         assert value.shape == (attn.shape[0],) and torch.isfinite(value).all()
     assert (focus(attn, tgt, hist) <= 0).all()
     assert ((0 <= repeat_penalty(ids, tgt)) & (repeat_penalty(ids, tgt) <= 1)).all()
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(1, 3), st.integers(2, 5), st.floats(0.05, 5.0),
-       st.lists(st.floats(-1e3, 1e3), min_size=15, max_size=15))
+@given(
+    st.integers(1, 3), st.integers(2, 5), st.floats(0.05, 5.0), st.lists(st.floats(-1e3, 1e3), min_size=15, max_size=15)
+)
 def test_weights_finite_and_normalised(b, k, eta, values):
     rewards = torch.tensor(values[: b * k]).view(b, k)
     w = softmax_weights(rewards, eta)
     assert torch.isfinite(w).all() and torch.allclose(w.sum(-1), torch.ones(b), atol=1e-5)
 
 
-@pytest.mark.parametrize("kl, expected", [
-    (0.03, 0.1 * (1 + 0.2 * 32 / 1000)),     # error +0.5, clipped to +0.2: η_kl rises
-    (0.019, 0.1 * (1 - 0.05 * 32 / 1000)),   # error −0.05 (inside the clip): η_kl falls a little
-    (0.0, 0.1 * (1 - 0.2 * 32 / 1000)),      # error −1, clipped to −0.2
-    (0.02, 0.1),                             # on target: unchanged
-])
+@pytest.mark.parametrize(
+    "kl, expected",
+    [
+        (0.03, 0.1 * (1 + 0.2 * 32 / 1000)),  # error +0.5, clipped to +0.2: η_kl rises
+        (0.019, 0.1 * (1 - 0.05 * 32 / 1000)),  # error −0.05 (inside the clip): η_kl falls a little
+        (0.0, 0.1 * (1 - 0.2 * 32 / 1000)),  # error −1, clipped to −0.2
+        (0.02, 0.1),  # on target: unchanged
+    ],
+)
 def test_adaptive_kl_update_by_hand(kl, expected):
     from aft_core.loss import adaptive_kl_update
 

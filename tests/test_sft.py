@@ -1,18 +1,28 @@
 """SFT on the tiny preset: it learns, it resumes exactly, and it refuses a folder holding another run."""
+
 from __future__ import annotations
 
 import pytest
+from conftest import snapshot
 from safetensors.torch import load_file
 
 from aft_core.config import SFTConfig
 from aft_core.errors import AftInputError
 from aft_core.sft import run_sft
-from conftest import snapshot
 
 
 def tiny_config(corpus, **overrides) -> SFTConfig:
-    settings = dict(data=str(corpus), model="tiny", max_steps=30, eval_every=10, warmup_steps=5,
-                    dev_examples=64, batch_size=16, max_source_tokens=96, patience=0)
+    settings = dict(
+        data=str(corpus),
+        model="tiny",
+        max_steps=30,
+        eval_every=10,
+        warmup_steps=5,
+        dev_examples=64,
+        batch_size=16,
+        max_source_tokens=96,
+        patience=0,
+    )
     return SFTConfig(**{**settings, **overrides})
 
 

@@ -1,15 +1,16 @@
 """TownInfo: deterministic, and every system act is consistent with its own venue database."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from conftest import snapshot
 
 from aft_core.data.corpus import load_corpus
 from aft_core.data.towninfo import DOMAIN_SLOTS, generate_towninfo
 from aft_core.data.venues import VenueDB, satisfies
 from aft_core.errors import AftInputError
-from conftest import snapshot
 
 
 def test_deterministic_from_seed(tmp_path, towninfo_dir):
@@ -29,8 +30,11 @@ def test_recommendations_satisfy_constraints_and_no_match_is_true(towninfo_dir):
                 domain = act.split("-")[0].lower()
                 if domain not in DOMAIN_SLOTS:
                     continue
-                constraints = {s: v for s, v in turn["metadata"][domain]["semi"].items()
-                               if s in DOMAIN_SLOTS[domain] and v not in ("", "dontcare")}
+                constraints = {
+                    s: v
+                    for s, v in turn["metadata"][domain]["semi"].items()
+                    if s in DOMAIN_SLOTS[domain] and v not in ("", "dontcare")
+                }
                 if act.endswith("-Recommend"):
                     (name,) = [v for k, v in values if k == "Name"]
                     venues = [r for d, r in db.mentioned(name) if d == domain]

@@ -1,4 +1,5 @@
 """The shared training loop (aft_core.trainer) on a toy algorithm: cadence, stop_after, stop reasons, exact resume."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,13 @@ class Toy:
             self.state.stop_reason = "toy_stop"
 
     def finish(self) -> dict:
-        return {"steps": self.state.step, "stop_reason": self.state.stop_reason, "losses": self.state.losses,
-                "noise_draws": self.state.noise_draws, "weight": self.model.weight.detach().tolist()}
+        return {
+            "steps": self.state.step,
+            "stop_reason": self.state.stop_reason,
+            "losses": self.state.losses,
+            "noise_draws": self.state.noise_draws,
+            "weight": self.model.weight.detach().tolist(),
+        }
 
 
 SETTINGS = LoopSettings(total_steps=7, checkpoint_every=3, keep_checkpoints=5, desc="toy")
@@ -67,24 +73,49 @@ def test_checkpoints_fall_on_the_cadence_the_last_step_and_when_asked(tmp_path):
     result = train(toy, tmp_path, tmp_path / "result.json", SETTINGS, tmp_path / "provenance.json", progress=False)
     assert toy.events == [("start", 0), ("checkpoint", 3), ("checkpoint", 4), ("checkpoint", 6), ("checkpoint", 7)]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "step-0000003", "step-0000004", "step-0000006", "step-0000007"]
+        "step-0000003",
+        "step-0000004",
+        "step-0000006",
+        "step-0000007",
+    ]
     assert result["steps"] == 7 and result["stop_reason"] is None and len(result["losses"]) == 4
     assert json.loads((tmp_path / "result.json").read_text()) == result == finished_result(tmp_path / "result.json")
     assert finished_result(tmp_path / "nothing.json") is None
 
 
 def test_stop_after_interrupts_at_the_first_checkpoint_at_or_after_it_and_resumes_exactly(tmp_path):
-    straight = train(Toy(with_scheduler=True), tmp_path / "a", tmp_path / "a" / "result.json", SETTINGS, tmp_path / "a" / "provenance.json", progress=False)
+    straight = train(
+        Toy(with_scheduler=True),
+        tmp_path / "a",
+        tmp_path / "a" / "result.json",
+        SETTINGS,
+        tmp_path / "a" / "provenance.json",
+        progress=False,
+    )
     first = Toy(with_scheduler=True)
-    assert train(first, tmp_path / "b", tmp_path / "b" / "result.json", SETTINGS, tmp_path / "b" / "provenance.json", progress=False,
-                 stop_after=4) == {"interrupted_at": 6}
+    assert train(
+        first,
+        tmp_path / "b",
+        tmp_path / "b" / "result.json",
+        SETTINGS,
+        tmp_path / "b" / "provenance.json",
+        progress=False,
+        stop_after=4,
+    ) == {"interrupted_at": 6}
     assert not (tmp_path / "b" / "result.json").exists()
     second = Toy(with_scheduler=True)
-    resumed = train(second, tmp_path / "b", tmp_path / "b" / "result.json", SETTINGS, tmp_path / "b" / "provenance.json", progress=False)
+    resumed = train(
+        second,
+        tmp_path / "b",
+        tmp_path / "b" / "result.json",
+        SETTINGS,
+        tmp_path / "b" / "provenance.json",
+        progress=False,
+    )
     assert second.events == [("resumed", 6), ("checkpoint", 7)]
     # the typed state, the weights, the optimizer, the scheduler and the RNG all came back
     assert resumed == straight and resumed["noise_draws"] == 7
-    assert second.scheduler.last_epoch == 7 and second.optimizer.param_groups[0]["lr"] == 0.05 * 0.5 ** 3
+    assert second.scheduler.last_epoch == 7 and second.optimizer.param_groups[0]["lr"] == 0.05 * 0.5**3
 
 
 def test_a_stop_reason_ends_the_run_and_a_resume_does_not_train_past_it(tmp_path):
@@ -94,7 +125,12 @@ def test_a_stop_reason_ends_the_run_and_a_resume_does_not_train_past_it(tmp_path
     # The result file lost (say, a crash right after the checkpoint): the resumed run stops where it stopped.
     (tmp_path / "result.json").unlink()
     again = Toy()
-    assert train(again, tmp_path, tmp_path / "result.json", SETTINGS, tmp_path / "provenance.json", progress=False)["steps"] == 3
+    assert (
+        train(again, tmp_path, tmp_path / "result.json", SETTINGS, tmp_path / "provenance.json", progress=False)[
+            "steps"
+        ]
+        == 3
+    )
     assert again.events == [("resumed", 3)]
 
 

@@ -1,11 +1,13 @@
 """Batching: which examples form each training step (length-bucketed, a pure function of seed and epoch
 for exact resume), padded id tensors with each source token's map (turn, speaker tag, slot value), and the
 source position sets I_x read from that map."""
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -20,8 +22,8 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
     batches: list[list[int]] = []
     chunk = batch_size * 50
     for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
-        batches.extend(part[k:k + batch_size] for k in range(0, len(part), batch_size))
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
     rng.shuffle(batches)
     return batches
 
@@ -41,8 +43,14 @@ class BatchSchedule:
         return self._batches[position]
 
 
-def position_mask(mode: str, attention_mask: torch.Tensor, src_turn: torch.Tensor, src_is_tag: torch.Tensor,
-                  src_is_salient: torch.Tensor, src_is_template: torch.Tensor) -> torch.Tensor:
+def position_mask(
+    mode: str,
+    attention_mask: torch.Tensor,
+    src_turn: torch.Tensor,
+    src_is_tag: torch.Tensor,
+    src_is_salient: torch.Tensor,
+    src_is_template: torch.Tensor,
+) -> torch.Tensor:
     """I_x as a bool mask [B,S].
 
     all:      every non-pad prompt position except template tokens and a decoder-only model's attention sink
@@ -84,26 +92,54 @@ class SourceBatch:
     src_is_template: torch.Tensor  # template tokens and the attention sink (decoder-only prompts): in no I_x
 
     @classmethod
-    def from_rows(cls, rows: Sequence[dict[str, Any]], pad_id: int) -> "SourceBatch":
+    def from_rows(cls, rows: Sequence[dict[str, Any]], pad_id: int) -> SourceBatch:
         ids, mask = pad_batch([r["input_ids"] for r in rows], pad_id)
         width = ids.shape[1]
 
         def padded(key: str, fill: int) -> torch.Tensor:
             return torch.tensor([list(r[key]) + [fill] * (width - len(r[key])) for r in rows], dtype=torch.long)
 
-        return cls(ids, mask, padded("src_turn", -1), padded("src_is_tag", 0).bool(), padded("src_is_salient", 0).bool(),
-                   padded("src_is_template", 0).bool())
+        return cls(
+            ids,
+            mask,
+            padded("src_turn", -1),
+            padded("src_is_tag", 0).bool(),
+            padded("src_is_salient", 0).bool(),
+            padded("src_is_template", 0).bool(),
+        )
 
-    def to(self, device: torch.device) -> "SourceBatch":
-        return SourceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.src_turn,
-                                                     self.src_is_tag, self.src_is_salient, self.src_is_template)))
+    def to(self, device: torch.device) -> SourceBatch:
+        return SourceBatch(
+            *(
+                t.to(device)
+                for t in (
+                    self.input_ids,
+                    self.attention_mask,
+                    self.src_turn,
+                    self.src_is_tag,
+                    self.src_is_salient,
+                    self.src_is_template,
+                )
+            )
+        )
 
     def mask(self, mode: str) -> torch.Tensor:
-        return position_mask(mode, self.attention_mask, self.src_turn, self.src_is_tag, self.src_is_salient,
-                             self.src_is_template)
+        return position_mask(
+            mode, self.attention_mask, self.src_turn, self.src_is_tag, self.src_is_salient, self.src_is_template
+        )
 
-    def repeat(self, k: int) -> "SourceBatch":
+    def repeat(self, k: int) -> SourceBatch:
         """Each prompt k times, adjacent (the order of a prompt's K samples)."""
-        return SourceBatch(*(t.repeat_interleave(k, dim=0) for t in (self.input_ids, self.attention_mask, self.src_turn,
-                                                                      self.src_is_tag, self.src_is_salient,
-                                                                      self.src_is_template)))
+        return SourceBatch(
+            *(
+                t.repeat_interleave(k, dim=0)
+                for t in (
+                    self.input_ids,
+                    self.attention_mask,
+                    self.src_turn,
+                    self.src_is_tag,
+                    self.src_is_salient,
+                    self.src_is_template,
+                )
+            )
+        )

@@ -12,6 +12,7 @@ A corpus that holds a single split (like MultiWOZ's shared validation file) is d
 train/validation/test by `hold_out_splits`, deterministically and by dialogue.
 Bad input raises `AftInputError` naming the file, the field and the fix.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,13 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aft_core import io
 from aft_core.data.examples import Example, Turn, examples_from_turns
 from aft_core.errors import AftInputError
-from aft_core import io
 from aft_core.io import write_json_atomic, write_text_atomic
 
-SPLIT_ALIASES = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation",
-                 "dev": "validation", "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "dev": "validation",
+    "test": "test",
+}
 MULTIWOZ_EMPTY_VALUES = {"", "not mentioned", "none"}
 NON_DOMAIN_GOAL_KEYS = {"topic", "message"}
 HOLDOUT_FILE = "holdout.json"
@@ -92,14 +99,20 @@ def _load_corpus(path: Path, split: str | None) -> Corpus:
         return load_unified(path, data=data)
     if isinstance(data, dict):
         return load_multiwoz(path, split=split, data=data)
-    raise AftInputError(path, "<root>", f"top-level JSON is a {type(data).__name__}",
-                        "MultiWOZ files hold an object {dialogue_id: {goal, log}}; unified files a list of dialogues")
+    raise AftInputError(
+        path,
+        "<root>",
+        f"top-level JSON is a {type(data).__name__}",
+        "MultiWOZ files hold an object {dialogue_id: {goal, log}}; unified files a list of dialogues",
+    )
 
 
 # --- hold-out of a single-split corpus --------------------------------------------------------------
 
-def hold_out_splits(source: str | Path, out_dir: str | Path, test_share: float = 0.1,
-                    validation_share: float = 0.1) -> dict[str, Any]:
+
+def hold_out_splits(
+    source: str | Path, out_dir: str | Path, test_share: float = 0.1, validation_share: float = 0.1
+) -> dict[str, Any]:
     """Divide a single-split MultiWOZ-schema corpus into train/validation/test, by dialogue, deterministically.
 
     Dialogues are ordered by sha256 of their id (independent of file order); the first `test_share`
@@ -111,18 +124,31 @@ def hold_out_splits(source: str | Path, out_dir: str | Path, test_share: float =
     source, out = Path(source).resolve(), Path(out_dir)
     corpus = load_corpus(source)
     if len(corpus.examples) != 1 or corpus.format != "multiwoz":
-        raise AftInputError(source, "<splits>", f"hold-out needs a single-split MultiWOZ-schema corpus, this one is "
-                                                f"{corpus.format} with splits {sorted(corpus.examples)}",
-                            "pass one MultiWOZ split file, or a corpus that already has train/validation/test")
-    ids = sorted({ex.dialogue_id for exs in corpus.examples.values() for ex in exs},
-                 key=lambda d: hashlib.sha256(d.encode()).hexdigest())
+        raise AftInputError(
+            source,
+            "<splits>",
+            f"hold-out needs a single-split MultiWOZ-schema corpus, this one is "
+            f"{corpus.format} with splits {sorted(corpus.examples)}",
+            "pass one MultiWOZ split file, or a corpus that already has train/validation/test",
+        )
+    ids = sorted(
+        {ex.dialogue_id for exs in corpus.examples.values() for ex in exs},
+        key=lambda d: hashlib.sha256(d.encode()).hexdigest(),
+    )
     n_test, n_val = round(len(ids) * test_share), round(len(ids) * validation_share)
     if len(ids) - n_test - n_val < 1 or n_test < 1 or n_val < 1:
-        raise AftInputError(source, "<dialogues>", f"{len(ids)} dialogues are too few to hold out test and validation "
-                                                   "dialogues and keep some for training", "use a larger corpus file")
-    record = {"source": str(source), "rule": f"dialogues ordered by sha256(dialogue_id): first {test_share:.0%} test, "
-                                             f"next {validation_share:.0%} validation, the rest train",
-              "dialogues": {"test": n_test, "validation": n_val, "train": len(ids) - n_test - n_val}}
+        raise AftInputError(
+            source,
+            "<dialogues>",
+            f"{len(ids)} dialogues are too few to hold out test and validation dialogues and keep some for training",
+            "use a larger corpus file",
+        )
+    record = {
+        "source": str(source),
+        "rule": f"dialogues ordered by sha256(dialogue_id): first {test_share:.0%} test, "
+        f"next {validation_share:.0%} validation, the rest train",
+        "dialogues": {"test": n_test, "validation": n_val, "train": len(ids) - n_test - n_val},
+    }
     out.mkdir(parents=True, exist_ok=True)
     old = out / HOLDOUT_FILE
     if old.exists() and json.loads(old.read_text()) == record:
@@ -134,12 +160,13 @@ def hold_out_splits(source: str | Path, out_dir: str | Path, test_share: float =
             link.unlink()
         os.symlink(target, link)
     write_text_atomic(out / "testListFile.txt", "\n".join(ids[:n_test]) + "\n")
-    write_text_atomic(out / "valListFile.txt", "\n".join(ids[n_test:n_test + n_val]) + "\n")
+    write_text_atomic(out / "valListFile.txt", "\n".join(ids[n_test : n_test + n_val]) + "\n")
     write_json_atomic(old, record)  # last: its presence marks a complete hold-out folder
     return record
 
 
 # --- MultiWOZ original schema -------------------------------------------------------------------
+
 
 def _split_from_name(path: Path) -> str:
     stem = path.name.split(".")[0].lower()
@@ -177,11 +204,19 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
                     continue
                 for dialogue_id in _read_list(list_file):
                     if dialogue_id not in dialogues:
-                        raise AftInputError(list_file, dialogue_id, f"names dialogue '{dialogue_id}', which {whole.name} lacks",
-                                            "remove the id from the list or use the matching data file")
+                        raise AftInputError(
+                            list_file,
+                            dialogue_id,
+                            f"names dialogue '{dialogue_id}', which {whole.name} lacks",
+                            "remove the id from the list or use the matching data file",
+                        )
                     if dialogue_id in assigned:
-                        raise AftInputError(list_file, dialogue_id, f"dialogue already listed for split '{assigned[dialogue_id]}'",
-                                            "list each dialogue in one split only")
+                        raise AftInputError(
+                            list_file,
+                            dialogue_id,
+                            f"dialogue already listed for split '{assigned[dialogue_id]}'",
+                            "list each dialogue in one split only",
+                        )
                     assigned[dialogue_id] = split_name
             for split_name in ("train", "validation", "test"):
                 chosen = {k: v for k, v in dialogues.items() if assigned.get(k, "train") == split_name}
@@ -196,13 +231,21 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
                 _check_object(file, dialogues)
                 for dialogue_id in dialogues:
                     if dialogue_id in seen:
-                        raise AftInputError(file, dialogue_id, f"dialogue also appears in split '{seen[dialogue_id]}'",
-                                            "keep each dialogue in one split file only")
+                        raise AftInputError(
+                            file,
+                            dialogue_id,
+                            f"dialogue also appears in split '{seen[dialogue_id]}'",
+                            "keep each dialogue in one split file only",
+                        )
                     seen[dialogue_id] = split_name
                 by_split[split_name] = (file, dialogues)
         else:
-            raise AftInputError(path, "<folder>", "holds no data.json, train/val/test.json(.zip) or data.zip",
-                                "point at a MultiWOZ data file, a folder of split files, or a unified data.zip")
+            raise AftInputError(
+                path,
+                "<folder>",
+                "holds no data.json, train/val/test.json(.zip) or data.zip",
+                "point at a MultiWOZ data file, a folder of split files, or a unified data.zip",
+            )
         db_dir = path / "db"
         if (path / HOLDOUT_FILE).is_file():
             holdout = io.read_json(path / HOLDOUT_FILE, fix="delete the hold-out folder and rerun: it is rebuilt")
@@ -224,8 +267,12 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
 
 def _check_object(path: Path, data: Any) -> None:
     if not isinstance(data, dict):
-        raise AftInputError(path, "<root>", f"expected an object {{dialogue_id: {{goal, log}}}}, got a {type(data).__name__}",
-                            "pass a MultiWOZ original-schema file, or a unified-schema data.zip")
+        raise AftInputError(
+            path,
+            "<root>",
+            f"expected an object {{dialogue_id: {{goal, log}}}}, got a {type(data).__name__}",
+            "pass a MultiWOZ original-schema file, or a unified-schema data.zip",
+        )
     if not data:
         raise AftInputError(path, "<root>", "holds no dialogues", "pass a non-empty corpus file")
 
@@ -251,40 +298,61 @@ def multiwoz_belief_state(metadata: Any) -> dict[str, dict[str, str]]:
 def _multiwoz_examples(file: Path, split: str, dialogue_id: str, dialogue: Any) -> list[Example]:
     where = f"dialogue '{dialogue_id}'"
     if not isinstance(dialogue, dict) or not isinstance(dialogue.get("log"), list):
-        raise AftInputError(file, f"{dialogue_id}.log", f"{where} has no 'log' list of turns",
-                            "each dialogue must be an object with a 'log' list (MultiWOZ original schema)")
+        raise AftInputError(
+            file,
+            f"{dialogue_id}.log",
+            f"{where} has no 'log' list of turns",
+            "each dialogue must be an object with a 'log' list (MultiWOZ original schema)",
+        )
     log = dialogue["log"]
     turns, states = [], []
     for i, raw_turn in enumerate(log):
         text = raw_turn.get("text") if isinstance(raw_turn, dict) else None
         if not isinstance(text, str):
-            raise AftInputError(file, f"{dialogue_id}.log[{i}].text", f"{where} turn {i} has no text string",
-                                "give every turn a 'text' string")
+            raise AftInputError(
+                file,
+                f"{dialogue_id}.log[{i}].text",
+                f"{where} turn {i} has no text string",
+                "give every turn a 'text' string",
+            )
         if not text.strip():
-            raise AftInputError(file, f"{dialogue_id}.log[{i}].text", f"{where} turn {i} is an empty utterance",
-                                "remove the dialogue or fill the turn's text")
-        values = tuple(dict.fromkeys(
-            str(span[2]) for span in raw_turn.get("span_info") or [] if isinstance(span, list) and len(span) >= 3
-        ))
+            raise AftInputError(
+                file,
+                f"{dialogue_id}.log[{i}].text",
+                f"{where} turn {i} is an empty utterance",
+                "remove the dialogue or fill the turn's text",
+            )
+        values = tuple(
+            dict.fromkeys(
+                str(span[2]) for span in raw_turn.get("span_info") or [] if isinstance(span, list) and len(span) >= 3
+            )
+        )
         turns.append(Turn("user" if i % 2 == 0 else "system", " ".join(text.split()), values))
         states.append(multiwoz_belief_state(raw_turn.get("metadata")) if i % 2 == 1 else {})
     if len(turns) < 2:
-        raise AftInputError(file, f"{dialogue_id}.log", f"{where} has no system turn",
-                            "drop dialogues with fewer than two turns")
-    goal = dialogue.get("goal") if isinstance(dialogue.get("goal"), dict) else {}
+        raise AftInputError(
+            file, f"{dialogue_id}.log", f"{where} has no system turn", "drop dialogues with fewer than two turns"
+        )
+    raw_goal = dialogue.get("goal")
+    goal: dict[str, Any] = raw_goal if isinstance(raw_goal, dict) else {}
     domains = [d for d, v in goal.items() if d not in NON_DOMAIN_GOAL_KEYS and isinstance(v, dict) and v]
     return examples_from_turns(dialogue_id, split, turns, states, domains)
 
 
 # --- ConvLab unified schema ---------------------------------------------------------------------
 
+
 def load_unified(path: Path, data: list | None = None) -> Corpus:
     """Load a ConvLab unified-schema corpus (a list of dialogues, each with its `data_split`)."""
     if data is None:
         data = read_json(path, "data/dialogues.json" if path.suffix == ".zip" else None)
     if not isinstance(data, list):
-        raise AftInputError(path, "<root>", f"expected a list of dialogues, got a {type(data).__name__}",
-                            "pass a ConvLab unified dialogues.json or data.zip")
+        raise AftInputError(
+            path,
+            "<root>",
+            f"expected a list of dialogues, got a {type(data).__name__}",
+            "pass a ConvLab unified dialogues.json or data.zip",
+        )
     if not data:
         raise AftInputError(path, "<root>", "holds no dialogues", "pass a non-empty corpus file")
     examples: dict[str, list[Example]] = {}
@@ -292,44 +360,74 @@ def load_unified(path: Path, data: list | None = None) -> Corpus:
     seen: dict[str, str] = {}
     for n, dialogue in enumerate(data):
         if not isinstance(dialogue, dict) or not isinstance(dialogue.get("turns"), list):
-            raise AftInputError(path, f"[{n}].turns", f"dialogue {n} has no 'turns' list",
-                                "each dialogue needs dialogue_id, data_split and turns (ConvLab unified schema)")
+            raise AftInputError(
+                path,
+                f"[{n}].turns",
+                f"dialogue {n} has no 'turns' list",
+                "each dialogue needs dialogue_id, data_split and turns (ConvLab unified schema)",
+            )
         dialogue_id = str(dialogue.get("dialogue_id", n))
         split_raw = str(dialogue.get("data_split", "")).lower()
         if split_raw not in SPLIT_ALIASES:
-            raise AftInputError(path, f"{dialogue_id}.data_split", f"unknown split '{split_raw}'",
-                                "use train, validation or test")
+            raise AftInputError(
+                path, f"{dialogue_id}.data_split", f"unknown split '{split_raw}'", "use train, validation or test"
+            )
         split = SPLIT_ALIASES[split_raw]
         if dialogue_id in seen:
-            raise AftInputError(path, f"{dialogue_id}.dialogue_id",
-                                f"dialogue id appears twice (splits '{seen[dialogue_id]}' and '{split}')",
-                                "give every dialogue a unique id and one split")
+            raise AftInputError(
+                path,
+                f"{dialogue_id}.dialogue_id",
+                f"dialogue id appears twice (splits '{seen[dialogue_id]}' and '{split}')",
+                "give every dialogue a unique id and one split",
+            )
         seen[dialogue_id] = split
-        turns, states = [], []
+        turns: list[Turn] = []
+        states: list[dict[str, dict[str, str]]] = []
         for i, raw_turn in enumerate(dialogue["turns"]):
             field_name = f"{dialogue_id}.turns[{i}]"
             if not isinstance(raw_turn, dict) or raw_turn.get("speaker") not in ("user", "system"):
-                raise AftInputError(path, f"{field_name}.speaker", "speaker must be 'user' or 'system'",
-                                    "fix the turn's speaker field")
+                raise AftInputError(
+                    path, f"{field_name}.speaker", "speaker must be 'user' or 'system'", "fix the turn's speaker field"
+                )
             text = raw_turn.get("utterance")
             if not isinstance(text, str) or not text.strip():
-                raise AftInputError(path, f"{field_name}.utterance", "empty or missing utterance",
-                                    "remove the dialogue or fill the turn's utterance")
+                raise AftInputError(
+                    path,
+                    f"{field_name}.utterance",
+                    "empty or missing utterance",
+                    "remove the dialogue or fill the turn's utterance",
+                )
             if turns and turns[-1].speaker == raw_turn["speaker"]:
-                raise AftInputError(path, f"{field_name}.speaker",
-                                    f"two '{raw_turn['speaker']}' turns in a row: turns must alternate",
-                                    "merge consecutive turns of one speaker")
-            values = tuple(dict.fromkeys(
-                str(a.get("value")) for a in (raw_turn.get("dialogue_acts") or {}).get("non-categorical", [])
-                if isinstance(a, dict) and a.get("value")
-            ))
+                raise AftInputError(
+                    path,
+                    f"{field_name}.speaker",
+                    f"two '{raw_turn['speaker']}' turns in a row: turns must alternate",
+                    "merge consecutive turns of one speaker",
+                )
+            values = tuple(
+                dict.fromkeys(
+                    str(a.get("value"))
+                    for a in (raw_turn.get("dialogue_acts") or {}).get("non-categorical", [])
+                    if isinstance(a, dict) and a.get("value")
+                )
+            )
             turns.append(Turn(raw_turn["speaker"], " ".join(text.split()), values))
-            state = raw_turn.get("state") if isinstance(raw_turn.get("state"), dict) else {}
-            states.append({d: {s: v for s, v in slots.items() if isinstance(v, str) and v}
-                           for d, slots in state.items() if isinstance(slots, dict)})
+            raw_state = raw_turn.get("state")
+            state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
+            states.append(
+                {
+                    d: {s: v for s, v in slots.items() if isinstance(v, str) and v}
+                    for d, slots in state.items()
+                    if isinstance(slots, dict)
+                }
+            )
         if not any(t.speaker == "system" for t in turns[1:]):
-            raise AftInputError(path, f"{dialogue_id}.turns", f"dialogue '{dialogue_id}' has no system turn after the first",
-                                "drop dialogues without a system response")
+            raise AftInputError(
+                path,
+                f"{dialogue_id}.turns",
+                f"dialogue '{dialogue_id}' has no system turn after the first",
+                "drop dialogues without a system response",
+            )
         # In the unified schema the state sits on user turns; the system turn answers the state just before it.
         states = [states[i - 1] if i and turns[i].speaker == "system" else {} for i in range(len(turns))]
         domains = [str(d) for d in dialogue.get("domains") or []]

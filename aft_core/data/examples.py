@@ -7,13 +7,15 @@ the budget are its leftmost tokens cut. Every source token keeps a map back to i
 whether it is a speaker tag, and whether it lies inside an annotated slot value, so the
 `history` and `salient` position sets I_x of AFT_SPEC §4 can be built later.
 """
+
 from __future__ import annotations
 
 import bisect
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 SPEAKERS = ("user", "system")
 NO_TURN = -1  # turn id of tokens that belong to no turn (EOS, padding)
@@ -53,11 +55,11 @@ class Example:
         }
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Example":
+    def from_row(cls, row: dict[str, Any]) -> Example:
         history = tuple(
             Turn(speaker, text, tuple(values))
             for speaker, text, values in zip(
-                row["history_speakers"], row["history_texts"], row["history_slot_values"]
+                row["history_speakers"], row["history_texts"], row["history_slot_values"], strict=True
             )
         )
         return cls(
@@ -112,8 +114,12 @@ class _Span:
 
 def slot_value_spans(text: str, values: Sequence[str], offset: int = 0) -> list[tuple[int, int]]:
     """Character spans (shifted by `offset`) of each annotated slot value where it occurs in `text` as whole words."""
-    return [(offset + m.start(), offset + m.end()) for value in values if value.strip()
-            for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", text, flags=re.IGNORECASE)]
+    return [
+        (offset + m.start(), offset + m.end())
+        for value in values
+        if value.strip()
+        for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", text, flags=re.IGNORECASE)
+    ]
 
 
 def serialise_history(history: Sequence[Turn]) -> tuple[str, list[_Span], list[tuple[int, int]]]:
@@ -154,12 +160,20 @@ def encode_sources(histories: Sequence[Sequence[Turn]], tokenizer: Any, max_toke
     enc = tokenizer([text for text, _, _ in serialised], add_special_tokens=False, return_offsets_mapping=True)
     return [
         _source_map(ids, offsets, spans, slot_spans, tokenizer.eos_token_id, max_tokens)
-        for ids, offsets, (_, spans, slot_spans) in zip(enc["input_ids"], enc["offset_mapping"], serialised)
+        for ids, offsets, (_, spans, slot_spans) in zip(
+            enc["input_ids"], enc["offset_mapping"], serialised, strict=True
+        )
     ]
 
 
-def _source_map(ids: list[int], offsets: list[tuple[int, int]], spans: list[_Span],
-                slot_spans: list[tuple[int, int]], eos: int, max_tokens: int) -> dict[str, list]:
+def _source_map(
+    ids: list[int],
+    offsets: list[tuple[int, int]],
+    spans: list[_Span],
+    slot_spans: list[tuple[int, int]],
+    eos: int,
+    max_tokens: int,
+) -> dict[str, list]:
     starts = [s.start for s in spans]
     in_slot = bytearray(max((b for _, b in slot_spans), default=0))  # 1 on characters inside a slot value
     for a, b in slot_spans:

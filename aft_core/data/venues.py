@@ -4,6 +4,7 @@ A response is entity-correct when it names a venue of the database that satisfie
 constraint of the dialogue's belief state for that venue's domain. A `<domain>_db.json` that is not a
 list of records (MultiWOZ's taxi_db.json) is not a venue table: it is skipped and named in `skipped`.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,7 @@ class VenueDB:
         self._pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(n) for n in names) + r")(?!\w)") if names else None
 
     @classmethod
-    def load(cls, db_dir: str | Path) -> "VenueDB":
+    def load(cls, db_dir: str | Path) -> VenueDB:
         db_dir = Path(db_dir)
         venues: dict[str, list[dict[str, Any]]] = {}
         skipped: dict[str, str] = {}
@@ -51,8 +52,12 @@ class VenueDB:
             venues[domain] = [r for r in records if isinstance(r, dict)]
         if not venues:
             found = f" (skipped: {'; '.join(skipped.values())})" if skipped else ""
-            raise AftInputError(db_dir, "<folder>", f"holds no venue table (<domain>_db.json, a list of records){found}",
-                                "point at the corpus's db/ folder")
+            raise AftInputError(
+                db_dir,
+                "<folder>",
+                f"holds no venue table (<domain>_db.json, a list of records){found}",
+                "point at the corpus's db/ folder",
+            )
         return cls(venues, skipped)
 
     def mentioned(self, text: str) -> list[tuple[str, dict[str, Any]]]:

@@ -10,12 +10,14 @@ degradation (full − sharded) / full of success is reported with its interval. 
 also plays n sampled conversations per goal (temperature 1; sample j uses simulator and torch seed `seed + j`
 for every system), and Laban et al. 2025's reliability is reported: mean P, aptitude A90, unreliability U90-10.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,28 +38,40 @@ ORACLE = "oracle (TownInfo rule policy)"
 READER_MIN_F1 = 0.95  # below this agreement with the corpus's gold system acts, no outcome is reported
 
 
-def reader_gate(data: str | Path, split: str, dialogues: dict[str, Any] | None = None) -> tuple[str | None, float | None]:
+def reader_gate(
+    data: str | Path, split: str, dialogues: dict[str, Any] | None = None
+) -> tuple[str | None, float | None]:
     """(why outcomes cannot be read on this corpus, or None when they can; the reader's F1 against its gold system
     acts). They cannot when the corpus has no dialogue goals, or when the reader agrees with its gold acts at
     F1 < READER_MIN_F1: Inform/Success read from a system's words could not be trusted."""
     folder = Path(data)
     if not (folder.is_dir() and (folder / "data.json").exists() and (folder / "db").is_dir()):
-        return (f"{folder} has no MultiWOZ-schema dialogue goals with venue databases (a folder with data.json and "
-                "db/), so there is nothing for a user to pursue"), None
+        return (
+            f"{folder} has no MultiWOZ-schema dialogue goals with venue databases (a folder with data.json and "
+            "db/), so there is nothing for a user to pursue"
+        ), None
     agreement = reader_agreement_on(folder, split, dialogues)["all"]["f1"]
     if not agreement >= READER_MIN_F1:
-        return (f"the reader of system text agrees with this corpus's gold {split} system acts at F1 {agreement:.3f} "
-                f"< {READER_MIN_F1}: Inform and Success read by it could not be trusted"), agreement
+        return (
+            f"the reader of system text agrees with this corpus's gold {split} system acts at F1 {agreement:.3f} "
+            f"< {READER_MIN_F1}: Inform and Success read by it could not be trusted"
+        ), agreement
     return None, agreement
 
 
-def reader_agreement_on(folder: Path, split: str, dialogues: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
+def reader_agreement_on(
+    folder: Path, split: str, dialogues: dict[str, Any] | None = None
+) -> dict[str, dict[str, float]]:
     """The reader against the gold acts of every system turn of the split's dialogues (aft_core.dialogue.reader;
     `dialogues`: the corpus's data.json when already read)."""
     dialogues = dialogues if dialogues is not None else read_dialogues(folder)
     ids = {g.dialogue_id for g in load_goals(folder, split, dialogues)}
-    turns = [(t.get("text", ""), t.get("dialog_act") or {}) for i in ids
-             for n, t in enumerate(dialogues[i].get("log", [])) if n % 2 == 1]
+    turns = [
+        (t.get("text", ""), t.get("dialog_act") or {})
+        for i in ids
+        for n, t in enumerate(dialogues[i].get("log", []))
+        if n % 2 == 1
+    ]
     return reader_agreement(Reader(VenueDB.load(folder / "db")), turns)
 
 
@@ -68,21 +82,39 @@ class ConversationConfig:
     data: str = setting("", "corpus folder whose split's dialogue goals the user pursues (data.json + list files)")
     split: str = setting("test", "the split whose goals are used: test or validation")
     goals: int = setting(100, "the first N goals of the split (0 = all)")
-    reveal: str = setting("both", "how the user reveals constraints: full, sharded, agenda, or both (full and sharded: the degradation)")
+    reveal: str = setting(
+        "both", "how the user reveals constraints: full, sharded, agenda, or both (full and sharded: the degradation)"
+    )
     seed: int = setting(0, "the simulator's seed (the user's words and, in agenda mode, how much it says per turn)")
     max_exchanges: int = setting(20, "user turns before the user gives up (a timeout)")
     max_source_tokens: int = setting(192, "source budget: the history is left-cut to it exactly as in training")
     max_new_tokens: int = setting(48, "greedy generation budget per system turn")
     batch_size: int = setting(64, "conversations per generation batch")
-    samples: int = setting(5, "sampled conversations per goal (temperature 1) beside the greedy one, for reliability "
-                              "(Laban et al.: mean P, aptitude A90, unreliability U90-10); 0 = greedy only")
-    oracle: bool = setting(True, "add the oracle system (TownInfo's rule policy) as the anchor row when the corpus is TownInfo")
+    samples: int = setting(
+        5,
+        "sampled conversations per goal (temperature 1) beside the greedy one, for reliability "
+        "(Laban et al.: mean P, aptitude A90, unreliability U90-10); 0 = greedy only",
+    )
+    oracle: bool = setting(
+        True, "add the oracle system (TownInfo's rule policy) as the anchor row when the corpus is TownInfo"
+    )
 
-    def validate(self, where: str = "conversation") -> "ConversationConfig":
+    def validate(self, where: str = "conversation") -> ConversationConfig:
         _check(bool(self.data), "data", "no corpus given", "pass --data PATH (a MultiWOZ-schema corpus folder)", where)
-        _check(self.split in ("test", "validation"), "split", f"unknown split '{self.split}'", "use test or validation", where)
-        _check(self.reveal in (*REVEAL_MODES, "both"), "reveal", f"unknown reveal mode '{self.reveal}'",
-               "use full, sharded, agenda or both", where)
+        _check(
+            self.split in ("test", "validation"),
+            "split",
+            f"unknown split '{self.split}'",
+            "use test or validation",
+            where,
+        )
+        _check(
+            self.reveal in (*REVEAL_MODES, "both"),
+            "reveal",
+            f"unknown reveal mode '{self.reveal}'",
+            "use full, sharded, agenda or both",
+            where,
+        )
         _check(self.goals >= 0, "goals", f"must be >= 0, got {self.goals}", "use 0 for every goal of the split", where)
         check_positive(self, ("max_exchanges", "max_source_tokens", "max_new_tokens", "batch_size"), where)
         _check(self.samples >= 0, "samples", f"must be >= 0, got {self.samples}", "use 0 for greedy only", where)
@@ -97,8 +129,8 @@ def mcnemar_p(a: list[float], b: list[float]) -> float:
     """McNemar's exact test on paired binary outcomes: two-sided binomial p over the discordant pairs."""
     from scipy.stats import binomtest
 
-    only_a = sum(1 for x, y in zip(a, b) if x and not y)
-    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    only_a = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
     return 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
@@ -112,8 +144,9 @@ def trajectory(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for index in sorted(by_index):
         figures = by_index[index]
-        rows.append({"turn": index, "n": len(figures),
-                     **{k: float(np.nanmean([f[k] for f in figures])) for k in figures[0]}})
+        rows.append(
+            {"turn": index, "n": len(figures), **{k: float(np.nanmean([f[k] for f in figures])) for k in figures[0]}}
+        )
     return rows
 
 
@@ -124,9 +157,9 @@ def _row(name: str, records: list[dict[str, Any]], baseline: list[dict[str, Any]
         base = [r["outcome"] for r in baseline]
         row["vs_sft"] = {
             "success_mcnemar_p": mcnemar_p([o["success"] for o in outcomes], [o["success"] for o in base]),
-            "success_delta": float(np.mean([o["success"] - b["success"] for o, b in zip(outcomes, base)])),
-            "inform_p": paired_bootstrap_p([o["inform"] - b["inform"] for o, b in zip(outcomes, base)]),
-            "inform_delta": float(np.mean([o["inform"] - b["inform"] for o, b in zip(outcomes, base)])),
+            "success_delta": float(np.mean([o["success"] - b["success"] for o, b in zip(outcomes, base, strict=True)])),
+            "inform_p": paired_bootstrap_p([o["inform"] - b["inform"] for o, b in zip(outcomes, base, strict=True)]),
+            "inform_delta": float(np.mean([o["inform"] - b["inform"] for o, b in zip(outcomes, base, strict=True)])),
         }
     return row
 
@@ -146,9 +179,13 @@ def degradation(full: list[dict[str, Any]], sharded: list[dict[str, Any]], seed:
     return {"degradation": float((a.mean() - b.mean()) / a.mean()), "low": float(low), "high": float(high)}
 
 
-def converse_systems(systems: dict[str, dict[str, Any]], config: ConversationConfig, out_dir: str | Path,
-                     load: Callable[[str, str | None], tuple[Any, Any]] | None = None,
-                     on_system: Callable[[str], None] | None = None) -> dict[str, Any]:
+def converse_systems(
+    systems: dict[str, dict[str, Any]],
+    config: ConversationConfig,
+    out_dir: str | Path,
+    load: Callable[[str, str | None], tuple[Any, Any]] | None = None,
+    on_system: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Every system of `systems` ({name: {"model": dir, "weights": file or None}}, SFT first) in conversation with
     the simulator on the same goals and seeds; writes the transcripts and the table (ConversationLayout) and
     returns the table."""
@@ -159,11 +196,11 @@ def converse_systems(systems: dict[str, dict[str, Any]], config: ConversationCon
     layout = ConversationLayout(Path(out_dir))
     reason, reader_f1 = reader_gate(config.data, config.split)
     if reason is not None:
-        table = {"skipped": reason, "data": config.data, "split": config.split}
-        write_json_atomic(layout.table, table)
-        return table
+        skipped = {"skipped": reason, "data": config.data, "split": config.split}
+        write_json_atomic(layout.table, skipped)
+        return skipped
     goals = load_goals(config.data, config.split)
-    goals = goals[:config.goals] if config.goals else goals
+    goals = goals[: config.goals] if config.goals else goals
     db = VenueDB.load(Path(config.data) / "db")
     reader = Reader(db)
     towninfo = (Path(config.data) / "towninfo.json").exists()
@@ -171,66 +208,101 @@ def converse_systems(systems: dict[str, dict[str, Any]], config: ConversationCon
     if config.oracle and towninfo:
         players[ORACLE] = lambda: OracleSystem(db)
     for name, spec in systems.items():
-        players[name] = (lambda spec=spec: ModelSystem(*load(spec["model"], spec.get("weights")),
-                                                       max_source_tokens=config.max_source_tokens,
-                                                       max_new_tokens=config.max_new_tokens,
-                                                       batch_size=config.batch_size))
+        players[name] = lambda spec=spec: ModelSystem(
+            *load(spec["model"], spec.get("weights")),
+            max_source_tokens=config.max_source_tokens,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.batch_size,
+        )
     records: dict[str, dict[str, list[dict[str, Any]]]] = {}
     reliabilities: dict[str, dict[str, dict[str, float]]] = {}
     for name, make in players.items():
         if on_system is not None:
             on_system(name)
         system = make()
-        records[name] = {mode: converse(system, goals, reader, reveal=mode, seed=config.seed,
-                                        max_exchanges=config.max_exchanges) for mode in config.modes}
+        records[name] = {
+            mode: converse(system, goals, reader, reveal=mode, seed=config.seed, max_exchanges=config.max_exchanges)
+            for mode in config.modes
+        }
         if config.samples and isinstance(system, ModelSystem):
             system.temperature = 1.0
             reliabilities[name] = {}
             for mode in config.modes:
                 by_goal: list[list[float]] = [[] for _ in goals]
-                for j in range(1, config.samples + 1):  # sample j: simulator seed and torch seed seed + j, for every system
+                for j in range(
+                    1, config.samples + 1
+                ):  # sample j: simulator seed and torch seed seed + j, for every system
                     torch.manual_seed(config.seed + j)
-                    for g, record in enumerate(converse(system, goals, reader, reveal=mode, seed=config.seed + j,
-                                                        max_exchanges=config.max_exchanges)):
+                    for g, record in enumerate(
+                        converse(
+                            system, goals, reader, reveal=mode, seed=config.seed + j, max_exchanges=config.max_exchanges
+                        )
+                    ):
                         by_goal[g].append(record["outcome"]["success"])
                 reliabilities[name][mode] = {**reliability(by_goal), "samples": config.samples}
             system.temperature = None
     first_model = next(iter(systems), None)
-    table: dict[str, Any] = {"goals": len(goals), "split": config.split, "data": config.data, "modes": list(config.modes),
-                             "seed": config.seed, "max_exchanges": config.max_exchanges, "rows": {},
-                             "reader_f1": reader_f1}
+    table: dict[str, Any] = {
+        "goals": len(goals),
+        "split": config.split,
+        "data": config.data,
+        "modes": list(config.modes),
+        "seed": config.seed,
+        "max_exchanges": config.max_exchanges,
+        "rows": {},
+        "reader_f1": reader_f1,
+    }
     for mode in config.modes:
         baseline = records[first_model][mode] if first_model else None
-        table["rows"][mode] = [{**_row(name, by_mode[mode], baseline),
-                                **({"reliability": reliabilities[name][mode]} if name in reliabilities else {})}
-                               for name, by_mode in records.items()]
+        table["rows"][mode] = [
+            {
+                **_row(name, by_mode[mode], baseline),
+                **({"reliability": reliabilities[name][mode]} if name in reliabilities else {}),
+            }
+            for name, by_mode in records.items()
+        ]
     if config.modes == ("full", "sharded"):
-        table["degradation"] = {name: degradation(by_mode["full"], by_mode["sharded"]) for name, by_mode in records.items()}
+        table["degradation"] = {
+            name: degradation(by_mode["full"], by_mode["sharded"]) for name, by_mode in records.items()
+        }
     with atomic_path(layout.transcripts) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for name, by_mode in records.items():
-                for mode, recs in by_mode.items():
+                for recs in by_mode.values():
                     for record in recs:
                         f.write(json.dumps({"system": name, **record}) + "\n")
     write_json_atomic(layout.table, table)
     return table
 
 
-CONVERSATION_HEADER = ["system", "Inform", "Success", "Book", "Complete", "turns to success", "timeout",
-                       "violating offers", "repeated replies", "Δ success vs SFT (p)"]
+CONVERSATION_HEADER = [
+    "system",
+    "Inform",
+    "Success",
+    "Book",
+    "Complete",
+    "turns to success",
+    "timeout",
+    "violating offers",
+    "repeated replies",
+    "Δ success vs SFT (p)",
+]
 
 
 def conversation_caption(table: dict[str, Any]) -> str:
-    return (f"Closed-loop conversations: {table['goals']} {table['split']} goals, seed {table['seed']}, the user gives "
-            f"up after {table['max_exchanges']} turns. Outcomes read from the system's words by a matcher "
-            f"(aft_core.dialogue.reader; F1 {table['reader_f1']:.3f} against the gold system acts of these dialogues); "
-            "lexicalised, not the delexicalised leaderboard setting; mean [95% bootstrap CI]; p: McNemar (success), "
-            "paired bootstrap (inform) against SFT.")
+    return (
+        f"Closed-loop conversations: {table['goals']} {table['split']} goals, seed {table['seed']}, the user gives "
+        f"up after {table['max_exchanges']} turns. Outcomes read from the system's words by a matcher "
+        f"(aft_core.dialogue.reader; F1 {table['reader_f1']:.3f} against the gold system acts of these dialogues); "
+        "lexicalised, not the delexicalised leaderboard setting; mean [95% bootstrap CI]; p: McNemar (success), "
+        "paired bootstrap (inform) against SFT."
+    )
 
 
 def conversation_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     """One reveal mode's success table as text cells (CONVERSATION_HEADER's order): the one formatting of it,
     rendered as markdown by `conversation_markdown` and as HTML by the report."""
+
     def ci(v: Any) -> str:
         return "–" if v is None else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
@@ -241,9 +313,20 @@ def conversation_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     for row in rows:
         vs = row.get("vs_sft")
         delta = f"{vs['success_delta']:+.3f} (p={vs['success_mcnemar_p']:.3f})" if vs else "–"
-        cells.append([row["system"], ci(row["inform"]), ci(row["success"]), ci(row["book"]), ci(row["complete"]),
-                      num(row["turns_to_success"], "{:.1f}"), f"{row['timeout'][0]:.3f}",
-                      num(row["violating_offer_rate"], "{:.3f}"), f"{row['repeated_reply_rate']:.3f}", delta])
+        cells.append(
+            [
+                row["system"],
+                ci(row["inform"]),
+                ci(row["success"]),
+                ci(row["book"]),
+                ci(row["complete"]),
+                num(row["turns_to_success"], "{:.1f}"),
+                f"{row['timeout'][0]:.3f}",
+                num(row["violating_offer_rate"], "{:.3f}"),
+                f"{row['repeated_reply_rate']:.3f}",
+                delta,
+            ]
+        )
     return cells
 
 
@@ -254,14 +337,18 @@ def conversation_notes(table: dict[str, Any]) -> list[str]:
         for row in rows:
             if "reliability" in row:
                 r = row["reliability"]
-                lines.append(f"reliability over {r['samples']} sampled conversations per goal (temperature 1), "
-                             f"{mode} user, {row['system']}: P {r['P']:.3f}, A90 {r['A90']:.3f}, U90-10 {r['U90_10']:.3f}")
+                lines.append(
+                    f"reliability over {r['samples']} sampled conversations per goal (temperature 1), "
+                    f"{mode} user, {row['system']}: P {r['P']:.3f}, A90 {r['A90']:.3f}, U90-10 {r['U90_10']:.3f}"
+                )
     degradations = table.get("degradation") or {}
     for name in [r["system"] for r in next(iter(table["rows"].values()))]:  # the table's order (JSON sorts keys)
         if name in degradations:
             d = degradations[name]
-            lines.append(f"degradation of success, full → sharded, {name}: {d['degradation']:+.3f} "
-                         f"[{d['low']:+.3f}, {d['high']:+.3f}]")
+            lines.append(
+                f"degradation of success, full → sharded, {name}: {d['degradation']:+.3f} "
+                f"[{d['low']:+.3f}, {d['high']:+.3f}]"
+            )
     return lines
 
 
@@ -271,8 +358,12 @@ def conversation_markdown(table: dict[str, Any]) -> str:
         return f"Closed-loop conversations: not run ({table['skipped']}).\n"
     lines = [conversation_caption(table), ""]
     for mode, rows in table["rows"].items():
-        lines += [f"**reveal: {mode}**", "", "| " + " | ".join(CONVERSATION_HEADER) + " |",
-                  "|" + "---|" * len(CONVERSATION_HEADER)]
+        lines += [
+            f"**reveal: {mode}**",
+            "",
+            "| " + " | ".join(CONVERSATION_HEADER) + " |",
+            "|" + "---|" * len(CONVERSATION_HEADER),
+        ]
         lines += ["| " + " | ".join(cells) + " |" for cells in conversation_cells(rows)]
         lines.append("")
     lines += [f"- {line}" for line in conversation_notes(table)]

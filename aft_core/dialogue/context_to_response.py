@@ -8,6 +8,7 @@ Only dialogues whose every system turn was evaluated count. Lexicalised response
 delexicalised leaderboard setting; refused (with the reason) where the corpus has no goals or the reader does not
 agree with its gold acts (aft_core.dialogue.closed_loop.reader_gate).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,22 +36,43 @@ def dialogue_success(per_example: pd.DataFrame, data: str | Path, split: str) ->
     reason, reader_f1 = reader_gate(folder, split, dialogues)
     if reason is not None:
         return {"skipped": reason}
+    if dialogues is None:  # the gate reads data.json too, so it has refused such a folder already
+        return {"skipped": f"{folder} has no data.json"}
     goals = {g.dialogue_id: g for g in load_goals(folder, split, dialogues)}
     reader = Reader(VenueDB.load(folder / "db"))
-    frame = per_example.assign(dialogue_id=per_example["example_id"].str.rsplit("/", n=1).str[0],
-                               turn=per_example["example_id"].str.rsplit("/", n=1).str[1].astype(int))
+    frame = per_example.assign(
+        dialogue_id=per_example["example_id"].str.rsplit("/", n=1).str[0],
+        turn=per_example["example_id"].str.rsplit("/", n=1).str[1].astype(int),
+    )
     first = frame[frame["system"] == frame["system"].iloc[0]]
     counts = first.groupby("dialogue_id")["turn"].count()
     whole = [d for d, n in counts.items() if d in goals and n == len(dialogues[d]["log"]) // 2]
     if not whole:
         return {"skipped": "no test dialogue was evaluated whole (raise evaluation.test_examples)"}
-    texts = {name: {d: g.sort_values("turn")["response"].tolist() for d, g in part[part["dialogue_id"].isin(whole)]
-                    .groupby("dialogue_id")} for name, part in frame.groupby("system", sort=False)}
-    texts[REFERENCE] = {d: g.sort_values("turn")["reference"].tolist() for d, g in
-                        first[first["dialogue_id"].isin(whole)].groupby("dialogue_id")}
+    texts = {
+        name: {
+            d: g.sort_values("turn")["response"].tolist()
+            for d, g in part[part["dialogue_id"].isin(whole)].groupby("dialogue_id")
+        }
+        for name, part in frame.groupby("system", sort=False)
+    }
+    texts[REFERENCE] = {
+        d: g.sort_values("turn")["reference"].tolist()
+        for d, g in first[first["dialogue_id"].isin(whole)].groupby("dialogue_id")
+    }
     systems = {}
     for name, by_dialogue in texts.items():
-        outcomes = [dialogue_outcome(goals[d], replies, [reader.read(r) for r in replies], complete=False,
-                                     timeout=False, offers=0, violations=0) for d, replies in sorted(by_dialogue.items())]
+        outcomes = [
+            dialogue_outcome(
+                goals[d],
+                replies,
+                [reader.read(r) for r in replies],
+                complete=False,
+                timeout=False,
+                offers=0,
+                violations=0,
+            )
+            for d, replies in sorted(by_dialogue.items())
+        ]
         systems[name] = {key: list(bootstrap_ci([o[key] for o in outcomes])) for key in ("inform", "success")}
     return {"dialogues": len(whole), "reader_f1": reader_f1, "systems": systems}

@@ -12,6 +12,7 @@ the generator draws them. The two corpora mean different things by `fail_info`:
 `DomainGoal` states both the same way: `constraints` (asked first) and `relaxed` (after a no-offer; equal to
 `constraints` when nothing fails).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -69,11 +70,15 @@ def goal_from_dialogue(dialogue_id: str, dialogue: dict[str, Any], towninfo: boo
     them (the goal object's own key order is fixed, not the order the user pursued them)."""
     goal = dialogue.get("goal")
     if not isinstance(goal, dict):
-        raise AftInputError(dialogue_id, "goal", "the dialogue has no goal object",
-                            "use a MultiWOZ-schema corpus whose dialogues carry their `goal` (TownInfo and MultiWOZ do)")
+        raise AftInputError(
+            dialogue_id,
+            "goal",
+            "the dialogue has no goal object",
+            "use a MultiWOZ-schema corpus whose dialogues carry their `goal` (TownInfo and MultiWOZ do)",
+        )
     order: list[str] = []
     for turn in dialogue.get("log", []):
-        for act in (turn.get("dialog_act") or {}):
+        for act in turn.get("dialog_act") or {}:
             domain = act.split("-", 1)[0].lower()
             if domain in VENUE_DOMAINS and domain not in order:
                 order.append(domain)
@@ -96,9 +101,14 @@ def read_dialogues(corpus_dir: str | Path) -> dict[str, Any]:
     """The dialogues of a MultiWOZ-schema corpus folder (its data.json)."""
     folder = Path(corpus_dir)
     if not (folder / "data.json").exists():
-        raise AftInputError(folder, "data.json", "the folder holds no data.json",
-                            "point at a MultiWOZ-schema corpus folder (data.json, valListFile.txt, testListFile.txt)")
-    return io.read_json(folder / "data.json", fix="restore the corpus file")
+        raise AftInputError(
+            folder,
+            "data.json",
+            "the folder holds no data.json",
+            "point at a MultiWOZ-schema corpus folder (data.json, valListFile.txt, testListFile.txt)",
+        )
+    dialogues: dict[str, Any] = io.read_json(folder / "data.json", fix="restore the corpus file")
+    return dialogues
 
 
 def load_goals(corpus_dir: str | Path, split: str = "test", dialogues: dict[str, Any] | None = None) -> list[Goal]:
@@ -108,8 +118,10 @@ def load_goals(corpus_dir: str | Path, split: str = "test", dialogues: dict[str,
     folder = Path(corpus_dir)
     dialogues = dialogues if dialogues is not None else read_dialogues(folder)
     lists = {name: folder / f"{stem}ListFile.txt" for name, stem in (("validation", "val"), ("test", "test"))}
-    listed = {name: [line.strip() for line in io.read_text(path).splitlines() if line.strip()] if path.exists() else []
-              for name, path in lists.items()}
+    listed = {
+        name: [line.strip() for line in io.read_text(path).splitlines() if line.strip()] if path.exists() else []
+        for name, path in lists.items()
+    }
     if split == "train":
         held = set(listed["validation"]) | set(listed["test"])
         ids = [k for k in dialogues if k not in held]

@@ -14,9 +14,11 @@ Also: system turns, the first system turn after which the dialogue had succeeded
 the user gave up at the cap (`timeout`), the share of offers that broke a constraint the user had already given,
 and repeated system replies (one that equals an earlier reply of the same dialogue: the Dam, in a conversation).
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +26,6 @@ from aft_core.data.venues import satisfies
 from aft_core.dialogue.goals import Goal
 from aft_core.dialogue.reader import SystemReading, same_value
 from aft_core.stats import bootstrap_ci
-
 
 
 def _domain_success_turn(goal_domain: Any, readings: Sequence[SystemReading]) -> tuple[bool, int | None, bool]:
@@ -35,8 +36,7 @@ def _domain_success_turn(goal_domain: Any, readings: Sequence[SystemReading]) ->
         mine = [r for d, r in reading.offered if d == goal_domain.domain]
         if mine:
             last, offered_at = mine[-1], i
-    inform = last is not None and satisfies(last, goal_domain.relaxed)
-    if not inform:
+    if last is None or not satisfies(last, goal_domain.relaxed):
         return False, None, False
     given: set[str] = set()
     booked = not goal_domain.book
@@ -54,8 +54,16 @@ def _domain_success_turn(goal_domain: Any, readings: Sequence[SystemReading]) ->
     return True, None, booked and bool(goal_domain.book)
 
 
-def dialogue_outcome(goal: Goal, system_texts: Sequence[str], readings: Sequence[SystemReading], *,
-                     complete: bool, timeout: bool, offers: int, violations: int) -> dict[str, Any]:
+def dialogue_outcome(
+    goal: Goal,
+    system_texts: Sequence[str],
+    readings: Sequence[SystemReading],
+    *,
+    complete: bool,
+    timeout: bool,
+    offers: int,
+    violations: int,
+) -> dict[str, Any]:
     """Every per-dialogue figure of the module docstring for one conversation."""
     informs, success_turns, books = [], [], []
     for goal_domain in goal.domains:
@@ -92,8 +100,9 @@ def summarise(outcomes: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, An
         summary[key] = list(bootstrap_ci(values, seed=seed)) if values else None
     offers = sum(o["offers"] for o in outcomes)
     summary["violating_offer_rate"] = sum(o["violating_offers"] for o in outcomes) / offers if offers else None
-    summary["repeated_reply_rate"] = (sum(o["repeated_replies"] for o in outcomes) /
-                                      max(sum(o["turns"] for o in outcomes), 1))
+    summary["repeated_reply_rate"] = sum(o["repeated_replies"] for o in outcomes) / max(
+        sum(o["turns"] for o in outcomes), 1
+    )
     to_success = [o["turns_to_success"] for o in outcomes if o["turns_to_success"] is not None]
     summary["turns_to_success"] = float(np.mean(to_success)) if to_success else None
     summary["turns"] = float(np.mean([o["turns"] for o in outcomes])) if outcomes else None
@@ -107,6 +116,8 @@ def reliability(success_by_goal: Sequence[Sequence[float]]) -> dict[str, float]:
     scores = [np.asarray(s, dtype=float) for s in success_by_goal if len(s)]
     if not scores:
         return {"P": float("nan"), "A90": float("nan"), "U90_10": float("nan")}
-    return {"P": float(np.mean([s.mean() for s in scores])),
-            "A90": float(np.mean([np.percentile(s, 90) for s in scores])),
-            "U90_10": float(np.mean([np.percentile(s, 90) - np.percentile(s, 10) for s in scores]))}
+    return {
+        "P": float(np.mean([s.mean() for s in scores])),
+        "A90": float(np.mean([np.percentile(s, 90) for s in scores])),
+        "U90_10": float(np.mean([np.percentile(s, 90) - np.percentile(s, 10) for s in scores])),
+    }

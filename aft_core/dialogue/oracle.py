@@ -10,12 +10,14 @@ wrong, which is what makes it an anchor in every conversation table.
 Stateless: every reply is a function of the history alone (its phrase choices are seeded by the history's
 text), so it batches trivially and reruns exactly.
 """
+
 from __future__ import annotations
 
 import hashlib
 import random
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from aft_core.data import towninfo
 from aft_core.data.examples import Turn
@@ -25,13 +27,21 @@ from aft_core.dialogue.reader import Reader
 DOMAIN_WORDS = {  # words that open (or switch to) a domain in a user turn
     "restaurant": re.compile(r"\brestaurant\b"),
     "hotel": re.compile(r"\b(hotel|place to stay|guesthouse)\b"),
-    "attraction": re.compile(r"\b(attraction|something to do|place to visit|" +
-                             "|".join(re.escape(t) for t in towninfo.ATTRACTION_TYPES) + r")\b"),
+    "attraction": re.compile(
+        r"\b(attraction|something to do|place to visit|"
+        + "|".join(re.escape(t) for t in towninfo.ATTRACTION_TYPES)
+        + r")\b"
+    ),
     "train": re.compile(r"\btrain\b"),
 }
 DONT_CARE = re.compile(r"\b(do not mind|any is fine|does not matter|no preference|whatever you suggest)\b")
-ATTRIBUTE_WORDS = {"address": r"\baddress\b", "phone": r"\bphone\b", "postcode": r"\bpostcode\b",
-                   "price": r"\bprice\b", "duration": r"\bduration\b"}
+ATTRIBUTE_WORDS = {
+    "address": r"\baddress\b",
+    "phone": r"\bphone\b",
+    "postcode": r"\bpostcode\b",
+    "price": r"\bprice\b",
+    "duration": r"\bduration\b",
+}
 THANKS = re.compile(r"\b(that is all|that will be all|everything i needed|thank you \. goodbye|goodbye)\b")
 
 
@@ -41,10 +51,15 @@ class OracleSystem:
     def __init__(self, db: VenueDB):
         self.db = db
         self.reader = Reader(db)
-        self.values = {domain: {slot: sorted({str(r[slot]).lower() for r in db.venues.get(domain, []) if slot in r},
-                                             key=len, reverse=True)
-                                for slot in slots}
-                       for domain, slots in towninfo.DOMAIN_SLOTS.items()}
+        self.values = {
+            domain: {
+                slot: sorted(
+                    {str(r[slot]).lower() for r in db.venues.get(domain, []) if slot in r}, key=len, reverse=True
+                )
+                for slot in slots
+            }
+            for domain, slots in towninfo.DOMAIN_SLOTS.items()
+        }
 
     def respond(self, histories: Sequence[Sequence[Turn]]) -> list[str]:
         return [self.reply(history) for history in histories]
@@ -56,7 +71,9 @@ class OracleSystem:
         for slot, values in self.values[domain].items():
             for value in values:
                 bare = bare_stars and slot == "stars"
-                pattern = rf"\b{re.escape(value)} stars?\b" if slot == "stars" and not bare else rf"\b{re.escape(value)}\b"
+                pattern = (
+                    rf"\b{re.escape(value)} stars?\b" if slot == "stars" and not bare else rf"\b{re.escape(value)}\b"
+                )
                 if re.search(pattern, text):
                     found[slot] = value
                     break

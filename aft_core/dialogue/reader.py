@@ -6,11 +6,13 @@ slightly garbled name still counts; addresses by lookup) and from patterns for p
 reference numbers, times, prices and durations. `reader_agreement` scores it against a corpus's gold system
 acts (per slot kind: precision, recall, F1), which is how its numbers earn trust.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from rapidfuzz import fuzz, process
 
@@ -29,8 +31,10 @@ PATTERNS = {
     "arriveBy": re.compile(r"arriv\w*(?: \w+){0,2} (?:at|by) (\d{1,2}:\d{2})"),
     "entrance fee": re.compile(r"entrance fee is (free|\d+(?:\.\d+)? pounds)"),
 }
-NO_OFFER = re.compile(r"\b(there (?:is|are) no|i have no|nothing match\w*|no (?:results|matches|match)|"
-                      r"(?:unable|not able) to find|(?:could|can) ?(?:n't|not) find|(?:do|don't|do not) have any)\b")
+NO_OFFER = re.compile(
+    r"\b(there (?:is|are) no|i have no|nothing match\w*|no (?:results|matches|match)|"
+    r"(?:unable|not able) to find|(?:could|can) ?(?:n't|not) find|(?:do|don't|do not) have any)\b"
+)
 # What a system's question asks for, read from its question sentences (a sentence ending in '?').
 REQUESTS = {
     "food": re.compile(r"\b(food|cuisine)\b"),
@@ -38,8 +42,10 @@ REQUESTS = {
     "pricerange": re.compile(r"\b(price ?range|spend|budget)\b"),
     "stars": re.compile(r"\bstars?\b"),
     "type": re.compile(r"\b(type|kind) of (?:attraction|place)|\btype of attraction\b|\bparticular type\b"),
-    "destination": re.compile(r"\b(where (?:are you|will you be) (?:travel\w*|going|head\w*)|destination|"
-                              r"where would you like to go)\b"),
+    "destination": re.compile(
+        r"\b(where (?:are you|will you be) (?:travel\w*|going|head\w*)|destination|"
+        r"where would you like to go)\b"
+    ),
     "departure": re.compile(r"\b(where (?:are you|will you be) (?:leaving|departing) from|departure)\b"),
     "day": re.compile(r"\b(what|which) day\b"),
     "people": re.compile(r"\bhow many (?:people|tickets|guests|persons)\b"),
@@ -81,9 +87,15 @@ class Reader:
                 if name:
                     words = name.lower().split()
                     self._names.setdefault(len(words), {}).setdefault(" ".join(words), []).append((domain, record))
-        self._address_pattern = re.compile(
-            r"(?<!\w)(" + "|".join(re.escape(a) for a in sorted(self._addresses, key=len, reverse=True)) + r")(?!\w)"
-        ) if self._addresses else None
+        self._address_pattern = (
+            re.compile(
+                r"(?<!\w)("
+                + "|".join(re.escape(a) for a in sorted(self._addresses, key=len, reverse=True))
+                + r")(?!\w)"
+            )
+            if self._addresses
+            else None
+        )
 
     def venues(self, text: str) -> list[tuple[str, dict[str, Any]]]:
         """Venues named in `text`: exact names first; failing those, the word window closest to a name, if it is
@@ -96,7 +108,7 @@ class Reader:
         for size, names in self._names.items():
             choices = list(names)
             for start in range(0, max(len(words) - size + 1, 0)):
-                window = " ".join(words[start:start + size])
+                window = " ".join(words[start : start + size])
                 match = process.extractOne(window, choices, scorer=fuzz.ratio, score_cutoff=FUZZY_MIN_RATIO)
                 if match is not None and (best is None or match[1] > best[0]):
                     best = (match[1], names[match[0]])
@@ -117,7 +129,9 @@ class Reader:
             reading.informed["address"] = match.group(1)
         reading.no_offer = not reading.offered and bool(NO_OFFER.search(low))
         questions = [s for s in re.split(r"(?<=[?.!])\s+", low) if s.rstrip().endswith("?")]
-        reading.requested = tuple(slot for slot, pattern in REQUESTS.items() if any(pattern.search(q) for q in questions))
+        reading.requested = tuple(
+            slot for slot, pattern in REQUESTS.items() if any(pattern.search(q) for q in questions)
+        )
         reading.goodbye = bool(re.search(r"\b(goodbye|good bye|bye|have a (?:great|nice|good) day|enjoy your)\b", low))
         return reading
 
@@ -137,9 +151,21 @@ def gold_kinds(dialog_act: dict[str, Any]) -> set[tuple[str, str]]:
         if intent == "Request":
             gold.add(("request", ""))
         for slot, value in slots or []:
-            key = {"name": "name", "trainid": "name", "id": "name", "addr": "address", "address": "address",
-                   "phone": "phone", "post": "postcode", "postcode": "postcode", "ref": "ref", "price": "price",
-                   "ticket": "price", "time": "duration", "duration": "duration"}.get(str(slot).lower())
+            key = {
+                "name": "name",
+                "trainid": "name",
+                "id": "name",
+                "addr": "address",
+                "address": "address",
+                "phone": "phone",
+                "post": "postcode",
+                "postcode": "postcode",
+                "ref": "ref",
+                "price": "price",
+                "ticket": "price",
+                "time": "duration",
+                "duration": "duration",
+            }.get(str(slot).lower())
             if key is None or intent in ("Request", "NoOffer", "Select", "NoBook"):
                 continue
             if value in ("?", "none", ""):
@@ -178,10 +204,18 @@ def reader_agreement(reader: Reader, turns: Iterable[tuple[str, dict[str, Any]]]
             counts[kind][1] += len(r - g)
             counts[kind][2] += len(g - r)
     counts["all"] = [sum(c[i] for c in counts.values()) for i in range(3)]
-    result = {}
+    result: dict[str, dict[str, float]] = {}
     for kind, (tp, fp, fn) in counts.items():
-        p = tp / (tp + fp) if tp + fp else float("nan")
-        r = tp / (tp + fn) if tp + fn else float("nan")
-        f1 = 2 * p * r / (p + r) if tp else (0.0 if fp + fn else float("nan"))
-        result[kind] = {"precision": p, "recall": r, "f1": f1, "support": tp + fn, "tp": tp, "fp": fp, "fn": fn}
+        precision = tp / (tp + fp) if tp + fp else float("nan")
+        recall = tp / (tp + fn) if tp + fn else float("nan")
+        f1 = 2 * precision * recall / (precision + recall) if tp else (0.0 if fp + fn else float("nan"))
+        result[kind] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": tp + fn,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+        }
     return result

@@ -11,10 +11,12 @@ training (`ModelFamily.encode_prompts`). Each turn carries the slot values it st
 values; the reader's venue names, attributes and references for the system), so the salient I_x exists in a
 conversation too.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -46,8 +48,16 @@ class ModelSystem:
     loop for a reproducible draw), batched; attention figures read from the teacher-forced pass over its own
     responses (monitor.score_greedy, the evaluation's path)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_source_tokens: int, max_new_tokens: int = 48,
-                 batch_size: int = 64, temperature: float | None = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_source_tokens: int,
+        max_new_tokens: int = 48,
+        batch_size: int = 64,
+        temperature: float | None = None,
+    ):
         from aft_core.models import family_of
 
         self.model, self.tokenizer, self.temperature = model, tokenizer, temperature
@@ -60,19 +70,35 @@ class ModelSystem:
         from aft_core.monitor import score_greedy
 
         rows = self.family.encode_prompts(histories, self.tokenizer, self.max_source_tokens)
-        scored = score_greedy(self.model, self.tokenizer, self.family, rows, ix_modes=TRAJECTORY_MODES,
-                              layers=self.layers, max_new_tokens=self.max_new_tokens, repeat_n=3,
-                              batch_size=self.batch_size, keep_attention=True, temperature=self.temperature)
+        scored = score_greedy(
+            self.model,
+            self.tokenizer,
+            self.family,
+            rows,
+            ix_modes=TRAJECTORY_MODES,
+            layers=self.layers,
+            max_new_tokens=self.max_new_tokens,
+            repeat_n=3,
+            batch_size=self.batch_size,
+            keep_attention=True,
+            temperature=self.temperature,
+        )
         replies = []
         for i, row in enumerate(rows):
             attention = scored["attention"][i]  # [T,S] over the real response and prompt positions
-            earlier = SourceBatch.from_rows([row], self.family.pad_id()).mask("history")[0, :attention.shape[1]]  # I_x = history
+            earlier = SourceBatch.from_rows([row], self.family.pad_id()).mask("history")[
+                0, : attention.shape[1]
+            ]  # I_x = history
             mass = attention.sum(dim=1).clamp(min=1e-12)  # [T]
             share = float((attention[:, earlier].sum(dim=1) / mass).mean()) if attention.shape[0] else float("nan")
-            figures = {f"{kind}/{mode}": float(scored[f"{kind}/{mode}"][i])
-                       for kind in ("focus", "coverage") for mode in TRAJECTORY_MODES}
-            replies.append(Reply(scored["texts"][i], {**figures, "earlier_share": share,
-                                                      "lookback": float(scored["lookback"][i])}))
+            figures = {
+                f"{kind}/{mode}": float(scored[f"{kind}/{mode}"][i])
+                for kind in ("focus", "coverage")
+                for mode in TRAJECTORY_MODES
+            }
+            replies.append(
+                Reply(scored["texts"][i], {**figures, "earlier_share": share, "lookback": float(scored["lookback"][i])})
+            )
         return replies
 
 
@@ -87,14 +113,25 @@ def _user_turn(user: AgendaUser, text: str) -> Turn:
     return Turn("user", text, tuple(v for v in revealed if v.lower() in text.lower()))
 
 
-def converse(system: System, goals: Sequence[Goal], reader: Reader, *, reveal: str = "agenda", seed: int = 0,
-             max_exchanges: int = 20, batched: bool = True) -> list[dict[str, Any]]:
+def converse(
+    system: System,
+    goals: Sequence[Goal],
+    reader: Reader,
+    *,
+    reveal: str = "agenda",
+    seed: int = 0,
+    max_exchanges: int = 20,
+    batched: bool = True,
+) -> list[dict[str, Any]]:
     """Each goal's conversation between a fresh AgendaUser(goal, reveal, seed) and `system`; returns one record per
     goal, in order: its turns (speaker, text, the user's revealed constraints, the system's attention figures),
     the user's end state and `outcome` (aft_core.dialogue.metrics.dialogue_outcome)."""
     if not batched:
-        return [record for goal in goals
-                for record in converse(system, [goal], reader, reveal=reveal, seed=seed, max_exchanges=max_exchanges)]
+        return [
+            record
+            for goal in goals
+            for record in converse(system, [goal], reader, reveal=reveal, seed=seed, max_exchanges=max_exchanges)
+        ]
     users = [AgendaUser(goal, reveal, seed, max_exchanges=max_exchanges) for goal in goals]
     histories: list[list[Turn]] = []
     transcripts: list[list[dict[str, Any]]] = []
@@ -108,13 +145,14 @@ def converse(system: System, goals: Sequence[Goal], reader: Reader, *, reveal: s
     while live:
         replies = system.respond([histories[i] for i in live])
         still = []
-        for i, reply in zip(live, replies):
+        for i, reply in zip(live, replies, strict=True):
             reply = reply if isinstance(reply, Reply) else Reply(str(reply))
             reading = reader.read(reply.text)
             readings[i].append(reading)
             histories[i].append(_system_turn(reply.text, reading))
-            transcripts[i].append({"speaker": "system", "text": reply.text, **({"attention": reply.attention}
-                                                                                 if reply.attention else {})})
+            transcripts[i].append(
+                {"speaker": "system", "text": reply.text, **({"attention": reply.attention} if reply.attention else {})}
+            )
             user = users[i]
             domain = user.state.goal.domain
             offers[i] += any(d == domain for d, _ in reading.offered) and user.state.offered is None
@@ -126,10 +164,18 @@ def converse(system: System, goals: Sequence[Goal], reader: Reader, *, reveal: s
             still.append(i)
         live = still
     records = []
-    for goal, user, transcript, read, offered in zip(goals, users, transcripts, readings, offers):
+    for goal, user, transcript, read, offered in zip(goals, users, transcripts, readings, offers, strict=True):
         system_texts = [t["text"] for t in transcript if t["speaker"] == "system"]
-        outcome = dialogue_outcome(goal, system_texts, read, complete=user.complete, timeout=user.gave_up,
-                                   offers=offered, violations=user.violations)
-        records.append({"dialogue_id": goal.dialogue_id, "reveal": reveal, "seed": seed, "turns": transcript,
-                        "outcome": outcome})
+        outcome = dialogue_outcome(
+            goal,
+            system_texts,
+            read,
+            complete=user.complete,
+            timeout=user.gave_up,
+            offers=offered,
+            violations=user.violations,
+        )
+        records.append(
+            {"dialogue_id": goal.dialogue_id, "reveal": reveal, "seed": seed, "turns": transcript, "outcome": outcome}
+        )
     return records

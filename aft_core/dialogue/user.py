@@ -15,6 +15,7 @@ In the manner of ConvLab's agenda-based simulator (its published design; no code
 A user is a pure function of (goal, reveal mode, seed) and the system's words: the same inputs give the same
 conversation, which is what lets a conversation be rerun exactly, and batched and one-at-a-time loops agree.
 """
+
 from __future__ import annotations
 
 import random
@@ -29,7 +30,6 @@ from aft_core.dialogue.reader import SystemReading, same_value
 REVEAL_MODES = ("full", "sharded", "agenda")
 BOOK_SLOTS = ("people", "day", "time", "stay")
 ANSWERABLE = ("food", "area", "pricerange", "stars", "type", "destination", "day")  # slots with TownInfo answers
-
 
 
 @dataclass
@@ -143,8 +143,9 @@ class AgendaUser:
             if any(s in state.revealed for s in violated):
                 self.violations += 1
             if violated:  # say what the offer breaks (what was said again, what was not yet said)
-                return self._inform(self._batch(violated) if self.reveal == "sharded" else
-                                    {s: state.active[s] for s in violated})
+                return self._inform(
+                    self._batch(violated) if self.reveal == "sharded" else {s: state.active[s] for s in violated}
+                )
             state.offered = offered[-1]
             self._take_in(reading)
         if reading.no_offer and state.offered is None and state.goal.fails and not state.relaxed:
@@ -178,8 +179,12 @@ class AgendaUser:
         state = self.state
         state.book_asked = True
         book = state.goal.book
-        if all(k in book for k in {"restaurant": ("people", "day", "time"), "hotel": ("people", "stay", "day")}.get(
-                state.goal.domain, ("people",))):
+        if all(
+            k in book
+            for k in {"restaurant": ("people", "day", "time"), "hotel": ("people", "stay", "day")}.get(
+                state.goal.domain, ("people",)
+            )
+        ):
             return self._say(user_words.book(state.goal.domain, book))
         return self._say("please book it for " + " , ".join(f"{k} {v}" for k, v in book.items()) + " .")
 

@@ -5,19 +5,44 @@ through these functions, so the simulated user cannot drift from the users the m
 function draws from the `rng` it is given in a fixed order: the generator's corpus is a pure function of its
 seed, and a test pins its bytes.
 """
+
 from __future__ import annotations
 
 import random
 
-DONT_CARE = ["i do not mind .", "any is fine .", "it does not matter .", "i have no preference .", "whatever you suggest ."]
-OPEN_FIRST = ["hello , i am looking for {c} .", "hi , i need {c} .", "i am looking for {c} .",
-              "can you help me find {c} ?", "i would like to find {c} please .", "good afternoon , i want {c} ."]
-OPEN_NEXT = ["i also need {c} .", "i am also looking for {c} .", "can you also help me find {c} ?",
-             "next , i need {c} .", "thanks . i also want {c} ."]
-THANKS = ["that is all , thank you .", "no , that will be all . thanks !", "thanks , that is everything i needed .",
-          "great , thank you . goodbye ."]
-REQUEST_WORDS = {"address": ["address", "the address"], "phone": ["phone number", "the phone number"],
-                 "postcode": ["postcode", "the postcode"]}
+DONT_CARE = [
+    "i do not mind .",
+    "any is fine .",
+    "it does not matter .",
+    "i have no preference .",
+    "whatever you suggest .",
+]
+OPEN_FIRST = [
+    "hello , i am looking for {c} .",
+    "hi , i need {c} .",
+    "i am looking for {c} .",
+    "can you help me find {c} ?",
+    "i would like to find {c} please .",
+    "good afternoon , i want {c} .",
+]
+OPEN_NEXT = [
+    "i also need {c} .",
+    "i am also looking for {c} .",
+    "can you also help me find {c} ?",
+    "next , i need {c} .",
+    "thanks . i also want {c} .",
+]
+THANKS = [
+    "that is all , thank you .",
+    "no , that will be all . thanks !",
+    "thanks , that is everything i needed .",
+    "great , thank you . goodbye .",
+]
+REQUEST_WORDS = {
+    "address": ["address", "the address"],
+    "phone": ["phone number", "the phone number"],
+    "postcode": ["postcode", "the postcode"],
+}
 
 
 def constraint_phrase(rng: random.Random, domain: str, slots: dict[str, str]) -> str:
@@ -26,17 +51,25 @@ def constraint_phrase(rng: random.Random, domain: str, slots: dict[str, str]) ->
         head = " ".join(v for v in (slots.get("pricerange"), slots.get("food")) if v)
         text = f"{'an' if head[:1] in 'aeiou' and head else 'a'} {head + ' ' if head else ''}restaurant"
         if "area" in slots:
-            text += rng.choice([f" in the {slots['area']}", f" in the {slots['area']} of town", f" on the {slots['area']} side"])
+            text += rng.choice(
+                [f" in the {slots['area']}", f" in the {slots['area']} of town", f" on the {slots['area']} side"]
+            )
         return text
     if domain == "hotel":
-        text = "a " + (f"{slots['pricerange']} " if "pricerange" in slots else "") + rng.choice(["hotel", "place to stay"])
+        text = (
+            "a " + (f"{slots['pricerange']} " if "pricerange" in slots else "") + rng.choice(["hotel", "place to stay"])
+        )
         if "area" in slots:
             text += rng.choice([f" in the {slots['area']}", f" in the {slots['area']} area"])
         if "stars" in slots:
             text += rng.choice([f" with {slots['stars']} stars", f" rated {slots['stars']} stars"])
         return text
     if domain == "attraction":
-        text = f"a {slots['type']}" if "type" in slots else rng.choice(["something to do", "a place to visit", "an attraction"])
+        text = (
+            f"a {slots['type']}"
+            if "type" in slots
+            else rng.choice(["something to do", "a place to visit", "an attraction"])
+        )
         if "area" in slots:
             text += rng.choice([f" in the {slots['area']}", f" in the {slots['area']} of town"])
         return text
@@ -56,12 +89,37 @@ def opening(rng: random.Random, domain: str, slots: dict[str, str], first: bool)
 def slot_answer(rng: random.Random, domain: str, slot: str, value: str) -> str:
     """One constraint, as the answer to the system's question about it (or volunteered)."""
     options = {
-        "food": [f"i would like {value} food .", f"{value} please .", f"something serving {value} food .", f"i am in the mood for {value} ."],
-        "area": [f"the {value} please .", f"i would prefer the {value} .", f"somewhere in the {value} .", f"it should be in the {value} ."],
-        "pricerange": [f"something {value} please .", f"i want the {value} price range .", f"{value} would be best .", f"it should be {value} ."],
+        "food": [
+            f"i would like {value} food .",
+            f"{value} please .",
+            f"something serving {value} food .",
+            f"i am in the mood for {value} .",
+        ],
+        "area": [
+            f"the {value} please .",
+            f"i would prefer the {value} .",
+            f"somewhere in the {value} .",
+            f"it should be in the {value} .",
+        ],
+        "pricerange": [
+            f"something {value} please .",
+            f"i want the {value} price range .",
+            f"{value} would be best .",
+            f"it should be {value} .",
+        ],
         "stars": [f"{value} stars please .", f"it should have {value} stars .", f"i would like a {value} star place ."],
-        "type": [f"i am interested in a {value} .", f"a {value} please .", f"maybe a {value} ?", f"i would love to see a {value} ."],
-        "destination": [f"i am going to {value} .", f"to {value} please .", f"i need to get to {value} .", f"the destination is {value} ."],
+        "type": [
+            f"i am interested in a {value} .",
+            f"a {value} please .",
+            f"maybe a {value} ?",
+            f"i would love to see a {value} .",
+        ],
+        "destination": [
+            f"i am going to {value} .",
+            f"to {value} please .",
+            f"i need to get to {value} .",
+            f"the destination is {value} .",
+        ],
         "day": [f"on {value} .", f"i will travel on {value} .", f"{value} please .", f"it is for {value} ."],
     }
     return rng.choice(options[slot])

@@ -12,13 +12,15 @@
   weights file holds only the adapter's tensors, with its settings in the safetensors metadata
   (`save_policy_weights`, `load_policy_weights`).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -34,11 +36,18 @@ def lora_config(settings: dict[str, Any] | Any) -> Any:
     """PEFT's LoraConfig from the LoRA settings (a config with them, or their dict)."""
     from peft import LoraConfig
 
-    get = settings.get if isinstance(settings, dict) else (lambda name: getattr(settings, name))
+    def get(name: str) -> Any:
+        return settings[name] if isinstance(settings, dict) else getattr(settings, name)
+
     targets = get("lora_targets").strip()
-    return LoraConfig(r=int(get("lora_rank")), lora_alpha=float(get("lora_alpha")), lora_dropout=float(get("lora_dropout")),
-                      target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
-                      init_lora_weights=True, bias="none")
+    return LoraConfig(
+        r=int(get("lora_rank")),
+        lora_alpha=float(get("lora_alpha")),  # type: ignore[arg-type]  # PEFT types it int; it is a scale, 16.0 or 0.5 alike
+        lora_dropout=float(get("lora_dropout")),
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+        init_lora_weights=True,
+        bias="none",
+    )
 
 
 def add_adapter(model: torch.nn.Module, settings: Any, base: str = "", seed: int = 0) -> Any:
@@ -55,8 +64,12 @@ def add_adapter(model: torch.nn.Module, settings: Any, base: str = "", seed: int
     try:
         peft_model = get_peft_model(model, lora_config(settings))
     except ValueError as e:  # e.g. target modules that the architecture does not have
-        raise AftInputError(type(model).__name__, "lora_targets", (str(e).splitlines() or [""])[0][:300],
-                            "use all-linear, or names of the model's linear modules such as q,v or q_proj,v_proj") from e
+        raise AftInputError(
+            type(model).__name__,
+            "lora_targets",
+            (str(e).splitlines() or [""])[0][:300],
+            "use all-linear, or names of the model's linear modules such as q,v or q_proj,v_proj",
+        ) from e
     peft_model.peft_config["default"].base_model_name_or_path = base
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -144,10 +157,14 @@ def apply_adapter_checkpoint(model: torch.nn.Module, path: str | Path, settings:
     from safetensors.torch import load_file
 
     peft_model = add_adapter(model, settings, base)
-    result = set_peft_model_state_dict(peft_model, load_file(str(path)))
+    result: Any = set_peft_model_state_dict(peft_model, load_file(str(path)))  # torch's _IncompatibleKeys
     if result.unexpected_keys or any("lora_" in key for key in result.missing_keys):
-        raise AftInputError(path, "weights", "the adapter does not fit this SFT model",
-                            "evaluate the checkpoint with the SFT model its branch was trained from")
+        raise AftInputError(
+            path,
+            "weights",
+            "the adapter does not fit this SFT model",
+            "evaluate the checkpoint with the SFT model its branch was trained from",
+        )
     return peft_model
 
 
@@ -172,18 +189,29 @@ def adapter_base(path: Path) -> str:
     try:
         base = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
     except (OSError, json.JSONDecodeError) as e:
-        raise AftInputError(path / ADAPTER_CONFIG, "adapter_config", f"is unreadable ({e})",
-                            "rewrite the adapter with `aft sft --adapter lora` or PEFT's save_pretrained") from e
+        raise AftInputError(
+            path / ADAPTER_CONFIG,
+            "adapter_config",
+            f"is unreadable ({e})",
+            "rewrite the adapter with `aft sft --adapter lora` or PEFT's save_pretrained",
+        ) from e
     if not base:
-        raise AftInputError(path / ADAPTER_CONFIG, "base_model_name_or_path", "names no base model",
-                            "set it to the base model's folder or hf:<org>/<name>")
+        raise AftInputError(
+            path / ADAPTER_CONFIG,
+            "base_model_name_or_path",
+            "names no base model",
+            "set it to the base model's folder or hf:<org>/<name>",
+        )
     if base.startswith("hf:"):
         return base
     resolved = base if Path(base).is_absolute() else str((path / base).resolve())
     if not Path(resolved).is_dir():
-        raise AftInputError(path / ADAPTER_CONFIG, "base_model_name_or_path",
-                            f"adapter {path} names base {resolved}, which does not exist",
-                            "put the base model there, or set base_model_name_or_path to its folder or hf:<org>/<name>")
+        raise AftInputError(
+            path / ADAPTER_CONFIG,
+            "base_model_name_or_path",
+            f"adapter {path} names base {resolved}, which does not exist",
+            "put the base model there, or set base_model_name_or_path to its folder or hf:<org>/<name>",
+        )
     return resolved
 
 
@@ -192,7 +220,11 @@ def load_adapter_model(path: Path, base_model: torch.nn.Module) -> torch.nn.Modu
     from peft import PeftModel
 
     if not (path / ADAPTER_WEIGHTS).is_file():
-        raise AftInputError(path, ADAPTER_WEIGHTS, "the adapter folder holds no safetensors weights (pickles are never "
-                            "loaded)", "save the adapter with safe_serialization (PEFT's default)")
+        raise AftInputError(
+            path,
+            ADAPTER_WEIGHTS,
+            "the adapter folder holds no safetensors weights (pickles are never loaded)",
+            "save the adapter with safe_serialization (PEFT's default)",
+        )
     merged = PeftModel.from_pretrained(base_model, str(path), is_trainable=False).merge_and_unload()
     return merged.requires_grad_(True)  # a plain model again, as any loaded model is

@@ -15,20 +15,31 @@
   softmax of the |y| query rows that predict response tokens, not of all (S+T)² positions. Sampling runs one
   prefill per prompt (left-padded), whose KV cache its K samples share, then one cached step per token.
 """
+
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
 from aft_core.data.batching import pad_batch
 from aft_core.data.examples import serialise_history, slot_value_spans
 from aft_core.errors import AftInputError
-from aft_core.models.family import (IGNORE_INDEX, ModelFamily, checkpointing, decode_loop, first_id,
-                                    mean_over_response, register_attention_function, response_mask, scored)
+from aft_core.models.family import (
+    IGNORE_INDEX,
+    ModelFamily,
+    checkpointing,
+    decode_loop,
+    first_id,
+    mean_over_response,
+    register_attention_function,
+    response_mask,
+    scored,
+)
 
 ATTENTION = "aft_rows"  # the attention implementation every decoder-only model runs with
 RESPONSE_CUE = "system:"  # ends a template-free prompt (AFT_SPEC §8)
@@ -66,9 +77,16 @@ def reading(read: RowRead | None) -> Iterator[None]:
         _READING.reset(token)
 
 
-def row_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                  attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                  **kwargs: Any) -> tuple[torch.Tensor, None]:
+def row_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """SDPA for the output; in a layer being read, also softmax(q_rows·kᵀ·scaling + mask) over the first columns.
 
     query [N,H,Q,d], key/value [N,Hkv,K,d], attention_mask additive [N,1,Q,K] (the eager mask).
@@ -82,12 +100,14 @@ def row_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tenso
             rows = read.rows  # [N,T]
             q = query.gather(2, rows[:, None, :, None].expand(n, h, rows.shape[1], d))  # [N,H,T,d]
             keys = repeat_kv(key, h // key.shape[1])  # [N,H,K,d]
-            scale = scaling if scaling is not None else d ** -0.5
+            scale = scaling if scaling is not None else d**-0.5
             scores = (q @ keys.transpose(-1, -2)).float() * scale  # [N,H,T,K]
             if kwargs.get("softcap") is not None:
                 scores = torch.tanh(scores / kwargs["softcap"]) * kwargs["softcap"]
             if attention_mask is not None:
-                mask_rows = attention_mask.gather(2, rows[:, None, :, None].expand(n, 1, rows.shape[1], attention_mask.shape[-1]))
+                mask_rows = attention_mask.gather(
+                    2, rows[:, None, :, None].expand(n, 1, rows.shape[1], attention_mask.shape[-1])
+                )
                 scores = scores + mask_rows[..., : scores.shape[-1]].float()
             probs = torch.softmax(scores, dim=-1)[..., : read.columns]  # [N,H,T,S]
             read.add(probs.mean(dim=1))  # [N,T,S]
@@ -104,7 +124,15 @@ class CausalFamily(ModelFamily):
 
     def __init__(self, config: Any, generation_config: Any = None, tokenizer: Any = None) -> None:
         super().__init__(config, generation_config, tokenizer)
-        self._end = end_of_turn_id(tokenizer) if tokenizer is not None else first_id(config.eos_token_id)
+        end = end_of_turn_id(tokenizer) if tokenizer is not None else first_id(config.eos_token_id)
+        if end is None:
+            raise AftInputError(
+                getattr(config, "_name_or_path", "") or "config.json",
+                "eos_token_id",
+                "the model names no end-of-response token",
+                "set eos_token_id in its config.json",
+            )
+        self._end: int = end
         self._alternate = tokenizer is not None and needs_alternation(tokenizer)
         self._pad = _pad_id(tokenizer, config, self._end)
 
@@ -132,9 +160,13 @@ class CausalFamily(ModelFamily):
             last = turns[-1]
             pieces = tokenizer(last.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
             if cut >= len(pieces):
-                raise AftInputError("max_source_tokens", "max_source_tokens", f"{max_tokens} cannot hold the prompt template",
-                                    "raise --max-source-tokens")
-            short = type(last)(last.speaker, last.text[pieces[cut][0]:], last.slot_values)
+                raise AftInputError(
+                    "max_source_tokens",
+                    "max_source_tokens",
+                    f"{max_tokens} cannot hold the prompt template",
+                    "raise --max-source-tokens",
+                )
+            short = type(last)(last.speaker, last.text[pieces[cut][0] :], last.slot_values)
             encoded = _render([short], len(turns) - 1, tokenizer, self._alternate)
         return encoded
 
@@ -151,8 +183,13 @@ class CausalFamily(ModelFamily):
         valid = index >= 0
         ids = src.input_ids.gather(1, index.clamp(min=0)).masked_fill(~valid, self._pad)
         mask = valid.long()
-        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-                    use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+            use_cache=True,
+            logits_to_keep=1,
+        )
         cache = out.past_key_values
         if k > 1:
             cache.batch_repeat_interleave(k)  # the K samples continue one prefill
@@ -160,15 +197,28 @@ class CausalFamily(ModelFamily):
 
         def step(tokens: torch.Tensor) -> torch.Tensor:
             state["mask"] = torch.cat([state["mask"], state["mask"].new_ones(tokens.shape[0], 1)], dim=1)
-            logits = model(input_ids=tokens[:, None], attention_mask=state["mask"], position_ids=state["position"][:, None],
-                           past_key_values=cache, use_cache=True).logits[:, -1, :]
+            logits = model(
+                input_ids=tokens[:, None],
+                attention_mask=state["mask"],
+                position_ids=state["position"][:, None],
+                past_key_values=cache,
+                use_cache=True,
+            ).logits[:, -1, :]
             state["position"] = state["position"] + 1
             return logits
 
         first = out.logits[:, -1, :].repeat_interleave(k, dim=0)  # [N,V]
         prefix = torch.full((b * k, 1), self._pad, dtype=torch.long, device=ids.device)  # a placeholder column
-        return decode_loop(first, step, prefix=prefix, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                           temperature=temperature, eos_id=self._end, pad_id=self._pad)
+        return decode_loop(
+            first,
+            step,
+            prefix=prefix,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            eos_id=self._end,
+            pad_id=self._pad,
+        )
 
     def teacher_forced(self, model, src, sequences, repeats, layers, state=None):
         """The prompt once per prompt, its KV cache repeated for its K responses, then the responses (under
@@ -181,8 +231,12 @@ class CausalFamily(ModelFamily):
         tgt_mask = response_mask(labels, self._end)
         lengths = src.attention_mask.sum(dim=1)  # [B]
         ids = src.input_ids.masked_fill(src.attention_mask == 0, self._pad)
-        pass_ = _uncached_pass if checkpointing(model) else _shared_prompt_pass  # a recomputed block cannot write a cache
-        hidden, raw = pass_(_base(model), ids, src.attention_mask, lengths, labels, repeats, layers)  # [N,T,D], Â [N,T,S]
+        pass_ = (
+            _uncached_pass if checkpointing(model) else _shared_prompt_pass
+        )  # a recomputed block cannot write a cache
+        hidden, raw = pass_(
+            _base(model), ids, src.attention_mask, lengths, labels, repeats, layers
+        )  # [N,T,D], Â [N,T,S]
         logits = _output_logits(model, hidden[tgt_mask])  # [M,V]
         attn = lookback = None
         if raw is not None:
@@ -196,10 +250,10 @@ class CausalFamily(ModelFamily):
         return scored(logits, labels, tgt_mask, attn, lookback, attn_raw=raw)
 
     def sft_batch(self, sources, targets, pad_id, device=None):
-        ids, attention_mask = pad_batch([list(s) + list(y) for s, y in zip(sources, targets)], pad_id)
+        ids, attention_mask = pad_batch([list(s) + list(y) for s, y in zip(sources, targets, strict=True)], pad_id)
         labels = torch.full_like(ids, IGNORE_INDEX)
-        for i, (s, y) in enumerate(zip(sources, targets)):
-            labels[i, len(s):len(s) + len(y)] = torch.tensor(y, dtype=torch.long)  # prompt positions masked
+        for i, (s, y) in enumerate(zip(sources, targets, strict=True)):
+            labels[i, len(s) : len(s) + len(y)] = torch.tensor(y, dtype=torch.long)  # prompt positions masked
         batch = {"input_ids": ids, "attention_mask": attention_mask, "labels": labels}
         return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
 
@@ -213,16 +267,23 @@ class CausalFamily(ModelFamily):
     def check_lengths(self, model, where, max_source_tokens, max_new_tokens):
         limit = getattr(model.config, "max_position_embeddings", None)
         if isinstance(limit, int) and max_source_tokens + max_new_tokens > limit:
-            raise AftInputError(where, "max_source_tokens", f"{max_source_tokens} prompt + {max_new_tokens} response tokens "
-                                f"exceed the model's {limit} positions",
-                                f"use --max-source-tokens {max(limit - max_new_tokens, 1)} or less")
+            raise AftInputError(
+                where,
+                "max_source_tokens",
+                f"{max_source_tokens} prompt + {max_new_tokens} response tokens exceed the model's {limit} positions",
+                f"use --max-source-tokens {max(limit - max_new_tokens, 1)} or less",
+            )
         window = sliding_window(model.config)
         if window is not None and max_source_tokens + max_new_tokens > window:
             # A sliding-window layer never sees the start of a longer prompt, and its cache keeps only the last
             # `window` keys, so A could not be read over the whole prompt in every layer.
-            raise AftInputError(where, "max_source_tokens", f"{max_source_tokens} prompt + {max_new_tokens} response tokens "
-                                f"exceed the model's sliding attention window of {window} tokens",
-                                f"use --max-source-tokens {max(window - max_new_tokens, 1)} or less")
+            raise AftInputError(
+                where,
+                "max_source_tokens",
+                f"{max_source_tokens} prompt + {max_new_tokens} response tokens "
+                f"exceed the model's sliding attention window of {window} tokens",
+                f"use --max-source-tokens {max(window - max_new_tokens, 1)} or less",
+            )
 
 
 def sliding_window(config: Any) -> int | None:
@@ -237,8 +298,15 @@ def sliding_window(config: Any) -> int | None:
     return window if getattr(config, "use_sliding_window", True) else None
 
 
-def _shared_prompt_pass(base: Any, ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor,
-                        labels: torch.Tensor, repeats: int, layers: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _shared_prompt_pass(
+    base: Any,
+    ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    lengths: torch.Tensor,
+    labels: torch.Tensor,
+    repeats: int,
+    layers: Sequence[int],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The prompt once per prompt, its KV cache repeated for its K responses (gradients flow through it), then the
     responses: hidden states [N,T,D] at the positions that predict y_1..y_T, and Â [N,T,S] read there (or None)."""
     b, s = ids.shape
@@ -253,22 +321,37 @@ def _shared_prompt_pass(base: Any, ids: torch.Tensor, attention_mask: torch.Tens
     if t > 1:
         cache = out.past_key_values
         cache.batch_repeat_interleave(repeats)  # K responses continue one prompt pass
-        mask = torch.cat([attention_mask.repeat_interleave(repeats, dim=0),
-                          attention_mask.new_ones(n, t - 1)], dim=1)  # [N,S+T-1]: prompt padding masked
+        mask = torch.cat(
+            [attention_mask.repeat_interleave(repeats, dim=0), attention_mask.new_ones(n, t - 1)], dim=1
+        )  # [N,S+T-1]: prompt padding masked
         steps = torch.arange(t - 1, device=labels.device)
         positions = lengths.repeat_interleave(repeats)[:, None] + steps[None, :]  # [N,T-1] y_1..y_{T-1}
         rest_read = RowRead(frozenset(layers), steps[None, :].expand(n, t - 1), s) if layers else None
         with reading(rest_read):
-            hidden.append(base(input_ids=labels[:, :-1], attention_mask=mask, position_ids=positions,
-                               past_key_values=cache, use_cache=True).last_hidden_state)  # [N,T-1,D]
+            hidden.append(
+                base(
+                    input_ids=labels[:, :-1],
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                ).last_hidden_state
+            )  # [N,T-1,D]
     if first_read is None:
         return torch.cat(hidden, dim=1), None
     rows = [first_read.mean().repeat_interleave(repeats, dim=0)] + ([rest_read.mean()] if rest_read else [])
     return torch.cat(hidden, dim=1), torch.cat(rows, dim=1)
 
 
-def _uncached_pass(base: Any, ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor,
-                   labels: torch.Tensor, repeats: int, layers: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _uncached_pass(
+    base: Any,
+    ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    lengths: torch.Tensor,
+    labels: torch.Tensor,
+    repeats: int,
+    layers: Sequence[int],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`_shared_prompt_pass` as one pass over [prompt; y] per response, no cache (what gradient checkpointing can
     recompute): the same positions, masks and rows, so the same hidden states and Â."""
     s = ids.shape[1]
@@ -297,8 +380,9 @@ def needs_alternation(tokenizer: Any) -> bool:
         return False
     for roles in (("assistant", "user"), ("user", "user")):
         try:
-            tokenizer.apply_chat_template([{"role": r, "content": "hello"} for r in roles], tokenize=False,
-                                          add_generation_prompt=True)
+            tokenizer.apply_chat_template(
+                [{"role": r, "content": "hello"} for r in roles], tokenize=False, add_generation_prompt=True
+            )
         except jinja2.TemplateError:
             return True
     return False
@@ -340,9 +424,12 @@ def _render(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: b
             content = turn.text.strip()
             at = text.find(content, cursor)
             if at < 0:
-                raise AftInputError(getattr(tokenizer, "name_or_path", "tokenizer"), "chat_template",
-                                    "does not show each turn's text verbatim, so tokens cannot be mapped to turns",
-                                    "use a chat template that renders message contents unchanged")
+                raise AftInputError(
+                    getattr(tokenizer, "name_or_path", "tokenizer"),
+                    "chat_template",
+                    "does not show each turn's text verbatim, so tokens cannot be mapped to turns",
+                    "use a chat template that renders message contents unchanged",
+                )
             spans.append((at, at + len(content), first_index + i, False))
             slot_spans += slot_value_spans(content, turn.slot_values, at)
             cursor = at + len(content)
@@ -355,7 +442,12 @@ def _render(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: b
         start_ids = [start]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = start_ids + list(enc["input_ids"])
-    turn_of, tag_of, salient_of, template_of = [-1] * len(start_ids), [False] * len(start_ids), [False] * len(start_ids), [True] * len(start_ids)
+    turn_of, tag_of, salient_of, template_of = (
+        [-1] * len(start_ids),
+        [False] * len(start_ids),
+        [False] * len(start_ids),
+        [True] * len(start_ids),
+    )
     in_slot = bytearray(len(text) + 1)
     for a, b in slot_spans:
         in_slot[a:b] = b"\x01" * (b - a)
@@ -367,8 +459,13 @@ def _render(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: b
         salient_of.append(bool(span and not span[3] and any(in_slot[a:b])))
         template_of.append(span is None)
     template_of[0] = True  # the attention sink
-    return {"input_ids": ids, "src_turn": turn_of, "src_is_tag": tag_of, "src_is_salient": salient_of,
-            "src_is_template": template_of}
+    return {
+        "input_ids": ids,
+        "src_turn": turn_of,
+        "src_is_tag": tag_of,
+        "src_is_salient": salient_of,
+        "src_is_template": template_of,
+    }
 
 
 def end_of_turn_id(tokenizer: Any) -> int:
@@ -377,9 +474,10 @@ def end_of_turn_id(tokenizer: Any) -> int:
     if not getattr(tokenizer, "chat_template", None):
         return tokenizer.eos_token_id
     marker = "AFTENDMARKER"
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hello"}, {"role": "assistant", "content": marker}],
-                                         tokenize=False)
-    after = tokenizer(text[text.rindex(marker) + len(marker):], add_special_tokens=False)["input_ids"]
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hello"}, {"role": "assistant", "content": marker}], tokenize=False
+    )
+    after = tokenizer(text[text.rindex(marker) + len(marker) :], add_special_tokens=False)["input_ids"]
     special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
     return next((i for i in after if i in special), tokenizer.eos_token_id)
 

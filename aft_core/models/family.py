@@ -15,9 +15,11 @@ Shared conventions:
   prompt positions that count, AFT_SPEC §3 and §8) and lookback [N] (mean_t of the attention mass on those
   positions before renormalisation; 1 by construction for cross-attention).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NotRequired, TypedDict
 
 import torch
 
@@ -48,7 +50,9 @@ class ModelFamily:
     def pad_id(self) -> int:
         raise NotImplementedError
 
-    def encode_prompts(self, histories: Sequence[Sequence[Any]], tokenizer: Any, max_tokens: int) -> list[dict[str, list]]:
+    def encode_prompts(
+        self, histories: Sequence[Sequence[Any]], tokenizer: Any, max_tokens: int
+    ) -> list[dict[str, list]]:
         """Prompt ids with their token map (src_turn, src_is_tag, src_is_salient, src_is_template) per history."""
         raise NotImplementedError
 
@@ -60,18 +64,39 @@ class ModelFamily:
         """What sampling and the teacher-forced pass can share for a batch of prompts (None: nothing)."""
         return None
 
-    def generate(self, model: Any, src: SourceBatch, *, max_new_tokens: int, do_sample: bool, k: int = 1,
-                 temperature: float = 1.0, state: Any = None) -> torch.Tensor:
+    def generate(
+        self,
+        model: Any,
+        src: SourceBatch,
+        *,
+        max_new_tokens: int,
+        do_sample: bool,
+        k: int = 1,
+        temperature: float = 1.0,
+        state: Any = None,
+    ) -> torch.Tensor:
         """Greedy decoding or ancestral sampling of k responses per prompt -> sequences [B*k, P+T]."""
         raise NotImplementedError
 
-    def teacher_forced(self, model: Any, src: SourceBatch, sequences: torch.Tensor, repeats: int,
-                       layers: Sequence[int] | None, state: Any = None) -> dict[str, torch.Tensor | None]:
+    def teacher_forced(
+        self,
+        model: Any,
+        src: SourceBatch,
+        sequences: torch.Tensor,
+        repeats: int,
+        layers: Sequence[int] | None,
+        state: Any = None,
+    ) -> TeacherForced:
         """Score `sequences` teacher-forced (see the module docstring for what is returned)."""
         raise NotImplementedError
 
-    def sft_batch(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int,
-                  device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    def sft_batch(
+        self,
+        sources: Sequence[Sequence[int]],
+        targets: Sequence[Sequence[int]],
+        pad_id: int,
+        device: torch.device | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Model inputs with `labels` (IGNORE_INDEX off the response) for supervised fine-tuning."""
         raise NotImplementedError
 
@@ -83,7 +108,9 @@ class ModelFamily:
     def sft_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token cross-entropy over the response tokens."""
         logits, labels = self.sft_logits(model, batch)
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        return torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+        )
 
     def check_lengths(self, model: Any, where: str, max_source_tokens: int, max_new_tokens: int) -> None:
         """Refuse budgets the model's position embeddings cannot hold (one-line error naming the fix)."""
@@ -113,7 +140,7 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
         picked = [None]
     if None in picked:
         raise ValueError(f"layers must be 'all', 'last' or indices in [-{num_layers}, {num_layers}), got {spec!r}")
-    return sorted(set(picked))
+    return sorted({p for p in picked if p is not None})
 
 
 def response_mask(labels: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -126,8 +153,17 @@ def response_mask(labels: torch.Tensor, eos_id: int) -> torch.Tensor:
     return ~eos_before
 
 
-def decode_loop(first_logits: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor], *, prefix: torch.Tensor,
-                max_new_tokens: int, do_sample: bool, temperature: float, eos_id: int, pad_id: int) -> torch.Tensor:
+def decode_loop(
+    first_logits: torch.Tensor,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    prefix: torch.Tensor,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    eos_id: int,
+    pad_id: int,
+) -> torch.Tensor:
     """Choose up to `max_new_tokens` tokens: logits [N,V] -> token -> step(token [N]) -> next logits [N,V].
 
     Returns [N, P+T]: `prefix` [N,P] then the chosen tokens, pad after a sequence's end token; stops once every
@@ -156,18 +192,46 @@ def decode_loop(first_logits: torch.Tensor, step: Callable[[torch.Tensor], torch
     return torch.cat(tokens, dim=1)
 
 
-def scored(logits: torch.Tensor, labels: torch.Tensor, tgt_mask: torch.Tensor, attn: torch.Tensor | None,
-           lookback: torch.Tensor | None, attn_raw: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+class TeacherForced(TypedDict):
+    """The teacher-forced record of `ModelFamily.teacher_forced`.
+
+    The attention keys are present only when the sequences were scored with `layers` (π_ref is scored without)."""
+
+    logits: torch.Tensor  # [M,V] on the response positions
+    token_logp: torch.Tensor  # [N,T]
+    labels: torch.Tensor  # [N,T]
+    tgt_mask: torch.Tensor  # [N,T]
+    attn: NotRequired[torch.Tensor]  # A [N,T,S]
+    attn_raw: NotRequired[torch.Tensor]  # Â on the counted positions (A itself where rows already sum to 1)
+    lookback: NotRequired[torch.Tensor]  # [N] (decoder-only: mean_t m_t; encoder–decoder: its cross-attention share)
+
+
+def scored(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    tgt_mask: torch.Tensor,
+    attn: torch.Tensor | None,
+    lookback: torch.Tensor | None,
+    attn_raw: torch.Tensor | None = None,
+) -> TeacherForced:
     """The teacher-forced record: logits [M,V] on the response positions, per-token log-probs [N,T], A, and A before
-    renormalisation (`attn_raw`, Â on the counted positions; A itself where rows already sum to 1)."""
+    renormalisation (`attn_raw`, Â on the counted positions; A itself where rows already sum to 1). Without attention
+    (`attn` None) the record has no attention keys."""
     token_logp = unpack(token_logprobs(logits, labels[tgt_mask]), tgt_mask)  # [N,T]
-    return {"logits": logits, "token_logp": token_logp, "labels": labels, "tgt_mask": tgt_mask, "attn": attn,
-            "attn_raw": attn if attn_raw is None else attn_raw, "lookback": lookback}
+    record = TeacherForced(logits=logits, token_logp=token_logp, labels=labels, tgt_mask=tgt_mask)
+    if attn is not None:
+        record["attn"] = attn
+        record["attn_raw"] = attn if attn_raw is None else attn_raw
+        if lookback is not None:
+            record["lookback"] = lookback
+    return record
 
 
 def first_id(ids: int | Sequence[int] | None) -> int | None:
     """A config's token id, or the first of a list of them (generation configs may name several EOS ids)."""
-    return ids[0] if isinstance(ids, (list, tuple)) else ids
+    if ids is None or isinstance(ids, int):
+        return ids
+    return int(ids[0])
 
 
 def mean_over_response(values: torch.Tensor, tgt_mask: torch.Tensor) -> torch.Tensor:
@@ -192,8 +256,12 @@ def enable_gradient_checkpointing(model: Any) -> None:
     if not blocks:
         from aft_core.errors import AftInputError
 
-        raise AftInputError(type(model).__name__, "gradient_checkpointing", "this architecture has no checkpointable "
-                            "blocks (transformers' GradientCheckpointingLayer)", "set gradient_checkpointing to false")
+        raise AftInputError(
+            type(model).__name__,
+            "gradient_checkpointing",
+            "this architecture has no checkpointable blocks (transformers' GradientCheckpointingLayer)",
+            "set gradient_checkpointing to false",
+        )
     for block in blocks:
         plain = block.forward
 

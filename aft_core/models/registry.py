@@ -12,13 +12,18 @@ Encoder–decoders are loaded with the eager attention (cross-attention weights 
 decoder-only models with `aft_rows` (aft_core.models.causal), which reads only the rows AFT needs. Models are
 saved with `save_pretrained` (safetensors), so any Hugging Face tool can open them.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from aft_core.config import PRESETS, ModelPreset
 from aft_core.errors import AftInputError
@@ -47,8 +52,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     tok.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}",
-                                                       special_tokens=[(EOS, tok.token_to_id(EOS))])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))]
+    )
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
     if (wrapped.pad_token_id, wrapped.eos_token_id, wrapped.unk_token_id) != (0, 1, 2):
         raise RuntimeError("tokenizer specials are not <pad>=0, </s>=1, <unk>=2")
@@ -68,25 +74,41 @@ def build_model(preset: str, tokenizer: Any, seed: int = 0) -> torch.nn.Module:
     if p.family == "causal":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        config = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=p.d_model, intermediate_size=p.d_ff, num_hidden_layers=p.num_layers,
-            num_attention_heads=p.num_heads, num_key_value_heads=p.num_heads, head_dim=p.d_kv,
-            max_position_embeddings=p.max_positions, attention_dropout=p.dropout, tie_word_embeddings=True,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        llama_config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=p.d_model,
+            intermediate_size=p.d_ff,
+            num_hidden_layers=p.num_layers,
+            num_attention_heads=p.num_heads,
+            num_key_value_heads=p.num_heads,
+            head_dim=p.d_kv,
+            max_position_embeddings=p.max_positions,
+            attention_dropout=p.dropout,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
             bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
         )
-        model = LlamaForCausalLM(config)
+        model: PreTrainedModel = LlamaForCausalLM(llama_config)
         model.set_attn_implementation(CAUSAL_ATTENTION)
     else:
         from transformers import T5Config, T5ForConditionalGeneration
 
-        config = T5Config(
-            vocab_size=len(tokenizer), d_model=p.d_model, d_ff=p.d_ff, d_kv=p.d_kv, num_layers=p.num_layers,
-            num_decoder_layers=p.num_layers, num_heads=p.num_heads, dropout_rate=p.dropout, feed_forward_proj="relu",
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id,
+        t5_config = T5Config(
+            vocab_size=len(tokenizer),
+            d_model=p.d_model,
+            d_ff=p.d_ff,
+            d_kv=p.d_kv,
+            num_layers=p.num_layers,
+            num_decoder_layers=p.num_layers,
+            num_heads=p.num_heads,
+            dropout_rate=p.dropout,
+            feed_forward_proj="relu",
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
-        model = T5ForConditionalGeneration(config)
+        t5_config.decoder_start_token_id = tokenizer.pad_token_id  # not in T5Config's typed signature
+        model = T5ForConditionalGeneration(t5_config)
         model.set_attn_implementation("eager")
     _neutral_generation_config(model)
     return model
@@ -94,8 +116,12 @@ def build_model(preset: str, tokenizer: Any, seed: int = 0) -> torch.nn.Module:
 
 def preset_or_error(name: str) -> ModelPreset:
     if name not in PRESETS:
-        raise AftInputError("model", "preset", f"unknown model size '{name}'",
-                            f"use one of {sorted(PRESETS)}, a saved model directory, or hf:<org>/<name>")
+        raise AftInputError(
+            "model",
+            "preset",
+            f"unknown model size '{name}'",
+            f"use one of {sorted(PRESETS)}, a saved model directory, or hf:<org>/<name>",
+        )
     return PRESETS[name]
 
 
@@ -110,23 +136,37 @@ def check_model_source(name_or_path: str | Path) -> tuple[str, bool]:
     """(source, is_hub) of a model name; a local folder that holds no saved model is named with the fix."""
     name = str(name_or_path)
     hub = name.startswith(HUB_PREFIX)
-    source = name[len(HUB_PREFIX):] if hub else name
+    source = name[len(HUB_PREFIX) :] if hub else name
     if not hub:
         path = Path(source)
         if not path.is_dir():
-            raise AftInputError(path, "model", "does not exist or is not a directory",
-                                f"pass a saved model directory, a preset ({', '.join(PRESETS)}), or hf:<org>/<name>")
+            raise AftInputError(
+                path,
+                "model",
+                "does not exist or is not a directory",
+                f"pass a saved model directory, a preset ({', '.join(PRESETS)}), or hf:<org>/<name>",
+            )
         if adapters.is_adapter_folder(path):
             return source, hub  # a LoRA adapter: its base is checked when it is loaded
         if not (path / "config.json").exists():
-            raise AftInputError(path, "config.json", "the directory holds no saved model",
-                                "point at a folder written by `aft sft` or save_pretrained")
+            raise AftInputError(
+                path,
+                "config.json",
+                "the directory holds no saved model",
+                "point at a folder written by `aft sft` or save_pretrained",
+            )
         check_model_files(path)
     return source, hub
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "tokenizer.model", "vocab.json",
-                   "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "spiece.model",
+    "tokenizer.model",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+)
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
 
@@ -136,22 +176,35 @@ def check_model_files(path: Path) -> None:
     if not any((path / name).exists() for name in ("model.safetensors", "model.safetensors.index.json")):
         pickled = [name for name in PICKLE_WEIGHTS if (path / name).exists()]
         if pickled:
-            raise AftInputError(path / pickled[0], "weights", "pickle weights are never loaded (they can run code)",
-                                "convert them to safetensors: load the model once where you trust it and call "
-                                "model.save_pretrained(DIR) (writes model.safetensors)")
-        raise AftInputError(path, "model.safetensors", "the folder holds no weights",
-                            "point at a folder written by `aft sft` or save_pretrained")
+            raise AftInputError(
+                path / pickled[0],
+                "weights",
+                "pickle weights are never loaded (they can run code)",
+                "convert them to safetensors: load the model once where you trust it and call "
+                "model.save_pretrained(DIR) (writes model.safetensors)",
+            )
+        raise AftInputError(
+            path,
+            "model.safetensors",
+            "the folder holds no weights",
+            "point at a folder written by `aft sft` or save_pretrained",
+        )
     if not any((path / name).exists() for name in TOKENIZER_FILES):
-        raise AftInputError(path, "tokenizer", "the folder holds no tokenizer files",
-                            "save the model's tokenizer beside it (tokenizer.save_pretrained(DIR))")
+        raise AftInputError(
+            path,
+            "tokenizer",
+            "the folder holds no tokenizer files",
+            "save the model's tokenizer beside it (tokenizer.save_pretrained(DIR))",
+        )
 
 
-def load_model(name_or_path: str | Path, for_training: bool = False,
-               device: torch.device | None = None) -> tuple[torch.nn.Module, Any]:
+def load_model(
+    name_or_path: str | Path, for_training: bool = False, device: torch.device | None = None
+) -> tuple[torch.nn.Module, Any]:
     """Load a saved model of either family and its tokenizer (local directory, or `hf:<org>/<name>`) onto
     `device` (default: `default_device()`)."""
-    from safetensors import SafetensorError
     import transformers
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoTokenizer
 
     source, hub = check_model_source(name_or_path)
@@ -171,11 +224,20 @@ def load_model(name_or_path: str | Path, for_training: bool = False,
         seq2seq = getattr(config, "is_encoder_decoder", False)
         check_generative_config(config, source)
         auto = getattr(transformers, (Seq2SeqFamily if seq2seq else CausalFamily).auto_class)
-        model, loading = auto.from_pretrained(source, config=config, output_loading_info=True,
-                                              attn_implementation="eager" if seq2seq else CAUSAL_ATTENTION, **kwargs)
+        model, loading = auto.from_pretrained(
+            source,
+            config=config,
+            output_loading_info=True,
+            attn_implementation="eager" if seq2seq else CAUSAL_ATTENTION,
+            **kwargs,
+        )
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # unreadable, truncated or mismatched weights
-        raise AftInputError(source, "model", f"could not be loaded ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]})",
-                            "check the folder holds config.json, model.safetensors and the tokenizer files") from e
+        raise AftInputError(
+            source,
+            "model",
+            f"could not be loaded ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]})",
+            "check the folder holds config.json, model.safetensors and the tokenizer files",
+        ) from e
     check_loaded_weights(loading, config, source)
     if not seq2seq:
         check_causal_attention(model, source)
@@ -191,23 +253,29 @@ def _architecture(config: Any) -> str:
     return f"{', '.join(names)} (model_type '{config.model_type}')" if names else f"model_type '{config.model_type}'"
 
 
-GENERATIVE_FIX = ("use an encoder–decoder (T5, BART, Pegasus, …) or a causal decoder (Llama, GPT-2, Qwen, Gemma, …) "
-                  "checkpoint")
+GENERATIVE_FIX = (
+    "use an encoder–decoder (T5, BART, Pegasus, …) or a causal decoder (Llama, GPT-2, Qwen, Gemma, …) checkpoint"
+)
 
 
 def check_generative_config(config: Any, where: str | Path) -> None:
     """The config names an architecture transformers can load as the family's LM: an encoder–decoder with a
     generation head, or a causal LM. Encoder-only and classification architectures are refused here."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    )
 
     seq2seq = getattr(config, "is_encoder_decoder", False)
     known = MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES if seq2seq else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     if config.model_type not in known:
         kind = "encoder–decoder with a generation head" if seq2seq else "causal language model"
-        raise AftInputError(Path(where) / "config.json", "model_type",
-                            f"{_architecture(config)} is not a generative model: transformers has no {kind} for it",
-                            GENERATIVE_FIX)
+        raise AftInputError(
+            Path(where) / "config.json",
+            "model_type",
+            f"{_architecture(config)} is not a generative model: transformers has no {kind} for it",
+            GENERATIVE_FIX,
+        )
 
 
 def check_loaded_weights(loading: dict[str, Any], config: Any, where: str | Path) -> None:
@@ -218,11 +286,19 @@ def check_loaded_weights(loading: dict[str, Any], config: Any, where: str | Path
     mismatched = [str(m[0] if isinstance(m, (tuple, list)) else m) for m in loading.get("mismatched_keys") or []]
     if not (missing or unexpected or mismatched):
         return
-    parts = [f"{len(names)} {what} (e.g. {', '.join(names[:2])})"
-             for what, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched)) if names]
-    raise AftInputError(Path(where), "weights", f"do not match {_architecture(config)}: " + "; ".join(parts)
-                        + " — missing weights would be initialised at random",
-                        "use the weights saved with this config.json (save_pretrained writes both)")
+    parts = [
+        f"{len(names)} {what} (e.g. {', '.join(names[:2])})"
+        for what, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched))
+        if names
+    ]
+    raise AftInputError(
+        Path(where),
+        "weights",
+        f"do not match {_architecture(config)}: "
+        + "; ".join(parts)
+        + " — missing weights would be initialised at random",
+        "use the weights saved with this config.json (save_pretrained writes both)",
+    )
 
 
 @torch.no_grad()
@@ -240,10 +316,14 @@ def check_causal_attention(model: Any, where: str | Path) -> None:
     model.train(was_training)
     config = model.config
     if not torch.allclose(first[0], first[1], atol=1e-5, rtol=1e-4):
-        raise AftInputError(Path(where) / "config.json", "architectures",
-                            f"{_architecture(config)} attends to later tokens (an encoder, not a causal "
-                            f"decoder{'; is_decoder is false' if getattr(config, 'is_decoder', None) is False else ''}), "
-                            "so a causal loss would see the tokens it predicts", GENERATIVE_FIX)
+        raise AftInputError(
+            Path(where) / "config.json",
+            "architectures",
+            f"{_architecture(config)} attends to later tokens (an encoder, not a causal "
+            f"decoder{'; is_decoder is false' if getattr(config, 'is_decoder', None) is False else ''}), "
+            "so a causal loss would see the tokens it predicts",
+            GENERATIVE_FIX,
+        )
 
 
 def check_chat_template(tokenizer: Any, where: str | Path) -> None:
@@ -254,17 +334,32 @@ def check_chat_template(tokenizer: Any, where: str | Path) -> None:
     if not getattr(tokenizer, "chat_template", None):
         return
     folder = Path(where)
-    shown = next((folder / name for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
-                  if (folder / name).exists()), folder)
+    shown = next(
+        (
+            folder / name
+            for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+            if (folder / name).exists()
+        ),
+        folder,
+    )
     try:
-        tokenizer.apply_chat_template([{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}],
-                                      tokenize=False)
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}], tokenize=False
+        )
     except jinja2.TemplateSyntaxError as e:
-        raise AftInputError(shown, "chat_template", f"does not parse (line {e.lineno}: {e.message})",
-                            "fix the Jinja template, or remove chat_template to use the plain serialisation") from e
+        raise AftInputError(
+            shown,
+            "chat_template",
+            f"does not parse (line {e.lineno}: {e.message})",
+            "fix the Jinja template, or remove chat_template to use the plain serialisation",
+        ) from e
     except jinja2.TemplateError as e:
-        raise AftInputError(shown, "chat_template", f"fails on a plain user/assistant exchange ({e})",
-                            "fix the Jinja template, or remove chat_template to use the plain serialisation") from e
+        raise AftInputError(
+            shown,
+            "chat_template",
+            f"fails on a plain user/assistant exchange ({e})",
+            "fix the Jinja template, or remove chat_template to use the plain serialisation",
+        ) from e
 
 
 def default_device() -> torch.device:
@@ -277,8 +372,9 @@ def default_device() -> torch.device:
     except RuntimeError as e:
         raise AftInputError("AFT_DEVICE", "device", f"'{name}' is not a device name", "use cpu, cuda or cuda:N") from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AftInputError("AFT_DEVICE", "device", f"'{name}' asks for a GPU but torch sees none",
-                            "unset AFT_DEVICE or set it to cpu")
+        raise AftInputError(
+            "AFT_DEVICE", "device", f"'{name}' asks for a GPU but torch sees none", "unset AFT_DEVICE or set it to cpu"
+        )
     if device.type not in ("cpu", "cuda"):
         raise AftInputError("AFT_DEVICE", "device", f"'{name}' is not supported", "use cpu, cuda or cuda:N")
     return device
@@ -291,8 +387,12 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def check_tokenizer_matches(model: Any, tokenizer: Any, where: str | Path) -> None:
     vocab = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
-        raise AftInputError(where, "tokenizer", f"has {len(tokenizer)} tokens but the model embeds only {vocab}",
-                            "use the tokenizer saved with this model")
+        raise AftInputError(
+            where,
+            "tokenizer",
+            f"has {len(tokenizer)} tokens but the model embeds only {vocab}",
+            "use the tokenizer saved with this model",
+        )
     if tokenizer.eos_token_id is None:
         raise AftInputError(where, "tokenizer", "has no EOS token", "use a tokenizer that names its eos_token")
     if tokenizer.pad_token_id is None:
@@ -305,8 +405,12 @@ def _load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     if not any((path / name).exists() for name in TOKENIZER_FILES):
-        raise AftInputError(path, "tokenizer", "the folder holds no tokenizer files",
-                            "save the model's tokenizer beside it (tokenizer.save_pretrained(DIR))")
+        raise AftInputError(
+            path,
+            "tokenizer",
+            "the folder holds no tokenizer files",
+            "save the model's tokenizer beside it (tokenizer.save_pretrained(DIR))",
+        )
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 

@@ -9,10 +9,12 @@ What differs between encoder–decoder configs is read from the config here and 
 (`num_decoder_layers`, `decoder_layers`), the decoder prefix (the decoder start token, then a forced BOS as
 BART's generation config asks), and learned position limits (`max_position_embeddings`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -20,8 +22,16 @@ from aft_core.data.batching import pad_batch
 from aft_core.data.examples import encode_sources
 from aft_core.errors import AftInputError
 from aft_core.models import t5_decoding
-from aft_core.models.family import (IGNORE_INDEX, ModelFamily, decode_loop, first_id, mean_over_response,
-                                    register_attention_function, response_mask, scored)
+from aft_core.models.family import (
+    IGNORE_INDEX,
+    ModelFamily,
+    decode_loop,
+    first_id,
+    mean_over_response,
+    register_attention_function,
+    response_mask,
+    scored,
+)
 
 
 class Seq2SeqFamily(ModelFamily):
@@ -53,13 +63,25 @@ class Seq2SeqFamily(ModelFamily):
         """The decoder's ids before the response: the start token, and a forced BOS where generation forces one."""
         start = self._setting("decoder_start_token_id")
         if start is None:
-            raise AftInputError(getattr(self.config, "_name_or_path", "model"), "decoder_start_token_id",
-                                "the config names no decoder start token", "set decoder_start_token_id in config.json")
+            raise AftInputError(
+                getattr(self.config, "_name_or_path", "model"),
+                "decoder_start_token_id",
+                "the config names no decoder start token",
+                "set decoder_start_token_id in config.json",
+            )
         bos = self._setting("forced_bos_token_id")
         return [start] + ([bos] if bos is not None else [])
 
     def eos_id(self) -> int:
-        return first_id(self._setting("eos_token_id"))
+        end = first_id(self._setting("eos_token_id"))
+        if end is None:
+            raise AftInputError(
+                getattr(self.config, "_name_or_path", "") or "config.json",
+                "eos_token_id",
+                "the model names no end-of-response token",
+                "set eos_token_id in its config.json",
+            )
+        return end
 
     def pad_id(self) -> int:
         pad = self._setting("pad_token_id")
@@ -77,8 +99,16 @@ class Seq2SeqFamily(ModelFamily):
         step = _stepper(model, encoded, src.attention_mask, k, max_new_tokens + prefix.shape[1])
         for i in range(prefix.shape[1]):
             first = step(prefix[:, i])
-        return decode_loop(first, step, prefix=prefix, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                           temperature=temperature, eos_id=self.eos_id(), pad_id=self.pad_id())
+        return decode_loop(
+            first,
+            step,
+            prefix=prefix,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            eos_id=self.eos_id(),
+            pad_id=self.pad_id(),
+        )
 
     def teacher_forced(self, model, src, sequences, repeats, layers, state=None):
         """One encoder pass per prompt, reused for its `repeats` responses; A reduced while the pass runs."""
@@ -87,21 +117,26 @@ class Seq2SeqFamily(ModelFamily):
         tgt_mask = response_mask(labels, self.eos_id())
         encoded = state if state is not None else self.prompt_state(model, src)  # [B,S,D]
         if t5_decoding.supports(model):
-            hidden, attn = t5_decoding.teacher_forced_hidden(model, encoded, src.attention_mask, sequences[:, :-1],
-                                                             list(layers or []))
-            hidden = hidden[:, p - 1:]  # [N,T,D]: the positions that predict response tokens
+            hidden, attn = t5_decoding.teacher_forced_hidden(
+                model, encoded, src.attention_mask, sequences[:, :-1], list(layers or [])
+            )
+            hidden = hidden[:, p - 1 :]  # [N,T,D]: the positions that predict response tokens
             logits = model.lm_head(hidden[tgt_mask])  # [M,V]
         else:
             decoder_mask = torch.ones(sequences[:, :-1].shape, dtype=torch.long, device=sequences.device)
             decoder_mask[:, p:] = tgt_mask[:, :-1]  # the prefix is always read
             with reduced_cross_attention(model, layers or []) as collected:
-                out = model(encoder_outputs=(encoded.repeat_interleave(repeats, dim=0),),
-                            attention_mask=src.attention_mask.repeat_interleave(repeats, dim=0),
-                            decoder_input_ids=sequences[:, :-1], decoder_attention_mask=decoder_mask, use_cache=False)
-            logits = out.logits[:, p - 1:][tgt_mask]  # [M,V]
+                out = model(
+                    encoder_outputs=(encoded.repeat_interleave(repeats, dim=0),),
+                    attention_mask=src.attention_mask.repeat_interleave(repeats, dim=0),
+                    decoder_input_ids=sequences[:, :-1],
+                    decoder_attention_mask=decoder_mask,
+                    use_cache=False,
+                )
+            logits = out.logits[:, p - 1 :][tgt_mask]  # [M,V]
             attn = collected[0] if layers else None
         if attn is not None:
-            attn = attn[:, p - 1:]  # [N,T,S]
+            attn = attn[:, p - 1 :]  # [N,T,S]
             mass = (attn * src.attention_mask.repeat_interleave(repeats, dim=0)[:, None, :]).sum(dim=-1)  # [N,T]
             lookback = mean_over_response(mass, tgt_mask)
         else:
@@ -129,11 +164,19 @@ class Seq2SeqFamily(ModelFamily):
         if t5_decoding.supports(model) or not isinstance(limit, int):
             return  # relative position buckets: no limit
         if max_source_tokens > limit:
-            raise AftInputError(where, "max_source_tokens", f"{max_source_tokens} exceeds the model's {limit} positions",
-                                f"use --max-source-tokens {limit} or less")
+            raise AftInputError(
+                where,
+                "max_source_tokens",
+                f"{max_source_tokens} exceeds the model's {limit} positions",
+                f"use --max-source-tokens {limit} or less",
+            )
         if max_new_tokens + len(self.prefix()) > limit:
-            raise AftInputError(where, "max_new_tokens", f"{max_new_tokens} exceeds the model's {limit} decoder positions",
-                                f"use --max-new-tokens {limit - len(self.prefix())} or less")
+            raise AftInputError(
+                where,
+                "max_new_tokens",
+                f"{max_new_tokens} exceeds the model's {limit} decoder positions",
+                f"use --max-new-tokens {limit - len(self.prefix())} or less",
+            )
 
 
 def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k: int, max_steps: int):
@@ -146,8 +189,13 @@ def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k:
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
 
     def step(ids: torch.Tensor) -> torch.Tensor:
-        return model(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=ids[:, None],
-                     past_key_values=cache, use_cache=True).logits[:, -1, :]
+        return model(
+            encoder_outputs=(encoded,),
+            attention_mask=mask,
+            decoder_input_ids=ids[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        ).logits[:, -1, :]
 
     return step
 
@@ -155,9 +203,17 @@ def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k:
 LEAN_ATTENTION = "aft_lean"  # the eager attention's arithmetic in fewer passes (T5-family SFT)
 
 
-def lean_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                   attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                   position_bias: torch.Tensor | None = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def lean_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(scaling·q·kᵀ + position_bias + mask)·v, as transformers' eager T5 attention computes it, in fewer
     passes over the [B,H,Q,K] scores: the bias and the mask are added once, and q·kᵀ is written onto them by one
     baddbmm (the eager path writes q·kᵀ, multiplies it by T5's scaling 1.0, adds the bias, then the mask, each a
@@ -192,10 +248,10 @@ register_attention_function(LEAN_ATTENTION, lean_attention)
 
 def aggregate_cross_attention(cross_attentions: Sequence[torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
     """Mean over heads and the selected layers: L x [B,H,T,S] -> A [B,T,S]."""
-    total = None
-    for index in layers:
-        per_layer = cross_attentions[index].mean(dim=1)  # [B,T,S]
-        total = per_layer if total is None else total + per_layer
+    per_layer = [cross_attentions[index].mean(dim=1) for index in layers]  # L x [B,T,S]
+    total = per_layer[0]
+    for more in per_layer[1:]:
+        total = total + more
     return total / len(layers)
 
 
@@ -204,10 +260,14 @@ def cross_attention_modules(model: Any) -> list[torch.nn.Module]:
     decoder = model.get_decoder()
     if hasattr(decoder, "block"):  # T5, mT5, Flan-T5
         return [block.layer[1].EncDecAttention for block in decoder.block]
-    if hasattr(decoder, "layers") and all(hasattr(layer, "encoder_attn") for layer in decoder.layers):  # BART, Marian, Pegasus
+    if hasattr(decoder, "layers") and all(
+        hasattr(layer, "encoder_attn") for layer in decoder.layers
+    ):  # BART, Marian, Pegasus
         return [layer.encoder_attn for layer in decoder.layers]
-    raise ValueError(f"cannot find the cross-attention layers of {type(model).__name__}; "
-                     "AFT reads them from T5- or BART-style decoders")
+    raise ValueError(
+        f"cannot find the cross-attention layers of {type(model).__name__}; "
+        "AFT reads them from T5- or BART-style decoders"
+    )
 
 
 @contextmanager

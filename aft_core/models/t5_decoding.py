@@ -14,6 +14,7 @@ the incremental decoder also keeps self-attention keys and values in preallocate
 computes every step's relative position bias once, and rebuilds no masks, cache objects or
 output records between steps. Dropout is not applied (AFT scores and samples in eval mode).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,15 +53,19 @@ class T5IncrementalDecoder:
             raise RuntimeError(f"the decoder was sized for {self.max_steps} steps")
         t, n, h, dk = self.t, self.n, self.heads, self.d_kv
         hidden = self.decoder.embed_tokens(ids)[:, None, :]  # [N,1,D]
-        bias = self.position_bias[:, :, t:t + 1, :t + 1]  # [1,H,1,t+1]
-        for block, (cross_k, cross_v), (cache_k, cache_v) in zip(self.decoder.block, self.cross_kv, self.self_kv):
+        bias = self.position_bias[:, :, t : t + 1, : t + 1]  # [1,H,1,t+1]
+        for block, (cross_k, cross_v), (cache_k, cache_v) in zip(
+            self.decoder.block, self.cross_kv, self.self_kv, strict=True
+        ):
             self_layer, cross_layer = block.layer[0], block.layer[1]
             attn = self_layer.SelfAttention
             x = self_layer.layer_norm(hidden)
             q = attn.q(x).view(n, 1, h, dk).transpose(1, 2)  # [N,H,1,dk]
-            cache_k[:, :, t:t + 1] = attn.k(x).view(n, 1, h, dk).transpose(1, 2)
-            cache_v[:, :, t:t + 1] = attn.v(x).view(n, 1, h, dk).transpose(1, 2)
-            context, _ = _attend(q, cache_k[:, :, :t + 1], cache_v[:, :, :t + 1], bias, need_weights=False)  # [N,H,1,dk]
+            cache_k[:, :, t : t + 1] = attn.k(x).view(n, 1, h, dk).transpose(1, 2)
+            cache_v[:, :, t : t + 1] = attn.v(x).view(n, 1, h, dk).transpose(1, 2)
+            context, _ = _attend(
+                q, cache_k[:, :, : t + 1], cache_v[:, :, : t + 1], bias, need_weights=False
+            )  # [N,H,1,dk]
             hidden = hidden + attn.o(context.transpose(1, 2).reshape(n, 1, h * dk))
 
             attn = cross_layer.EncDecAttention
@@ -74,8 +79,9 @@ class T5IncrementalDecoder:
         return self.model.lm_head(_output_states(self.model, hidden))[:, 0, :]
 
 
-def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, decoder_ids: torch.Tensor,
-                          layers: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def teacher_forced_hidden(
+    model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, decoder_ids: torch.Tensor, layers: list[int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The decoder's output states for given decoder inputs, and A from the selected layers.
 
     encoded [B,S,D] and attention_mask [B,S] per prompt; decoder_ids [N,T] with N = B·K (a prompt's
@@ -91,14 +97,17 @@ def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: tor
     first = decoder.block[0].layer[0].SelfAttention
     h, dk = first.n_heads, first.key_value_proj_dim
     causal = torch.ones(t, t, dtype=torch.bool, device=encoded.device).tril()
-    self_bias = first.compute_bias(t, t, device=encoded.device).masked_fill(~causal, torch.finfo(encoded.dtype).min)  # [1,H,T,T]
+    self_bias = first.compute_bias(t, t, device=encoded.device).masked_fill(
+        ~causal, torch.finfo(encoded.dtype).min
+    )  # [1,H,T,T]
     cross_mask = _source_bias(attention_mask, encoded.dtype)  # [B,1,1,S]
     hidden = decoder.embed_tokens(decoder_ids)  # [N,T,D]
     total = None
     recompute = checkpointing(model)  # gradient checkpointing: each block recomputed in the backward pass
 
-    def run_block(block: Any, read: bool, hidden: torch.Tensor, encoded: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def run_block(
+        block: Any, read: bool, hidden: torch.Tensor, encoded: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         self_layer, cross_layer = block.layer[0], block.layer[1]
         attn = self_layer.SelfAttention
         x = self_layer.layer_norm(hidden)
@@ -111,7 +120,10 @@ def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: tor
         q = attn.q(x).view(b, k * t, h, dk).transpose(1, 2)  # [B,H,K·T,dk]: a prompt's K sequences share its keys
         key, value = _cross_keys_values(attn, encoded)  # [B,H,S,dk]
         context, probs = _attend(q, key, value, cross_mask, need_weights=read)  # [B,H,K·T,dk]
-        head_mean = probs.detach().float().mean(dim=1).view(n, t, s) if read else None  # [B,H,K·T,S] -> [N,T,S]
+        head_mean = None
+        if read:  # on a CPU the explicit product returns weights for unread layers too: only read ones count
+            assert probs is not None  # _attend returns the weights whenever they are asked for
+            head_mean = probs.detach().float().mean(dim=1).view(n, t, s)  # [B,H,K·T,S] -> [N,T,S]
         hidden = hidden + attn.o(context.transpose(1, 2).reshape(n, t, h * dk))
         return block.layer[-1](hidden), head_mean  # feed-forward with its own norm and residual
 
@@ -126,7 +138,9 @@ def teacher_forced_hidden(model: Any, encoded: torch.Tensor, attention_mask: tor
 
 
 def _source_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask as in the eager attention: 0 on real source positions, the dtype's minimum on padding   [B,S] -> [B,1,1,S]"""
+    """Additive mask as in the eager attention: 0 on real source positions, the dtype's minimum on padding.
+
+    Shapes: [B,S] -> [B,1,1,S]."""
     return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
@@ -142,23 +156,28 @@ def _output_states(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     hidden = model.get_decoder().final_layer_norm(hidden)
     config = model.config
     if getattr(config, "scale_decoder_outputs", config.tie_word_embeddings):
-        hidden = hidden * (model.model_dim ** -0.5)
+        hidden = hidden * (model.model_dim**-0.5)
     return hidden
 
 
-def _attend(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor,
-            need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _attend(
+    q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, need_weights: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """softmax(q·kᵀ + bias)·v, unscaled as in T5: [..,Q,dk], [..,K,dk], [..,K,dk], additive bias -> [..,Q,dk].
 
     Where the weights are not read and a fused kernel is available (a GPU), scaled_dot_product_attention
     runs instead of the explicit product and never materialises them.
     """
     if not need_weights and fused_attention(q.device):
-        return torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=bias.to(q.dtype), scale=1.0), None
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, key, value, attn_mask=bias.to(q.dtype), scale=1.0
+        ), None
     probs = torch.softmax((q @ key.transpose(-1, -2) + bias).float(), dim=-1).to(q.dtype)
     return probs @ value, probs
 
 
 def fused_attention(device: torch.device) -> bool:
-    """Use SDPA for attention whose weights are not read: on a GPU only (on this CPU it was not faster for these shapes)."""
+    """Use SDPA for attention whose weights are not read: on a GPU only.
+
+    On this CPU it was not faster for these shapes."""
     return device.type == "cuda"
