@@ -8,7 +8,10 @@ branch from its saved weights):
   layers), the turn of every source token, speaker tags and the I_x mask, focus / coverage / repeat under
   the run's I_x, and entity correctness where the corpus has a venue database;
 - `aft_step`: one AFT step made visible: K samples of the system, each with its reward parts, R, the
-  normalised reward R̃, its softmax weight and its log-ratio to π_ref (the SFT model), as AFT_SPEC §5 has it.
+  normalised reward R̃, its softmax weight and its log-ratio to π_ref (the SFT model), as AFT_SPEC §5 has it;
+- `start_conversation` / `advance`: several systems talk to the user simulator (aft_core.dialogue) on the same
+  test goal, side by side, one exchange at a time, each system turn with its attention map; the person can
+  take over as the user.
 
 Models are loaded once per system and kept (a demo compares a handful).
 """
@@ -28,6 +31,12 @@ from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset
 from aft_core.data.examples import Turn
 from aft_core.data.venues import VenueDB, entity_correct, names_venue
+from aft_core.dialogue.closed_loop import reader_gate
+from aft_core.dialogue.goals import Goal, load_goals
+from aft_core.dialogue.metrics import dialogue_outcome
+from aft_core.dialogue.reader import Reader, SystemReading
+from aft_core.dialogue.selfplay import system_turn, user_turn
+from aft_core.dialogue.user import AgendaUser
 from aft_core.errors import AftInputError
 from aft_core.evaluation import load_system
 from aft_core.layout import RunLayout
@@ -45,6 +54,36 @@ class Decoding:
     sample: bool = False  # greedy when False
     temperature: float = 1.0
     max_new_tokens: int = 48
+
+
+def _turn(turn: Turn) -> dict[str, Any]:
+    return {"speaker": turn.speaker, "text": turn.text, "slot_values": list(turn.slot_values)}
+
+
+@dataclass
+class LiveConversation:
+    """One test goal talked through by several systems side by side, one exchange at a time.
+
+    Each system has its own simulated user (the same goal, reveal mode and seed, so the same opening) and its
+    own history. `shown[name]` is what the page shows: user turns, and system turns with `respond`'s result
+    (response, attention map, scores). Once the person types (`advance(typed=...)`), they are the user of every
+    system from then on: the simulator is off and the dialogues are no longer scored."""
+
+    goal: Goal
+    reveal: str
+    seed: int
+    systems: list[str]
+    users: dict[str, AgendaUser]
+    history: dict[str, list[dict[str, Any]]]
+    shown: dict[str, list[dict[str, Any]]]
+    readings: dict[str, list[SystemReading]]
+    offers: dict[str, int]
+    outcome: dict[str, dict[str, Any] | None]
+    typed: bool = False
+
+    def live(self) -> list[str]:
+        """The systems whose conversation has not ended."""
+        return [name for name in self.systems if self.outcome[name] is None]
 
 
 class DemoRun:
@@ -69,6 +108,8 @@ class DemoRun:
         self.test = corpus_to_dataset(corpus)["test"]
         self.db = VenueDB.load(corpus.db_dir) if corpus.db_dir else None
         self._models: dict[str, tuple[Any, Any]] = {}
+        self._goals: list[Goal] | None = None
+        self.conversation_refused: str | None = None  # why this corpus has no conversations, once asked
 
     # --- what there is to choose ---------------------------------------------------------------------
 
@@ -262,3 +303,115 @@ class DemoRun:
             }
             for i in range(k)
         ]
+
+    # --- conversations with the user simulator ---------------------------------------------------------------
+
+    def conversation_goals(self, limit: int = 50) -> list[tuple[str, str]]:
+        """(label, dialogue_id) of the test goals a user can pursue; none, with `conversation_refused` saying why,
+        when the corpus has no goals or its system turns cannot be read (the closed-loop stage's gate)."""
+        if self._goals is None:
+            reason, _ = reader_gate(self.sft_config["data"], "test")
+            self.conversation_refused = reason
+            self._goals = [] if reason else load_goals(self.sft_config["data"], "test")
+        return [(f"{g.dialogue_id}: {describe_goal(g)}", g.dialogue_id) for g in self._goals[:limit]]
+
+    def start_conversation(
+        self,
+        dialogue_id: str,
+        systems: Sequence[str],
+        reveal: str = "sharded",
+        seed: int = 0,
+        max_exchanges: int = 20,
+        max_new_tokens: int = 48,
+    ) -> LiveConversation:
+        """Each system's simulated user opens the conversation on goal `dialogue_id`, and each system replies."""
+        self.conversation_goals()
+        goal = next((g for g in self._goals or [] if g.dialogue_id == dialogue_id), None)
+        if goal is None:
+            raise AftInputError(self.run.root, "goal", f"no test goal '{dialogue_id}'", "pick one from the list")
+        if not systems:
+            raise AftInputError("demo", "systems", "no system chosen", "choose at least one system")
+        users, history, shown = {}, {}, {}
+        for name in systems:
+            user = AgendaUser(goal, reveal, seed, max_exchanges=max_exchanges)
+            opening = user_turn(user, user.open())
+            users[name], history[name] = user, [_turn(opening)]
+            shown[name] = [{"speaker": "user", "text": opening.text}]
+        conversation = LiveConversation(
+            goal=goal,
+            reveal=reveal,
+            seed=seed,
+            systems=list(systems),
+            users=users,
+            history=history,
+            shown=shown,
+            readings={name: [] for name in systems},
+            offers={name: 0 for name in systems},
+            outcome={name: None for name in systems},
+        )
+        for name in systems:
+            self._reply(conversation, name, max_new_tokens)
+        return conversation
+
+    def advance(
+        self, conversation: LiveConversation, typed: str | None = None, max_new_tokens: int = 48
+    ) -> LiveConversation:
+        """One exchange for every live system: the user's next turn, then the system's reply (greedy, with its
+        attention map). The user's turn is the simulator's answer to the system's last reply, or `typed` for all
+        of them: from the first typed turn on the person is the user and nothing is scored. A system whose
+        simulated user says goodbye or gives up ends with its outcome (Inform, Success, Book, Complete)."""
+        typed = (typed or "").strip() or None
+        if typed is None and conversation.typed:
+            raise AftInputError("demo", "user", "you are the user of this conversation", "type the next turn")
+        conversation.typed = conversation.typed or typed is not None
+        for name in conversation.live():
+            if typed is not None:
+                conversation.history[name].append({"speaker": "user", "text": typed, "slot_values": []})
+                conversation.shown[name].append({"speaker": "user", "text": typed, "typed": True})
+            else:
+                user = conversation.users[name]
+                answer = user.respond(conversation.readings[name][-1])
+                if answer is None:
+                    texts = [t["text"] for t in conversation.shown[name] if t["speaker"] == "system"]
+                    conversation.outcome[name] = dialogue_outcome(
+                        conversation.goal,
+                        texts,
+                        conversation.readings[name],
+                        complete=user.complete,
+                        timeout=user.gave_up,
+                        offers=conversation.offers[name],
+                        violations=user.violations,
+                    )
+                    continue
+                said = user_turn(user, answer)
+                conversation.history[name].append(_turn(said))
+                conversation.shown[name].append({"speaker": "user", "text": said.text})
+            self._reply(conversation, name, max_new_tokens)
+        return conversation
+
+    def _reply(self, conversation: LiveConversation, name: str, max_new_tokens: int) -> None:
+        """`name`'s greedy reply to its history, read as the closed-loop evaluation reads it."""
+        if self.db is None:
+            raise AftInputError(self.run.root, "db", "the corpus has no venue database", "use a corpus with db/")
+        result = self.respond(name, conversation.history[name], Decoding(max_new_tokens=max_new_tokens))
+        reading = Reader(self.db).read(result["response"])
+        user = conversation.users[name]
+        domain = user.state.goal.domain
+        # an offer in the domain the user pursues, before any venue was offered there (as the closed loop counts)
+        conversation.offers[name] += int(any(d == domain for d, _ in reading.offered) and user.state.offered is None)
+        conversation.readings[name].append(reading)
+        conversation.history[name].append(_turn(system_turn(result["response"], reading)))
+        conversation.shown[name].append({"speaker": "system", "text": result["response"], "result": result})
+
+
+def describe_goal(goal: Goal) -> str:
+    """A goal in one line: per domain its constraints, what the user asks for and what it books."""
+    parts = []
+    for d in goal.domains:
+        text = f"{d.domain} " + ", ".join(f"{k}={v}" for k, v in d.constraints.items())
+        if d.requests:
+            text += f"; asks {', '.join(d.requests)}"
+        if d.book:
+            text += "; books " + ", ".join(f"{k}={v}" for k, v in d.book.items())
+        parts.append(text)
+    return " | ".join(parts)

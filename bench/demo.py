@@ -112,11 +112,37 @@ def compare_columns(driver: Any) -> list[list[Any]]:
     )
 
 
+def conversation_columns(driver: Any) -> list[list[Any]]:
+    """[system, system turns shown, heatmaps shown, outcome line] of each column of the Conversation tab."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#aft-talk .aft-system')).map(c => [c.dataset.system, "
+        "c.querySelectorAll('[data-role=system-turn]').length, c.querySelectorAll('table.aft-heat').length, "
+        "c.querySelector('[data-role=outcome]').textContent])"
+    )
+
+
+def open_conversation_tab(driver: Any) -> None:
+    """Switch the demo page to its Conversation tab."""
+    from selenium.webdriver.common.by import By
+
+    tab = wait_for(
+        lambda: [b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Conversation" in b.text],
+        "the Conversation tab",
+    )
+    tab[0].click()
+    wait_for(lambda: driver.find_element(By.ID, "aft-start").is_displayed(), "the Start button")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default="runs/main", help="a finished pipeline run (default: the main job's)")
     parser.add_argument("--screenshot", default="", help="where to save a screenshot of the comparison (PNG)")
-    parser.add_argument("--target-s", type=float, default=10.0, help="the longest acceptable comparison")
+    parser.add_argument(
+        "--conversation-screenshot", default="", help="where to save a screenshot of the Conversation tab (PNG)"
+    )
+    parser.add_argument(
+        "--target-s", type=float, default=10.0, help="the longest acceptable comparison (and conversation exchange)"
+    )
     args = parser.parse_args()
     from selenium.webdriver.common.by import By
 
@@ -139,6 +165,22 @@ def main() -> int:
         if args.screenshot:
             Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(args.screenshot)
+        # the Conversation tab: the systems' first replies to the simulated user, then one more exchange
+        open_conversation_tab(driver)
+        exchanges = []
+        for button, replies in (("aft-start", 1), ("aft-next", 2)):
+            driver.find_element(By.ID, button).click()
+            clicked = time.monotonic()
+            wait_for(
+                lambda n=replies: (
+                    (cols := conversation_columns(driver)) and all(c[1] >= n or "ended" in c[3] for c in cols)
+                ),
+                f"exchange {replies}",
+            )
+            exchanges.append(time.monotonic() - clicked)
+        if args.conversation_screenshot:
+            Path(args.conversation_screenshot).parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(args.conversation_screenshot)
         outside = sorted(
             u
             for u in requested_urls(driver)
@@ -154,11 +196,13 @@ def main() -> int:
         "startup_s": round(startup, 1),
         "comparison_s": round(latency, 2),
         "systems": [c[0] for c in columns],
+        "conversation_exchange_s": [round(x, 2) for x in exchanges],
         "target_s": args.target_s,
         "requests_outside_loopback": outside,
     }
     print(json.dumps(result, indent=2))
-    return 0 if latency <= args.target_s and not outside else 1
+    ok = latency <= args.target_s and max(exchanges) <= args.target_s and not outside
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -77,13 +77,71 @@ def test_responses_and_attention_equal_the_evaluations_and_one_aft_step_weights_
     assert all(r["log_ratio_to_ref"] == 0.0 for r in sft_step)  # π = π_ref
 
 
+def test_a_demo_conversation_is_the_closed_loops_and_the_person_can_take_over(demo_run):
+    """The Conversation tab's computing: SFT's conversation on a goal, exchange by exchange with attention maps,
+    is word for word the closed-loop evaluation's (converse with a ModelSystem), outcome included; typing makes
+    the person the user of every system, after which the simulator is off and nothing is scored."""
+    from aft_core.demo import DemoRun
+    from aft_core.dialogue.reader import Reader
+    from aft_core.dialogue.selfplay import ModelSystem, converse
+    from aft_core.errors import AftInputError
+
+    demo = DemoRun(demo_run)
+    goals = demo.conversation_goals()
+    assert goals and demo.conversation_refused is None
+    systems = ["SFT", next(s for s in demo.systems() if "★" in s)]
+    new_tokens = int(demo.settings["max_new_tokens"])
+    conversation = demo.start_conversation(
+        goals[0][1], systems, reveal="sharded", max_exchanges=8, max_new_tokens=new_tokens
+    )
+    for _ in range(10):
+        if not conversation.live():
+            break
+        demo.advance(conversation, max_new_tokens=new_tokens)
+    assert conversation.live() == [] and all(conversation.outcome[name] is not None for name in systems)
+    for name in systems:
+        for turn in conversation.shown[name]:
+            if turn["speaker"] == "system":
+                result = turn["result"]
+                assert len(result["attention"]) == len(result["tokens"]) and result["system"] == name
+
+    model, tokenizer = demo._load("SFT")
+    system = ModelSystem(
+        model, tokenizer, max_source_tokens=demo.sft_config["max_source_tokens"], max_new_tokens=new_tokens
+    )
+    record = converse(system, [conversation.goal], Reader(demo.db), reveal="sharded", seed=0, max_exchanges=8)[0]
+    assert [(t["speaker"], t["text"]) for t in record["turns"]] == [
+        (t["speaker"], t["text"]) for t in conversation.shown["SFT"]
+    ]
+    assert record["outcome"] == conversation.outcome["SFT"]
+
+    typed = demo.start_conversation(goals[1][1], systems, max_new_tokens=new_tokens)
+    demo.advance(typed, "i want a cheap restaurant in the north .", max_new_tokens=new_tokens)
+    assert typed.typed and typed.live() == systems
+    for name in systems:
+        *_, said, reply = typed.shown[name]
+        assert said == {"speaker": "user", "text": "i want a cheap restaurant in the north .", "typed": True}
+        assert reply["speaker"] == "system"
+    with pytest.raises(AftInputError, match="type the next turn"):
+        demo.advance(typed)
+
+
 def test_the_demo_in_headless_chromium(demo_run, chromium, tmp_path):
     """Pick an example, compare SFT with a checkpoint (responses and heatmaps, the data of score_greedy), type a
-    history of one's own, run one AFT step (K rows, weights summing to 1); no request leaves 127.0.0.1."""
+    history of one's own, run one AFT step (K rows, weights summing to 1), and in the Conversation tab let SFT
+    and the ★ talk to the simulated user, then type as the user; no request leaves 127.0.0.1."""
     from selenium.webdriver.common.by import By
 
     from aft_core.demo import DemoRun
-    from bench.demo import compare_columns, free_port, headless_chromium, requested_urls, start_demo
+    from bench.demo import (
+        compare_columns,
+        conversation_columns,
+        free_port,
+        headless_chromium,
+        open_conversation_tab,
+        requested_urls,
+        start_demo,
+    )
     from bench.demo import wait_for as _wait
 
     port = free_port()
@@ -149,6 +207,31 @@ def test_the_demo_in_headless_chromium(demo_run, chromium, tmp_path):
         assert len(weights) == 4 and sum(weights) == pytest.approx(1.0, abs=2e-4)
         driver.execute_script("document.querySelector('#aft-candidates').scrollIntoView()")
         driver.save_screenshot(str(SHOTS / "one-aft-step.png"))
+
+        # the Conversation tab: SFT and the ★ talk to the simulated user on the first test goal, then the person types
+        open_conversation_tab(driver)
+        driver.find_element(By.ID, "aft-start").click()
+
+        def turns_per_system():
+            columns = conversation_columns(driver)
+            return len(columns) == 2 and columns
+
+        opened = _wait(turns_per_system, "both systems' first replies")
+        assert [name for name, *_ in opened] == checked[:2]
+        assert all(replies == 1 and maps == 1 for _, replies, maps, _ in opened)
+        driver.find_element(By.ID, "aft-next").click()
+        _wait(lambda: all(r == 2 or "ended" in o for _, r, _, o in turns_per_system()), "the simulated user's answer")
+        driver.save_screenshot(str(SHOTS / "conversation.png"))
+        box = driver.find_element(By.CSS_SELECTOR, "#aft-typed textarea, #aft-typed input")
+        box.send_keys("i want a cheap restaurant in the north .")
+        driver.find_element(By.ID, "aft-send").click()
+        _wait(
+            lambda: js(
+                "const t = document.querySelector('#aft-talk').textContent;"
+                "return t.includes('you:') && t.includes('you are the user: not scored')"
+            ),
+            "the typed turn and the replies to it",
+        )
 
         requests = requested_urls(driver)
         outside = sorted(

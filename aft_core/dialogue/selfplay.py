@@ -102,13 +102,13 @@ class ModelSystem:
         return replies
 
 
-def _system_turn(text: str, reading: SystemReading) -> Turn:
+def system_turn(text: str, reading: SystemReading) -> Turn:
     values = [name for _, r in reading.offered for name in [r.get("name") or r.get("trainID")] if name]
     values += list(reading.informed.values()) + ([reading.reference] if reading.reference else [])
     return Turn("system", text, tuple(v for v in values if v and v.lower() in text.lower()))
 
 
-def _user_turn(user: AgendaUser, text: str) -> Turn:
+def user_turn(user: AgendaUser, text: str) -> Turn:
     revealed = user.turns[-1].revealed.values() if user.turns else ()
     return Turn("user", text, tuple(v for v in revealed if v.lower() in text.lower()))
 
@@ -139,7 +139,7 @@ def converse(
     offers = [0] * len(goals)
     for user in users:
         text = user.open()
-        histories.append([_user_turn(user, text)])
+        histories.append([user_turn(user, text)])
         transcripts.append([{"speaker": "user", "text": text, "revealed": user.turns[-1].revealed}])
     live = list(range(len(goals)))
     while live:
@@ -149,7 +149,7 @@ def converse(
             reply = reply if isinstance(reply, Reply) else Reply(str(reply))
             reading = reader.read(reply.text)
             readings[i].append(reading)
-            histories[i].append(_system_turn(reply.text, reading))
+            histories[i].append(system_turn(reply.text, reading))
             transcripts[i].append(
                 {"speaker": "system", "text": reply.text, **({"attention": reply.attention} if reply.attention else {})}
             )
@@ -159,7 +159,7 @@ def converse(
             answer = user.respond(reading)
             if answer is None:
                 continue
-            histories[i].append(_user_turn(user, answer))
+            histories[i].append(user_turn(user, answer))
             transcripts[i].append({"speaker": "user", "text": answer, "revealed": user.turns[-1].revealed})
             still.append(i)
         live = still
