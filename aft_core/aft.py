@@ -30,6 +30,10 @@ from aft_core.data.batching import BatchSchedule, SourceBatch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.venues import VenueDB
+from aft_core.dialogue.closed_loop import reader_gate
+from aft_core.dialogue.goals import load_goals
+from aft_core.dialogue.reader import Reader
+from aft_core.dialogue.rollout import SelfPlayBuffer
 from aft_core.errors import AftInputError
 from aft_core.faults import hold_point
 from aft_core.io import atomic_path, claim_run_dir
@@ -193,6 +197,7 @@ class BranchState(TrainerState):
     skipped_nonfinite: int = 0  # updates skipped for a non-finite loss or gradient
     nonfinite_run: int = 0  # ... of them in a row now
     early_stop: dict[str, Any] | None = None  # the attractor evidence that stopped the branch early
+    self_play: dict[str, Any] | None = None  # rollout self_play: the live conversations (SelfPlayBuffer.state)
 
 
 def load_policy_and_reference(cfg: AFTConfig) -> tuple[Any, Any, Any, Any]:
@@ -254,6 +259,7 @@ class BranchRun:
         self.schedule = BatchSchedule([len(r["input_ids"]) for r in self.train_rows], cfg.batch_size, cfg.seed + 1)
         self.state = BranchState(eta_kl=cfg.eta_kl)
         self.pending: list[dict[str, float]] = []  # step metrics since the last checkpoint
+        self.self_play = self_play_buffer(cfg, db) if cfg.rollout == "self_play" else None
 
     def probe_row(self, step: int, baseline: dict[str, Any] | None) -> dict[str, Any]:
         """Probe metrics of the policy now, with the trend of the steps since the last checkpoint and Δ vs step 0."""
@@ -288,11 +294,19 @@ class BranchRun:
     def start(self) -> None:
         self.tracker.log_params({**dataclasses.asdict(self.cfg), "branch_id": config_id(self.cfg)})
         torch.manual_seed(self.cfg.seed)  # sampling RNG; a resume restores it from the checkpoint instead
+        if self.self_play is not None:
+            self.self_play.restart(0)
         self.state.rows = [self.probe_row(0, None)]
         self.branch.steps_log.unlink(missing_ok=True)
         self.branch.write_probe_rows(self.state.rows)
 
     def resumed(self) -> None:
+        if self.self_play is not None:
+            if self.state.self_play is None:
+                raise AftInputError(
+                    self.branch.root, "checkpoint", "holds no self-play conversations", "delete checkpoints/ and rerun"
+                )
+            self.self_play.restore(self.state.self_play)
         log = self.branch.steps_log
         lines = log.read_text().splitlines()[: self.state.logged_steps] if log.exists() else []
         with atomic_path(log) as tmp:  # drop steps logged after the checkpoint
@@ -300,11 +314,22 @@ class BranchRun:
 
     def train_step(self, step: int) -> dict[str, str]:
         cfg, state = self.cfg, self.state
-        idx = self.schedule(step)
-        src = SourceBatch.from_rows([self.train_rows[i] for i in idx], self.pad_id).to(model_device(self.model))
+        if self.self_play is None:
+            rows = [self.train_rows[i] for i in self.schedule(step)]
+        else:  # the next conversations' histories, encoded as corpus prompts are
+            picked = self.self_play.take(cfg.batch_size)
+            histories = self.self_play.histories(picked)
+            rows = self.family.encode_prompts(histories, self.tokenizer, cfg.max_source_tokens)
+        src = SourceBatch.from_rows(rows, self.pad_id).to(model_device(self.model))
         parts, metrics = aft_step_loss(
             self.model, self.reference, self.family, src, cfg, self.layers, eta_kl=state.eta_kl
         )
+        if self.self_play is not None:  # each conversation goes on with its prompt's highest-weighted candidate
+            best = parts["weights"].argmax(dim=-1)  # [B]
+            chosen = parts["samples"].view(len(picked), cfg.k, -1)[torch.arange(len(picked)), best.cpu()]
+            replies = [t.strip() for t in self.tokenizer.batch_decode(chosen, skip_special_tokens=True)]
+            ended = self.self_play.answer(picked, replies)
+            metrics.update({f"self_play_{k}": v for k, v in ended.items()})
         if self.candidates_every and (step + 1) % self.candidates_every == 0:
             self.log_candidates(step + 1, src, parts)
         finite, grad_norm = apply_update(self.model, self.optimizer, parts["loss"], cfg.grad_clip)
@@ -354,8 +379,13 @@ class BranchRun:
         return self.diverged()
 
     def at_checkpoint(self, step: int) -> None:
-        """Probe row, the early-stopping rule, the step log, the policy's weights and the probe table."""
+        """Probe row, the early-stopping rule, the step log, the policy's weights and the probe table; with
+        self-play, the buffer starts afresh every `checkpoint_every` steps and is kept in the checkpoint."""
         state = self.state
+        if self.self_play is not None:
+            if step % self.cfg.checkpoint_every == 0:
+                self.self_play.restart(step)
+            state.self_play = self.self_play.state()
         row = self.probe_row(step, state.rows[0])
         state.rows.append(row)
         if self.diverged():
@@ -446,3 +476,21 @@ def run_branch(
         cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints, desc=f"aft {config_id(cfg)}", seeds=(("aft", cfg.seed),)
     )
     return train(run, branch.root, branch.result, settings, branch.provenance, progress=progress, stop_after=stop_after)
+
+
+def self_play_buffer(cfg: AFTConfig, db: VenueDB | None) -> SelfPlayBuffer:
+    """The live conversations of a `rollout: self_play` branch, on the corpus's training-split goals; refused
+    (one line, exit 2) where the corpus has no goals or its system turns cannot be read."""
+    reason, _ = reader_gate(cfg.data, "test")
+    if reason is not None or db is None:
+        raise AftInputError(
+            cfg.data, "rollout", f"self_play needs a simulated user here, but {reason}", "use rollout corpus"
+        )
+    return SelfPlayBuffer(
+        load_goals(cfg.data, "train"),
+        Reader(db),
+        size=cfg.self_play_conversations,
+        reveal=cfg.self_play_reveal,
+        max_exchanges=cfg.self_play_max_exchanges,
+        seed=cfg.seed,
+    )

@@ -27,6 +27,7 @@ class ValidatedConfig(Protocol):
 
 
 T = TypeVar("T", bound=ValidatedConfig)
+ROLLOUTS = ("corpus", "self_play")  # where an AFT branch's prompts come from
 
 
 def setting(default: Any, help: str) -> Any:
@@ -331,6 +332,17 @@ class AFTConfig(MemorySettings):
         "attractor (Dam, Whirlpool, Underground River, Flash Flood); 0 = never",
     )
     seed: int = setting(0, "seed for sampling and prompt order")
+    rollout: str = setting(
+        "corpus",
+        "where prompts come from: corpus (gold histories, the paper's) or self_play (histories the policy made "
+        "talking to the user simulator on training-split goals; the conversation goes on with each prompt's "
+        "highest-weighted candidate, and the buffer starts afresh at every checkpoint)",
+    )
+    self_play_conversations: int = setting(
+        32, "self_play: live conversations in the buffer (each step takes the next batch_size of them in turn)"
+    )
+    self_play_reveal: str = setting("agenda", "self_play: how the simulated user reveals its constraints")
+    self_play_max_exchanges: int = setting(20, "self_play: exchanges after which the simulated user gives up")
     reference_device: str = setting(
         "",
         "where a separate π_ref lives (adapter=none): empty = beside the policy, or cpu "
@@ -375,6 +387,28 @@ class AFTConfig(MemorySettings):
             self.max_new_tokens > 0, "max_new_tokens", f"must be > 0, got {self.max_new_tokens}", "use e.g. 48", where
         )
         _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}", "use 1.0", where)
+        _check(self.rollout in ROLLOUTS, "rollout", f"unknown '{self.rollout}'", "use corpus or self_play", where)
+        _check(
+            self.rollout != "self_play" or self.self_play_conversations >= self.batch_size,
+            "self_play_conversations",
+            f"{self.self_play_conversations} live conversations cannot fill a batch of {self.batch_size}",
+            f"use at least batch_size ({self.batch_size})",
+            where,
+        )
+        _check(
+            self.self_play_reveal in ("full", "sharded", "agenda"),
+            "self_play_reveal",
+            f"unknown '{self.self_play_reveal}'",
+            "use full, sharded or agenda",
+            where,
+        )
+        _check(
+            self.self_play_max_exchanges >= 1,
+            "self_play_max_exchanges",
+            f"must be >= 1, got {self.self_play_max_exchanges}",
+            "use e.g. 20",
+            where,
+        )
         _check(
             self.kl_estimator in ("paper", "k3", "full"),
             "kl_estimator",

@@ -344,7 +344,18 @@ def check_parameters(params: PipelineParams) -> None:
             make().validate(prefix)
         except AftInputError as e:
             raise _as_parameter(prefix, e) from e
-    branch_configs("tiny", data, params.sweep, params.sft.max_source_tokens)
+    configs = branch_configs("tiny", data, params.sweep, params.sft.max_source_tokens)
+    if params.data and any(planned["config"]["rollout"] == "self_play" for planned in configs):
+        from aft_core.dialogue.closed_loop import reader_gate
+
+        reason, _ = reader_gate(params.data, "test")  # the built-in TownInfo always has goals a reader can follow
+        if reason is not None:
+            raise AftInputError(
+                "parameters",
+                "sweep.branch.rollout",
+                f"self_play needs a simulated user, but {reason}",
+                "use rollout corpus on this corpus",
+            )
     try:
         thresholds = params.sweep.resolved_thresholds()
     except AftInputError as e:

@@ -241,3 +241,25 @@ def test_a_bf16_reference_on_the_cpu_scores_close_to_the_fp32_one(sft_model, tow
     exact, _ = score_candidates(policy, policy, family, src, samples, cfg, [0])
     assert torch.isfinite(parts["loss"]) and metrics["kl_per_token"] == pytest.approx(0.0, abs=0.05)
     assert parts["loss"].item() == pytest.approx(exact["loss"].item(), rel=0.05)
+
+
+def test_a_lora_branch_trains_on_its_own_conversations_in_both_families(sft, towninfo_dir, tmp_path):
+    """rollout=self_play through each family's prompts and samples, with a LoRA adapter: the conversations go on
+    with the policy's own replies (the checkpoint's buffer holds them)."""
+    cfg = branch_config(
+        sft,
+        towninfo_dir,
+        adapter="lora",
+        rollout="self_play",
+        steps=3,
+        checkpoint_every=2,
+        probe_size=8,
+        self_play_conversations=4,
+    )
+    result = run_branch(cfg, tmp_path / "b", progress=False)
+    assert result["status"] == "completed" and result["steps"] == 3
+    state = json.loads((tmp_path / "b" / "checkpoints" / "step-0000003" / "state.json").read_text())["trainer"]
+    steps = pd.read_parquet(tmp_path / "b" / "steps.parquet")
+    assert sum(len(s["replies"]) for s in state["self_play"]["slots"]) == cfg.batch_size - int(
+        steps["self_play_ended"].iloc[-1]
+    )
