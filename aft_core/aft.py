@@ -52,7 +52,7 @@ from aft_core.models import (
 from aft_core.models.adapters import reference_model, save_policy_weights
 from aft_core.models.family import enable_gradient_checkpointing
 from aft_core.monitor import evaluate_probe, trend
-from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
+from aft_core.reward import coverage, focus, haca_reward, repeat_penalty, task_reward, trajectory_reward
 from aft_core.timing import untimed
 from aft_core.tracking import NullTracker, Tracker
 from aft_core.trainer import LoopSettings, TrainerState, finished_result, train
@@ -69,8 +69,13 @@ def aft_step_loss(
     layers: Sequence[int],
     timer: Callable[[str], ContextManager] = untimed,
     eta_kl: float | None = None,
+    trajectory: tuple[torch.Tensor, torch.Tensor] | None = None,
+    task: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Steps 1-6 of AFT_SPEC §5 for B prompts; returns the loss parts (with grad) and step metrics.
+
+    `trajectory` and `task` (self-play's reward terms, AFT_SPEC §9): see `score_candidates`; `task` maps the
+    samples [B*K, P+T] to each candidate's task reward [B*K].
 
     The prompt's state (an encoder's states; a decoder-only model's prefill inside sampling) is computed once
     per prompt and serves its K samples and the teacher-forced pass. `timer` names the phases for profiles
@@ -89,7 +94,13 @@ def aft_step_loss(
             temperature=cfg.temperature,
             state=state,
         )  # [B*K, P+T]
-    return score_candidates(policy, reference, family, src, samples, cfg, layers, state, timer, eta_kl)
+    task_rewards = None
+    if task is not None:
+        with timer("task"), torch.no_grad():
+            task_rewards = task(samples)
+    return score_candidates(
+        policy, reference, family, src, samples, cfg, layers, state, timer, eta_kl, trajectory, task_rewards
+    )
 
 
 def score_candidates(
@@ -103,9 +114,16 @@ def score_candidates(
     state: Any = None,
     timer: Callable[[str], ContextManager] = untimed,
     eta_kl: float | None = None,
+    trajectory: tuple[torch.Tensor, torch.Tensor] | None = None,
+    task_rewards: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Steps 2-6 of AFT_SPEC §5 for given samples [B*K, P+T] (K adjacent per prompt): HACA rewards from the
-    policy's teacher-forced attention over the prompt, softmax weights, weighted MLE and the KL term against π_ref."""
+    policy's teacher-forced attention over the prompt, softmax weights, weighted MLE and the KL term against π_ref.
+
+    `trajectory` (self-play): per prompt, the sum of focus over its conversation's earlier system turns in the
+    window and their count [B], [B]; `task_rewards` [B*K] each candidate's R_task. The reward is then
+    reward_turn_haca·R + reward_trajectory·R_traj + reward_task·R_task (AFT_SPEC §9), and `parts["turn_focus"]`
+    [B,K] is each candidate's focus, kept for the turns after it."""
     B, K = src.input_ids.shape[0], cfg.k
     device = src.input_ids.device
     pad_id, eos_id = family.pad_id(), family.eos_id()
@@ -130,6 +148,15 @@ def score_candidates(
         rewards = haca_reward(
             reward_attn, labels, tgt_mask, hist, cfg.alpha, cfg.beta, cfg.gamma, cfg.repeat_n, special
         )
+        turn_focus = None
+        if trajectory is not None or task_rewards is not None:  # terms beyond today's R (alone: R exactly as it was)
+            rewards = cfg.reward_turn_haca * rewards
+        if trajectory is not None:
+            turn_focus = focus(reward_attn, tgt_mask, hist)  # [N]
+            before, turns = (t.to(device).repeat_interleave(K) for t in trajectory)  # [N]
+            rewards = rewards + cfg.reward_trajectory * trajectory_reward(turn_focus, before, turns)
+        if task_rewards is not None:
+            rewards = rewards + cfg.reward_task * task_rewards.to(device)
     with timer("loss"):
         logp = sequence_logprob(token_logp, tgt_mask, cfg.logprob_reduction).view(B, K)
         kl = kl_term(
@@ -157,6 +184,8 @@ def score_candidates(
         }
     parts["rewards"] = rewards.view(B, K).detach()
     parts["weights"], parts["samples"] = weights, samples  # what a candidates table shows
+    if turn_focus is not None:
+        parts["turn_focus"] = turn_focus.view(B, K).detach()
     return parts, metrics
 
 
@@ -321,14 +350,38 @@ class BranchRun:
             histories = self.self_play.histories(picked)
             rows = self.family.encode_prompts(histories, self.tokenizer, cfg.max_source_tokens)
         src = SourceBatch.from_rows(rows, self.pad_id).to(model_device(self.model))
+        trajectory = None
+        if self.self_play is not None and cfg.reward_trajectory > 0:
+            before, turns = self.self_play.trajectory_context(picked, cfg.trajectory_window)
+            trajectory = (torch.tensor(before), torch.tensor(turns))
+        task = None
+        buffer = self.self_play
+        if buffer is not None and cfg.reward_task > 0:
+
+            def task(samples: torch.Tensor) -> torch.Tensor:
+                texts = [t.strip() for t in self.tokenizer.batch_decode(samples, skip_special_tokens=True)]
+                by_prompt = [texts[b * cfg.k : (b + 1) * cfg.k] for b in range(len(picked))]
+                success, turns = buffer.roll_forward(picked, by_prompt, self.greedy_replies, cfg.task_horizon)
+                return task_reward(torch.tensor(success).flatten(), torch.tensor(turns).flatten(), cfg.task_discount)
+
         parts, metrics = aft_step_loss(
-            self.model, self.reference, self.family, src, cfg, self.layers, eta_kl=state.eta_kl
+            self.model,
+            self.reference,
+            self.family,
+            src,
+            cfg,
+            self.layers,
+            eta_kl=state.eta_kl,
+            trajectory=trajectory,
+            task=task,
         )
         if self.self_play is not None:  # each conversation goes on with its prompt's highest-weighted candidate
             best = parts["weights"].argmax(dim=-1)  # [B]
             chosen = parts["samples"].view(len(picked), cfg.k, -1)[torch.arange(len(picked)), best.cpu()]
             replies = [t.strip() for t in self.tokenizer.batch_decode(chosen, skip_special_tokens=True)]
-            ended = self.self_play.answer(picked, replies)
+            rows_now = torch.arange(len(picked))
+            chosen_focus = parts["turn_focus"].cpu()[rows_now, best.cpu()].tolist() if trajectory else None
+            ended = self.self_play.answer(picked, replies, chosen_focus)
             metrics.update({f"self_play_{k}": v for k, v in ended.items()})
         if self.candidates_every and (step + 1) % self.candidates_every == 0:
             self.log_candidates(step + 1, src, parts)
@@ -348,6 +401,14 @@ class BranchRun:
         self.pending.append(metrics)
         self.tracker.log_metrics({f"train/{k}": float(v) for k, v in metrics.items() if k != "step"}, step + 1)
         return {"loss": f"{metrics['loss']:.2f}", "R": f"{metrics['reward_mean']:.3f}"}
+
+    @torch.no_grad()
+    def greedy_replies(self, histories: list[list[Any]]) -> list[str]:
+        """The current policy's greedy replies to conversation histories (the task term's rollouts)."""
+        rows = self.family.encode_prompts(histories, self.tokenizer, self.cfg.max_source_tokens)
+        src = SourceBatch.from_rows(rows, self.pad_id).to(model_device(self.model))
+        seqs = self.family.generate(self.model, src, max_new_tokens=self.cfg.max_new_tokens, do_sample=False)
+        return [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
 
     def log_candidates(self, step: int, src: SourceBatch, parts: dict[str, torch.Tensor]) -> None:
         """The first prompt's K candidates of this step with R, R̃ and weight: the table and the tracker."""

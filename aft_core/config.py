@@ -343,6 +343,21 @@ class AFTConfig(MemorySettings):
     )
     self_play_reveal: str = setting("agenda", "self_play: how the simulated user reveals its constraints")
     self_play_max_exchanges: int = setting(20, "self_play: exchanges after which the simulated user gives up")
+    reward_turn_haca: float = setting(1.0, "weight of the per-turn HACA reward R(h, y) (AFT_SPEC §4; today's AFT)")
+    reward_trajectory: float = setting(
+        0.0,
+        "weight of the trajectory term (AFT_SPEC §9): mean focus over the conversation's last trajectory_window "
+        "system turns, the candidate the newest; needs rollout self_play",
+    )
+    trajectory_window: int = setting(3, "w of the trajectory term: system turns averaged, the candidate included")
+    reward_task: float = setting(
+        0.0,
+        "weight of the task term (AFT_SPEC §9, multiturn-aware as CollabLLM's): each candidate's conversation rolled "
+        "forward greedily by the current policy for up to task_horizon system turns, scored "
+        "task_discount^(turns after the candidate) if it ends in success, else 0; needs rollout self_play",
+    )
+    task_horizon: int = setting(4, "task term: system turns rolled forward, the candidate included")
+    task_discount: float = setting(0.9, "task term: λ, the discount per system turn between the candidate and the end")
     reference_device: str = setting(
         "",
         "where a separate π_ref lives (adapter=none): empty = beside the policy, or cpu "
@@ -393,6 +408,52 @@ class AFTConfig(MemorySettings):
             "self_play_conversations",
             f"{self.self_play_conversations} live conversations cannot fill a batch of {self.batch_size}",
             f"use at least batch_size ({self.batch_size})",
+            where,
+        )
+        terms = {"reward_turn_haca": self.reward_turn_haca, "reward_trajectory": self.reward_trajectory}
+        terms["reward_task"] = self.reward_task
+        for name, weight in terms.items():
+            _check(weight >= 0, name, f"must be >= 0, got {weight}", "use 0 to leave the term out", where)
+        _check(
+            sum(terms.values()) > 0,
+            "reward_turn_haca",
+            "every reward term has weight 0",
+            "give reward_turn_haca (today's AFT), reward_trajectory or reward_task a weight above 0",
+            where,
+        )
+        _check(
+            self.reward_trajectory == 0 or self.rollout == "self_play",
+            "reward_trajectory",
+            "the trajectory term needs the policy's own earlier turns, and corpus prompts have gold ones",
+            "set rollout to self_play, or reward_trajectory to 0",
+            where,
+        )
+        _check(
+            self.reward_task == 0 or self.rollout == "self_play",
+            "reward_task",
+            "the task term rolls a live conversation forward with the simulated user, and corpus prompts have none",
+            "set rollout to self_play, or reward_task to 0",
+            where,
+        )
+        _check(
+            self.task_horizon >= 1,
+            "task_horizon",
+            f"must be >= 1, got {self.task_horizon}",
+            "use e.g. 4 (system turns, the candidate included)",
+            where,
+        )
+        _check(
+            0 < self.task_discount <= 1,
+            "task_discount",
+            f"must be in (0, 1], got {self.task_discount}",
+            "use e.g. 0.9",
+            where,
+        )
+        _check(
+            self.trajectory_window >= 1,
+            "trajectory_window",
+            f"must be >= 1, got {self.trajectory_window}",
+            "use e.g. 3 (the candidate and the two system turns before it)",
             where,
         )
         _check(

@@ -74,3 +74,26 @@ def haca_reward(
         + beta * focus(attn, tgt_mask, hist_mask)
         - gamma * repeat_penalty(token_ids, tgt_mask, n, special_ids)
     )
+
+
+def trajectory_reward(focus_now: torch.Tensor, focus_before: torch.Tensor, turns_before: torch.Tensor) -> torch.Tensor:
+    """R_traj(h_i, y) = (Σ_{j<i, last w−1} focus_j + focus(h_i, y)) / (n_before + 1)   [N],[N],[N] -> [N]
+
+    AFT_SPEC §9's trajectory term: the mean focus over the conversation's last w system turns, y the newest.
+    `focus_before` is the sum of focus over the (at most w−1) system turns before y, as they were scored when
+    they were chosen; `turns_before` how many there are (0 at a conversation's first system turn, where the term
+    is focus(h_1, y) itself). A reply is credited for keeping attention focused across turns, not only now.
+    """
+    return (focus_before + focus_now) / (turns_before.to(focus_now.dtype) + 1.0)
+
+
+def task_reward(success: torch.Tensor, turns_to_end: torch.Tensor, discount: float) -> torch.Tensor:
+    """R_task(h_i, y) = λ^(n−1) · success   [N],[N] -> [N]
+
+    AFT_SPEC §9's task term, multiturn-aware as CollabLLM defines it: the conversation is rolled forward from the
+    candidate y by the current policy (greedy) and the simulated user; n is the number of system turns from y
+    (n = 1: the user ended the conversation right after y) to the end, and `success` is 1 when it ended within
+    the horizon in success (Inform, every requested attribute, the booking), else 0. A clarifying question that
+    leads to success two turns later earns λ.
+    """
+    return success.to(torch.float32) * discount ** (turns_to_end.to(torch.float32) - 1.0).clamp(min=0.0)

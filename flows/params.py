@@ -388,12 +388,10 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 # The two branches of the CPU presets, at the calibrated lr 1e-5: the paper's E3-20 (300 steps) and 200 steps of the
 # salient-coverage reward (α=1, β=0, I_x=salient). Presets are never mutated (`preset` deep-copies), so they share it.
+E3_20 = {"beta": [1.0], "gamma": [0.5], "eta_kl": [0.05], "k": [4]}  # the paper's winning setting, as a grid point
 E3_20_AND_SALIENT_COVERAGE: dict[str, Any] = {
     "grid": {
-        "beta": [1.0],
-        "gamma": [0.5],
-        "eta_kl": [0.05],
-        "k": [4],
+        **E3_20,
         "variants": [{}, {"ix_mode": "salient", "alpha": 1.0, "beta": 0.0, "steps": 200}],
     },
     "branch": {"steps": 300, "checkpoint_every": 50, "probe_size": 200},
@@ -412,6 +410,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "evaluation": {"test_examples": 1000},
         # Sized to the main job's budget: 50 goals, full and sharded users, greedy only; the user gives up after 12
         # turns (the oracle succeeds in 5 to 6). `aft converse` runs the defaults: 100 goals, 20 turns, 5 samples.
+        "conversation": {"goals": 50, "max_exchanges": 12, "samples": 0},
+    },
+    # AFT on the policy's own conversations (AFT_SPEC §9, ≤ 15 min on 2 CPU cores): the main job's corpus, SFT and
+    # closed-loop stage, with E3-20's branch taking its prompts from live conversations with the user simulator on
+    # training goals (rollout self_play), once with the per-turn HACA alone and once with the trajectory term added.
+    "towninfo-selfplay": {
+        "run_dir": "runs/selfplay",
+        "sft": {"model": "small", "max_steps": 2000},
+        "sweep": {
+            "grid": {
+                **E3_20,
+                "variants": [{}, {"reward_trajectory": 1.0}],
+            },
+            "branch": {"steps": 300, "checkpoint_every": 50, "probe_size": 200, "rollout": "self_play"},
+            "parallel_branches": 2,
+        },
+        "evaluation": {"test_examples": 1000},
         "conversation": {"goals": 50, "max_exchanges": 12, "samples": 0},
     },
     # MultiWOZ 2.1 (the paper's corpus) on this machine: the shared validation split is divided by dialogue into
@@ -433,10 +448,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sft": {"model": "small", "max_steps": 2000},
         "sweep": {
             "grid": {
-                "beta": [1.0],
-                "gamma": [0.5],
-                "eta_kl": [0.05],
-                "k": [4],
+                **E3_20,
                 "variants": [{}, {"alpha": 1.0, "beta": 0.0, "steps": 200}],
             },
             "branch": {"ix_mode": "history", "steps": 300, "checkpoint_every": 50, "probe_size": 200},

@@ -244,22 +244,27 @@ def test_a_bf16_reference_on_the_cpu_scores_close_to_the_fp32_one(sft_model, tow
 
 
 def test_a_lora_branch_trains_on_its_own_conversations_in_both_families(sft, towninfo_dir, tmp_path):
-    """rollout=self_play through each family's prompts and samples, with a LoRA adapter: the conversations go on
-    with the policy's own replies (the checkpoint's buffer holds them)."""
+    """rollout=self_play through each family's prompts and samples, with a LoRA adapter and every reward term
+    (per-turn HACA, trajectory, task rollouts by the policy): the conversations go on with the policy's own replies
+    (the checkpoint's buffer holds them, with their focus)."""
     cfg = branch_config(
         sft,
         towninfo_dir,
         adapter="lora",
         rollout="self_play",
-        steps=3,
+        reward_trajectory=0.5,
+        reward_task=1.0,
+        task_horizon=2,
+        steps=1,  # one step, off the checkpoint cadence: the final checkpoint holds that step's conversations
         checkpoint_every=2,
         probe_size=8,
         self_play_conversations=4,
     )
     result = run_branch(cfg, tmp_path / "b", progress=False)
-    assert result["status"] == "completed" and result["steps"] == 3
-    state = json.loads((tmp_path / "b" / "checkpoints" / "step-0000003" / "state.json").read_text())["trainer"]
+    assert result["status"] == "completed" and result["steps"] == 1
+    state = json.loads((tmp_path / "b" / "checkpoints" / "step-0000001" / "state.json").read_text())["trainer"]
     steps = pd.read_parquet(tmp_path / "b" / "steps.parquet")
     assert sum(len(s["replies"]) for s in state["self_play"]["slots"]) == cfg.batch_size - int(
         steps["self_play_ended"].iloc[-1]
     )
+    assert all(len(s["focus"]) == len(s["replies"]) for s in state["self_play"]["slots"])

@@ -350,3 +350,23 @@ def test_the_self_play_buffer_replays_exactly_from_its_saved_state(towninfo_dir)
     assert again.state() == fresh.state()  # a refresh is a function of the seed and the step
     fresh.restart(2)
     assert fresh.state() != again.state()
+
+
+def test_the_trajectory_term_credits_focus_across_a_conversations_turns(tmp_path, sft_model, towninfo_dir):
+    """reward_trajectory > 0 (self-play): the chosen replies' focus is kept per conversation (in the checkpoint
+    too) and enters later rewards, so the rewards differ from the per-turn HACA alone; on corpus prompts the term
+    is refused with the fix."""
+    base = dict(rollout="self_play", steps=3, checkpoint_every=4, self_play_conversations=4)
+    turn = run_branch(branch_config(sft_model, towninfo_dir, **base), tmp_path / "turn", progress=False)
+    cfg = branch_config(sft_model, towninfo_dir, reward_trajectory=1.0, trajectory_window=3, **base)
+    both = run_branch(cfg, tmp_path / "both", progress=False)
+    assert turn["status"] == both["status"] == "completed"
+    state = json.loads((tmp_path / "both" / "checkpoints" / "step-0000003" / "state.json").read_text())["trainer"]
+    kept = [slot["focus"] for slot in state["self_play"]["slots"]]
+    assert [len(f) for f in kept] == [len(slot["replies"]) for slot in state["self_play"]["slots"]]
+    assert sum(len(f) for f in kept) > 0 and all(v < 0 for f in kept for v in f)  # focus is a negative entropy
+    a = pd.read_parquet(tmp_path / "turn" / "steps.parquet")["reward_mean"].tolist()
+    b = pd.read_parquet(tmp_path / "both" / "steps.parquet")["reward_mean"].tolist()
+    assert a[0] != b[0]  # the first step already adds the term (focus of the candidate itself)
+    with pytest.raises(AftInputError, match="set rollout to self_play"):
+        branch_config(sft_model, towninfo_dir, reward_trajectory=1.0).validate()

@@ -326,3 +326,27 @@ def test_aft_converse_on_a_pipeline_run_folder(tiny_pipeline, tmp_path, capsys):
     capsys.readouterr()
     assert main(["converse", "--goals", "2"]) == 2
     assert "pass a pipeline run folder, or --sft DIR" in capsys.readouterr().err
+
+
+def test_the_task_term_credits_a_reply_by_where_its_conversation_ends(world):
+    """SelfPlayBuffer.roll_forward on hand-built candidates, the oracle rolling the conversation on: the oracle's
+    own reply succeeds soonest; a clarifying question first succeeds later and earns less (λ per extra turn); with
+    a horizon too short to finish, neither earns anything; the live conversation is not touched."""
+    import torch
+
+    from aft_core.dialogue.rollout import SelfPlayBuffer
+    from aft_core.reward import task_reward
+
+    buffer = SelfPlayBuffer(world["goals"], world["reader"], size=2, reveal="full", max_exchanges=20, seed=0)
+    buffer.restart(0)
+    before = buffer.state()
+    oracle = OracleSystem(world["db"])
+    right = oracle.respond([buffer.histories([0])[0]])[0]
+    ask = "is there anything in particular you would like ?"
+    success, turns = buffer.roll_forward([0], [[right, ask]], oracle.respond, horizon=12)
+    assert success == [[1.0, 1.0]] and turns[0][0] < turns[0][1] <= 12
+    rewards = task_reward(torch.tensor(success[0]), torch.tensor(turns[0]), 0.9).tolist()
+    assert rewards == pytest.approx([0.9 ** (turns[0][0] - 1), 0.9 ** (turns[0][1] - 1)]) and rewards[0] > rewards[1]
+    short, cut = buffer.roll_forward([0], [[right]], oracle.respond, horizon=turns[0][0] - 1)
+    assert short == [[0.0]] and cut == [[turns[0][0]]]  # not ended within the horizon: horizon + 1, no reward
+    assert buffer.state() == before

@@ -13,7 +13,7 @@ from aft_core.data.batching import position_mask
 from aft_core.loss import aft_loss, kl_term, sequence_logprob, softmax_weights, token_logprobs, wmle_loss, zscore
 from aft_core.models import parse_layers, response_mask
 from aft_core.models.seq2seq import aggregate_cross_attention
-from aft_core.reward import coverage, focus, haca_reward, repeat_penalty
+from aft_core.reward import coverage, focus, haca_reward, repeat_penalty, task_reward, trajectory_reward
 
 
 def rows(*r):
@@ -232,3 +232,16 @@ def test_per_token_kl_by_hand():
     mask = torch.tensor([[True, True, True], [True, False, False]])
     # (0.5 − 1.0 + 0 + 0.2) / 4 positions; masked positions ignored
     assert per_token_kl(policy, ref, mask) == pytest.approx(-0.3 / 4)
+
+
+def test_trajectory_reward_by_hand():
+    """Mean focus over the window, the candidate the newest: two earlier turns (focus −1.5 and −1.5, summed −3.0)
+    and a candidate at −1.0 give −4/3; a conversation's first system turn is the candidate's focus alone."""
+    got = trajectory_reward(torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, 0.0]), torch.tensor([2, 0]))
+    assert got.tolist() == pytest.approx([-4.0 / 3.0, -2.0])
+
+
+def test_task_reward_by_hand():
+    """λ^(n−1)·success: success right after the candidate earns 1, two turns later λ², a failure 0."""
+    got = task_reward(torch.tensor([1.0, 1.0, 0.0]), torch.tensor([1, 3, 2]), 0.9)
+    assert got.tolist() == pytest.approx([1.0, 0.81, 0.0])

@@ -17,8 +17,9 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,20 @@ class LiveSlot:
     history: list[Turn]
     readings: list[SystemReading] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
+    focus: list[float] = field(default_factory=list)  # each reply's focus as it was scored when chosen
     offers: int = 0
+
+    def outcome(self) -> dict[str, Any]:
+        """The ended conversation's outcome, as the closed-loop evaluation scores it."""
+        return dialogue_outcome(
+            self.goal,
+            self.replies,
+            self.readings,
+            complete=self.user.complete,
+            timeout=self.user.gave_up,
+            offers=self.offers,
+            violations=self.user.violations,
+        )
 
 
 class SelfPlayBuffer:
@@ -79,7 +93,10 @@ class SelfPlayBuffer:
         return {
             "rng": [version, list(internal), gauss],
             "cursor": self.cursor,
-            "slots": [{"goal": s.goal_index, "seed": s.seed, "replies": list(s.replies)} for s in self.slots],
+            "slots": [
+                {"goal": s.goal_index, "seed": s.seed, "replies": list(s.replies), "focus": list(s.focus)}
+                for s in self.slots
+            ],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -93,6 +110,7 @@ class SelfPlayBuffer:
             for text in saved["replies"]:
                 if self._continue(slot, text):
                     raise ValueError("a saved self-play conversation ended while being replayed")
+            slot.focus = list(saved.get("focus", []))
             self.slots.append(slot)
 
     def _continue(self, slot: LiveSlot, text: str) -> bool:
@@ -118,25 +136,57 @@ class SelfPlayBuffer:
     def histories(self, picked: Sequence[int]) -> list[list[Turn]]:
         return [self.slots[i].history for i in picked]
 
-    def answer(self, picked: Sequence[int], replies: Sequence[str]) -> dict[str, float]:
-        """Each picked conversation goes on with its reply; the simulated user answers it. Returns how many ended on
-        this step and the mean Inform/Success of those (NaN when none ended)."""
+    def trajectory_context(self, picked: Sequence[int], window: int) -> tuple[list[float], list[int]]:
+        """Per picked conversation: the sum of focus over its last `window` − 1 system turns, and how many there
+        are (the trajectory term's context: aft_core.reward.trajectory_reward)."""
+        before = [self.slots[i].focus[-(window - 1) :] if window > 1 else [] for i in picked]
+        return [float(sum(b)) for b in before], [len(b) for b in before]
+
+    def roll_forward(
+        self,
+        picked: Sequence[int],
+        candidates: Sequence[Sequence[str]],
+        respond: Callable[[list[list[Turn]]], list[str]],
+        horizon: int,
+    ) -> tuple[list[list[float]], list[list[int]]]:
+        """The task term's rollouts: for each picked conversation and each of its candidates, a copy of the
+        conversation goes on with the candidate, then with `respond` (the current policy, greedy, all live copies
+        in one batch per round) for up to `horizon` system turns in all. Returns per candidate whether it ended in
+        success and after how many system turns from the candidate (`horizon` + 1 when it did not end). The
+        buffer itself is not touched."""
+        success = [[0.0] * len(c) for c in candidates]
+        turns = [[horizon + 1] * len(c) for c in candidates]
+        live: list[tuple[int, int, LiveSlot]] = []
+        for b, (i, texts) in enumerate(zip(picked, candidates, strict=True)):
+            for k in range(len(texts)):
+                live.append((b, k, copy.deepcopy(self.slots[i])))
+        for n in range(1, horizon + 1):
+            texts = [candidates[b][k] for b, k, _ in live] if n == 1 else respond([s.history for _, _, s in live])
+            still = []
+            for (b, k, slot), text in zip(live, texts, strict=True):
+                if not self._continue(slot, text):
+                    still.append((b, k, slot))
+                    continue
+                success[b][k], turns[b][k] = float(slot.outcome()["success"]), n
+            live = still
+            if not live:
+                break
+        return success, turns
+
+    def answer(
+        self, picked: Sequence[int], replies: Sequence[str], focus: Sequence[float] | None = None
+    ) -> dict[str, float]:
+        """Each picked conversation goes on with its reply (`focus`: the reply's focus, kept for the trajectory
+        term); the simulated user answers it. Returns how many ended on this step and the mean Inform/Success of
+        those (NaN when none ended)."""
         outcomes = []
-        for i, text in zip(picked, replies, strict=True):
+        for n, (i, text) in enumerate(zip(picked, replies, strict=True)):
             slot = self.slots[i]
+            if focus is not None:
+                slot.focus.append(float(focus[n]))
             if not self._continue(slot, text):
                 continue
-            outcomes.append(
-                dialogue_outcome(
-                    slot.goal,
-                    slot.replies,
-                    slot.readings,
-                    complete=slot.user.complete,
-                    timeout=slot.user.gave_up,
-                    offers=slot.offers,
-                    violations=slot.user.violations,
-                )
-            )
+            outcomes.append(slot.outcome())
             self.slots[i] = self._open()
         return summary(outcomes)
 
