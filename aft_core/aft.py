@@ -323,8 +323,6 @@ class BranchRun:
     def start(self) -> None:
         self.tracker.log_params({**dataclasses.asdict(self.cfg), "branch_id": config_id(self.cfg)})
         torch.manual_seed(self.cfg.seed)  # sampling RNG; a resume restores it from the checkpoint instead
-        if self.self_play is not None:
-            self.self_play.restart(0)
         self.state.rows = [self.probe_row(0, None)]
         self.branch.steps_log.unlink(missing_ok=True)
         self.branch.write_probe_rows(self.state.rows)
@@ -346,6 +344,8 @@ class BranchRun:
         if self.self_play is None:
             rows = [self.train_rows[i] for i in self.schedule(step)]
         else:  # the next conversations' histories, encoded as corpus prompts are
+            if step % cfg.self_play_refresh_every == 0:  # the schedule: fresh conversations (step 0 included)
+                self.self_play.restart(step)
             picked = self.self_play.take(cfg.batch_size)
             histories = self.self_play.histories(picked)
             rows = self.family.encode_prompts(histories, self.tokenizer, cfg.max_source_tokens)
@@ -441,11 +441,9 @@ class BranchRun:
 
     def at_checkpoint(self, step: int) -> None:
         """Probe row, the early-stopping rule, the step log, the policy's weights and the probe table; with
-        self-play, the buffer starts afresh every `checkpoint_every` steps and is kept in the checkpoint."""
+        self-play, the live conversations (kept in the checkpoint)."""
         state = self.state
         if self.self_play is not None:
-            if step % self.cfg.checkpoint_every == 0:
-                self.self_play.restart(step)
             state.self_play = self.self_play.state()
         row = self.probe_row(step, state.rows[0])
         state.rows.append(row)

@@ -336,10 +336,13 @@ class AFTConfig(MemorySettings):
         "corpus",
         "where prompts come from: corpus (gold histories, the paper's) or self_play (histories the policy made "
         "talking to the user simulator on training-split goals; the conversation goes on with each prompt's "
-        "highest-weighted candidate, and the buffer starts afresh at every checkpoint)",
+        "highest-weighted candidate, and the buffer starts afresh every self_play_refresh_every steps)",
     )
     self_play_conversations: int = setting(
         32, "self_play: live conversations in the buffer (each step takes the next batch_size of them in turn)"
+    )
+    self_play_refresh_every: int = setting(
+        50, "self_play: steps between fresh buffers (new conversations, goals drawn from the seed and the step)"
     )
     self_play_reveal: str = setting("agenda", "self_play: how the simulated user reveals its constraints")
     self_play_max_exchanges: int = setting(20, "self_play: exchanges after which the simulated user gives up")
@@ -461,6 +464,13 @@ class AFTConfig(MemorySettings):
             "self_play_reveal",
             f"unknown '{self.self_play_reveal}'",
             "use full, sharded or agenda",
+            where,
+        )
+        _check(
+            self.self_play_refresh_every >= 1,
+            "self_play_refresh_every",
+            f"must be >= 1, got {self.self_play_refresh_every}",
+            "use e.g. 50",
             where,
         )
         _check(

@@ -282,7 +282,13 @@ def test_a_self_play_branch_trains_on_its_own_conversations_and_resumes_exactly(
     from safetensors.torch import load_file
 
     cfg = branch_config(
-        sft_model, towninfo_dir, rollout="self_play", steps=5, checkpoint_every=2, self_play_conversations=6
+        sft_model,
+        towninfo_dir,
+        rollout="self_play",
+        steps=5,
+        checkpoint_every=2,
+        self_play_conversations=6,
+        self_play_refresh_every=4,  # fresh at 0 and 4: the resume at 2 replays live conversations
     )
     straight = run_branch(cfg, tmp_path / "a", progress=False)
     assert straight["status"] == "completed" and straight["steps"] == 5

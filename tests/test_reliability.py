@@ -60,19 +60,26 @@ def _branch_args(sft_model: str, data: str, out: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "family,adapter", [("seq2seq", "none"), ("causal", "none"), ("seq2seq", "lora"), ("causal", "lora")]
+    "family,adapter",
+    [("seq2seq", "none"), ("causal", "none"), ("seq2seq", "lora"), ("causal", "lora"), ("seq2seq", "self_play")],
 )
 def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(
     request, towninfo_dir, tmp_path, monkeypatch, family, adapter
 ):
     """The kill lands at a named point (after step 6's update, between the checkpoints at 4 and 8), not after a
     sleep, so the test holds at any machine speed. Both model families, full weights or a LoRA adapter (with
-    gradient checkpointing): each resumes exactly. Only the killed run needs a process of its own; the straight
-    run and the resume call the same `aft train-branch` entry point in this process, on one thread as it has."""
+    gradient checkpointing), and a self-play branch killed mid-conversation (its buffer is fresh at 0 and 8, so
+    the checkpoint at 4 holds live conversations): each resumes exactly. Only the killed run needs a process of
+    its own; the straight run and the resume call the same `aft train-branch` entry point in this process, on
+    one thread as it has."""
     from aft_core.cli import main
 
     sft_model = request.getfixturevalue("sft_model" if family == "seq2seq" else "causal_sft_model")
-    memory = ["--adapter", "lora", "--lora-rank", "4", "--gradient-checkpointing", "true"] if adapter == "lora" else []
+    memory = {
+        "none": [],
+        "lora": ["--adapter", "lora", "--lora-rank", "4", "--gradient-checkpointing", "true"],
+        "self_play": ["--rollout", "self_play", "--self-play-conversations", "6", "--self-play-refresh-every", "8"],
+    }[adapter]
     monkeypatch.setenv("AFT_THREADS", "1")
     threads = torch.get_num_threads()
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -85,6 +92,9 @@ def test_sigkill_mid_training_resumes_to_the_same_weights_and_probe(
     assert not (killed / "result.json").exists()
     assert sorted(p.name for p in (killed / "checkpoints").iterdir() if not p.name.startswith(".")) == ["step-0000004"]
     assert len(BranchLayout(killed).steps_log.read_text().splitlines()) == 4  # steps 5 and 6 died with the process
+    if adapter == "self_play":  # the checkpoint the resume starts from holds conversations in progress
+        state = json.loads((killed / "checkpoints" / "step-0000004" / "state.json").read_text())["trainer"]
+        assert sum(len(slot["replies"]) for slot in state["self_play"]["slots"]) > 0
     try:
         for out in (straight, killed):
             assert main(_branch_args(sft_model, str(towninfo_dir), out)[1:] + memory) == 0

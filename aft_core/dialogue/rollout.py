@@ -9,8 +9,8 @@ policy is being pushed, and it is a function of the step's samples alone (drawin
 that the reward does not ask for). The user answers it; a conversation that ends is replaced by a new goal.
 
 **The schedule:** the buffer starts afresh (new conversations, their goals drawn from the seed and the step) at
-step 0 and every `checkpoint_every` steps, so no conversation outlives a checkpoint interval. A checkpoint holds
-the buffer as JSON (`state`): each conversation's goal, user seed and the replies it was given, from which the
+step 0 and every `self_play_refresh_every` steps (50), so no conversation outlives that interval. A checkpoint
+holds the buffer as JSON (`state`): each conversation's goal, user seed and the replies it was given, from which the
 simulated user, deterministic in them, is replayed on `restore`. A resumed branch goes on exactly as an
 uninterrupted one.
 """
@@ -73,7 +73,8 @@ class SelfPlayBuffer:
         self.cursor = 0
 
     def restart(self, step: int) -> None:
-        """Fresh conversations, drawn from the seed and `step` alone (the schedule: step 0 and every checkpoint)."""
+        """Fresh conversations, drawn from the seed and `step` alone (the schedule: every self_play_refresh_every
+        steps, step 0 included)."""
         self.rng = random.Random(f"{self.seed}:self-play:{step}")
         self.slots = [self._open() for _ in range(self.size)]
         self.cursor = 0
