@@ -34,6 +34,7 @@ from aft_core.dialogue.closed_loop import reader_gate
 from aft_core.dialogue.goals import load_goals
 from aft_core.dialogue.reader import Reader
 from aft_core.dialogue.rollout import SelfPlayBuffer
+from aft_core.dialogue.selfplay import ModelSystem, converse
 from aft_core.errors import AftInputError
 from aft_core.faults import hold_point
 from aft_core.io import atomic_path, claim_run_dir
@@ -289,6 +290,11 @@ class BranchRun:
         self.state = BranchState(eta_kl=cfg.eta_kl)
         self.pending: list[dict[str, float]] = []  # step metrics since the last checkpoint
         self.self_play = self_play_buffer(cfg, db) if cfg.rollout == "self_play" else None
+        self.probe_goals = (
+            load_goals(cfg.data, "validation")[: cfg.probe_conversations] if cfg.probe_conversations else []
+        )
+        if self.probe_goals:
+            conversation_gate(cfg, db, "probe_conversations")
 
     def probe_row(self, step: int, baseline: dict[str, Any] | None) -> dict[str, Any]:
         """Probe metrics of the policy now, with the trend of the steps since the last checkpoint and Δ vs step 0."""
@@ -311,6 +317,8 @@ class BranchRun:
         )
         self.tracker.log_table(f"completions-step-{step:07d}", table)
         row.update(step=step, **trend([m for m in self.pending if not m["nonfinite"]]))
+        if self.probe_goals:
+            row.update(self.probe_conversation_row())
         base = baseline or row
         for key in ("focus", "coverage", "repeat", "bertscore", "mean_length", "lookback"):
             row[f"delta_{key}"] = row[key] - base[key]
@@ -319,6 +327,43 @@ class BranchRun:
             row["delta_entity_accuracy"] = row["entity_accuracy"] - base["entity_accuracy"] if both else None
         row["samples"] = json.dumps(row["samples"])
         return row
+
+    @torch.no_grad()
+    def probe_conversation_row(self) -> dict[str, Any]:
+        """The probe conversations now: the policy (greedy) and the sharded user on the fixed validation goals.
+        Success, the share of repeated system replies and of conversations that hit the turn cap (the
+        conversation-level Dam and Whirlpool), and mean focus under I_x by system turn (JSON)."""
+        assert self.db is not None  # conversation_gate refused a corpus without one
+        system = ModelSystem(
+            self.model,
+            self.tokenizer,
+            max_source_tokens=self.cfg.max_source_tokens,
+            max_new_tokens=self.cfg.max_new_tokens,
+        )
+        records = converse(
+            system,
+            self.probe_goals,
+            Reader(self.db),
+            reveal="sharded",
+            seed=0,
+            max_exchanges=self.cfg.self_play_max_exchanges,
+        )
+        outcomes = [r["outcome"] for r in records]
+        by_turn: dict[int, list[float]] = {}
+        key = f"focus/{self.cfg.ix_mode}"
+        for record in records:
+            system_turns = [t for t in record["turns"] if t["speaker"] == "system" and "attention" in t]
+            for i, turn in enumerate(system_turns):
+                by_turn.setdefault(i, []).append(turn["attention"][key])
+        n = len(outcomes)
+        turns = max(sum(o["turns"] for o in outcomes), 1)
+        return {
+            "conversation_success": sum(o["success"] for o in outcomes) / n,
+            # as the closed-loop table counts it: replies equal to an earlier one of the same conversation, per reply
+            "conversation_repeated_replies": sum(o["repeated_replies"] for o in outcomes) / turns,
+            "conversation_timeout": sum(o["timeout"] for o in outcomes) / n,
+            "conversation_focus_by_turn": json.dumps([sum(v) / len(v) for _, v in sorted(by_turn.items())]),
+        }
 
     def start(self) -> None:
         self.tracker.log_params({**dataclasses.asdict(self.cfg), "branch_id": config_id(self.cfg)})
@@ -537,14 +582,21 @@ def run_branch(
     return train(run, branch.root, branch.result, settings, branch.provenance, progress=progress, stop_after=stop_after)
 
 
-def self_play_buffer(cfg: AFTConfig, db: VenueDB | None) -> SelfPlayBuffer:
-    """The live conversations of a `rollout: self_play` branch, on the corpus's training-split goals; refused
-    (one line, exit 2) where the corpus has no goals or its system turns cannot be read."""
+def conversation_gate(cfg: AFTConfig, db: VenueDB | None, field: str) -> VenueDB:
+    """Refuse (one line, exit 2) a branch setting that needs the user simulator on a corpus that has no goals, or
+    whose system turns the reader cannot follow (the closed-loop stage's gate)."""
     reason, _ = reader_gate(cfg.data, "test")
     if reason is not None or db is None:
+        reason = reason or "the corpus has no venue database"
         raise AftInputError(
-            cfg.data, "rollout", f"self_play needs a simulated user here, but {reason}", "use rollout corpus"
+            cfg.data, field, f"{field} needs a simulated user here, but {reason}", f"leave {field} at its default"
         )
+    return db
+
+
+def self_play_buffer(cfg: AFTConfig, db: VenueDB | None) -> SelfPlayBuffer:
+    """The live conversations of a `rollout: self_play` branch, on the corpus's training-split goals."""
+    db = conversation_gate(cfg, db, "rollout")
     return SelfPlayBuffer(
         load_goals(cfg.data, "train"),
         Reader(db),

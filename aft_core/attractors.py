@@ -87,6 +87,16 @@ class AttractorThresholds:
     incoherence_bertscore_drop_per_100: float = setting(
         0.05, "Flash Flood early warning: BERTScore falling faster than this per 100 steps while length rises"
     )
+    conversation_repeat_rise: float = setting(
+        0.2,
+        "Dam in conversations (probe conversations): the share of a conversation's system replies that repeat an "
+        "earlier one, above SFT's by more than this (sft), or above this (paper)",
+    )
+    conversation_timeout_rise: float = setting(
+        0.3,
+        "Whirlpool in conversations (probe conversations): the share that hit the turn cap without ending, above "
+        "SFT's by more than this (sft), or above this (paper)",
+    )
     primary_min_delta_bertscore: float = setting(
         -0.03, "★ selection: ΔBERTScore at or above this among healthy checkpoints"
     )
@@ -231,6 +241,19 @@ def classify(
             "delta_focus_limit": inertia_limit,
             "delta_bertscore": row["delta_bertscore"],
         }
+    if row.get("conversation_success") is not None and (not relative or sft.get("conversation_success") is not None):
+        # the Dam and the Whirlpool seen in the probe conversations (AFT_SPEC §9), as evidence of the same modes
+        repeat_limit = th.conversation_repeat_rise + (sft["conversation_repeated_replies"] if relative else 0.0)
+        if row["conversation_repeated_replies"] > repeat_limit:
+            fired.setdefault("template_fixation", {}).update(
+                conversation_repeated_replies=row["conversation_repeated_replies"],
+                conversation_repeated_limit=repeat_limit,
+            )
+        timeout_limit = th.conversation_timeout_rise + (sft["conversation_timeout"] if relative else 0.0)
+        if row["conversation_timeout"] > timeout_limit:
+            fired.setdefault("length_loop", {}).update(
+                conversation_timeout=row["conversation_timeout"], conversation_timeout_limit=timeout_limit
+            )
 
     warnings: dict[str, dict[str, float]] = {}
     if row["unique_outputs"] < unique_min:

@@ -345,7 +345,15 @@ class AFTConfig(MemorySettings):
         50, "self_play: steps between fresh buffers (new conversations, goals drawn from the seed and the step)"
     )
     self_play_reveal: str = setting("agenda", "self_play: how the simulated user reveals its constraints")
-    self_play_max_exchanges: int = setting(20, "self_play: exchanges after which the simulated user gives up")
+    self_play_max_exchanges: int = setting(
+        20, "self_play and probe conversations: exchanges after which the simulated user gives up"
+    )
+    probe_conversations: int = setting(
+        0,
+        "closed-loop probe: the first N validation-split goals talked through at every checkpoint (greedy, sharded "
+        "user): success, repeated replies, timeouts and focus by turn, and the conversation-level Dam and "
+        "Whirlpool; 0 = off",
+    )
     reward_turn_haca: float = setting(1.0, "weight of the per-turn HACA reward R(h, y) (AFT_SPEC §4; today's AFT)")
     reward_trajectory: float = setting(
         0.0,
@@ -464,6 +472,13 @@ class AFTConfig(MemorySettings):
             "self_play_reveal",
             f"unknown '{self.self_play_reveal}'",
             "use full, sharded or agenda",
+            where,
+        )
+        _check(
+            self.probe_conversations >= 0,
+            "probe_conversations",
+            f"must be >= 0, got {self.probe_conversations}",
+            "use 0 (off) or a number of goals such as 20",
             where,
         )
         _check(

@@ -345,16 +345,19 @@ def check_parameters(params: PipelineParams) -> None:
         except AftInputError as e:
             raise _as_parameter(prefix, e) from e
     configs = branch_configs("tiny", data, params.sweep, params.sft.max_source_tokens)
-    if params.data and any(planned["config"]["rollout"] == "self_play" for planned in configs):
+    conversational = [p["config"] for p in configs if p["config"]["rollout"] == "self_play"]
+    conversational += [p["config"] for p in configs if p["config"]["probe_conversations"] > 0]
+    if params.data and conversational:
         from aft_core.dialogue.closed_loop import reader_gate
 
         reason, _ = reader_gate(params.data, "test")  # the built-in TownInfo always has goals a reader can follow
         if reason is not None:
+            field = "rollout" if conversational[0]["rollout"] == "self_play" else "probe_conversations"
             raise AftInputError(
                 "parameters",
-                "sweep.branch.rollout",
-                f"self_play needs a simulated user, but {reason}",
-                "use rollout corpus on this corpus",
+                f"sweep.branch.{field}",
+                f"self_play and probe conversations need a simulated user, but {reason}",
+                "use rollout corpus and probe_conversations 0 on this corpus",
             )
     try:
         thresholds = params.sweep.resolved_thresholds()
@@ -414,7 +417,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # AFT on the policy's own conversations (AFT_SPEC §9, ≤ 15 min on 2 CPU cores): the main job's corpus, SFT and
     # closed-loop stage, with E3-20's branch taking its prompts from live conversations with the user simulator on
-    # training goals (rollout self_play), once with the per-turn HACA alone and once with the trajectory term added.
+    # training goals (rollout self_play), once with the per-turn HACA alone and once with the trajectory term added;
+    # every checkpoint also probes 20 conversations (the conversation-level Dam and Whirlpool).
     "towninfo-selfplay": {
         "run_dir": "runs/selfplay",
         "sft": {"model": "small", "max_steps": 2000},
@@ -423,7 +427,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                 **E3_20,
                 "variants": [{}, {"reward_trajectory": 1.0}],
             },
-            "branch": {"steps": 300, "checkpoint_every": 50, "probe_size": 200, "rollout": "self_play"},
+            "branch": {
+                "steps": 300,
+                "checkpoint_every": 50,
+                "probe_size": 200,
+                "rollout": "self_play",
+                "probe_conversations": 20,  # the monitor also reads conversations: the Dam and Whirlpool there
+            },
             "parallel_branches": 2,
         },
         "evaluation": {"test_examples": 1000},

@@ -230,3 +230,23 @@ def test_early_stopping_counts_terminal_checkpoints_in_a_row():
     assert not should_stop_early(labels(dam, dam, dam), 0)  # 0 = never
     inert = {"unique_outputs": 150, "delta_focus": 0.0}  # the Dry Riverbed is not terminal
     assert terminal_streak(classify_trajectory([sft, row(500, **inert), row(550, **inert)], MAX_NEW)) == 0
+
+
+def test_the_dam_and_the_whirlpool_seen_in_probe_conversations_relative_to_sft():
+    """With probe conversations in the rows: repeated replies more than 0.2 above SFT's label the Dam, timeouts
+    more than 0.3 above SFT's the Whirlpool, each with the conversation evidence; rows without them, or a checkpoint
+    equal to SFT, are judged as before."""
+    conv = {"conversation_success": 0.5, "conversation_repeated_replies": 0.25, "conversation_timeout": 0.3}
+    sft = row(0, **conv)
+    healthy = row(100, delta_focus=0.1, **{**conv, "conversation_repeated_replies": 0.44})
+    assert classify(healthy, None, MAX_NEW, sft=sft).label == "healthy"
+    assert classify(row(0, **conv), None, MAX_NEW, sft=sft).label == "healthy"
+    dam = classify(row(100, delta_focus=0.1, **{**conv, "conversation_repeated_replies": 0.5}), None, MAX_NEW, sft=sft)
+    assert dam.label == "template_fixation"
+    assert dam.evidence["template_fixation"] == {
+        "conversation_repeated_replies": 0.5,
+        "conversation_repeated_limit": pytest.approx(0.45),
+    }
+    loop = classify(row(100, delta_focus=0.1, **{**conv, "conversation_timeout": 0.7}), None, MAX_NEW, sft=sft)
+    assert loop.label == "length_loop" and loop.evidence["length_loop"]["conversation_timeout_limit"] == 0.6
+    assert classify(row(100, delta_focus=0.1, conversation_timeout=0.9), None, MAX_NEW, sft=row(0)).label == "healthy"

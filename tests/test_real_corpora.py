@@ -193,7 +193,8 @@ def test_corpus_problems_are_refused_up_front(dailydialog_slice, tmp_path):
     # Self-play AFT on a corpus with no goals for a simulated user (a grid axis, as a researcher sweeps it).
     self_play = {"run_dir": str(tmp_path / "r"), "data": str(dailydialog_slice)}
     self_play["sweep"] = {"grid": {"other": {"rollout": ["corpus", "self_play"]}}}
-    with pytest.raises(AftInputError, match=r"sweep\.branch\.rollout.*self_play needs a simulated user.*no MultiWOZ"):
+    refused = r"sweep\.branch\.rollout.*self_play and probe conversations need a simulated user.*no MultiWOZ"
+    with pytest.raises(AftInputError, match=refused):
         check_parameters(preset("tiny", self_play))
     assert not (tmp_path / "r").exists()
 
