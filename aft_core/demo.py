@@ -35,7 +35,7 @@ from aft_core.dialogue.closed_loop import reader_gate
 from aft_core.dialogue.goals import Goal, load_goals
 from aft_core.dialogue.metrics import dialogue_outcome
 from aft_core.dialogue.reader import Reader, SystemReading
-from aft_core.dialogue.selfplay import system_turn, user_turn
+from aft_core.dialogue.selfplay import first_offer, system_turn, user_turn
 from aft_core.dialogue.user import AgendaUser
 from aft_core.errors import AftInputError
 from aft_core.evaluation import load_system
@@ -395,10 +395,7 @@ class DemoRun:
             raise AftInputError(self.run.root, "db", "the corpus has no venue database", "use a corpus with db/")
         result = self.respond(name, conversation.history[name], Decoding(max_new_tokens=max_new_tokens))
         reading = Reader(self.db).read(result["response"])
-        user = conversation.users[name]
-        domain = user.state.goal.domain
-        # an offer in the domain the user pursues, before any venue was offered there (as the closed loop counts)
-        conversation.offers[name] += int(any(d == domain for d, _ in reading.offered) and user.state.offered is None)
+        conversation.offers[name] += first_offer(conversation.users[name], reading)
         conversation.readings[name].append(reading)
         conversation.history[name].append(_turn(system_turn(result["response"], reading)))
         conversation.shown[name].append({"speaker": "system", "text": result["response"], "result": result})

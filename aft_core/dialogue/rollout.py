@@ -27,7 +27,7 @@ from aft_core.data.examples import Turn
 from aft_core.dialogue.goals import Goal
 from aft_core.dialogue.metrics import dialogue_outcome
 from aft_core.dialogue.reader import Reader, SystemReading
-from aft_core.dialogue.selfplay import system_turn, user_turn
+from aft_core.dialogue.selfplay import first_offer, system_turn, user_turn
 from aft_core.dialogue.user import AgendaUser
 
 
@@ -117,8 +117,7 @@ class SelfPlayBuffer:
     def _continue(self, slot: LiveSlot, text: str) -> bool:
         """`slot` goes on with the system reply `text` and the user's answer; True when the user ended it."""
         reading = self.reader.read(text)
-        domain = slot.user.state.goal.domain
-        slot.offers += int(any(d == domain for d, _ in reading.offered) and slot.user.state.offered is None)
+        slot.offers += first_offer(slot.user, reading)
         slot.readings.append(reading)
         slot.replies.append(text)
         slot.history.append(system_turn(text, reading))

@@ -102,6 +102,13 @@ class ModelSystem:
         return replies
 
 
+def first_offer(user: AgendaUser, reading: SystemReading) -> int:
+    """1 when the system's turn offers a venue in the domain the user pursues, before any venue was offered there
+    (the offers that Inform's violating-offer rate counts), else 0. Read before the user answers the turn."""
+    domain = user.state.goal.domain
+    return int(any(d == domain for d, _ in reading.offered) and user.state.offered is None)
+
+
 def system_turn(text: str, reading: SystemReading) -> Turn:
     values = [name for _, r in reading.offered for name in [r.get("name") or r.get("trainID")] if name]
     values += list(reading.informed.values()) + ([reading.reference] if reading.reference else [])
@@ -154,8 +161,7 @@ def converse(
                 {"speaker": "system", "text": reply.text, **({"attention": reply.attention} if reply.attention else {})}
             )
             user = users[i]
-            domain = user.state.goal.domain
-            offers[i] += any(d == domain for d, _ in reading.offered) and user.state.offered is None
+            offers[i] += first_offer(user, reading)
             answer = user.respond(reading)
             if answer is None:
                 continue
