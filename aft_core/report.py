@@ -127,6 +127,42 @@ def dynamics_figure(
     return _png(fig)
 
 
+def probe_conversations_figure(branch_id: str, probe: pd.DataFrame, primary: int | None) -> str | None:
+    """A branch's probe conversations (`probe_conversations` > 0) per checkpoint: closed-loop success, the share of
+    repeated replies and of conversations at the turn cap (the conversation-level Dam and Whirlpool) against step;
+    and mean focus by system turn, one line per checkpoint (darker = later; ★ drawn thick). None without them."""
+    if "conversation_focus_by_turn" not in probe or probe["conversation_focus_by_turn"].isna().all():
+        return None
+    plt = _pyplot()
+    rows = probe[probe["conversation_focus_by_turn"].notna()]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 2.8))
+    for key, label in (
+        ("conversation_success", "success"),
+        ("conversation_repeated_replies", "repeated replies"),
+        ("conversation_timeout", "at the turn cap"),
+    ):
+        axes[0].plot(rows["step"], rows[key], marker="o", ms=3, label=label)
+    if primary is not None:
+        axes[0].axvline(primary, color="#f59f00", lw=1, ls="--", label="★")
+    axes[0].set(title="probe conversations (sharded user)", xlabel="step", ylabel="share")
+    axes[0].legend(fontsize=7)
+    colours = plt.cm.viridis_r(np.linspace(0.15, 1.0, len(rows)))
+    checkpoints = zip(rows["step"], rows["conversation_focus_by_turn"], strict=True)
+    for colour, (step, by_turn) in zip(colours, checkpoints, strict=True):
+        values = json.loads(by_turn)
+        axes[1].plot(
+            range(1, len(values) + 1),
+            values,
+            color=colour,
+            lw=2.5 if step == primary else 1,
+            label=f"step {int(step)}" + (" ★" if step == primary else ""),
+        )
+    axes[1].set(title="mean focus by system turn", xlabel="system turn", ylabel="focus (−entropy, nats)")
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.suptitle(f"branch {branch_id}: conversations at each checkpoint", fontsize=9, y=1.03)
+    return _png(fig)
+
+
 def sweep_figure(branches: list[dict[str, Any]]) -> str | None:
     """β×γ grids, one panel per (η_kl, K), coloured by ΔFocus at ★; attractor-ended branches marked."""
     if not branches:
@@ -222,18 +258,16 @@ def dynamics_html(run: RunLayout, branches: list[dict[str, Any]]) -> str:
         labels = {c["step"]: c["label"] for c in verdict.get("checkpoints", [])}
         config = branch.read_config()
         grid = ", ".join(f"{k}={config.get(k, b.get(k))}" for k in shown if k in config or k in b)
-        figure = dynamics_figure(
-            b["branch_id"],
-            pd.DataFrame(branch.read_probe_rows()),
-            branch.read_steps(),
-            labels,
-            verdict.get("primary_step"),
-        )
+        probe = pd.DataFrame(branch.read_probe_rows())
+        figure = dynamics_figure(b["branch_id"], probe, branch.read_steps(), labels, verdict.get("primary_step"))
         parts.append(
             f"<h3>{_esc(b['branch_id'])} ({_esc(grid)}): {_esc(b.get('status'))}, healthy until step "
             f"{_esc(b.get('healthy_until'))}, final label {_esc(b.get('final_label'))}</h3>"
             f"<img alt='dynamics {b['branch_id']}' src='{figure}'>"
         )
+        conversations = probe_conversations_figure(b["branch_id"], probe, verdict.get("primary_step"))
+        if conversations:
+            parts.append(f"<img alt='probe conversations {b['branch_id']}' src='{conversations}'>")
     return "".join(parts)
 
 

@@ -114,16 +114,37 @@ def branch_processes(parallel: int) -> Iterator[Callable[[Any, dict[str, Any]], 
 
     from aft_core.models import torch_threads
 
-    before = os.environ.get("AFT_THREADS")
-    os.environ["AFT_THREADS"] = str(max(1, torch_threads() // parallel))  # this process trains nothing meanwhile
+    environment = {"AFT_THREADS": str(max(1, torch_threads() // parallel))}  # this process trains nothing meanwhile
+    temporary_api = temporary_server_api()
+    if temporary_api is not None:  # the branch processes report to this run's server instead of starting their own
+        environment["PREFECT_API_URL"] = temporary_api
+    before = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
     try:
         with ProcessPoolTaskRunner(max_workers=parallel) as runner:
             yield lambda stage, parameters: runner.submit(stage, parameters)
     finally:
-        if before is None:
-            os.environ.pop("AFT_THREADS", None)
-        else:
-            os.environ["AFT_THREADS"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def temporary_server_api() -> str | None:
+    """The API address of the temporary server this process started (Prefect's ephemeral mode), or None when a
+    server is configured (PREFECT_API_URL) or none was started.
+
+    Spawned processes inherit the environment, not the parent's temporary server: without its address each starts
+    a server of its own (about 7 s), and the task runs it records are lost with it when the process ends."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance get_client() started, by Prefect's one-per-port registry
+    return server.api_url if server.running else None
 
 
 # --- data ------------------------------------------------------------------------------------------

@@ -361,7 +361,8 @@ def test_the_self_play_buffer_replays_exactly_from_its_saved_state(towninfo_dir)
 def test_the_trajectory_term_credits_focus_across_a_conversations_turns(tmp_path, sft_model, towninfo_dir):
     """reward_trajectory > 0 (self-play): the chosen replies' focus is kept per conversation (in the checkpoint
     too) and enters later rewards, so the rewards differ from the per-turn HACA alone; on corpus prompts the term
-    is refused with the fix. The branch also probes three conversations at each checkpoint."""
+    is refused with the fix. The branch also probes three conversations at each checkpoint (and the report plots
+    them)."""
     base = dict(rollout="self_play", steps=3, checkpoint_every=4, self_play_conversations=4)
     turn = run_branch(branch_config(sft_model, towninfo_dir, **base), tmp_path / "turn", progress=False)
     cfg = branch_config(
@@ -373,6 +374,10 @@ def test_the_trajectory_term_credits_focus_across_a_conversations_turns(tmp_path
     for column in ("conversation_success", "conversation_repeated_replies", "conversation_timeout"):
         assert probe[column].between(0, 1).all(), column
     assert all(len(json.loads(by_turn)) >= 1 for by_turn in probe["conversation_focus_by_turn"])
+    from aft_core.report import probe_conversations_figure  # the report's plot of them; none without them
+
+    assert probe_conversations_figure("both", probe, None).startswith("data:image/png;base64,")
+    assert probe_conversations_figure("turn", pd.read_parquet(tmp_path / "turn" / "probe.parquet"), None) is None
     assert turn["status"] == both["status"] == "completed"
     state = json.loads((tmp_path / "both" / "checkpoints" / "step-0000003" / "state.json").read_text())["trainer"]
     kept = [slot["focus"] for slot in state["self_play"]["slots"]]

@@ -1,0 +1,120 @@
+"""experiments/multiturn.py's protocol on hand-made conversations: the point and the settings carried are chosen
+on dev conversations alone, test is read once for them, and the effects are paired per goal and nested over SFT
+models."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("multiturn", ROOT / "experiments" / "multiturn.py")
+multiturn = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(multiturn)
+
+GOALS = [f"g{i:02d}" for i in range(20)]
+EXAMPLES = [f"ex{i}" for i in range(40)]
+
+
+class FakeRunner:
+    """Per (split, setting, point) how many goals a branch succeeds on; SFT succeeds on the first 6 (full user) and
+    the first 4 (sharded). Every call is recorded in order."""
+
+    def __init__(self, wins: dict[tuple[str, str, str], int], extra=lambda key: 0):
+        self.wins, self.extra, self.calls = wins, extra, []
+
+    def sft(self, seed):
+        return f"sft{seed}"
+
+    def branch(self, sft_seed, setting, aft_seed):
+        steps = {"star": 50, "last": 100}
+        points = {p: {"model": f"sft{sft_seed}", "weights": f"w-{p}", "step": s} for p, s in steps.items()}
+        return {"status": "completed", "steps": 100, "primary_step": 50, "final_label": "healthy",
+                "setting": {"name": setting}, "points": points}  # fmt: skip
+
+    def converse(self, split, key, systems, modes):
+        self.calls.append(("converse", split, key, tuple(systems), modes))
+        rows, trajectory = [], {}
+        for name in systems:
+            for mode in modes:
+                if name == "SFT":
+                    n = 6 if mode == "full" else 4
+                else:
+                    n = self.wins[(split, key[0], name)] + self.extra(key) - (2 if mode == "sharded" else 0)
+                rows += [
+                    {"system": name, "reveal": mode, "dialogue_id": g, "success": float(k < n), "inform": float(k < n)}
+                    for k, g in enumerate(GOALS)
+                ]
+                trajectory[(name, mode)] = [-2.0, -3.0, -3.5]
+        frame = pd.DataFrame(rows)
+        frame.attrs["trajectory"] = trajectory
+        return frame
+
+    def score(self, split, key, systems):
+        self.calls.append(("score", split, key, tuple(systems)))
+        return pd.concat(
+            pd.DataFrame(
+                {"system": name, "example_id": EXAMPLES, "venue_turn": True, "entity_correct": False, "bertscore": 0.7}
+            )  # fmt: skip
+            for name in systems
+        )
+
+
+def test_dev_alone_chooses_the_point_and_the_settings_and_test_is_read_once():
+    # dev: "a" gains at last only; "b" never beats SFT (dropped). On test "b" would win: it must not matter.
+    wins = {
+        ("validation", "a", "star"): 4,  # sharded: 2 < SFT's 4
+        ("validation", "a", "last"): 9,  # sharded: 7 > 4
+        ("validation", "b", "star"): 5,
+        ("validation", "b", "last"): 6,  # sharded: 4 = SFT: no gain, not carried
+        ("test", "a", "last"): 8,
+        ("test", "b", "star"): 20,
+        ("test", "b", "last"): 20,
+    }
+    runner = FakeRunner(wins)
+    result = multiturn.run_protocol(runner, {"a": {}, "b": {}}, [0, 1, 2], [0, 1], log=lambda s: None)
+    splits = [c[1] for c in runner.calls]
+    first_test = splits.index("test")
+    assert "validation" not in splits[first_test:], "a dev conversation after test was read"
+    branch_tests = [c for c in runner.calls if c[1] == "test" and c[2][0] != "SFT"]
+    assert {c[2][0] for c in branch_tests} == {"a"} and all(c[3] == ("last",) for c in branch_tests)
+    assert len({(c[0], c[2]) for c in branch_tests}) == len(branch_tests) == 12  # conversations + single-turn, once
+    rows = {r["setting"]: r for r in result["rows"]}
+    assert rows["a"]["point"] == "last" and rows["a"]["carried_to_test"]
+    assert rows["a"]["dev_delta_success"] == pytest.approx({"star": -2 / 20, "last": 3 / 20})
+    assert not rows["b"]["carried_to_test"] and "test" not in rows["b"]
+    t = rows["a"]["test"]
+    assert t["success_sharded"]["effect"] == pytest.approx((6 - 4) / 20)
+    assert t["success_full"]["effect"] == pytest.approx((8 - 6) / 20)
+    assert t["sharding_drop"]["effect"] == pytest.approx(0.0)  # both lose 2 goals to sharding
+    assert np.isnan(t["success_sharded"]["p"])  # every SFT model shows the same effect: no t, no claim
+    assert not rows["a"]["survives"] and result["answer"].startswith("No. The closest is **a** (last)")
+    assert result["sft_test"]["success_sharded"][0] == pytest.approx(4 / 20)
+    assert rows["a"]["focus_by_turn"] == [-2.0, -3.0, -3.5]
+
+
+def test_a_gain_that_varies_a_little_across_sft_models_holds_and_is_written(tmp_path):
+    wins = {("validation", "a", "star"): 9, ("validation", "a", "last"): 3, ("test", "a", "star"): 10}
+    runner = FakeRunner(wins, extra=lambda key: key[1] + key[2] if key[0] == "a" and len(key) == 4 else 0)
+    result = multiturn.run_protocol(runner, {"a": {}}, [0, 1, 2], [0, 1, 2], log=lambda s: None)
+    row = result["rows"][0]
+    assert row["point"] == "star" and row["survives"] and row["p_holm"] < 0.05
+    assert row["test"]["success_sharded"]["per_sft_effect"] == pytest.approx([(4 + 1) / 20, (4 + 2) / 20, (4 + 3) / 20])
+    assert result["answer"].startswith("Yes: **a** (star)")
+    result["meta"] = {"preset": "fake", "dev_goals": 20, "test_goals": 20, "test_examples": 40, "seconds": 6.0,
+                      "branches": 9, "steps_run": 900}  # fmt: skip
+    multiturn.write_json_atomic(tmp_path / "multiturn.json", result)
+    md = multiturn.markdown(result)
+    assert "| a | healthy | +0.150 / -0.150 | ★ |" in md and "**holds**" in md
+    multiturn.plot(result, tmp_path / "multiturn.png")
+    assert (tmp_path / "multiturn.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nothing_carried_says_so_with_the_dev_figures():
+    wins = {("validation", "a", "star"): 5, ("validation", "a", "last"): 6}
+    result = multiturn.run_protocol(FakeRunner(wins), {"a": {}}, [0, 1, 2], [0], log=lambda s: None)
+    assert result["answer"].startswith("No. No setting raised closed-loop success on dev")
+    assert "a +0.000" in result["answer"]
