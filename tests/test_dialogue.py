@@ -148,7 +148,13 @@ def test_the_reader_agrees_with_gold_system_acts_on_towninfo(world):
     scores = reader_agreement(world["reader"], turns)
     print({k: round(v["f1"], 3) for k, v in scores.items()})
     assert scores["all"]["f1"] >= 0.95
+    # TownInfo's acts never annotate a price range outside NoOffer: that kind has no gold to be checked against, and
+    # `all` leaves it out
+    assert scores["pricerange"]["support"] == 0 and scores["pricerange"]["fp"] > 0
+    assert scores["all"]["fp"] == sum(s["fp"] for k, s in scores.items() if k not in ("all", "pricerange"))
     for kind, s in scores.items():
+        if kind == "pricerange":
+            continue
         assert s["recall"] == 1.0 or kind == "all", (kind, s)
         if kind not in ("price", "all"):
             assert s["f1"] >= 0.95, (kind, s)

@@ -24,7 +24,7 @@ import torch
 
 from aft_core.config import _check, check_positive, setting
 from aft_core.data.venues import VenueDB
-from aft_core.dialogue.goals import load_goals, read_dialogues
+from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues
 from aft_core.dialogue.metrics import reliability, summarise
 from aft_core.dialogue.oracle import OracleSystem
 from aft_core.dialogue.reader import Reader, reader_agreement
@@ -45,7 +45,7 @@ def reader_gate(
     acts). They cannot when the corpus has no dialogue goals, or when the reader agrees with its gold acts at
     F1 < READER_MIN_F1: Inform/Success read from a system's words could not be trusted."""
     folder = Path(data)
-    if not (folder.is_dir() and (folder / "data.json").exists() and (folder / "db").is_dir()):
+    if not (folder.is_dir() and dialogues_file(folder) is not None and (folder / "db").is_dir()):
         return (
             f"{folder} has no MultiWOZ-schema dialogue goals with venue databases (a folder with data.json and "
             "db/), so there is nothing for a user to pursue"

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from aft_core.data.venues import VenueDB
-from aft_core.dialogue.goals import load_goals, read_dialogues
+from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues
 from aft_core.dialogue.metrics import dialogue_outcome
 from aft_core.dialogue.reader import Reader
 from aft_core.stats import bootstrap_ci
@@ -32,11 +32,11 @@ def dialogue_success(per_example: pd.DataFrame, data: str | Path, split: str) ->
     from aft_core.dialogue.closed_loop import reader_gate
 
     folder = Path(data)
-    dialogues = read_dialogues(folder) if (folder / "data.json").exists() else None
+    dialogues = read_dialogues(folder) if dialogues_file(folder) is not None else None
     reason, reader_f1 = reader_gate(folder, split, dialogues)
     if reason is not None:
         return {"skipped": reason}
-    if dialogues is None:  # the gate reads data.json too, so it has refused such a folder already
+    if dialogues is None:  # the gate reads the dialogue file too, so it has refused such a folder already
         return {"skipped": f"{folder} has no data.json"}
     goals = {g.dialogue_id: g for g in load_goals(folder, split, dialogues)}
     reader = Reader(VenueDB.load(folder / "db"))

@@ -97,17 +97,25 @@ def goal_from_dialogue(dialogue_id: str, dialogue: dict[str, Any], towninfo: boo
     return Goal(dialogue_id, tuple(domains))
 
 
-def read_dialogues(corpus_dir: str | Path) -> dict[str, Any]:
-    """The dialogues of a MultiWOZ-schema corpus folder (its data.json)."""
+def dialogues_file(corpus_dir: str | Path) -> Path | None:
+    """A MultiWOZ-schema corpus folder's dialogue file: data.json, or data.json.zip (as the MultiWOZ hold-out of a
+    single-split file links it); None when it has neither."""
     folder = Path(corpus_dir)
-    if not (folder / "data.json").exists():
+    return next((folder / n for n in ("data.json", "data.json.zip") if (folder / n).exists()), None)
+
+
+def read_dialogues(corpus_dir: str | Path) -> dict[str, Any]:
+    """The dialogues of a MultiWOZ-schema corpus folder (its data.json or data.json.zip)."""
+    folder = Path(corpus_dir)
+    path = dialogues_file(folder)
+    if path is None:
         raise AftInputError(
             folder,
             "data.json",
             "the folder holds no data.json",
             "point at a MultiWOZ-schema corpus folder (data.json, valListFile.txt, testListFile.txt)",
         )
-    dialogues: dict[str, Any] = io.read_json(folder / "data.json", fix="restore the corpus file")
+    dialogues: dict[str, Any] = io.read_json(path, fix="restore the corpus file")
     return dialogues
 
 

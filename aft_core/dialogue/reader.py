@@ -18,6 +18,8 @@ from rapidfuzz import fuzz, process
 
 from aft_core.data.venues import VenueDB, venue_name
 
+# Trailing words a speaker drops from a venue's name ("Shiraz" for shiraz restaurant, "Pembroke" for pembroke college)
+GENERIC_SUFFIXES = ("restaurant", "hotel", "guesthouse", "guest house", "college", "museum", "gallery", "theatre")
 FUZZY_MIN_RATIO = 92.0  # rapidfuzz ratio (0-100) a word window must reach to be read as a venue's name
 PATTERNS = {
     "phone": re.compile(r"(?<!\d)(\d{5} ?\d{6})(?!\d)"),
@@ -25,32 +27,57 @@ PATTERNS = {
     # Any reference the system states counts (a lexicalised reply's booking cannot be checked against a booking
     # system; mwzeval counts the [ref] slot's presence): TownInfo's are 8 characters, a model's may be shorter.
     "ref": re.compile(r"reference(?: number)?(?: is| will be)?\s*:?\s*#?([a-z0-9]{4,12})\b"),
-    "price": re.compile(r"(\d+(?:\.\d+)? pounds)"),
-    "duration": re.compile(r"(\d+ minutes)"),
+    "price": re.compile(r"(\d+(?:\.\d+)?) ?(?:pounds|gbp)\b"),  # a fare, written as the databases do: "N pounds"
+    # a journey's length; not a table held for 15 minutes, nor trains at 16 minutes past the hour
+    "duration": re.compile(r"(?<!reserved for )(?<!held for )(?<!hold it for )\b(\d+) ?minutes?\b(?! past)"),
     "leaveAt": re.compile(r"(?:leav\w*|depart\w*)(?: \w+){0,2} at (\d{1,2}:\d{2})"),
     "arriveBy": re.compile(r"arriv\w*(?: \w+){0,2} (?:at|by) (\d{1,2}:\d{2})"),
     "entrance fee": re.compile(r"entrance fee is (free|\d+(?:\.\d+)? pounds)"),
 }
+PRICE_RANGES = {"cheap": "cheap", "inexpensive": "cheap", "moderate": "moderate", "moderately": "moderate",
+                "expensive": "expensive"}  # fmt: skip
+PRICE_RANGE = re.compile(r"\b(" + "|".join(PRICE_RANGES) + r")\b")
 NO_OFFER = re.compile(
-    r"\b(there (?:is|are) no|i have no|nothing match\w*|no (?:results|matches|match)|"
-    r"(?:unable|not able) to find|(?:could|can) ?(?:n't|not) find|(?:do|don't|do not) have any)\b"
+    r"\b(there (?:is|are) no|(?:there's|there is) nothing|i have no|nothing (?:match\w*|in|that|meets)|"
+    r"no (?:results|matches|match)|(?:unable|not able) to find|(?:could|can) ?(?:n't|not) find|cannot find|"
+    r"(?:do|don't|do not) have any|(?:aren't|isn't|are not|is not) any|(?:don't|do not) have anything|"
+    r"(?:don't|do not|can't|cannot|couldn't) (?:see|find|locate) any|not showing any)\b"
 )
 # What a system's question asks for, read from its question sentences (a sentence ending in '?').
 REQUESTS = {
-    "food": re.compile(r"\b(food|cuisine)\b"),
-    "area": re.compile(r"\b(area|part of (?:town|the city)|side of town)\b"),
+    "food": re.compile(r"\b(food|cuisine|kind of restaurant|type of restaurant)\b"),
+    "area": re.compile(
+        r"\b(area|part of (?:town|the city)|side of town|section of town|where in town|location preference)\b"
+    ),
     "pricerange": re.compile(r"\b(price ?range|spend|budget)\b"),
     "stars": re.compile(r"\bstars?\b"),
-    "type": re.compile(r"\b(type|kind) of (?:attraction|place)|\btype of attraction\b|\bparticular type\b"),
+    "type": re.compile(r"\b(type|kind|sort) of (?:attraction|place|lodging|accommodation)|\bparticular type\b"),
     "destination": re.compile(
         r"\b(where (?:are you|will you be) (?:travel\w*|going|head\w*)|destination|"
-        r"where would you like to go)\b"
+        r"where would you like to go|looking to go|where to|train for|arrival stations?)\b"
     ),
-    "departure": re.compile(r"\b(where (?:are you|will you be) (?:leaving|departing) from|departure)\b"),
-    "day": re.compile(r"\b(what|which) day\b"),
-    "people": re.compile(r"\bhow many (?:people|tickets|guests|persons)\b"),
-    "time": re.compile(r"\bwhat time\b"),
-    "stay": re.compile(r"\bhow many (?:nights|days)\b"),
+    "departure": re.compile(
+        r"\b(where (?:are you|will you be|would you be|will you) (?:leaving|departing|leave|depart)|"
+        r"depart\w* (?:from|station)|leav\w* from|departure(?! time)|where you will be departing)\b"
+    ),
+    "day": re.compile(
+        r"\b((?:what|which) (?:day|dates?|night)|another day|when (?:would you like to stay|did you want to))\b"
+    ),
+    "people": re.compile(
+        r"\b(how many (?:people|tickets|guests|persons|seats|will)|other guests|party size|just you|"
+        r"number of (?:people|tickets|guests|train tickets))\b"
+    ),
+    "time": re.compile(r"\b(what time|day and time|different time|time slot|timeframe)\b"),
+    "stay": re.compile(r"\b(how many (?:nights|days)|begin your stay|when would you like to stay)\b"),
+    "leaveAt": re.compile(
+        r"\b(depart\w* time|time of departure|leave (?:at|after)|(?:like|want) to leave|"
+        r"when (?:would|do) you (?:like to|want to) leave)\b"
+    ),
+    "arriveBy": re.compile(
+        r"\b(arriv\w* time|time of arrival|arrive by|(?:like|want|need) to arrive|"
+        r"when (?:would|do) you (?:like to|want to|need to) arrive)\b"
+    ),
+    "entrance fee": re.compile(r"\bentrance fee\b"),
 }
 
 
@@ -64,6 +91,35 @@ class SystemReading:
     no_offer: bool = False
     requested: tuple[str, ...] = ()
     goodbye: bool = False
+
+
+def name_aliases(name: str) -> list[str]:
+    """Short forms of a lower-case venue name a speaker uses: without a leading "the" when two or more words stay
+    ("the cambridge belfry" -> "cambridge belfry"), and without a generic last word ("shiraz restaurant" ->
+    "shiraz"); "bed and breakfast" also as "b&b"."""
+    aliases = []
+    rest = name.removeprefix("the ")
+    if rest != name and len(rest.split()) >= 2:
+        aliases.append(rest)
+    for suffix in GENERIC_SUFFIXES:
+        if rest.endswith(" " + suffix) and len(rest) - len(suffix) > 4:
+            aliases.append(rest.removesuffix(" " + suffix))
+    if "bed and breakfast" in rest:
+        aliases.append(rest.replace("bed and breakfast", "b&b"))
+    return aliases
+
+
+def normalise(text: str) -> str:
+    """System text as the reader matches it: lower case, single spaces, and MultiWOZ's tokenisation undone
+    ("are n't" -> "aren't", "back lane , cambourne" -> "back lane, cambourne", "47 - 53" -> "47-53", "tr 9781" ->
+    "tr9781")."""
+    low = " ".join(text.lower().split())
+    low = re.sub(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", r"\1", low)
+    low = re.sub(r" ([,.!?;:])", r"\1", low)
+    low = re.sub(r"\btr (\d{4})\b", r"tr\1", low)  # a train id written in two
+    low = re.sub(r"\bb ?& ?b\b", "b&b", low)
+    low = re.sub(r"(\w) - (\w)", r"\1-\2", low)  # "alpha - milton" -> "alpha-milton"
+    return low
 
 
 def same_value(value: str) -> str:
@@ -87,6 +143,30 @@ class Reader:
                 if name:
                     words = name.lower().split()
                     self._names.setdefault(len(words), {}).setdefault(" ".join(words), []).append((domain, record))
+        # Short forms of names, kept only where they name one venue and are not a name themselves
+        short: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        full_names = {n for by_size in self._names.values() for n in by_size}
+        for by_size in self._names.values():
+            for name, venues in by_size.items():
+                for alias in name_aliases(name):
+                    if alias not in full_names:
+                        short.setdefault(alias, []).extend(venues)
+        # ... and not words of another name ("bramley" for bramley hotel would read bramley house as it)
+        self._aliases = {
+            a: v
+            for a, v in short.items()
+            if len({id(r) for _, r in v}) == 1
+            and not any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", n) for n in full_names)
+        }
+        self._alias_pattern = (
+            re.compile(
+                r"(?<![\w&])("
+                + "|".join(re.escape(a) for a in sorted(self._aliases, key=len, reverse=True))
+                + r")(?![\w&])"
+            )
+            if self._aliases
+            else None
+        )
         self._address_pattern = (
             re.compile(
                 r"(?<!\w)("
@@ -101,6 +181,11 @@ class Reader:
         """Venues named in `text`: exact names first; failing those, the word window closest to a name, if it is
         within FUZZY_MIN_RATIO (rapidfuzz's ratio, 0-100) of it."""
         found = self.db.mentioned(text)
+        if self._alias_pattern is not None:  # short forms too: "the gonville has 3 stars. the express by holiday inn"
+            known = {id(r) for _, r in found}
+            for alias in dict.fromkeys(m.group(1) for m in self._alias_pattern.finditer(text)):
+                found += [(d, r) for d, r in self._aliases[alias] if id(r) not in known]
+                known |= {id(r) for _, r in self._aliases[alias]}
         if found:
             return found
         words = re.findall(r"[a-z0-9']+", text.lower())
@@ -115,7 +200,7 @@ class Reader:
         return list(best[1]) if best else []
 
     def read(self, text: str) -> SystemReading:
-        low = " ".join(text.lower().split())
+        low = normalise(text)
         reading = SystemReading(offered=self.venues(low))
         for kind, pattern in PATTERNS.items():
             match = pattern.search(low if kind != "price" else PATTERNS["entrance fee"].sub("", low))
@@ -123,12 +208,18 @@ class Reader:
                 continue
             if kind == "ref":
                 reading.reference = match.group(1)
+            elif kind in ("price", "duration"):  # as the databases write them
+                reading.informed[kind] = f"{match.group(1)} {'pounds' if kind == 'price' else 'minutes'}"
             else:
                 reading.informed[kind] = match.group(1)
         if self._address_pattern is not None and (match := self._address_pattern.search(low)):
             reading.informed["address"] = match.group(1)
         reading.no_offer = not reading.offered and bool(NO_OFFER.search(low))
-        questions = [s for s in re.split(r"(?<=[?.!])\s+", low) if s.rstrip().endswith("?")]
+        sentences = re.split(r"(?<=[?.!])\s+", low)
+        questions = [s for s in sentences if s.rstrip().endswith("?")]
+        stated = [PRICE_RANGES[m] for s in sentences if s not in questions for m in PRICE_RANGE.findall(s)]
+        if stated:  # a price range the system states (not one it asks about)
+            reading.informed["pricerange"] = stated[0]
         reading.requested = tuple(
             slot for slot, pattern in REQUESTS.items() if any(pattern.search(q) for q in questions)
         )
@@ -138,12 +229,37 @@ class Reader:
 
 # --- agreement with gold system acts -----------------------------------------------------------------------
 
-SCORED_KINDS = ("name", "address", "phone", "postcode", "price", "duration", "ref", "no_offer", "request")
+SCORED_KINDS = (
+    "name", "address", "phone", "postcode", "price", "pricerange", "duration", "ref", "no_offer", "request",
+)  # fmt: skip
+GOLD_SLOTS = {
+    "name": "name",
+    "trainid": "name",
+    "id": "name",
+    "addr": "address",
+    "address": "address",
+    "phone": "phone",
+    "post": "postcode",
+    "postcode": "postcode",
+    "ref": "ref",
+    "price": "price",
+    "ticket": "price",
+    "time": "duration",
+    "duration": "duration",
+}
 
 
-def gold_kinds(dialog_act: dict[str, Any]) -> set[tuple[str, str]]:
-    """(kind, normalised value) pairs a gold system turn's acts annotate, for the kinds the reader is scored on."""
+def gold_kinds(dialog_act: dict[str, Any], reader: Reader | None = None) -> set[tuple[str, str]]:
+    """(kind, normalised value) pairs a gold system turn's acts annotate, for the kinds the reader is scored on.
+
+    Values are put in the reader's terms, so that a reading is compared with what the annotator meant rather than
+    with how the annotator spelled it: a name is the database venue it names (with `reader`: "The Castle Galleries"
+    and "TR 9781" are the venues 'castle galleries' and 'tr9781'); an address is every address piece of the turn
+    joined (MultiWOZ splits "back lane" and "cambourne"); MultiWOZ's `Price` is a fare when it holds a number
+    ("92.96 GBP" -> 92.96 pounds) and a price range when it holds a range word ("moderately priced" -> moderate);
+    its `Time` counts as a duration only when it states minutes (a booking's "18:45" is not one)."""
     gold: set[tuple[str, str]] = set()
+    addresses: list[str] = []
     for act, slots in (dialog_act or {}).items():
         intent = act.split("-", 1)[-1]
         if intent == "NoOffer":
@@ -151,27 +267,41 @@ def gold_kinds(dialog_act: dict[str, Any]) -> set[tuple[str, str]]:
         if intent == "Request":
             gold.add(("request", ""))
         for slot, value in slots or []:
-            key = {
-                "name": "name",
-                "trainid": "name",
-                "id": "name",
-                "addr": "address",
-                "address": "address",
-                "phone": "phone",
-                "post": "postcode",
-                "postcode": "postcode",
-                "ref": "ref",
-                "price": "price",
-                "ticket": "price",
-                "time": "duration",
-                "duration": "duration",
-            }.get(str(slot).lower())
-            if key is None or intent in ("Request", "NoOffer", "Select", "NoBook"):
+            key = GOLD_SLOTS.get(str(slot).lower())
+            if key is None or intent in ("Request", "NoOffer", "NoBook") or (intent == "Select" and key != "name"):
+                continue  # a Select act's names are venues the system offers to choose from
+            value = str(value)
+            if value.lower() in ("?", "none", ""):
                 continue
-            if value in ("?", "none", ""):
-                continue
-            gold.add((key, same_value(str(value))))
+            if key == "name":
+                gold.add(("name", canonical_name(reader, value)))
+            elif key == "address":
+                addresses.append(value)
+            elif key == "price":
+                if number := re.search(r"\d+(?:\.\d+)?", value):
+                    gold.add(("price", same_value(f"{number.group(0)} pounds")))
+                elif ranges := PRICE_RANGE.findall(normalise(value)):
+                    gold.add(("pricerange", PRICE_RANGES[ranges[0]]))
+            elif key == "duration":
+                if minutes := re.search(r"(\d+) ?min", value.lower()):
+                    gold.add(("duration", same_value(f"{minutes.group(1)} minutes")))
+            else:
+                gold.add((key, same_value(value)))
+    if addresses:
+        gold.add(("address", same_value(" ".join(addresses))))
     return gold
+
+
+def canonical_name(reader: Reader | None, value: str) -> str:
+    """A gold name value as the database venue it names (same_value of that venue's name); itself without a reader
+    or when it names none. A bare train number ("5863") names train TR5863."""
+    if reader is None:
+        return same_value(value)
+    text = normalise(value)
+    if re.fullmatch(r"\d{4}", text):
+        text = "tr" + text
+    found = reader.venues(text)
+    return same_value(venue_name(found[0][1]) or value) if found else same_value(value)
 
 
 def read_kinds(reading: SystemReading) -> set[tuple[str, str]]:
@@ -179,7 +309,7 @@ def read_kinds(reading: SystemReading) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for _, record in reading.offered:
         found.add(("name", same_value(venue_name(record) or "")))
-    for kind in ("address", "phone", "postcode", "price", "duration"):
+    for kind in ("address", "phone", "postcode", "price", "pricerange", "duration"):
         if kind in reading.informed:
             found.add((kind, same_value(reading.informed[kind])))
     if reading.reference:
@@ -193,17 +323,23 @@ def read_kinds(reading: SystemReading) -> set[tuple[str, str]]:
 
 def reader_agreement(reader: Reader, turns: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
     """Precision, recall and F1 per slot kind (and `all`, micro-averaged) of the reader against gold acts, over
-    (system text, dialog_act) pairs. A (kind, value) pair is a true positive when both hold it for the turn."""
+    (system text, dialog_act) pairs. A (kind, value) pair is a true positive when both hold it for the turn; an
+    address also when one holds the other (an annotator's address may run on into the postcode or the town).
+    `all` counts only the kinds the corpus annotates at all (gold support > 0): what its annotators never mark
+    (TownInfo names no price range outside NoOffer) cannot be checked on it."""
     counts = {kind: [0, 0, 0] for kind in SCORED_KINDS}  # tp, fp, fn
     for text, acts in turns:
-        gold, read = gold_kinds(acts), read_kinds(reader.read(text))
+        gold, read = gold_kinds(acts, reader), read_kinds(reader.read(text))
         for kind in SCORED_KINDS:
             g = {v for k, v in gold if k == kind}
             r = {v for k, v in read if k == kind}
+            if kind == "address":
+                r = {next((x for x in g if v in x or x in v), v) for v in r}
             counts[kind][0] += len(g & r)
             counts[kind][1] += len(r - g)
             counts[kind][2] += len(g - r)
-    counts["all"] = [sum(c[i] for c in counts.values()) for i in range(3)]
+    annotated = [c for c in counts.values() if c[0] + c[2] > 0]
+    counts["all"] = [sum(c[i] for c in annotated) for i in range(3)]
     result: dict[str, dict[str, float]] = {}
     for kind, (tp, fp, fn) in counts.items():
         precision = tp / (tp + fp) if tp + fp else float("nan")
