@@ -21,6 +21,8 @@ from aft_core.data.venues import VenueDB, venue_name
 # Trailing words a speaker drops from a venue's name ("Shiraz" for shiraz restaurant, "Pembroke" for pembroke college)
 GENERIC_SUFFIXES = ("restaurant", "hotel", "guesthouse", "guest house", "college", "museum", "gallery", "theatre")
 FUZZY_MIN_RATIO = 92.0  # rapidfuzz ratio (0-100) a word window must reach to be read as a venue's name
+# Words no fuzzily matched window may start with ("a restaurant" is not ask restaurant, however close); "the" may
+FUNCTION_WORDS = {"a", "an", "to", "in", "at", "of", "and", "for", "on", "is", "it"}
 PATTERNS = {
     "phone": re.compile(r"(?<!\d)(\d{5} ?\d{6})(?!\d)"),
     "postcode": re.compile(r"\b(c\.?b\s?\d{1,2}\s?,?\s?\d\s?[a-z]\.?\s?[a-z])\b"),
@@ -41,20 +43,26 @@ NO_OFFER = re.compile(
     r"\b(there (?:is|are) no|(?:there's|there is) nothing|i have no|nothing (?:match\w*|in|that|meets)|"
     r"no (?:results|matches|match)|(?:unable|not able) to find|(?:could|can) ?(?:n't|not) find|cannot find|"
     r"(?:do|don't|do not) have any|(?:aren't|isn't|are not|is not) any|(?:don't|do not) have anything|"
-    r"(?:don't|do not|can't|cannot|couldn't) (?:see|find|locate) any|not showing any)\b"
+    r"(?:don't|do not|can't|cannot|couldn't) (?:see|find|locate) any|not showing any|"
+    r"not (?:able to (?:get|find)|finding|showing|seeing) any|"
+    r"(?:don't|do not|didn't|did not) (?:happen to |seem to |appear to )?(?:have|be|pull|find|show) "
+    r"(?:any|anything|one)|"
+    r"(?:i|we) have nothing|no \w+(?: \w+)? (?:meets?|match(?:es)?) your|are no \w+)\b"
 )
+ASKS = re.compile(r"\b(i(?:'ll)? need to know|i need (?:a|the|your)|(?:can|could) you tell me|please tell me)\b")
+REQMORE = re.compile(r"\b(anything else|anything more|any other information|something else)\b")
 # What a system's question asks for, read from its question sentences (a sentence ending in '?').
 REQUESTS = {
     "food": re.compile(r"\b(food|cuisine|kind of restaurant|type of restaurant)\b"),
     "area": re.compile(
-        r"\b(area|part of (?:town|the city)|side of town|section of town|where in town|location preference)\b"
+        r"\b(area|areas|part of (?:town|the city)|side of town|section of town|where in town|location preference)\b"
     ),
-    "pricerange": re.compile(r"\b(price ?range|spend|budget)\b"),
+    "pricerange": re.compile(r"\b(price ?range|price preference|spend|budget)\b"),
     "stars": re.compile(r"\bstars?\b"),
     "type": re.compile(r"\b(type|kind|sort) of (?:attraction|place|lodging|accommodation)|\bparticular type\b"),
     "destination": re.compile(
         r"\b(where (?:are you|will you be) (?:travel\w*|going|head\w*)|destination|"
-        r"where would you like to go|looking to go|where to|train for|arrival stations?)\b"
+        r"where would you like to go|looking to go|where to|arrival stations?|location the taxi)\b"
     ),
     "departure": re.compile(
         r"\b(where (?:are you|will you be|would you be|will you) (?:leaving|departing|leave|depart)|"
@@ -193,6 +201,8 @@ class Reader:
         for size, names in self._names.items():
             choices = list(names)
             for start in range(0, max(len(words) - size + 1, 0)):
+                if words[start] in FUNCTION_WORDS:
+                    continue
                 window = " ".join(words[start : start + size])
                 match = process.extractOne(window, choices, scorer=fuzz.ratio, score_cutoff=FUZZY_MIN_RATIO)
                 if match is not None and (best is None or match[1] > best[0]):
@@ -216,7 +226,8 @@ class Reader:
             reading.informed["address"] = match.group(1)
         reading.no_offer = not reading.offered and bool(NO_OFFER.search(low))
         sentences = re.split(r"(?<=[?.!])\s+", low)
-        questions = [s for s in sentences if s.rstrip().endswith("?")]
+        questions = [s for s in sentences if s.rstrip().endswith("?") or ASKS.search(s)]
+        questions = [s for s in questions if not REQMORE.search(s)]  # "anything else about that hotel or area?"
         stated = [PRICE_RANGES[m] for s in sentences if s not in questions for m in PRICE_RANGE.findall(s)]
         if stated:  # a price range the system states (not one it asks about)
             reading.informed["pricerange"] = stated[0]
