@@ -118,3 +118,16 @@ def test_nothing_carried_says_so_with_the_dev_figures():
     result = multiturn.run_protocol(FakeRunner(wins), {"a": {}}, [0, 1, 2], [0], log=lambda s: None)
     assert result["answer"].startswith("No. No setting raised closed-loop success on dev")
     assert "a +0.000" in result["answer"]
+
+
+def test_the_conversations_experiment_asks_the_same_of_the_frontiers_settings():
+    """experiments/conversations.py: multiturn's protocol over the frontier's E3-20 and salient-coverage settings."""
+    spec = importlib.util.spec_from_file_location("conversations", ROOT / "experiments" / "conversations.py")
+    conversations = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conversations)
+    frontier = conversations.frontier
+    assert conversations.SETTINGS == {k: frontier.SETTINGS[k] for k in ("E3-20 (focus)", "salient coverage, 200 steps")}
+    assert conversations.multiturn.run_protocol is not None and conversations.PRESET == "towninfo-small"
+    wins = {("validation", name, p): 6 for name in conversations.SETTINGS for p in ("star", "last")}
+    result = conversations.multiturn.run_protocol(FakeRunner(wins), conversations.SETTINGS, [0, 1, 2], [0], print)
+    assert [r["setting"] for r in result["rows"]] == list(conversations.SETTINGS)
