@@ -11,7 +11,7 @@ those that more than one module reads. No other module spells a file name of the
         evaluation/        EvaluationLayout: per_example.parquet, table.json, table1.md
         conversations/     ConversationLayout: closed-loop conversations with the user simulator
         provenance.json    machine, libraries and seeds of each pipeline start   (aft_core.provenance)
-        summary.json, summary.md, report.html, comet/ (offline Comet archives), frontier/, decoder_only/,
+        summary.json, summary.md, report.html, comet/ (offline Comet archives), frontier/, decoder_only/, multiturn/,
         .prefect-results/
 """
 
@@ -310,6 +310,10 @@ class RunLayout:
     @property
     def decoder_only(self) -> Path:  # experiments/decoder_only.py --out RUN_DIR/decoder_only
         return self.root / "decoder_only"
+
+    @property
+    def multiturn(self) -> Path:  # experiments/multiturn.py and conversations.py --out RUN_DIR/multiturn
+        return self.root / "multiturn"
 
     @property
     def task_results(self) -> Path:  # Prefect's persisted task results (the cache travels with the run)

@@ -422,6 +422,7 @@ def build_report(run_dir: str | Path) -> Path:
             conversations_html(run),
             frontier_html(run.frontier),
             decoder_only_html(run.decoder_only),
+            multiturn_html(run.multiturn),
         )
     )
     page = (
@@ -500,3 +501,54 @@ def frontier_html(folder: Path) -> str:
         f"<th>point (dev)</th><th>to test</th><th>Δentity acc.</th><th>ΔBERTScore</th><th>ΔFocus</th><th>p</th>"
         f"<th>p Holm</th><th>claim</th></tr>{''.join(rows)}</table><p>{_esc(frontier['answer'])}</p>{plot}"
     )
+
+
+MULTITURN_EXPERIMENTS = {
+    "conversations": "Single-turn AFT in whole conversations (experiments/conversations.py)",
+    "multiturn": "AFT on its own conversations (experiments/multiturn.py)",
+}
+
+
+def multiturn_html(folder: Path) -> str:
+    """The closed-loop experiments under the claims protocol, when present in RUN_DIR/multiturn: per setting the dev
+    choice, test Δsuccess (sharded, full), the sharding drop, single-turn Δentity accuracy and ΔBERTScore, with 95%
+    t-intervals over SFT models; the plain answer and the plot."""
+    parts = []
+    for name, title in MULTITURN_EXPERIMENTS.items():
+        if not (folder / f"{name}.json").exists():
+            continue
+        result = json.loads((folder / f"{name}.json").read_text())
+
+        def cell(effect: dict[str, Any] | None) -> str:
+            if not effect:
+                return "<td>–</td>"
+            low, high = effect["ci"]
+            return f"<td>{effect['effect']:+.3f}<br><small>[{low:+.3f}, {high:+.3f}]</small></td>"
+
+        rows = []
+        for r in result["rows"]:
+            test = r.get("test") or {}
+            dev = ", ".join(f"{p} {v:+.3f}" for p, v in r["dev_delta_success"].items())
+            rows.append(
+                f"<tr><td>{_esc(r['setting'])}</td><td>{_esc(dev)}</td><td>{_esc(str(r['point']))}</td>"
+                f"<td>{'yes' if r['carried_to_test'] else 'no'}</td>"
+                + "".join(
+                    cell(test.get(k))
+                    for k in ("success_sharded", "success_full", "sharding_drop", "entity_accuracy", "bertscore")
+                )
+                + f"<td>{_num(r['p_holm'])}</td><td>{'holds' if r['survives'] else 'does not hold'}</td></tr>"
+            )
+        plot = ""
+        if (folder / f"{name}.png").exists():
+            png = base64.b64encode((folder / f"{name}.png").read_bytes()).decode()
+            plot = f"<img alt='{name}' src='data:image/png;base64,{png}'>"
+        parts.append(
+            f"<h2>{_esc(title)}</h2><p>{len(result['sft_seeds'])} SFT models × {len(result['aft_seeds'])} AFT seeds "
+            f"per setting; the point and the settings carried are chosen on dev conversations (sharded user), test "
+            f"scored once. Test: {_esc(result['test'])}. Correction: {_esc(result['correction'])}.</p>"
+            f"<table id='{name}'><tr><th>setting</th><th>dev Δsuccess</th><th>point</th><th>to test</th>"
+            "<th>Δsuccess sharded</th><th>Δsuccess full</th><th>sharding drop</th><th>Δentity acc.</th>"
+            f"<th>ΔBERTScore</th><th>p Holm</th><th>claim</th></tr>{''.join(rows)}</table>"
+            f"<p>{_esc(result['answer'])}</p>{plot}"
+        )
+    return "".join(parts)

@@ -111,6 +111,11 @@ def test_a_gain_that_varies_a_little_across_sft_models_holds_and_is_written(tmp_
     assert "| a | healthy | +0.150 / -0.150 | ★ |" in md and "**holds**" in md
     multiturn.plot(result, tmp_path / "multiturn.png")
     assert (tmp_path / "multiturn.png").read_bytes()[:4] == b"\x89PNG"
+    from aft_core.report import multiturn_html  # the run report's section, when RUN_DIR/multiturn holds it
+
+    html = multiturn_html(tmp_path)
+    assert "<table id='multiturn'>" in html and "holds" in html and "data:image/png;base64," in html
+    assert "Yes: **a** (star)" in html and multiturn_html(tmp_path / "nowhere") == ""
 
 
 def test_nothing_carried_says_so_with_the_dev_figures():
