@@ -51,6 +51,25 @@ NO_OFFER = re.compile(
 )
 ASKS = re.compile(r"\b(i(?:'ll)? need to know|i need (?:a|the|your)|(?:can|could) you tell me|please tell me)\b")
 REQMORE = re.compile(r"\b(anything else|anything more|any other information|something else)\b")
+OFFERS = re.compile(
+    r"\b(would you like (?:me to|to book|to make|to reserve|more|the|their|a reservation|a booking|information)|"
+    r"shall i|should i|can i (?:book|reserve|help|get|give|provide)|do you want me to|which (?:one|of)|"
+    r"how about|is that (?:all|ok|okay|alright)|anything else)\b"
+)
+# The words that name a slot, for questions the phrasings below miss ("do you have a time in mind?")
+SLOT_WORDS = {
+    "area": re.compile(r"\b(area|location|part of town|side of town)\b"),
+    "pricerange": re.compile(r"\b(price|prices|pricerange|budget|cost)\b"),
+    "food": re.compile(r"\b(food|cuisine)\b"),
+    "stars": re.compile(r"\b(stars?|star rating)\b"),
+    "type": re.compile(r"\b(type|kind)\b"),
+    "day": re.compile(r"\b(day|days|date|dates|when)\b"),
+    "time": re.compile(r"\b(time|times)\b"),
+    "people": re.compile(r"\b(people|guests|tickets|persons|party)\b"),
+    "stay": re.compile(r"\b(nights)\b"),
+    "departure": re.compile(r"\b(depart\w*|leaving from|coming from|from where)\b"),
+    "destination": re.compile(r"\b(destination|going to|headed|heading)\b"),
+}
 # What a system's question asks for, read from its question sentences (a sentence ending in '?').
 REQUESTS = {
     "food": re.compile(r"\b(food|cuisine|kind of restaurant|type of restaurant)\b"),
@@ -234,6 +253,11 @@ class Reader:
         reading.requested = tuple(
             slot for slot, pattern in REQUESTS.items() if any(pattern.search(q) for q in questions)
         )
+        if not reading.requested:  # a question naming a slot's word, unless it offers, closes or lets the user pick
+            asked = [q for q in questions if not OFFERS.search(q)]
+            reading.requested = tuple(
+                slot for slot, pattern in SLOT_WORDS.items() if any(pattern.search(q) for q in asked)
+            )
         reading.goodbye = bool(re.search(r"\b(goodbye|good bye|bye|have a (?:great|nice|good) day|enjoy your)\b", low))
         return reading
 
