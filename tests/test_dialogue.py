@@ -356,3 +356,45 @@ def test_the_task_term_credits_a_reply_by_where_its_conversation_ends(world):
     short, cut = buffer.roll_forward([0], [[right]], oracle.respond, horizon=turns[0][0] - 1)
     assert short == [[0.0]] and cut == [[turns[0][0]]]  # not ended within the horizon: horizon + 1, no reward
     assert buffer.state() == before
+
+
+def test_a_multiwoz_user_speaks_retrieved_utterances_with_the_goals_values_and_falls_back_when_none_fits(world):
+    """RetrievedWords: a training utterance of the act's signature, the goal's values put where its spans mark the
+    original ones; a request needs no value; where no utterance fits (or a valued slot has no span), None and a
+    counted fallback, and the user then says TownInfo's words, exactly as a user without retrieved words would."""
+    import random
+
+    from aft_core.dialogue.multiwoz_words import RetrievedWords
+    from aft_core.dialogue.user import AgendaUser
+
+    turns = [
+        {
+            "text": "i want a chinese place in the centre .",
+            "dialog_act": {"Restaurant-Inform": [["Food", "chinese"], ["Area", "centre"]]},
+            "span_info": [
+                ["Restaurant-Inform", "Food", "chinese", 3, 3],
+                ["Restaurant-Inform", "Area", "centre", 7, 7],
+            ],
+        },
+        {"text": "what is the phone number ?", "dialog_act": {"Restaurant-Request": [["Phone", "?"]]}},
+        {"text": "thanks , bye .", "dialog_act": {"general-thank": [["none", "none"]], "general-bye": []}},
+        {"text": "i need free parking", "dialog_act": {"Hotel-Inform": [["Parking", "yes"]]}, "span_info": []},
+        {"text": "two acts", "dialog_act": {"Hotel-Inform": [["Area", "east"]], "Hotel-Request": [["Phone", "?"]]}},
+    ]
+    words = RetrievedWords(turns)
+    rng = random.Random(0)
+    assert words.inform(rng, "restaurant", {"food": "modern european", "area": "north"}) == (
+        "i want a modern european place in the north ."
+    )
+    assert words.request(rng, "restaurant", ["phone"]) == "what is the phone number ?"
+    assert words.thanks(rng) == "thanks , bye ."
+    assert words.inform(rng, "hotel", {"parking": "yes"}) == "i need free parking"  # a yes/no said in its words
+    assert words.inform(rng, "hotel", {"parking": "no"}) is None  # ... only by an utterance that says that value
+    assert words.inform(rng, "hotel", {"area": "east"}) is None  # a turn of two acts is not indexed
+    assert (words.retrieved, words.fallbacks) == (4, 2)
+    assert words.coverage(turns) == {"turns": 4, "covered": 4, "share": 1.0}
+
+    goal = world["goals"][0]
+    none_fit = RetrievedWords([])
+    assert AgendaUser(goal, "sharded", 0, words=none_fit).open() == AgendaUser(goal, "sharded", 0).open()
+    assert none_fit.fallbacks == 1

@@ -322,3 +322,29 @@ def test_the_reader_is_measured_on_the_multiwoz_hold_out_and_its_gate_says_why_i
         assert reason is not None and f"F1 {f1:.3f} < {READER_MIN_F1}" in reason
     else:
         assert reason is None
+
+
+def test_a_multiwoz_user_speaks_the_hold_outs_own_training_utterances(tmp_path):
+    """RetrievedWords from the hold-out's training dialogues: how many of its validation users' single-act turns
+    have an utterance of their signature, and a validation goal's user opening with one, its values put in."""
+    from aft_core.data.corpus import hold_out_splits
+    from aft_core.dialogue.goals import load_goals, read_dialogues
+    from aft_core.dialogue.multiwoz_words import RetrievedWords
+    from aft_core.dialogue.user import AgendaUser
+
+    folder = tmp_path / "mwz"
+    hold_out_splits(shared_path("multiwoz21", "val.json.zip"), folder)
+    words = RetrievedWords.from_folder(folder)
+    data = read_dialogues(folder)
+    validation = (folder / "valListFile.txt").read_text().split()
+    coverage = words.coverage([t for d in validation for n, t in enumerate(data[d]["log"]) if n % 2 == 0])
+    print("coverage of validation user turns:", coverage)
+    assert coverage["turns"] > 500 and coverage["share"] >= 0.95
+    openings = []
+    for goal in load_goals(folder, "validation")[:20]:
+        user = AgendaUser(goal, "full", 0, words=words)
+        openings.append((user.open(), user.turns[0].revealed))
+    print(openings[:3])
+    assert words.retrieved >= 15, (words.retrieved, words.fallbacks)
+    said = [(text, v) for text, revealed in openings for s, v in revealed.items() if s not in ("parking", "internet")]
+    assert all(str(v).lower() in text for text, v in said), openings  # yes/no slots: said in words of their own

@@ -26,6 +26,7 @@ from aft_core.config import _check, check_positive, setting
 from aft_core.data.venues import VenueDB
 from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues
 from aft_core.dialogue.metrics import reliability, summarise
+from aft_core.dialogue.multiwoz_words import RetrievedWords
 from aft_core.dialogue.oracle import OracleSystem
 from aft_core.dialogue.reader import Reader, reader_agreement
 from aft_core.dialogue.selfplay import ModelSystem, converse
@@ -204,6 +205,7 @@ def converse_systems(
     db = VenueDB.load(Path(config.data) / "db")
     reader = Reader(db)
     towninfo = (Path(config.data) / "towninfo.json").exists()
+    words = None if towninfo else RetrievedWords.from_folder(config.data)  # a MultiWOZ user speaks its own words
     players: dict[str, Any] = {}
     if config.oracle and towninfo:
         players[ORACLE] = lambda: OracleSystem(db)
@@ -221,7 +223,9 @@ def converse_systems(
             on_system(name)
         system = make()
         records[name] = {
-            mode: converse(system, goals, reader, reveal=mode, seed=config.seed, max_exchanges=config.max_exchanges)
+            mode: converse(
+                system, goals, reader, reveal=mode, seed=config.seed, max_exchanges=config.max_exchanges, words=words
+            )
             for mode in config.modes
         }
         if config.samples and isinstance(system, ModelSystem):
@@ -235,7 +239,13 @@ def converse_systems(
                     torch.manual_seed(config.seed + j)
                     for g, record in enumerate(
                         converse(
-                            system, goals, reader, reveal=mode, seed=config.seed + j, max_exchanges=config.max_exchanges
+                            system,
+                            goals,
+                            reader,
+                            reveal=mode,
+                            seed=config.seed + j,
+                            max_exchanges=config.max_exchanges,
+                            words=words,
                         )
                     ):
                         by_goal[g].append(record["outcome"]["success"])
@@ -252,6 +262,8 @@ def converse_systems(
         "rows": {},
         "reader_f1": reader_f1,
     }
+    if words is not None:  # how often the corpus's own user utterances ran out (TownInfo's words said it instead)
+        table["user_words"] = {"retrieved": words.retrieved, "fallbacks": words.fallbacks}
     for mode in config.modes:
         baseline = records[first_model][mode] if first_model else None
         table["rows"][mode] = [

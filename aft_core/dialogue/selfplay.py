@@ -24,6 +24,7 @@ from aft_core.data.batching import SourceBatch
 from aft_core.data.examples import Turn
 from aft_core.dialogue.goals import Goal
 from aft_core.dialogue.metrics import dialogue_outcome
+from aft_core.dialogue.multiwoz_words import RetrievedWords
 from aft_core.dialogue.reader import Reader, SystemReading
 from aft_core.dialogue.user import AgendaUser
 
@@ -129,17 +130,21 @@ def converse(
     seed: int = 0,
     max_exchanges: int = 20,
     batched: bool = True,
+    words: RetrievedWords | None = None,
 ) -> list[dict[str, Any]]:
     """Each goal's conversation between a fresh AgendaUser(goal, reveal, seed) and `system`; returns one record per
     goal, in order: its turns (speaker, text, the user's revealed constraints, the system's attention figures),
-    the user's end state and `outcome` (aft_core.dialogue.metrics.dialogue_outcome)."""
+    the user's end state and `outcome` (aft_core.dialogue.metrics.dialogue_outcome). `words`: a MultiWOZ corpus's
+    user utterances for the users to speak (AgendaUser)."""
     if not batched:
         return [
             record
             for goal in goals
-            for record in converse(system, [goal], reader, reveal=reveal, seed=seed, max_exchanges=max_exchanges)
+            for record in converse(
+                system, [goal], reader, reveal=reveal, seed=seed, max_exchanges=max_exchanges, words=words
+            )
         ]
-    users = [AgendaUser(goal, reveal, seed, max_exchanges=max_exchanges) for goal in goals]
+    users = [AgendaUser(goal, reveal, seed, max_exchanges=max_exchanges, words=words) for goal in goals]
     histories: list[list[Turn]] = []
     transcripts: list[list[dict[str, Any]]] = []
     readings: list[list[SystemReading]] = [[] for _ in goals]

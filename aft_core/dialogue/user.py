@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aft_core.data.venues import satisfies
 from aft_core.dialogue import user_words
 from aft_core.dialogue.goals import DomainGoal, Goal
 from aft_core.dialogue.reader import SystemReading, same_value
+
+if TYPE_CHECKING:
+    from aft_core.dialogue.multiwoz_words import RetrievedWords
 
 REVEAL_MODES = ("full", "sharded", "agenda")
 BOOK_SLOTS = ("people", "day", "time", "stay")
@@ -70,10 +73,21 @@ class AgendaUser:
     """One simulated user for one goal. `open()` gives its first words; `respond(reading)` its answer to the
     system's turn as the reader read it, or None once the conversation is over (thanked or given up)."""
 
-    def __init__(self, goal: Goal, reveal: str = "agenda", seed: int = 0, per_turn: int = 2, max_exchanges: int = 20):
+    def __init__(
+        self,
+        goal: Goal,
+        reveal: str = "agenda",
+        seed: int = 0,
+        per_turn: int = 2,
+        max_exchanges: int = 20,
+        words: RetrievedWords | None = None,
+    ):
+        """`words`: a MultiWOZ corpus's own user utterances (aft_core.dialogue.multiwoz_words), tried first at every
+        turn; without them, or where they have none for the act, the user speaks TownInfo's words (user_words)."""
         if reveal not in REVEAL_MODES:
             raise ValueError(f"reveal must be one of {', '.join(REVEAL_MODES)}, not {reveal!r}")
         self.goal, self.reveal, self.per_turn, self.max_exchanges = goal, reveal, per_turn, max_exchanges
+        self.words = words
         self.rng = random.Random(f"{seed}:{goal.dialogue_id}:{reveal}")
         self.states = [DomainState(d, dict(d.constraints)) for d in goal.domains]
         self.index = 0
@@ -107,6 +121,8 @@ class AgendaUser:
 
     def _inform(self, slots: dict[str, str]) -> str:
         domain = self.state.goal.domain
+        if self.words is not None and (said := self.words.inform(self.rng, domain, slots)):
+            return self._say(said, slots)
         spoken = {s: v for s, v in slots.items() if s in ANSWERABLE}
         if not spoken:  # a slot TownInfo users have no words for: said plainly
             return self._say(" ".join(f"the {s} should be {v} ." for s, v in slots.items()), slots)
@@ -118,8 +134,12 @@ class AgendaUser:
     def _open_domain(self) -> str:
         state = self.state
         first = self._batch(state.unrevealed)
+        if self.words is not None and first and (said := self.words.inform(self.rng, state.goal.domain, first)):
+            return self._say(said, first)
         spoken = {s: v for s, v in first.items() if s in ANSWERABLE}
         text = user_words.opening(self.rng, state.goal.domain, spoken, self.index == 0)
+        # what the TownInfo phrase has no words for (a MultiWOZ hotel's type), said plainly
+        text += "".join(f" the {s} should be {v} ." for s, v in first.items() if str(v).lower() not in text)
         return self._say(text, first)
 
     def open(self) -> str:
@@ -153,32 +173,39 @@ class AgendaUser:
             state.active = dict(state.goal.relaxed)
             changed = {s: v for s, v in state.active.items() if state.goal.constraints.get(s) != v}
             slot, value = next(iter(changed.items()))
-            return self._say(user_words.relax(self.rng, value), {slot: value})
+            said = self.words.inform(self.rng, state.goal.domain, {slot: value}) if self.words else None
+            return self._say(said or user_words.relax(self.rng, value), {slot: value})
         if reading.requested and state.offered is None:  # before an offer, a question is about the search
             slot = reading.requested[0]
             if slot in state.active:
                 return self._inform({slot: state.active[slot]})
-            return self._say(user_words.dont_care(self.rng))
+            said = self.words.inform(self.rng, state.goal.domain, {slot: "dontcare"}) if self.words else None
+            return self._say(said or user_words.dont_care(self.rng))
         if state.offered is None:
             if state.unrevealed:
                 return self._inform(self._batch(state.unrevealed))
             return self._say(user_words.ask_offer(self.rng))
         if state.missing:
-            return self._say(user_words.request(self.rng, state.missing))
+            said = self.words.request(self.rng, state.goal.domain, state.missing) if self.words else None
+            return self._say(said or user_words.request(self.rng, state.missing))
         if state.goal.book and state.reference is None:
             if not state.book_asked or any(s in BOOK_SLOTS for s in reading.requested):
                 return self._book()
-            return self._say(user_words.ask_reference(self.rng))
+            said = self.words.request(self.rng, state.goal.domain, ["reference"]) if self.words else None
+            return self._say(said or user_words.ask_reference(self.rng))
         if self.index + 1 < len(self.states):
             self.index += 1
             return self._open_domain()
         self.thanked = True
-        return self._say(user_words.thanks(self.rng))
+        said = self.words.thanks(self.rng) if self.words else None
+        return self._say(said or user_words.thanks(self.rng))
 
     def _book(self) -> str:
         state = self.state
         state.book_asked = True
         book = state.goal.book
+        if self.words is not None and (said := self.words.inform(self.rng, state.goal.domain, dict(book))):
+            return self._say(said)
         if all(
             k in book
             for k in {"restaurant": ("people", "day", "time"), "hotel": ("people", "stay", "day")}.get(
