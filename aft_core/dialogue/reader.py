@@ -70,7 +70,8 @@ SLOT_WORDS = {
     "departure": re.compile(r"\b(depart\w*|leaving from|coming from|from where)\b"),
     "destination": re.compile(r"\b(destination|going to|headed|heading)\b"),
 }
-# What a system's question asks for, read from its question sentences (a sentence ending in '?').
+# What a system's question asks for, read from its question sentences (ending in '?', or asking outright: ASKS),
+# reqmore sentences aside.
 REQUESTS = {
     "food": re.compile(r"\b(food|cuisine|kind of restaurant|type of restaurant)\b"),
     "area": re.compile(
