@@ -98,10 +98,10 @@ def run_protocol(
         log(json.dumps({"setting": key[0], "sft_seed": key[1], "aft_seed": key[2], **{f: b[f] for f in fields}}))
 
     # Dev: sharded conversations of SFT and both points of every branch. Nothing below reads test until the choice.
-    dev_sft = {
-        i: outcomes_of(runner.converse("validation", ("SFT", i), {"SFT": {"model": m}}, ("sharded",)), "SFT", "sharded")
-        for i, m in sft_models.items()
+    dev_sft_frames = {
+        i: runner.converse("validation", ("SFT", i), {"SFT": {"model": m}}, ("sharded",)) for i, m in sft_models.items()
     }
+    dev_sft = {i: outcomes_of(f, "SFT", "sharded") for i, f in dev_sft_frames.items()}
     dev_frames = {key: runner.converse("validation", key, b["points"], ("sharded",)) for key, b in branches.items()}
     rows = []
     for name in settings:
@@ -130,8 +130,19 @@ def run_protocol(
                 "config": branches[(name, sft_seeds[0], aft_seeds[0])]["setting"],
                 "final_labels": [[branches[(name, i, j)]["final_label"] for j in aft_seeds] for i in sft_seeds],
                 "star_steps": [[branches[(name, i, j)]["primary_step"] for j in aft_seeds] for i in sft_seeds],
+                # the attention trajectory at the chosen point, on dev: readable whether or not test is
+                "dev_focus_by_turn": _mean_by_turn(
+                    [
+                        dev_frames[(name, i, j)].attrs["trajectory"].get((chosen, "sharded"), [])
+                        for i in sft_seeds
+                        for j in aft_seeds
+                    ]
+                )
+                if chosen
+                else [],
             }
         )
+    dev_sft_focus = _mean_by_turn([f.attrs["trajectory"].get(("SFT", "sharded"), []) for f in dev_sft_frames.values()])
 
     # Test, once: every SFT model (its own figures) and each carried setting at its chosen point.
     modes = ("full", "sharded")
@@ -183,6 +194,7 @@ def run_protocol(
     }
     sft_summary["goals"] = int(len(next(iter(test_sft.values()))["sharded"]))
     sft_summary["focus_by_turn"] = sft_focus
+    sft_summary["dev_focus_by_turn"] = dev_sft_focus
     return {
         "rows": rows,
         "sft_test": sft_summary,
@@ -281,6 +293,22 @@ def markdown(result: dict[str, Any]) -> str:
             else ["not tested (dropped on dev)", f"{r['p_holm']:.3f}", "–", "–", "–", "–", "–", "does not hold"]
         )
         lines.append(f"| {r['setting']} | {labels} | {dev} | {point} | " + " | ".join(cells) + " |")
+    tested = any(r.get("focus_by_turn") for r in result["rows"])
+    key, split = ("focus_by_turn", "test") if tested else ("dev_focus_by_turn", "dev")
+    curves = [("SFT", sft.get(key, []))]
+    curves += [(f"{r['setting']} ({r['point']})", r.get(key) or []) for r in result["rows"]]
+    turns = [t for t in (1, 2, 4, 8, 12) if any(len(c) >= t for _, c in curves)]
+    lines += [
+        "",
+        f"Mean focus (−entropy over the source, nats) by system turn, {split} conversations with the sharded user:",
+        "",
+        "| system | " + " | ".join(f"turn {t}" for t in turns) + " |",
+        "|" + "---|" * (len(turns) + 1),
+        *(
+            f"| {name} | " + " | ".join(f"{c[t - 1]:.3f}" if len(c) >= t else "–" for t in turns) + " |"
+            for name, c in curves
+        ),
+    ]
     lines += [
         "",
         "## Answer",
@@ -298,20 +326,23 @@ def _ci_tuple(values: list[float]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Test focus by system turn (sharded user): SFT and each carried setting; and dev Δsuccess per setting."""
+    """Focus by system turn (sharded user) of SFT and each setting at its point, on test for the carried settings (on
+    dev when none was carried); and dev Δsuccess per setting."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    sft = result["sft_test"]["focus_by_turn"]
+    tested = any(r.get("focus_by_turn") for r in result["rows"])
+    split, key = ("test", "focus_by_turn") if tested else ("dev", "dev_focus_by_turn")  # dev when test was not read
+    sft = result["sft_test"].get(key, [])
     axes[0].plot(range(1, len(sft) + 1), sft, color="k", lw=2, label="SFT")
     for r in result["rows"]:
-        curve = r.get("focus_by_turn")
+        curve = r.get(key)
         if curve:
-            axes[0].plot(range(1, len(curve) + 1), curve, marker="o", ms=3, label=r["setting"])
-    axes[0].set(title="test: mean focus by system turn (sharded user)", xlabel="system turn", ylabel="focus")
+            axes[0].plot(range(1, len(curve) + 1), curve, marker="o", ms=3, label=f"{r['setting']} ({r['point']})")
+    axes[0].set(title=f"{split}: mean focus by system turn (sharded user)", xlabel="system turn", ylabel="focus")
     axes[0].legend(fontsize=7)
     names = [r["setting"] for r in result["rows"]]
     for k, point in enumerate(POINTS):

@@ -94,6 +94,9 @@ def test_dev_alone_chooses_the_point_and_the_settings_and_test_is_read_once():
     assert not rows["a"]["survives"] and result["answer"].startswith("No. The closest is **a** (last)")
     assert result["sft_test"]["success_sharded"][0] == pytest.approx(4 / 20)
     assert rows["a"]["focus_by_turn"] == [-2.0, -3.0, -3.5]
+    # the trajectory at the chosen point on dev, for a setting test never read too
+    assert rows["b"]["dev_focus_by_turn"] == [-2.0, -3.0, -3.5] and "focus_by_turn" not in rows["b"]
+    assert result["sft_test"]["dev_focus_by_turn"] == [-2.0, -3.0, -3.5]
 
 
 def test_a_gain_that_varies_a_little_across_sft_models_holds_and_is_written(tmp_path):
