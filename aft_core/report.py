@@ -463,6 +463,14 @@ def decoder_only_html(folder: Path) -> str:
     )
 
 
+def effect_cell(effect: dict[str, Any] | None) -> str:
+    """A table cell: a nested effect (aft_core.protocol.nested_effect) and its interval, or a dash."""
+    if not effect:
+        return "<td>–</td>"
+    low, high = effect["ci"]
+    return f"<td>{effect['effect']:+.3f}<br><small>[{low:+.3f}, {high:+.3f}]</small></td>"
+
+
 def frontier_html(folder: Path) -> str:
     """The frontier experiment under the claims protocol, when present.
 
@@ -471,11 +479,6 @@ def frontier_html(folder: Path) -> str:
         return ""
     frontier = json.loads((folder / "frontier.json").read_text())
 
-    def cell(effect: dict[str, Any] | None) -> str:
-        if not effect:
-            return "<td>–</td>"
-        return f"<td>{effect['effect']:+.3f}<br><small>[{effect['ci'][0]:+.3f}, {effect['ci'][1]:+.3f}]</small></td>"
-
     rows = []
     for r in frontier["rows"]:
         test = r.get("test") or {}
@@ -483,9 +486,9 @@ def frontier_html(folder: Path) -> str:
         rows.append(
             f"<tr><td>{_esc(r['setting'])}</td><td>{_esc(str(r['point']))}</td>"
             f"<td>{'yes' if r['carried_to_test'] else 'no'}</td>"
-            + cell(entity)
-            + cell(test.get("bertscore"))
-            + cell(test.get("focus"))
+            + effect_cell(entity)
+            + effect_cell(test.get("bertscore"))
+            + effect_cell(test.get("focus"))
             + f"<td>{_num(entity['p'] if entity else None)}</td><td>{_num(r['p_holm'])}</td>"
             f"<td>{'holds' if r['survives'] else 'does not hold'}</td></tr>"
         )
@@ -519,12 +522,6 @@ def multiturn_html(folder: Path) -> str:
             continue
         result = json.loads((folder / f"{name}.json").read_text())
 
-        def cell(effect: dict[str, Any] | None) -> str:
-            if not effect:
-                return "<td>–</td>"
-            low, high = effect["ci"]
-            return f"<td>{effect['effect']:+.3f}<br><small>[{low:+.3f}, {high:+.3f}]</small></td>"
-
         rows = []
         for r in result["rows"]:
             test = r.get("test") or {}
@@ -533,7 +530,7 @@ def multiturn_html(folder: Path) -> str:
                 f"<tr><td>{_esc(r['setting'])}</td><td>{_esc(dev)}</td><td>{_esc(str(r['point']))}</td>"
                 f"<td>{'yes' if r['carried_to_test'] else 'no'}</td>"
                 + "".join(
-                    cell(test.get(k))
+                    effect_cell(test.get(k))
                     for k in ("success_sharded", "success_full", "sharding_drop", "entity_accuracy", "bertscore")
                 )
                 + f"<td>{_num(r['p_holm'])}</td><td>{'holds' if r['survives'] else 'does not hold'}</td></tr>"

@@ -360,9 +360,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
 class ConversationRunner(frontier.LocalRunner):
     """The frontier's runner (SFT models, branches, single-turn scores in OUT) that also holds conversations."""
 
-    def __init__(self, out: Path, preset_name: str, dev_goals: int, test_goals: int, test_examples: int) -> None:
+    def __init__(
+        self,
+        out: Path,
+        settings: dict[str, dict[str, Any]],
+        preset_name: str,
+        dev_goals: int,
+        test_goals: int,
+        test_examples: int,
+    ) -> None:
         super().__init__(
-            out, SETTINGS, dev_examples=1, test_examples=test_examples, progress=sys.stderr.isatty(),
+            out, settings, dev_examples=1, test_examples=test_examples, progress=sys.stderr.isatty(),
             preset_name=preset_name,
         )  # fmt: skip
         self.goals = {"validation": dev_goals, "test": test_goals}
@@ -403,24 +411,33 @@ class ConversationRunner(frontier.LocalRunner):
         return frame
 
 
-def main() -> int:
+def main(
+    argv: list[str] | None = None,
+    settings: dict[str, dict[str, Any]] = SETTINGS,
+    preset_name: str = PRESET,
+    name: str = "multiturn",
+    title: str = "Training on its own conversations",
+) -> int:
+    """The experiment's command line; experiments/conversations.py calls it with the frontier's settings, writing
+    `<name>.json`, `<name>.md` (headed `title`) and `<name>.png` in OUT."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="experiment folder")
-    parser.add_argument("--preset", default=PRESET, help=f"the preset whose corpus, SFT and branch are used ({PRESET})")
+    parser.add_argument("--out", required=True, help="experiment folder (share it to share the SFT models)")
+    parser.add_argument(
+        "--preset", default=preset_name, help=f"the preset whose corpus, SFT and branch are used ({preset_name})"
+    )
     parser.add_argument("--sft-seeds", type=int, nargs="+", default=[0, 1, 2], help="SFT seeds (default: 0 1 2)")
     parser.add_argument("--aft-seeds", type=int, nargs="+", default=[0, 1, 2], help="AFT seeds (default: 0 1 2)")
     parser.add_argument("--dev-goals", type=int, default=100, help="validation goals used for selection")
     parser.add_argument("--test-goals", type=int, default=0, help="first N test goals (0 = the whole split)")
     parser.add_argument("--test-examples", type=int, default=1000, help="single-turn test examples (0 = all)")
-    parser.add_argument("--only", action="append", choices=sorted(SETTINGS), help="run only these settings")
-    args = parser.parse_args()
+    parser.add_argument("--only", action="append", choices=sorted(settings), help="run only these settings")
+    args = parser.parse_args(argv)
     if len(args.sft_seeds) < 3 or len(args.aft_seeds) < 3:
         print("note: the protocol asks for >= 3 SFT seeds and >= 3 AFT seeds before a claim is made", file=sys.stderr)
     out = Path(args.out)
     started = time.monotonic()
-    settings = {k: v for k, v in SETTINGS.items() if not args.only or k in args.only}
-    runner = ConversationRunner(out, args.preset, args.dev_goals, args.test_goals, args.test_examples)
-    runner.settings = settings
+    settings = {k: v for k, v in settings.items() if not args.only or k in args.only}
+    runner = ConversationRunner(out, settings, args.preset, args.dev_goals, args.test_goals, args.test_examples)
     result = run_protocol(runner, settings, args.sft_seeds, args.aft_seeds, log=lambda s: print(s, flush=True))
     result["meta"] = {
         "preset": args.preset,
@@ -432,10 +449,11 @@ def main() -> int:
         "steps_run": sum(b["steps"] for b in result["branches"].values()),
         "provenance": machine_provenance(),
     }
-    write_json_atomic(out / "multiturn.json", result)
-    write_text_atomic(out / "multiturn.md", markdown(result))
-    plot(result, out / "multiturn.png")
-    print((out / "multiturn.md").read_text())
+    text = markdown(result).replace("# Training on its own conversations:", f"# {title}:", 1)
+    write_json_atomic(out / f"{name}.json", result)
+    write_text_atomic(out / f"{name}.md", text)
+    plot(result, out / f"{name}.png")
+    print(text)
     return 0
 
 

@@ -135,7 +135,7 @@ def test_the_conversations_experiment_asks_the_same_of_the_frontiers_settings():
     spec.loader.exec_module(conversations)
     frontier = conversations.frontier
     assert conversations.SETTINGS == {k: frontier.SETTINGS[k] for k in ("E3-20 (focus)", "salient coverage, 200 steps")}
-    assert conversations.multiturn.run_protocol is not None and conversations.PRESET == "towninfo-small"
+    assert conversations.PRESET == "towninfo-small"
     wins = {("validation", name, p): 6 for name in conversations.SETTINGS for p in ("star", "last")}
     result = conversations.multiturn.run_protocol(FakeRunner(wins), conversations.SETTINGS, [0, 1, 2], [0], print)
     assert [r["setting"] for r in result["rows"]] == list(conversations.SETTINGS)

@@ -121,6 +121,15 @@ class SystemReading:
     goodbye: bool = False
 
 
+def longest_first(phrases: Iterable[str], word: str) -> re.Pattern[str] | None:
+    """One pattern matching any of `phrases` as a whole (not inside a run of `word` characters), the longest
+    first, so "47-53 regent street" wins over "regent street"; None for no phrases."""
+    ordered = sorted(phrases, key=len, reverse=True)
+    if not ordered:
+        return None
+    return re.compile(rf"(?<!{word})(" + "|".join(re.escape(p) for p in ordered) + rf")(?!{word})")
+
+
 def name_aliases(name: str) -> list[str]:
     """Short forms of a lower-case venue name a speaker uses: without a leading "the" when two or more words stay
     ("the cambridge belfry" -> "cambridge belfry"), and without a generic last word ("shiraz restaurant" ->
@@ -186,24 +195,8 @@ class Reader:
             if len({id(r) for _, r in v}) == 1
             and not any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", n) for n in full_names)
         }
-        self._alias_pattern = (
-            re.compile(
-                r"(?<![\w&])("
-                + "|".join(re.escape(a) for a in sorted(self._aliases, key=len, reverse=True))
-                + r")(?![\w&])"
-            )
-            if self._aliases
-            else None
-        )
-        self._address_pattern = (
-            re.compile(
-                r"(?<!\w)("
-                + "|".join(re.escape(a) for a in sorted(self._addresses, key=len, reverse=True))
-                + r")(?!\w)"
-            )
-            if self._addresses
-            else None
-        )
+        self._alias_pattern = longest_first(self._aliases, r"[\w&]")
+        self._address_pattern = longest_first(self._addresses, r"\w")
 
     def venues(self, text: str) -> list[tuple[str, dict[str, Any]]]:
         """Venues named in `text`: exact names first; failing those, the word window closest to a name, if it is
