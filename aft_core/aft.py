@@ -25,7 +25,7 @@ import torch
 
 from aft_core.attractors import AttractorThresholds, classify_trajectory, should_stop_early, terminal_streak
 from aft_core.bertscore import load_bertscore
-from aft_core.config import AFTConfig, config_id
+from aft_core.config import CANDIDATES_EVERY, AFTConfig, config_id
 from aft_core.data.batching import BatchSchedule, SourceBatch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
@@ -530,9 +530,6 @@ class BranchRun:
             "bertscore_encoder": first["bertscore_encoder"],
             "bertscore_layer": first["bertscore_layer"],
         }
-
-
-CANDIDATES_EVERY = 50
 
 
 def run_branch(

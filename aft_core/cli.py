@@ -24,11 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aft_core.aft import CANDIDATES_EVERY
-from aft_core.config import AFTConfig, SFTConfig, settings_of
-from aft_core.dialogue.closed_loop import ConversationConfig
+from aft_core.config import CANDIDATES_EVERY, AFTConfig, ConversationConfig, EvalConfig, SFTConfig, settings_of
 from aft_core.errors import AftInputError
-from aft_core.evaluation import EvalConfig
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
@@ -153,7 +150,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from aft_core.evaluation import EvalConfig, branch_systems, evaluate_systems, table1_markdown
+    from aft_core.evaluation import branch_systems, evaluate_systems, table1_markdown
     from aft_core.layout import BranchLayout
 
     systems = {"SFT": {"model": args.sft}}
@@ -175,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_converse(args: argparse.Namespace) -> int:
-    from aft_core.dialogue.closed_loop import ConversationConfig, conversation_markdown, converse_systems
+    from aft_core.dialogue.closed_loop import conversation_markdown, converse_systems
     from aft_core.evaluation import branch_systems
     from aft_core.layout import BranchLayout, RunLayout
 

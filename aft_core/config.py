@@ -28,6 +28,9 @@ class ValidatedConfig(Protocol):
 
 T = TypeVar("T", bound=ValidatedConfig)
 ROLLOUTS = ("corpus", "self_play")  # where an AFT branch's prompts come from
+IX_MODES = ("all", "history", "salient")  # the source position sets I_x (AFT_SPEC §4)
+REVEAL_MODES = ("full", "sharded", "agenda")  # how the simulated user reveals its constraints
+CANDIDATES_EVERY = 50  # steps between the K candidates a branch writes to candidates/ (and the tracker)
 
 
 def setting(default: Any, help: str) -> Any:
@@ -503,7 +506,7 @@ class AFTConfig(MemorySettings):
             where,
         )
         _check(
-            self.ix_mode in ("all", "history", "salient"),
+            self.ix_mode in IX_MODES,
             "ix_mode",
             f"unknown '{self.ix_mode}'",
             "use all, history or salient",
@@ -568,3 +571,76 @@ class AFTConfig(MemorySettings):
             where,
         )
         return self
+
+
+def check_corpus_split(cfg: Any, fix_data: str, where: str) -> None:
+    """A corpus is given (`data`) and `split` names one of its held-out splits."""
+    _check(bool(cfg.data), "data", "no corpus given", fix_data, where)
+    known = cfg.split in ("test", "validation")
+    _check(known, "split", f"unknown split '{cfg.split}'", "use test or validation", where)
+
+
+@dataclass
+class EvalConfig:
+    """Test evaluation of SFT and AFT checkpoints."""
+
+    data: str = setting("", "corpus path (its test split is evaluated)")
+    split: str = setting("test", "split to evaluate: test or validation")
+    test_examples: int = setting(0, "evaluate the first N examples of the split (0 = all)")
+    ix_mode: str = setting("all", "I_x of the Focus column (the branches' setting)")
+    layers: str = setting("all", "decoder layers averaged into A")
+    repeat_n: int = setting(3, "n of the repeat penalty")
+    max_source_tokens: int = setting(192, "source budget, as in SFT")
+    max_new_tokens: int = setting(48, "greedy generation budget")
+    batch_size: int = setting(50, "examples per generation batch (batches are length-bucketed)")
+    bertscore_model: str = setting("", "BERTScore encoder: empty = offline all-MiniLM-L6-v2")
+
+    def validate(self, where: str = "evaluation") -> EvalConfig:
+        check_corpus_split(self, "pass --data PATH", where)
+        _check(self.test_examples >= 0, "test_examples", "must be >= 0", "use 0 for the whole split", where)
+        _check(self.ix_mode in IX_MODES, "ix_mode", f"unknown '{self.ix_mode}'", "use all, history or salient", where)
+        check_positive(self, ("max_new_tokens", "batch_size", "repeat_n", "max_source_tokens"), where)
+        return self
+
+
+@dataclass
+class ConversationConfig:
+    """Closed-loop conversations with the user simulator (`aft converse`, the pipeline's `conversation.*`)."""
+
+    data: str = setting("", "corpus folder whose split's dialogue goals the user pursues (data.json + list files)")
+    split: str = setting("test", "the split whose goals are used: test or validation")
+    goals: int = setting(100, "the first N goals of the split (0 = all)")
+    reveal: str = setting(
+        "both", "how the user reveals constraints: full, sharded, agenda, or both (full and sharded: the degradation)"
+    )
+    seed: int = setting(0, "the simulator's seed (the user's words and, in agenda mode, how much it says per turn)")
+    max_exchanges: int = setting(20, "user turns before the user gives up (a timeout)")
+    max_source_tokens: int = setting(192, "source budget: the history is left-cut to it exactly as in training")
+    max_new_tokens: int = setting(48, "greedy generation budget per system turn")
+    batch_size: int = setting(64, "conversations per generation batch")
+    samples: int = setting(
+        5,
+        "sampled conversations per goal (temperature 1) beside the greedy one, for reliability "
+        "(Laban et al.: mean P, aptitude A90, unreliability U90-10); 0 = greedy only",
+    )
+    oracle: bool = setting(
+        True, "add the oracle system (TownInfo's rule policy) as the anchor row when the corpus is TownInfo"
+    )
+
+    def validate(self, where: str = "conversation") -> ConversationConfig:
+        check_corpus_split(self, "pass --data PATH (a MultiWOZ-schema corpus folder)", where)
+        _check(
+            self.reveal in (*REVEAL_MODES, "both"),
+            "reveal",
+            f"unknown reveal mode '{self.reveal}'",
+            "use full, sharded, agenda or both",
+            where,
+        )
+        _check(self.goals >= 0, "goals", f"must be >= 0, got {self.goals}", "use 0 for every goal of the split", where)
+        check_positive(self, ("max_exchanges", "max_source_tokens", "max_new_tokens", "batch_size"), where)
+        _check(self.samples >= 0, "samples", f"must be >= 0, got {self.samples}", "use 0 for greedy only", where)
+        return self
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("full", "sharded") if self.reveal == "both" else (self.reveal,)

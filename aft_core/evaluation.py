@@ -15,7 +15,6 @@ import functools
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from aft_core.bertscore import load_bertscore
-from aft_core.config import _check, check_positive, setting
+from aft_core.config import EvalConfig
 from aft_core.data.batching import IX_MODES, SourceBatch
 from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
@@ -37,36 +36,6 @@ from aft_core.models import family_of, load_model, parse_layers, torch_threads
 from aft_core.models.adapters import load_policy_weights
 from aft_core.monitor import score_greedy
 from aft_core.stats import bootstrap_ci, distinct_n, paired_comparison
-
-
-@dataclass
-class EvalConfig:
-    """Test evaluation of SFT and AFT checkpoints."""
-
-    data: str = setting("", "corpus path (its test split is evaluated)")
-    split: str = setting("test", "split to evaluate: test or validation")
-    test_examples: int = setting(0, "evaluate the first N examples of the split (0 = all)")
-    ix_mode: str = setting("all", "I_x of the Focus column (the branches' setting)")
-    layers: str = setting("all", "decoder layers averaged into A")
-    repeat_n: int = setting(3, "n of the repeat penalty")
-    max_source_tokens: int = setting(192, "source budget, as in SFT")
-    max_new_tokens: int = setting(48, "greedy generation budget")
-    batch_size: int = setting(50, "examples per generation batch (batches are length-bucketed)")
-    bertscore_model: str = setting("", "BERTScore encoder: empty = offline all-MiniLM-L6-v2")
-
-    def validate(self, where: str = "evaluation") -> EvalConfig:
-        _check(bool(self.data), "data", "no corpus given", "pass --data PATH", where)
-        _check(
-            self.split in ("test", "validation"),
-            "split",
-            f"unknown split '{self.split}'",
-            "use test or validation",
-            where,
-        )
-        _check(self.test_examples >= 0, "test_examples", "must be >= 0", "use 0 for the whole split", where)
-        _check(self.ix_mode in IX_MODES, "ix_mode", f"unknown '{self.ix_mode}'", "use all, history or salient", where)
-        check_positive(self, ("max_new_tokens", "batch_size", "repeat_n", "max_source_tokens"), where)
-        return self
 
 
 def load_system(model_dir: str | Path, weights: str | Path | None = None) -> tuple[Any, Any]:

@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aft_core.bertscore import load_bertscore  # noqa: E402
+from aft_core.config import IX_MODES, EvalConfig  # noqa: E402
 from aft_core.data.batching import SourceBatch  # noqa: E402
 from aft_core.data.corpus import load_corpus  # noqa: E402
 from aft_core.data.dataset import corpus_to_dataset, encode_table  # noqa: E402
-from aft_core.evaluation import IX_MODES, EvalConfig  # noqa: E402
 from aft_core.models import family_of, load_model, parse_layers, response_mask, torch_threads  # noqa: E402  # noqa: E402
 from aft_core.models.seq2seq import aggregate_cross_attention  # noqa: E402
 from aft_core.monitor import score_greedy  # noqa: E402

@@ -376,7 +376,8 @@ class ConversationRunner(frontier.LocalRunner):
         self.goals = {"validation": dev_goals, "test": test_goals}
 
     def converse(self, split: str, key: tuple, systems: dict[str, dict[str, Any]], modes: tuple[str, ...]) -> Any:
-        from aft_core.dialogue.closed_loop import ConversationConfig, converse_systems
+        from aft_core.config import ConversationConfig
+        from aft_core.dialogue.closed_loop import converse_systems
         from aft_core.layout import ConversationLayout
 
         folder = self.out / "conversations" / split / "-".join(frontier.slug(str(x)) for x in key)

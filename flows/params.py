@@ -22,10 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from aft_core.attractors import THRESHOLD_SETS, AttractorThresholds, thresholds_from
-from aft_core.config import AFTConfig, SFTConfig, config_id, settings_of
-from aft_core.dialogue.closed_loop import ConversationConfig
+from aft_core.config import AFTConfig, ConversationConfig, EvalConfig, SFTConfig, config_id, settings_of
 from aft_core.errors import AftInputError
-from aft_core.evaluation import EvalConfig
 from data_checks.suites import DataCheckConfig
 
 

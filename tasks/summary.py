@@ -12,7 +12,6 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from aft_core.config import AFTConfig, SFTConfig, same_settings
-from aft_core.evaluation import NO_VENUE_DATABASE, TABLE1_COLUMNS, paired_changes
 from aft_core.io import write_json_atomic, write_text_atomic
 from aft_core.layout import RunLayout
 
@@ -73,6 +72,8 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def corpus_line(corpus: dict[str, Any], table: dict[str, Any]) -> str:
     """What was trained and tested on: the corpus, its splits, any hold-out, and where entity accuracy comes from."""
+    from aft_core.evaluation import NO_VENUE_DATABASE  # torch and transformers: not for a sweep's flow run
+
     stats = corpus["stats"]
     line = (
         f"Corpus: `{corpus['data']}` ({stats['format']} schema; dialogues "
@@ -212,6 +213,8 @@ def provenance_line(run: RunLayout) -> str:
 def summary_markdown(
     run_dir: str, corpus: dict[str, Any], sft: dict[str, Any], branch_rows: list[dict[str, Any]], table: dict[str, Any]
 ) -> str:
+    from aft_core.evaluation import TABLE1_COLUMNS, paired_changes
+
     present = [(k, name) for k, name in TABLE1_COLUMNS if any(k in r for r in table["rows"])]
     test = markdown_table(
         ["System", *[name for _, name in present]],
@@ -254,6 +257,7 @@ def summarize(
     table: dict[str, Any],
 ) -> dict[str, Any]:
     """Write summary.json and summary.md, publish them as Prefect artifacts, log them to Comet."""
+    from aft_core.evaluation import TABLE1_COLUMNS
     from tasks.tracking import CometTracker
 
     branch_rows = [branch_table_row(b) for b in [*branches, *failed]]

@@ -40,11 +40,12 @@ os.environ.update(
 
 # Test files by what they cost, dearest first: under xdist's loadfile each worker takes the next file when it is
 # free, so the long ones start at once and the short ones fill the end (the suite's tail). test_demo reads the
-# shared tiny pipeline run that test_flows builds, so it comes after it. Files not named keep their order, after.
+# shared tiny pipeline run that test_flows builds, and so does test_multiworker's farm, so they come after it. Files not
+# named keep their order, after.
 FILE_ORDER = (
-    "test_multiworker.py",
     "test_flows.py",
     "test_hub_models.py",
+    "test_multiworker.py",  # after test_hub_models: its farm reads the tiny pipeline run that test_flows builds first
     "test_reliability.py",
     "test_aft.py",
     "test_dialogue.py",

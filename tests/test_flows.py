@@ -487,3 +487,19 @@ def test_a_pretrained_model_adds_the_base_row_and_a_preset_does_not(tmp_path):
     assert evaluation_systems(run, "sft/model", [], "hf:google-t5/t5-large")["Base"] == {
         "model": "hf:google-t5/t5-large"
     }
+
+
+def test_parameters_and_the_command_lines_load_without_torch():
+    """Parsing parameters, `aft --help`, `aft-pipeline --help`, `prefect deploy` (which imports every flow) and a
+    sweep's own flow run (which only dispatches and judges) need no model code: importing torch and transformers
+    costs seconds in every such process. The configs they read live in aft_core.config."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nimport aft_core.cli, flows.cli, flows.params, flows.sweep\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=HANG_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout

@@ -9,7 +9,6 @@ Everything the module starts, it stops.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -84,18 +83,10 @@ def _workers_of(env: dict, flow_run_ids: list[str], timeout: float = HANG_S) -> 
 
 
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory):
-    """Server + work pool + deployments + four single-slot workers; and a tiny corpus with its SFT model."""
-    from aft_core.config import SFTConfig
-    from aft_core.data.towninfo import generate_towninfo
-    from aft_core.sft import run_sft
-    from flows.params import PRESETS
-
+def farm(tmp_path_factory, request):
+    """Server + work pool + deployments + four single-slot workers; the session's tiny pipeline run gives the
+    corpus and SFT model its sweeps branch from, and is the in-process run their branches are compared with."""
     folder = tmp_path_factory.mktemp("farm")
-    corpus = generate_towninfo(folder / "data", dialogues=60, seed=0)
-    sft = run_sft(
-        dataclasses.replace(SFTConfig(**PRESETS["tiny"]["sft"]), data=str(corpus)), folder / "sft", progress=False
-    )
     with prefect_server_env(folder) as env:
         _prefect(env, "work-pool", "create", "aft-pool", "--type", "process")
         deployed = _prefect(env, "--no-prompt", "deploy", "--all")
@@ -116,11 +107,14 @@ def farm(tmp_path_factory):
                         log,
                     )
                 )
+            # Asked for once the farm is up: the other pytest worker has been building it meanwhile (test_flows).
+            tiny = request.getfixturevalue("tiny_pipeline")["run_dir"]
             yield {
                 "env": env,
                 "folder": folder,
-                "data": str(corpus),
-                "sft_model": sft["model_dir"],
+                "data": str(tiny / "data"),
+                "sft_model": str(tiny / "sft" / "model"),
+                "in_process": tiny,
                 "hold": folder / "hold",
                 "deployed": deployed,
             }
@@ -211,26 +205,13 @@ def test_a_sweep_spreads_its_branches_over_workers_and_matches_an_in_process_run
     # Different processes too: each flow run's process id, recorded by the worker that started it.
     assert len({r["infrastructure_pid"] for r in branch_runs}) == 2
 
-    # The same sweep in one process: the same branches and the same probe tables, to the last digit.
-    local_dir = tmp_path / "in-process"
-    code = (
-        "import json, sys\nfrom flows.params import PRESETS, SweepParams\nfrom flows.sweep import aft_sweep\n"
-        "aft_sweep(sys.argv[1], sys.argv[2], sys.argv[3], SweepParams.model_validate(PRESETS['tiny']['sweep']), 96)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(local_dir), farm["sft_model"], farm["data"]],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    local = json.loads((local_dir / "sweep.json").read_text())
+    # The same sweep in one process, the tiny pipeline's own (the same SFT model, corpus and sweep settings): the
+    # same branches and the same probe tables, to the last digit.
+    local = json.loads((farm["in_process"] / "sweep.json").read_text())
     assert [b["branch_id"] for b in local["branches"]] == branch_ids
     for branch_id in branch_ids:
         remote = pd.read_parquet(run_dir / "branches" / branch_id / "probe.parquet")
-        here = pd.read_parquet(local_dir / "branches" / branch_id / "probe.parquet")
+        here = pd.read_parquet(farm["in_process"] / "branches" / branch_id / "probe.parquet")
         pd.testing.assert_frame_equal(remote, here, check_exact=True)
 
 

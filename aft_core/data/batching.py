@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-IX_MODES = ("all", "history", "salient")  # the source position sets I_x (AFT_SPEC §4)
+from aft_core.config import IX_MODES
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:

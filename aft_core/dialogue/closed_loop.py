@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from aft_core.config import _check, check_positive, setting
+from aft_core.config import ConversationConfig
 from aft_core.data.venues import VenueDB
 from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues
 from aft_core.dialogue.metrics import reliability, summarise
@@ -30,7 +29,6 @@ from aft_core.dialogue.multiwoz_words import RetrievedWords
 from aft_core.dialogue.oracle import OracleSystem
 from aft_core.dialogue.reader import Reader, reader_agreement
 from aft_core.dialogue.selfplay import ModelSystem, converse
-from aft_core.dialogue.user import REVEAL_MODES
 from aft_core.io import atomic_path, write_json_atomic
 from aft_core.layout import ConversationLayout
 from aft_core.stats import paired_bootstrap_p
@@ -74,56 +72,6 @@ def reader_agreement_on(
         if n % 2 == 1
     ]
     return reader_agreement(Reader(VenueDB.load(folder / "db")), turns)
-
-
-@dataclass
-class ConversationConfig:
-    """Closed-loop conversations with the user simulator (`aft converse`, the pipeline's `conversation.*`)."""
-
-    data: str = setting("", "corpus folder whose split's dialogue goals the user pursues (data.json + list files)")
-    split: str = setting("test", "the split whose goals are used: test or validation")
-    goals: int = setting(100, "the first N goals of the split (0 = all)")
-    reveal: str = setting(
-        "both", "how the user reveals constraints: full, sharded, agenda, or both (full and sharded: the degradation)"
-    )
-    seed: int = setting(0, "the simulator's seed (the user's words and, in agenda mode, how much it says per turn)")
-    max_exchanges: int = setting(20, "user turns before the user gives up (a timeout)")
-    max_source_tokens: int = setting(192, "source budget: the history is left-cut to it exactly as in training")
-    max_new_tokens: int = setting(48, "greedy generation budget per system turn")
-    batch_size: int = setting(64, "conversations per generation batch")
-    samples: int = setting(
-        5,
-        "sampled conversations per goal (temperature 1) beside the greedy one, for reliability "
-        "(Laban et al.: mean P, aptitude A90, unreliability U90-10); 0 = greedy only",
-    )
-    oracle: bool = setting(
-        True, "add the oracle system (TownInfo's rule policy) as the anchor row when the corpus is TownInfo"
-    )
-
-    def validate(self, where: str = "conversation") -> ConversationConfig:
-        _check(bool(self.data), "data", "no corpus given", "pass --data PATH (a MultiWOZ-schema corpus folder)", where)
-        _check(
-            self.split in ("test", "validation"),
-            "split",
-            f"unknown split '{self.split}'",
-            "use test or validation",
-            where,
-        )
-        _check(
-            self.reveal in (*REVEAL_MODES, "both"),
-            "reveal",
-            f"unknown reveal mode '{self.reveal}'",
-            "use full, sharded, agenda or both",
-            where,
-        )
-        _check(self.goals >= 0, "goals", f"must be >= 0, got {self.goals}", "use 0 for every goal of the split", where)
-        check_positive(self, ("max_exchanges", "max_source_tokens", "max_new_tokens", "batch_size"), where)
-        _check(self.samples >= 0, "samples", f"must be >= 0, got {self.samples}", "use 0 for greedy only", where)
-        return self
-
-    @property
-    def modes(self) -> tuple[str, ...]:
-        return ("full", "sharded") if self.reveal == "both" else (self.reveal,)
 
 
 def mcnemar_p(a: list[float], b: list[float]) -> float:

@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from aft_core.config import REVEAL_MODES
 from aft_core.data.venues import satisfies
 from aft_core.dialogue import user_words
 from aft_core.dialogue.goals import DomainGoal, Goal
@@ -30,7 +31,7 @@ from aft_core.dialogue.reader import SystemReading, same_value
 if TYPE_CHECKING:
     from aft_core.dialogue.multiwoz_words import RetrievedWords
 
-REVEAL_MODES = ("full", "sharded", "agenda")
+
 BOOK_SLOTS = ("people", "day", "time", "stay")
 ANSWERABLE = ("food", "area", "pricerange", "stars", "type", "destination", "day")  # slots with TownInfo answers
 
