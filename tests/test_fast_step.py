@@ -200,3 +200,38 @@ def test_fused_attention_where_weights_are_not_read_gives_the_same_pass(models, 
         fused = family.teacher_forced(model, src, samples, 2, [1])
     torch.testing.assert_close(fused["token_logp"], explicit["token_logp"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused["attn"], explicit["attn"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["t5", "hugging face seq2seq", "causal"])
+def test_dropping_ended_replies_from_the_decoding_state_changes_no_token(
+    path, sft_model, causal_sft_model, towninfo_dir, monkeypatch
+):
+    """decode_loop drops the sequences that have ended from the decoding state (the stepper's `keep`); greedy and
+    sampled (one seed) tokens are those of stepping every sequence until the last one ends, and the state was
+    compacted on the way."""
+    from aft_core.models import causal, family, seq2seq
+
+    policy, _, src = _batch(causal_sft_model if path == "causal" else sft_model, towninfo_dir, n=16)
+    if path == "hugging face seq2seq":
+        monkeypatch.setattr(decoding, "supports", lambda m: False)
+    module = causal if path == "causal" else seq2seq
+    compacted: list[int] = []
+
+    def spied(*args, keep=None, **kwargs):
+        def counted(rows):
+            done = keep(rows)
+            compacted.extend([len(rows)] if done else [])
+            return done
+
+        return family.decode_loop(*args, keep=counted if keep else None, **kwargs)
+
+    monkeypatch.setattr(module, "decode_loop", spied)
+    runs = {}
+    for compact in (True, False):
+        monkeypatch.setattr(family, "COMPACT_WHEN_ALIVE", 0.75 if compact else -1.0)  # -1: never
+        for do_sample in (False, True):
+            torch.manual_seed(3)
+            runs[compact, do_sample] = family_of(policy).generate(policy, src, max_new_tokens=24, do_sample=do_sample)
+    assert compacted and min(compacted) < 16, compacted
+    for do_sample in (False, True):
+        assert torch.equal(runs[True, do_sample], runs[False, do_sample]), (path, do_sample)

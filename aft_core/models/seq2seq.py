@@ -25,6 +25,7 @@ from aft_core.models import t5_decoding
 from aft_core.models.family import (
     IGNORE_INDEX,
     ModelFamily,
+    cache_rows_keeper,
     decode_loop,
     first_id,
     mean_over_response,
@@ -96,7 +97,7 @@ class Seq2SeqFamily(ModelFamily):
         encoded = (state if state is not None else self.prompt_state(model, src)).detach()  # [B,S,D]
         n = encoded.shape[0] * k
         prefix = torch.tensor(self.prefix(), device=encoded.device).expand(n, -1)  # [N,P]
-        step = _stepper(model, encoded, src.attention_mask, k, max_new_tokens + prefix.shape[1])
+        step, keep = _stepper(model, encoded, src.attention_mask, k, max_new_tokens + prefix.shape[1])
         for i in range(prefix.shape[1]):
             first = step(prefix[:, i])
         return decode_loop(
@@ -108,6 +109,7 @@ class Seq2SeqFamily(ModelFamily):
             temperature=temperature,
             eos_id=self.eos_id(),
             pad_id=self.pad_id(),
+            keep=keep,
         )
 
     def teacher_forced(self, model, src, sequences, repeats, layers, state=None):
@@ -180,24 +182,34 @@ class Seq2SeqFamily(ModelFamily):
 
 
 def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k: int, max_steps: int):
-    """A function from the last token ids [N] to the next logits [N,V], keeping the decoding state."""
+    """A function from the last token ids [N] to the next logits [N,V], keeping the decoding state, and
+    decode_loop's `keep` for that state."""
     if t5_decoding.supports(model):
-        return t5_decoding.T5IncrementalDecoder(model, encoded, attention_mask, k, max_steps).step
+        decoder = t5_decoding.T5IncrementalDecoder(model, encoded, attention_mask, k, max_steps)
+        return decoder.step, decoder.keep
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
     encoded, mask = encoded.repeat_interleave(k, dim=0), attention_mask.repeat_interleave(k, dim=0)  # [N,S,D], [N,S]
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    state = {"encoded": encoded, "mask": mask}
+    keep_cache = cache_rows_keeper(cache)
 
     def step(ids: torch.Tensor) -> torch.Tensor:
         return model(
-            encoder_outputs=(encoded,),
-            attention_mask=mask,
+            encoder_outputs=(state["encoded"],),
+            attention_mask=state["mask"],
             decoder_input_ids=ids[:, None],
             past_key_values=cache,
             use_cache=True,
         ).logits[:, -1, :]
 
-    return step
+    def keep(rows: torch.Tensor) -> bool:
+        if not keep_cache(rows):
+            return False
+        state["encoded"], state["mask"] = state["encoded"][rows], state["mask"][rows]
+        return True
+
+    return step, keep
 
 
 LEAN_ATTENTION = "aft_lean"  # the eager attention's arithmetic in fewer passes (T5-family SFT)

@@ -47,6 +47,17 @@ class T5IncrementalDecoder:
         self.position_bias = first.compute_bias(max_steps, max_steps, device=encoded.device)  # [1,H,T,T]
         self.t = 0
 
+    def keep(self, rows: torch.Tensor) -> bool:
+        """Keep only `rows` [N'] of the state (decode_loop's `keep`); with K > 1 a prompt's K rows share its cross
+        keys and values, so the state is left whole."""
+        if self.k != 1:
+            return False
+        self.b = self.n = len(rows)
+        self.cross_mask = self.cross_mask[rows]
+        self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
+        self.self_kv = [(k[rows], v[rows]) for k, v in self.self_kv]
+        return True
+
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Feed token ids [N] at position t; returns logits [N,V] for position t+1."""
         if self.t >= self.max_steps:
