@@ -180,6 +180,11 @@ def test_the_reader_reads_a_garbled_name_but_not_a_stranger(world):
     assert reader.read("booking was successful . your reference number is ab12cd34 .").reference == "ab12cd34"
     assert reader.read("what area would you like ?").requested == ("area",)
     assert reader.read("unfortunately i have no thai restaurant in the east .").no_offer
+    # a no-offer beside the alternative offered, in MultiWOZ's words; not a failed booking, nor a missing attribute
+    alternative = reader.read(f"i 'm sorry , there is n't anything like that , but {venue['name']} is close .")
+    assert alternative.no_offer and [r for _, r in alternative.offered] == [venue]
+    assert not reader.read(f"i 'm sorry , there are no tables available at {venue['name']} at that time .").no_offer
+    assert not reader.read("i do n't have any information on their entrance fee .").no_offer
 
 
 def test_metrics_by_hand(world):

@@ -39,15 +39,25 @@ PATTERNS = {
 PRICE_RANGES = {"cheap": "cheap", "inexpensive": "cheap", "moderate": "moderate", "moderately": "moderate",
                 "expensive": "expensive"}  # fmt: skip
 PRICE_RANGE = re.compile(r"\b(" + "|".join(PRICE_RANGES) + r")\b")
+# "any", "anything", "anyone", "anywhere"; not a missing attribute ("i don't have any information on their fee")
+ANY = r"any(?:thing|one|where)?(?! (?:information|info|details))"
 NO_OFFER = re.compile(
-    r"\b(there (?:is|are) no|(?:there's|there is) nothing|i have no|nothing (?:match\w*|in|that|meets)|"
-    r"no (?:results|matches|match)|(?:unable|not able) to find|(?:could|can) ?(?:n't|not) find|cannot find|"
-    r"(?:do|don't|do not) have any|(?:aren't|isn't|are not|is not) any|(?:don't|do not) have anything|"
-    r"(?:don't|do not|can't|cannot|couldn't) (?:see|find|locate) any|not showing any|"
-    r"not (?:able to (?:get|find)|finding|showing|seeing) any|"
-    r"(?:don't|do not|didn't|did not) (?:happen to |seem to |appear to )?(?:have|be|pull|find|show) "
-    r"(?:any|anything|one)|"
+    r"\b(there (?:is|are) no(?! (?:fee|charge|entrance fee|need))|(?:there's|there is) nothing|i have no|"
+    r"nothing (?:match\w*|in|that|meets)|"
+    r"no (?:results|matches|match|records?)|(?:unable|not able) to find|(?:could|can) ?(?:n't|not) find|cannot find|"
+    rf"(?:do|don't|do not) have {ANY}|(?:aren't|isn't|are not|is not) {ANY}|(?:don't|do not) have anything|"
+    rf"(?:don't|do not|can't|cannot|couldn't) (?:see|find|locate) {ANY}|not showing {ANY}|"
+    rf"not (?:able to (?:get|find)|finding|showing|seeing) {ANY}|"
+    r"(?:don't|do not|didn't|did not) (?:happen to |seem to |appear to )?(?:have|be|pull|find|show|get) "
+    rf"(?:{ANY}|one)|(?:haven't|have not|hasn't|has not) (?:found|seen|got) {ANY}|"
+    r"there (?:isn't|aren't|wasn't|weren't|is not|are not)|"
     r"(?:i|we) have nothing|no \w+(?: \w+)? (?:meets?|match(?:es)?) your|are no \w+)\b"
+)
+# A booking that failed (MultiWOZ's NoBook), not a search that found nothing
+NO_BOOK = re.compile(
+    r"\b(no (?:tables?|rooms?|seats?|availability)|nothing available (?:in|at|for) that (?:time|day)|"
+    r"(?:unable|not able) to (?:book|reserve)|(?:could|can) ?(?:n't|not) (?:book|reserve)|"
+    r"booking (?:was )?unsuccessful)\b"
 )
 ASKS = re.compile(r"\b(i(?:'ll)? need to know|i need (?:a|the|your)|(?:can|could) you tell me|please tell me)\b")
 REQMORE = re.compile(r"\b(anything else|anything more|any other information|something else)\b")
@@ -237,7 +247,8 @@ class Reader:
                 reading.informed[kind] = match.group(1)
         if self._address_pattern is not None and (match := self._address_pattern.search(low)):
             reading.informed["address"] = match.group(1)
-        reading.no_offer = not reading.offered and bool(NO_OFFER.search(low))
+        # also beside an offer ("no east european food, but eraina serves european"); a failed booking is not one
+        reading.no_offer = bool(NO_OFFER.search(low)) and not NO_BOOK.search(low)
         sentences = re.split(r"(?<=[?.!])\s+", low)
         questions = [s for s in sentences if s.rstrip().endswith("?") or ASKS.search(s)]
         questions = [s for s in questions if not REQMORE.search(s)]  # "anything else about that hotel or area?"
