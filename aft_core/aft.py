@@ -32,6 +32,7 @@ from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.venues import VenueDB
 from aft_core.dialogue.closed_loop import reader_gate
 from aft_core.dialogue.goals import load_goals
+from aft_core.dialogue.multiwoz_words import corpus_user_words
 from aft_core.dialogue.reader import Reader
 from aft_core.dialogue.rollout import SelfPlayBuffer
 from aft_core.dialogue.selfplay import ModelSystem, converse
@@ -601,4 +602,5 @@ def self_play_buffer(cfg: AFTConfig, db: VenueDB | None) -> SelfPlayBuffer:
         reveal=cfg.self_play_reveal,
         max_exchanges=cfg.self_play_max_exchanges,
         seed=cfg.seed,
+        words=corpus_user_words(cfg.data),
     )

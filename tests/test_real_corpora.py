@@ -349,3 +349,31 @@ def test_a_multiwoz_user_speaks_the_hold_outs_own_training_utterances(tmp_path):
     assert words.retrieved >= 15, (words.retrieved, words.fallbacks)
     said = [(text, v) for text, revealed in openings for s, v in revealed.items() if s not in ("parking", "internet")]
     assert all(str(v).lower() in text for text, v in said), openings  # yes/no slots: said in words of their own
+
+    # A self-play branch's live conversations (aft_core.dialogue.rollout) on the training goals speak the same words,
+    # and a buffer restored from its saved state replays them word for word.
+    from aft_core.data.venues import VenueDB
+    from aft_core.dialogue.multiwoz_words import corpus_user_words
+    from aft_core.dialogue.reader import Reader
+    from aft_core.dialogue.rollout import SelfPlayBuffer
+
+    training_words = corpus_user_words(folder)
+    assert training_words is not None
+
+    def buffer() -> SelfPlayBuffer:
+        return SelfPlayBuffer(
+            load_goals(folder, "train"),
+            Reader(VenueDB.load(folder / "db")),
+            size=8,
+            reveal="full",
+            max_exchanges=20,
+            seed=0,
+            words=training_words,
+        )
+
+    live = buffer()
+    live.restart(0)
+    assert training_words.retrieved >= 6, (training_words.retrieved, training_words.fallbacks)
+    replayed = buffer()
+    replayed.restore(live.state())
+    assert [s.history[0].text for s in replayed.slots] == [s.history[0].text for s in live.slots]

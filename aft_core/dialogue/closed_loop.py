@@ -25,7 +25,7 @@ from aft_core.config import ConversationConfig
 from aft_core.data.venues import VenueDB
 from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues
 from aft_core.dialogue.metrics import reliability, summarise
-from aft_core.dialogue.multiwoz_words import RetrievedWords
+from aft_core.dialogue.multiwoz_words import corpus_user_words
 from aft_core.dialogue.oracle import OracleSystem
 from aft_core.dialogue.reader import Reader, reader_agreement
 from aft_core.dialogue.selfplay import ModelSystem, converse
@@ -153,7 +153,7 @@ def converse_systems(
     db = VenueDB.load(Path(config.data) / "db")
     reader = Reader(db)
     towninfo = (Path(config.data) / "towninfo.json").exists()
-    words = None if towninfo else RetrievedWords.from_folder(config.data)  # a MultiWOZ user speaks its own words
+    words = corpus_user_words(config.data)  # a MultiWOZ user speaks its own words
     players: dict[str, Any] = {}
     if config.oracle and towninfo:
         players[ORACLE] = lambda: OracleSystem(db)

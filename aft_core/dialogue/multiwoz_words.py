@@ -146,3 +146,9 @@ class RetrievedWords:
 
     def thanks(self, rng: random.Random) -> str | None:
         return self.say(rng, "general-thank", {})
+
+
+def corpus_user_words(folder: str | Path) -> RetrievedWords | None:
+    """The words a simulated user on the corpus in `folder` speaks beside TownInfo's own: none for TownInfo (its
+    generator's paraphrases are the user's words), a MultiWOZ-schema corpus's own training utterances otherwise."""
+    return None if (Path(folder) / "towninfo.json").exists() else RetrievedWords.from_folder(folder)

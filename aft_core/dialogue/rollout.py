@@ -26,6 +26,7 @@ from typing import Any
 from aft_core.data.examples import Turn
 from aft_core.dialogue.goals import Goal
 from aft_core.dialogue.metrics import dialogue_outcome
+from aft_core.dialogue.multiwoz_words import RetrievedWords
 from aft_core.dialogue.reader import Reader, SystemReading
 from aft_core.dialogue.selfplay import first_offer, system_turn, user_turn
 from aft_core.dialogue.user import AgendaUser
@@ -62,11 +63,21 @@ class SelfPlayBuffer:
     """Live conversations whose histories are AFT's prompts (see the module docstring)."""
 
     def __init__(
-        self, goals: Sequence[Goal], reader: Reader, *, size: int, reveal: str, max_exchanges: int, seed: int
+        self,
+        goals: Sequence[Goal],
+        reader: Reader,
+        *,
+        size: int,
+        reveal: str,
+        max_exchanges: int,
+        seed: int,
+        words: RetrievedWords | None = None,
     ) -> None:
+        """`words`: the corpus's own user utterances (multiwoz_words.corpus_user_words), as the closed loop's users
+        speak them; None: TownInfo's words."""
         if not goals:
             raise ValueError("self-play needs training-split goals")
-        self.goals, self.reader = list(goals), reader
+        self.goals, self.reader, self.words = list(goals), reader, words
         self.size, self.reveal, self.max_exchanges, self.seed = size, reveal, max_exchanges, seed
         self.slots: list[LiveSlot] = []
         self.rng = random.Random(0)
@@ -85,7 +96,7 @@ class SelfPlayBuffer:
 
     def _slot(self, index: int, seed: int) -> LiveSlot:
         goal = self.goals[index]
-        user = AgendaUser(goal, self.reveal, seed, max_exchanges=self.max_exchanges)
+        user = AgendaUser(goal, self.reveal, seed, max_exchanges=self.max_exchanges, words=self.words)
         return LiveSlot(index, seed, goal, user, [user_turn(user, user.open())])
 
     def state(self) -> dict[str, Any]:
