@@ -208,14 +208,6 @@ class CausalFamily(ModelFamily):
             state["position"] = state["position"] + 1
             return logits
 
-        keep_cache = cache_rows_keeper(cache)
-
-        def keep(rows: torch.Tensor) -> bool:
-            if not keep_cache(rows):
-                return False
-            state["mask"], state["position"] = state["mask"][rows], state["position"][rows]
-            return True
-
         first = out.logits[:, -1, :].repeat_interleave(k, dim=0)  # [N,V]
         prefix = torch.full((b * k, 1), self._pad, dtype=torch.long, device=ids.device)  # a placeholder column
         return decode_loop(
@@ -227,7 +219,7 @@ class CausalFamily(ModelFamily):
             temperature=temperature,
             eos_id=self._end,
             pad_id=self._pad,
-            keep=keep,
+            keep=cache_rows_keeper(cache, state),
         )
 
     def teacher_forced(self, model, src, sequences, repeats, layers, state=None):

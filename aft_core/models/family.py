@@ -179,8 +179,8 @@ def decode_loop(
     With `keep(rows)` (the stepper drops every other row of its state, rows [A'] indexing its current A, and says
     whether it could), ended sequences leave the state once at most COMPACT_WHEN_ALIVE of its rows are still going,
     so a batch stops paying for replies that have ended; otherwise every sequence is stepped (fed pad) until the
-    last one ends. The
-    tokens are the same either way, and so are the random numbers: u is drawn for all N sequences at every step.
+    last one ends. The tokens are the same either way, and so are the random numbers: u is drawn for all N
+    sequences at every step.
     """
     n = prefix.shape[0]
     tokens = [prefix]
@@ -213,10 +213,10 @@ def decode_loop(
     return torch.cat(tokens, dim=1)
 
 
-def cache_rows_keeper(cache: Any) -> Callable[[torch.Tensor], bool]:
-    """decode_loop's `keep` for a transformers cache: its rows are dropped (`batch_select_indices`) when every layer
-    is a plain dynamic one, whose only per-row state is its keys and values; any other (static, quantised,
-    linear-attention) cache is left whole."""
+def cache_rows_keeper(cache: Any, per_row: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], bool]:
+    """decode_loop's `keep` for a transformers cache and the stepper's other per-row tensors (`per_row`, indexed in
+    place by name): rows are dropped (`batch_select_indices`) when every cache layer is a plain dynamic one, whose
+    only per-row state is its keys and values; any other (static, quantised, linear-attention) cache is left whole."""
     from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer, EncoderDecoderCache
 
     def keep(rows: torch.Tensor) -> bool:
@@ -229,6 +229,8 @@ def cache_rows_keeper(cache: Any) -> Callable[[torch.Tensor], bool]:
         if not layers or any(type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers):
             return False
         cache.batch_select_indices(rows)
+        for name, tensor in per_row.items():
+            per_row[name] = tensor[rows]
         return True
 
     return keep

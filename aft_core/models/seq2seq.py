@@ -192,7 +192,6 @@ def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k:
     encoded, mask = encoded.repeat_interleave(k, dim=0), attention_mask.repeat_interleave(k, dim=0)  # [N,S,D], [N,S]
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     state = {"encoded": encoded, "mask": mask}
-    keep_cache = cache_rows_keeper(cache)
 
     def step(ids: torch.Tensor) -> torch.Tensor:
         return model(
@@ -203,13 +202,7 @@ def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k:
             use_cache=True,
         ).logits[:, -1, :]
 
-    def keep(rows: torch.Tensor) -> bool:
-        if not keep_cache(rows):
-            return False
-        state["encoded"], state["mask"] = state["encoded"][rows], state["mask"][rows]
-        return True
-
-    return step, keep
+    return step, cache_rows_keeper(cache, state)
 
 
 LEAN_ATTENTION = "aft_lean"  # the eager attention's arithmetic in fewer passes (T5-family SFT)
