@@ -528,7 +528,8 @@ def table1_markdown(table: dict[str, Any]) -> str:
             "",
             f"Inform and Success: mwzeval's definitions over the {success['dialogues']} test dialogues "
             "evaluated whole, the responses of every system turn read by a matcher (aft_core.dialogue.reader, "
-            f"F1 {success['reader_f1']:.3f} against the gold system acts); lexicalised, not the delexicalised "
+            f"F1 {success['reader_f1']:.3f} against the gold system acts naming venues, addresses, phones, postcodes "
+            "and references); lexicalised, not the delexicalised "
             f"leaderboard setting. The corpus's own system turns: Inform {ref['inform'][0]:.3f}, Success "
             f"{ref['success'][0]:.3f} (MultiWOZ 2.2's reference in mwzeval: 93.7 and 90.9).",
         ]

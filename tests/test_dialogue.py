@@ -208,6 +208,64 @@ def test_metrics_by_hand(world):
     assert r == pytest.approx({"P": 0.3, "A90": 0.5, "U90_10": 0.5})
 
 
+def test_mwzevals_matching_rules_by_hand(tmp_path):
+    """mwzeval's Inform and Success on hand-built goals: train times are bounds; a goal that names its venue, and a
+    train goal that does not ask for the id when no train was offered, match without an offer; only phone, address,
+    postcode and the train's id (and a reference when booking) are asked of Success."""
+    import json
+
+    from aft_core.data.venues import VenueDB, satisfies
+    from aft_core.dialogue.goals import DomainGoal, Goal
+
+    train = {"trainID": "TR1234", "leaveAt": "13:20", "arriveBy": "14:05", "day": "friday", "price": "9.80 pounds"}
+    assert satisfies(train, {"leaveAt": "13:15", "arriveBy": "14:30", "day": "friday"})
+    assert not satisfies(train, {"leaveAt": "13:30"}) and not satisfies(train, {"arriveBy": "14:00"})
+    assert satisfies(train, {"leaveAt": "dontcare"}) and not satisfies(train, {"day": "monday"})
+    kw = dict(complete=True, timeout=False, offers=1, violations=0)
+
+    def outcome(domain: DomainGoal, readings: list[SystemReading]) -> tuple[float, float]:
+        o = dialogue_outcome(Goal("d", (domain,)), ["x"] * len(readings), readings, **kw)
+        return o["inform"], o["success"]
+
+    quiet = [SystemReading()]
+    fare = DomainGoal("train", {"leaveAt": "13:15"}, {"leaveAt": "13:15"}, ("price", "duration"))
+    assert outcome(fare, quiet) == (1.0, 1.0)  # no offer, no id asked for, a fare is not a requestable
+    late = {**train, "trainID": "TR9999", "leaveAt": "12:00"}
+    assert outcome(fare, [SystemReading(offered=[("train", late)])]) == (0.0, 0.0)  # an offer must meet the bounds
+    ids = DomainGoal("train", {"leaveAt": "13:15"}, {"leaveAt": "13:15"}, ("trainID",), {"people": "2"})
+    assert outcome(ids, quiet) == (0.0, 0.0)
+    assert outcome(ids, [SystemReading(offered=[("train", train)])]) == (1.0, 0.0)  # booked? no reference yet
+    assert outcome(ids, [SystemReading(offered=[("train", train)]), SystemReading(reference="ab12cd34")]) == (1, 1)
+    shiraz = {"name": "shiraz restaurant", "phone": "01223307581", "address": "84 regent street"}
+    named = DomainGoal("restaurant", {"name": "shiraz restaurant"}, {"name": "shiraz restaurant"}, ("phone",))
+    assert outcome(named, quiet) == (1.0, 0.0)  # the user named it: a match, but the phone was not given
+    assert outcome(named, [SystemReading(informed={"phone": "01223307581"})]) == (1.0, 1.0)
+    wrong_phone = [SystemReading(offered=[("restaurant", shiraz)]), SystemReading(informed={"phone": "01223000000"})]
+    assert outcome(named, wrong_phone) == (1.0, 0.0)  # offered, so the value must be the venue's own
+
+    # The reader: a venue's short form ("shiraz", "pembroke"), not inside a street address; references as worded
+    db_dir = tmp_path / "db"
+    db_dir.mkdir()
+    (db_dir / "restaurant_db.json").write_text(json.dumps([shiraz, {"name": "the nirala", "phone": "01223360966"}]))
+    (db_dir / "attraction_db.json").write_text(json.dumps([{"name": "pembroke college"}, {"name": "downing college"}]))
+    reader = Reader(VenueDB.load(db_dir))
+    assert [r["name"] for _, r in reader.read("shiraz is an awesome restaurant .").offered] == ["shiraz restaurant"]
+    assert [r["name"] for _, r in reader.read("pembroke is in the centre .").offered] == ["pembroke college"]
+    assert reader.read("the address is university of cambridge , downing street .").offered == []
+    assert [r["name"] for _, r in reader.read("downing is free .").offered] == ["downing college"]
+    for text in (
+        "the reference number for your booking is n36ogs3i .",
+        "your room is booked , ref # 1dcw8jzn .",
+        "your reference number , should you need it , is n36ogs3i .",
+        "the reference code is n36ogs3i .",
+    ):
+        assert reader.read(text).reference in ("n36ogs3i", "1dcw8jzn"), text
+    assert reader.read("do you have a preference when it comes to arrival time ?").reference is None
+    # a price range found nowhere is not a venue's: "there are no expensive russian restaurants"
+    assert "pricerange" not in reader.read("there are n't any expensive russian restaurants in town .").informed
+    assert reader.read("the nirala is cheap .").informed["pricerange"] == "cheap"
+
+
 @pytest.mark.parametrize("fixture", ["sft_model", "causal_sft_model"])
 def test_batched_conversations_equal_one_at_a_time(request, towninfo_dir, fixture):
     """Both families: one batched generation per round gives the same transcripts as one conversation at a time
@@ -277,7 +335,8 @@ def test_aft_converse_writes_the_table_and_refuses_bad_settings(sft_model, towni
 
 def test_inform_and_success_of_the_test_evaluation_with_the_reference_row(world):
     """Context-to-response Inform/Success (Table 1's columns): the corpus's own system turns as a system score 1.0,
-    as the reference row does; a system that never names a venue scores 0; a dialogue cut short is left out."""
+    as the reference row does; a system that never names a venue informs only where mwzeval needs no offer; a
+    dialogue cut short is left out."""
     import pandas as pd
 
     from aft_core.data.corpus import load_corpus
@@ -298,7 +357,17 @@ def test_inform_and_success_of_the_test_evaluation_with_the_reference_row(world)
     assert result["dialogues"] == 299 and result["reader_f1"] >= 0.95
     assert result["systems"]["copy"] == result["systems"][REFERENCE]
     assert result["systems"][REFERENCE]["inform"][0] == 1.0 and result["systems"][REFERENCE]["success"][0] == 1.0
-    assert result["systems"]["unsure"]["inform"] == [0.0, 0.0, 0.0]
+    # mwzeval matches a train goal that does not ask for the train's id without an offer, so a system that never
+    # names a venue informs exactly the dialogues whose every domain is such a train, and succeeds where none books
+    from aft_core.dialogue.goals import load_goals
+
+    goals = [g for g in load_goals(world["corpus"], "test") if g.dialogue_id != examples[-1].dialogue_id]
+    free = [g for g in goals if all(d.domain == "train" and "trainID" not in d.requests for d in g.domains)]
+    assert len(goals) == 299 and 0 < len(free) < 299
+    assert result["systems"]["unsure"]["inform"][0] == pytest.approx(len(free) / 299)
+    assert result["systems"]["unsure"]["success"][0] == pytest.approx(
+        sum(not any(d.book for d in g.domains) for g in free) / 299
+    )
     assert "skipped" in dialogue_success(pd.DataFrame(rows), world["corpus"] / "db", "test")
 
 

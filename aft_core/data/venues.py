@@ -80,11 +80,30 @@ def venue_name(record: dict[str, Any]) -> str | None:
     return None
 
 
+# Time slots that bound rather than equal (MultiWOZ's database query): a train leaving at or after `leaveAt`, and one
+# arriving at or before `arriveBy`, meets the constraint
+TIME_BOUNDS = {"leaveAt": 1, "arriveBy": -1}
+CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def minutes_of(clock: str) -> int | None:
+    """'13:15' -> 795; None when the text holds no clock time."""
+    match = CLOCK.search(str(clock))
+    return int(match.group(1)) * 60 + int(match.group(2)) if match else None
+
+
 def satisfies(record: dict[str, Any], constraints: dict[str, str]) -> bool:
-    """True when every constraint that the record has a field for holds (case-insensitive)."""
+    """True when every constraint that the record has a field for holds (case-insensitive; `leaveAt` and `arriveBy`
+    as bounds, TIME_BOUNDS)."""
     for slot, value in constraints.items():
         if slot in NAME_FIELDS or slot not in record or str(value).lower() in IGNORED_VALUES:
             continue
+        if slot in TIME_BOUNDS:
+            have, want = minutes_of(record[slot]), minutes_of(value)
+            if have is not None and want is not None:
+                if (have - want) * TIME_BOUNDS[slot] < 0:
+                    return False
+                continue
         if str(record[slot]).lower() != str(value).lower():
             return False
     return True

@@ -27,7 +27,7 @@ from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues
 from aft_core.dialogue.metrics import reliability, summarise
 from aft_core.dialogue.multiwoz_words import corpus_user_words
 from aft_core.dialogue.oracle import OracleSystem
-from aft_core.dialogue.reader import Reader, reader_agreement
+from aft_core.dialogue.reader import Reader, micro_f1, reader_agreement
 from aft_core.dialogue.selfplay import ModelSystem, converse
 from aft_core.io import atomic_path, write_json_atomic
 from aft_core.layout import ConversationLayout
@@ -38,22 +38,25 @@ READER_MIN_F1 = 0.95  # below this agreement with the corpus's gold system acts,
 
 
 def reader_gate(
-    data: str | Path, split: str, dialogues: dict[str, Any] | None = None
+    data: str | Path, split: str, dialogues: dict[str, Any] | None = None, kinds: tuple[str, ...] | None = None
 ) -> tuple[str | None, float | None]:
     """(why outcomes cannot be read on this corpus, or None when they can; the reader's F1 against its gold system
     acts). They cannot when the corpus has no dialogue goals, or when the reader agrees with its gold acts at
-    F1 < READER_MIN_F1: Inform/Success read from a system's words could not be trusted."""
+    F1 < READER_MIN_F1 over the slot kinds the outcomes depend on: `kinds` (micro-averaged), every kind when None.
+    A conversation depends on them all (the simulated user acts on requests and no-offers); corpus Inform and
+    Success read only OUTCOME_KINDS (aft_core.dialogue.context_to_response)."""
     folder = Path(data)
     if not (folder.is_dir() and dialogues_file(folder) is not None and (folder / "db").is_dir()):
         return (
             f"{folder} has no MultiWOZ-schema dialogue goals with venue databases (a folder with data.json and "
             "db/), so there is nothing for a user to pursue"
         ), None
-    agreement = reader_agreement_on(folder, split, dialogues)["all"]["f1"]
+    agreement = micro_f1(reader_agreement_on(folder, split, dialogues), kinds)
     if not agreement >= READER_MIN_F1:
+        over = f" over {', '.join(kinds)}" if kinds else ""
         return (
-            f"the reader of system text agrees with this corpus's gold {split} system acts at F1 {agreement:.3f} "
-            f"< {READER_MIN_F1}: Inform and Success read by it could not be trusted"
+            f"the reader of system text agrees with this corpus's gold {split} system acts{over} at F1 "
+            f"{agreement:.3f} < {READER_MIN_F1}: Inform and Success read by it could not be trusted"
         ), agreement
     return None, agreement
 

@@ -6,7 +6,8 @@ MultiWOZ 2.2's reference Inform 93.7 and Success 90.9).
 
 Only dialogues whose every system turn was evaluated count. Lexicalised responses read by a matcher, not the
 delexicalised leaderboard setting; refused (with the reason) where the corpus has no goals or the reader does not
-agree with its gold acts (aft_core.dialogue.closed_loop.reader_gate).
+agree with its gold acts on the kinds Inform and Success read (OUTCOME_KINDS;
+aft_core.dialogue.closed_loop.reader_gate).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 from aft_core.data.venues import VenueDB
 from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues
 from aft_core.dialogue.metrics import dialogue_outcome
-from aft_core.dialogue.reader import Reader
+from aft_core.dialogue.reader import OUTCOME_KINDS, Reader
 from aft_core.stats import bootstrap_ci
 
 REFERENCE = "reference (the corpus's system turns)"
@@ -33,7 +34,7 @@ def dialogue_success(per_example: pd.DataFrame, data: str | Path, split: str) ->
 
     folder = Path(data)
     dialogues = read_dialogues(folder) if dialogues_file(folder) is not None else None
-    reason, reader_f1 = reader_gate(folder, split, dialogues)
+    reason, reader_f1 = reader_gate(folder, split, dialogues, OUTCOME_KINDS)
     if reason is not None:
         return {"skipped": reason}
     if dialogues is None:  # the gate reads the dialogue file too, so it has refused such a folder already

@@ -2,10 +2,14 @@
 
 For each venue domain of the goal, from the system turns as the reader read them:
 - **Inform**: the last venue of that domain the system offered meets the goal's final constraints
-  (`DomainGoal.relaxed`). A dialogue informs when every domain does (mwzeval).
-- **Success**: Inform, and every attribute the goal requests was given with the offered venue's own value in a
-  turn at or after that offer, and, when the goal books, a reference number was given after the offer (mwzeval
-  counts the reference among the requestables). A dialogue succeeds when every domain does.
+  (`DomainGoal.relaxed`; a train's `leaveAt` and `arriveBy` as bounds, as MultiWOZ's database query reads them).
+  As in mwzeval, a goal that names its venue matches without an offer, and so does a train goal that does not ask
+  for the train's id when no train was offered. A dialogue informs when every domain does.
+- **Success**: Inform, and every one of mwzeval's requestables the goal asks for (phone, address, postcode, the
+  train's id) was given with the offered venue's own value in a turn at or after that offer, and, when the goal
+  books, a reference number was given after the offer (mwzeval counts the reference among the requestables).
+  Other requests (a fare, a journey's length) do not count, as in mwzeval. A dialogue succeeds when every domain
+  does. Lexicalised text is stricter than mwzeval's delexicalised tokens here: a value must be the venue's own.
 - **Book**: of the domains whose goal books, the share with a reference number given after an offer that meets
   the constraints (ConvLab's book rate).
 - **Complete**: the user's agenda ran to its end: every domain done in its own view and the system thanked
@@ -22,34 +26,52 @@ from typing import Any
 
 import numpy as np
 
-from aft_core.data.venues import satisfies
+from aft_core.data.venues import NAME_FIELDS, satisfies, venue_name
 from aft_core.dialogue.goals import Goal
 from aft_core.dialogue.reader import SystemReading, same_value
 from aft_core.stats import bootstrap_ci
 
+# mwzeval's requestables: Success asks for these of the offered venue (and for a reference when the goal books). A
+# goal's other requests (a fare, a journey's length, an entrance fee) the user asks for, but the metric does not.
+SUCCESS_REQUESTABLES = ("phone", "address", "postcode", "trainID")
+
 
 def _domain_success_turn(goal_domain: Any, readings: Sequence[SystemReading]) -> tuple[bool, int | None, bool]:
-    """(inform, the system turn index after which the domain had succeeded or None, booked) for one domain."""
+    """(inform, the system turn index after which the domain had succeeded or None, booked) for one domain.
+
+    As mwzeval matches: the last venue of the domain the system offered must meet the goal's constraints, except
+    that a goal which names its venue, and a train goal that does not ask for the train's id when no train was
+    offered, match without an offer. Requested attributes count when given with the offered venue's own value
+    (any value where no venue was offered), from the first offer of that venue on."""
+    required = {a for a in goal_domain.requests if a in SUCCESS_REQUESTABLES}
+    named = [same_value(goal_domain.relaxed[k]) for k in NAME_FIELDS if k in goal_domain.relaxed]
     last: dict[str, Any] | None = None
     offered_at = -1
     for i, reading in enumerate(readings):
         mine = [r for d, r in reading.offered if d == goal_domain.domain]
+        if named:  # the venue the user named, when the system named it too
+            mine = [r for r in mine if same_value(venue_name(r) or "") in named]
         if mine:
             last, offered_at = mine[-1], i
-    if last is None or not satisfies(last, goal_domain.relaxed):
+    if last is None:
+        if not (named or (goal_domain.domain == "train" and "trainID" not in required)):
+            return False, None, False
+        first = 0
+    elif not named and not satisfies(last, goal_domain.relaxed):
         return False, None, False
-    given: set[str] = set()
+    else:
+        # the offer may have been repeated: attributes count from the first offer of the same venue on
+        first = min(i for i, reading in enumerate(readings) if any(r is last for _, r in reading.offered))
+    given = {"trainID"} & required if last is not None else set()  # an offered train is named by its id
     booked = not goal_domain.book
-    # the offer may have been repeated: attributes count from the first offer of the same venue on
-    first = min(i for i, reading in enumerate(readings) if any(r is last for _, r in reading.offered))
     for i, reading in enumerate(readings[first:], start=first):
-        for attribute in goal_domain.requests:
+        for attribute in required:
             value = reading.informed.get(attribute)
-            if value is not None and same_value(value) == same_value(last.get(attribute, "")):
+            if value is not None and (last is None or same_value(value) == same_value(last.get(attribute, ""))):
                 given.add(attribute)
         if goal_domain.book and reading.reference:
             booked = True
-        if booked and given >= set(goal_domain.requests):
+        if booked and given >= required:
             return True, max(i, offered_at), bool(goal_domain.book)
     return True, None, booked and bool(goal_domain.book)
 
