@@ -458,6 +458,19 @@ def paired_changes(row: dict[str, Any]) -> str:
     return f"{row['system']} vs {cmp['baseline']}: " + ", ".join(parts) + "."
 
 
+def table1_systems(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table 1's rows, and after them the corpus's own system turns as the `reference` row (Inform and Success only,
+    the anchor the literature reports) where Inform and Success were read."""
+    reference = (table.get("dialogue_success") or {}).get("reference")
+    if not reference:
+        return list(table["rows"])
+    row: dict[str, Any] = {"system": REFERENCE}
+    for key in ("inform", "success"):
+        mean, low, high = reference[key]
+        row[key], row[f"{key}_ci"] = mean, [low, high]
+    return [*table["rows"], row]
+
+
 def table1_cells(table: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, str]]]]:
     """Table 1's header and, per system, (value, 95% CI) texts of its cells: the one formatting of Table 1,
     rendered as markdown by `table1_markdown` and as HTML by the report."""
@@ -477,7 +490,7 @@ def table1_cells(table: dict[str, Any]) -> tuple[list[str], list[list[tuple[str,
         "median ΔBERTScore (p)",
     ]
     rows = []
-    for row in table["rows"]:
+    for row in table1_systems(table):
         cmp = row.get("vs_baseline")
         paired = (
             (
@@ -491,7 +504,7 @@ def table1_cells(table: dict[str, Any]) -> tuple[list[str], list[list[tuple[str,
             [
                 (row["system"], ""),
                 *[cell(row, key) for key, _ in TABLE1_COLUMNS],
-                (f"{row['distinct_1']:.3f} / {row['distinct_2']:.3f}", ""),
+                (f"{row['distinct_1']:.3f} / {row['distinct_2']:.3f}" if "distinct_1" in row else "–", ""),
                 (paired[0], ""),
                 (paired[1], ""),
             ]

@@ -213,12 +213,12 @@ def provenance_line(run: RunLayout) -> str:
 def summary_markdown(
     run_dir: str, corpus: dict[str, Any], sft: dict[str, Any], branch_rows: list[dict[str, Any]], table: dict[str, Any]
 ) -> str:
-    from aft_core.evaluation import TABLE1_COLUMNS, paired_changes
+    from aft_core.evaluation import TABLE1_COLUMNS, paired_changes, table1_systems
 
     present = [(k, name) for k, name in TABLE1_COLUMNS if any(k in r for r in table["rows"])]
     test = markdown_table(
         ["System", *[name for _, name in present]],
-        [[r["system"], *[r.get(k) for k, _ in present]] for r in table["rows"]],
+        [[r["system"], *[r.get(k) for k, _ in present]] for r in table1_systems(table)],
     )
     header = list(dict.fromkeys(k for r in branch_rows for k in r)) or ["branch_id"]  # variants add their own keys
     branches = markdown_table(header, [[r.get(k) for k in header] for r in branch_rows])

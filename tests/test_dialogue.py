@@ -370,6 +370,21 @@ def test_inform_and_success_of_the_test_evaluation_with_the_reference_row(world)
     )
     assert "skipped" in dialogue_success(pd.DataFrame(rows), world["corpus"] / "db", "test")
 
+    # Table 1 (markdown, the report's HTML and the summary) shows the reference as a row of its own
+    from aft_core.evaluation import TABLE1_COLUMNS, table1_cells, table1_systems
+
+    sft = {"system": "SFT", "distinct_1": 0.5, "distinct_2": 0.7, "inform": 0.4, "inform_ci": [0.3, 0.5]}
+    table = {
+        "rows": [sft],
+        "dialogue_success": {"reference": {"inform": [0.979, 0.947, 1.0], "success": [0.9, 0.8, 1]}},
+    }
+    assert [r["system"] for r in table1_systems(table)] == ["SFT", REFERENCE]
+    header, cells = table1_cells(table)
+    inform = 1 + [k for k, _ in TABLE1_COLUMNS].index("inform")
+    assert header[inform] == "Inform" and cells[1][0] == (REFERENCE, "")
+    assert cells[1][inform] == ("0.979", "[0.947, 1.000]") and cells[1][1] == ("–", "")
+    assert table1_systems({"rows": [sft], "dialogue_success": {"skipped": "no goals"}}) == [sft]
+
 
 def test_aft_converse_on_a_pipeline_run_folder(tiny_pipeline, tmp_path, capsys):
     """`aft converse RUN_DIR`: the run's SFT model, each judged branch's ★ and last checkpoint, and its corpus."""
