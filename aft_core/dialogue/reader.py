@@ -10,7 +10,7 @@ acts (per slot kind: precision, recall, F1), which is how its numbers earn trust
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ GENERIC_SUFFIXES = ("restaurant", "hotel", "guesthouse", "guest house", "college
 # Words that make a venue's short form part of a street address ("downing" of downing college in "downing street")
 STREET_WORDS = ("street", "road", "lane", "parade", "avenue", "way", "close", "drive", "hill", "square", "place",
                 "court", "row", "walk", "passage", "terrace", "gardens", "park")  # fmt: skip
+STREET_AFTER = re.compile(rf"\s*(?:{'|'.join(STREET_WORDS)})\b")  # a short form followed by one is an address's
 FUZZY_MIN_RATIO = 92.0  # rapidfuzz ratio (0-100) a word window must reach to be read as a venue's name
 # Words no fuzzily matched window may start with ("a restaurant" is not ask restaurant, however close); "the" may
 FUNCTION_WORDS = {"a", "an", "to", "in", "at", "of", "and", "for", "on", "is", "it"}
@@ -218,8 +219,6 @@ class Reader:
             )
         }
         self._alias_pattern = longest_first(self._aliases, r"[\w&]")
-        # A short form followed by a street word is part of an address ("downing street", "king's parade")
-        self._street_after = re.compile(rf"\s*(?:{'|'.join(STREET_WORDS)})\b")
         self._address_pattern = longest_first(self._addresses, r"\w")
 
     def venues(self, text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -229,7 +228,7 @@ class Reader:
         if self._alias_pattern is not None:  # short forms too: "the gonville has 3 stars. the express by holiday inn"
             known = {id(r) for _, r in found}
             matches = self._alias_pattern.finditer(text)
-            for alias in dict.fromkeys(m.group(1) for m in matches if not self._street_after.match(text, m.end())):
+            for alias in dict.fromkeys(m.group(1) for m in matches if not STREET_AFTER.match(text, m.end())):
                 found += [(d, r) for d, r in self._aliases[alias] if id(r) not in known]
                 known |= {id(r) for _, r in self._aliases[alias]}
         if found:
@@ -401,29 +400,28 @@ def reader_agreement(reader: Reader, turns: Iterable[tuple[str, dict[str, Any]]]
             counts[kind][0] += len(g & r)
             counts[kind][1] += len(r - g)
             counts[kind][2] += len(g - r)
-    annotated = [c for c in counts.values() if c[0] + c[2] > 0]
-    counts["all"] = [sum(c[i] for c in annotated) for i in range(3)]
-    result: dict[str, dict[str, float]] = {}
-    for kind, (tp, fp, fn) in counts.items():
-        precision = tp / (tp + fp) if tp + fp else float("nan")
-        recall = tp / (tp + fn) if tp + fn else float("nan")
-        f1 = 2 * precision * recall / (precision + recall) if tp else (0.0 if fp + fn else float("nan"))
-        result[kind] = {
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-            "support": tp + fn,
-            "tp": tp,
-            "fp": fp,
-            "fn": fn,
-        }
-    return result
+    counts["all"] = annotated_total(counts.values())
+    return {kind: agreement_scores(*c) for kind, c in counts.items()}
+
+
+def annotated_total(counts: Iterable[Sequence[int]]) -> list[int]:
+    """(tp, fp, fn) summed over the kinds a corpus annotates at all (gold support tp + fn > 0)."""
+    annotated = [c for c in counts if c[0] + c[2] > 0]
+    return [sum(c[i] for c in annotated) for i in range(3)]
+
+
+def agreement_scores(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """Precision, recall, F1 and support of (tp, fp, fn) counts."""
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if tp else (0.0 if fp + fn else float("nan"))
+    return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn, "tp": tp, "fp": fp, "fn": fn}
 
 
 def micro_f1(scores: dict[str, dict[str, float]], kinds: Iterable[str] | None = None) -> float:
-    """F1 micro-averaged over `kinds` of a reader_agreement result (its `all` when None); kinds the corpus never
-    annotates (no support, nothing read) do not count."""
+    """F1 micro-averaged over `kinds` of a reader_agreement result (its `all` when None); as in `all`, kinds the
+    corpus never annotates do not count."""
     if kinds is None:
         return float(scores["all"]["f1"])
-    tp, fp, fn = (sum(int(scores[k][c]) for k in kinds if k in scores) for c in ("tp", "fp", "fn"))
-    return 2 * tp / (2 * tp + fp + fn) if tp else (0.0 if fp + fn else float("nan"))
+    total = annotated_total([[int(scores[k][c]) for c in ("tp", "fp", "fn")] for k in kinds if k in scores])
+    return agreement_scores(*total)["f1"]
