@@ -78,7 +78,7 @@ def score_greedy(
     for start in range(0, len(order), batch_size):
         batch = [rows[i] for i in order[start : start + batch_size]]
         src = SourceBatch.from_rows(batch, family.pad_id()).to(model_device(model))
-        state = family.prompt_state(model, src)
+        state = family.prompt_state(model, src, inference=True)
         seqs = family.generate(
             model,
             src,

@@ -202,6 +202,22 @@ def test_fused_attention_where_weights_are_not_read_gives_the_same_pass(models, 
     torch.testing.assert_close(fused["attn"], explicit["attn"], rtol=1e-5, atol=1e-6)
 
 
+def test_the_inference_encoder_pass_equals_the_training_one_and_leaves_the_model_as_it_was(models):
+    """score_greedy's encoder pass (SDPA, no gradient) gives the training pass's hidden states to float rounding,
+    and the model's attention setting is back as it was afterwards; with a gradient wanted it is the training
+    pass itself."""
+    all_models, src = models
+    for name, model in all_models.items():
+        family, before = family_of(model), model.get_encoder().config._attn_implementation
+        with torch.no_grad():
+            trained_path = family.prompt_state(model, src)
+            inference_path = family.prompt_state(model, src, inference=True)
+        torch.testing.assert_close(inference_path, trained_path, rtol=1e-5, atol=1e-5, msg=name)
+        assert model.get_encoder().config._attn_implementation == before, name
+        with_grad = family.prompt_state(model, src, inference=True)
+        assert with_grad.requires_grad and torch.equal(with_grad.detach(), trained_path), name
+
+
 @pytest.mark.parametrize("path", ["t5", "hugging face seq2seq", "causal"])
 def test_dropping_ended_replies_from_the_decoding_state_changes_no_token(
     path, sft_model, causal_sft_model, towninfo_dir, monkeypatch

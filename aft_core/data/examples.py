@@ -10,12 +10,13 @@ whether it is a speaker tag, and whether it lies inside an annotated slot value,
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 SPEAKERS = ("user", "system")
 NO_TURN = -1  # turn id of tokens that belong to no turn (EOS, padding)
@@ -174,18 +175,22 @@ def _source_map(
     eos: int,
     max_tokens: int,
 ) -> dict[str, list]:
-    starts = [s.start for s in spans]
-    in_slot = bytearray(max((b for _, b in slot_spans), default=0))  # 1 on characters inside a slot value
+    # A token's last character decides its span (Metaspace offsets may include the leading space); vectorised,
+    # because conversations re-encode every history each round.
+    starts = np.fromiter((s.start for s in spans), dtype=np.int64, count=len(spans))  # [spans]
+    bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # [n,2] character start, end
+    k = np.maximum(np.searchsorted(starts, np.maximum(bounds[:, 0], bounds[:, 1] - 1), side="right") - 1, 0)  # [n]
+    span_turn = np.fromiter((s.turn for s in spans), dtype=np.int64, count=len(spans))
+    span_tag = np.fromiter((s.is_tag for s in spans), dtype=bool, count=len(spans))
+    in_slot = np.zeros(max((b for _, b in slot_spans), default=0) + 1, dtype=np.int64)  # +1 at a, -1 at b
     for a, b in slot_spans:
-        in_slot[a:b] = b"\x01" * (b - a)
-    turn_of, tag_of, salient_of = [], [], []
-    for start, end in offsets:
-        # A token's last character decides its span (Metaspace offsets may include the leading space).
-        k = bisect.bisect_right(starts, max(start, end - 1)) - 1
-        span = spans[max(k, 0)]
-        turn_of.append(span.turn)
-        tag_of.append(span.is_tag)
-        salient_of.append(not span.is_tag and any(in_slot[start:end]))
+        in_slot[a] += 1
+        in_slot[b] -= 1
+    slot_chars = np.concatenate(([0], np.cumsum(np.cumsum(in_slot) > 0)))  # [C+2] slot characters before each
+    ends = np.minimum(bounds, len(in_slot))  # [n,2]
+    turn_of: list[int] = span_turn[k].tolist()
+    tag_of: list[bool] = span_tag[k].tolist()
+    salient_of: list[bool] = ((slot_chars[ends[:, 1]] > slot_chars[ends[:, 0]]) & ~span_tag[k]).tolist()
 
     budget = max_tokens - 1  # room for EOS
     keep_from = 0

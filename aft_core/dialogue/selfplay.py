@@ -84,12 +84,11 @@ class ModelSystem:
             keep_attention=True,
             temperature=self.temperature,
         )
+        history = SourceBatch.from_rows(rows, self.family.pad_id()).mask("history")  # [B,S] I_x = history, right-padded
         replies = []
-        for i, row in enumerate(rows):
+        for i in range(len(rows)):
             attention = scored["attention"][i]  # [T,S] over the real response and prompt positions
-            earlier = SourceBatch.from_rows([row], self.family.pad_id()).mask("history")[
-                0, : attention.shape[1]
-            ]  # I_x = history
+            earlier = history[i, : attention.shape[1]]
             mass = attention.sum(dim=1).clamp(min=1e-12)  # [T]
             share = float((attention[:, earlier].sum(dim=1) / mass).mean()) if attention.shape[0] else float("nan")
             figures = {

@@ -60,8 +60,9 @@ class ModelFamily:
         """Target ids ending in the end token, cut from the right to `max_tokens`."""
         raise NotImplementedError
 
-    def prompt_state(self, model: Any, src: SourceBatch) -> Any:
-        """What sampling and the teacher-forced pass can share for a batch of prompts (None: nothing)."""
+    def prompt_state(self, model: Any, src: SourceBatch, inference: bool = False) -> Any:
+        """What sampling and the teacher-forced pass can share for a batch of prompts (None: nothing).
+        `inference`: no gradient will flow through it, so a faster equivalent kernel may serve."""
         return None
 
     def generate(
