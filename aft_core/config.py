@@ -624,7 +624,9 @@ class ConversationConfig:
         "(Laban et al.: mean P, aptitude A90, unreliability U90-10); 0 = greedy only",
     )
     oracle: bool = setting(
-        True, "add the oracle system (TownInfo's rule policy) as the anchor row when the corpus is TownInfo"
+        True,
+        "add the anchor row: the oracle (TownInfo's rule policy) on TownInfo, the rule system over the venue "
+        "databases on MultiWOZ",
     )
 
     def validate(self, where: str = "conversation") -> ConversationConfig:

@@ -355,8 +355,8 @@ def conversations_html(run: RunLayout) -> str:
     """The closed-loop stage: the success table with CIs, the degradation, the attention trajectory by turn, and
     three transcripts side by side (TRANSCRIPT_RULE)."""
     from aft_core.dialogue.closed_loop import (
+        ANCHORS,
         CONVERSATION_HEADER,
-        ORACLE,
         conversation_caption,
         conversation_cells,
         conversation_notes,
@@ -379,7 +379,7 @@ def conversations_html(run: RunLayout) -> str:
         if any(r["trajectory"] for r in rows):
             parts.append(f"<img alt='attention trajectory {mode}' src='{trajectory_figure(rows, mode)}'>")
     records = run.conversations.read_transcripts()
-    models = [r["system"] for r in next(iter(table["rows"].values())) if r["system"] != ORACLE]
+    models = [r["system"] for r in next(iter(table["rows"].values())) if r["system"] not in ANCHORS]
     if len(models) >= 2:
         mode = "sharded" if "sharded" in table["rows"] else next(iter(table["rows"]))
         pick = [models[0], models[1]]

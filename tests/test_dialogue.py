@@ -14,7 +14,7 @@ from aft_core.data.towninfo import generate_towninfo, load_database
 from aft_core.dialogue.goals import load_goals
 from aft_core.dialogue.metrics import dialogue_outcome, reliability, summarise
 from aft_core.dialogue.oracle import OracleSystem
-from aft_core.dialogue.reader import Reader, SystemReading, gold_kinds, read_kinds, reader_agreement
+from aft_core.dialogue.reader import PREFERENCE, Reader, SystemReading, gold_kinds, read_kinds, reader_agreement
 from aft_core.dialogue.selfplay import ModelSystem, converse
 from aft_core.dialogue.user import REVEAL_MODES
 
@@ -128,6 +128,48 @@ def test_sharded_reveals_one_constraint_per_turn_and_full_all_at_once(world):
                 assert sizes[0] == len(goal.domains[0].constraints)
 
 
+def test_an_open_question_is_answered_with_a_constraint_not_a_dont_care(world):
+    """'anything specific?' names no slot (reader.PREFERENCE): a sharded user answers it with its next constraint,
+    as it answers a turn that asks nothing, where a slot it does not hold gets 'i do not mind'."""
+    from aft_core.dialogue.user import AgendaUser
+
+    goal = next(g for g in world["goals"] if len(g.domains[0].constraints) >= 3)
+    reader = world["reader"]
+    replies = {}
+    for question in ("are you looking for anything specific ?", "okay .", "do you need free parking ?"):
+        user = AgendaUser(goal, "sharded", 0)
+        user.open()
+        replies[question] = (user.respond(reader.read(question)), dict(user.turns[-1].revealed))
+    assert replies["are you looking for anything specific ?"][1] == replies["okay ."][1] != {}
+    assert replies["do you need free parking ?"][1] == {}  # TownInfo goals hold no parking constraint
+
+
+def test_the_rule_system_reads_a_multiwoz_users_words(world):
+    """MultiWOZ's anchor (aft_core.dialogue.rule_system), on TownInfo's database of the same schema: stations told
+    apart by their cues, don't-care in the corpus's phrasings, a booking's day that does not open the train domain,
+    a reference number that is not a phone number, a named venue offered at once, and a cuisine the database lacks
+    answered with a no-offer."""
+    from aft_core.data.examples import Turn
+    from aft_core.dialogue.rule_system import RuleSystem
+
+    db, reader = world["db"], world["reader"]
+    system = RuleSystem(db)
+    values = system._values_in("train", "i need a train from cambridge to ely on monday after 9:15 .", False)
+    assert values == {"departure": "cambridge", "destination": "ely", "day": "monday", "leaveAt": "09:15"}
+    assert system.domains_named("i 'm leaving from cambridge .") == ["train"]
+    assert system.domains_named("is it in the cheap price range ?") == []  # stays in the domain under way
+    assert system.dont_care("the area does n't matter to me .") and system.dont_care("no any place will do .")
+    venue = db.venues["restaurant"][0]
+    ask = Turn("user", f"i want to eat at {venue['name']} .")
+    offer = [ask, Turn("system", system.respond([[ask]])[0])]
+    assert [r for _, r in reader.read(offer[1].text).offered] == [venue]
+    book = offer + [Turn("user", "a table for 3 on friday at 18:15 , and the reference number please .")]
+    assert reader.read(system.respond([book])[0]).reference is not None
+    phone = offer + [Turn("user", "what is their phone number ?")]
+    assert reader.read(system.respond([phone])[0]).informed["phone"] == venue["phone"]
+    assert reader.read(system.respond([[Turn("user", "i want some kosher food in the east .")]])[0]).no_offer
+
+
 def test_the_agenda_mode_is_seeded_and_a_conversation_reruns_exactly(world):
     goals, oracle, reader = world["goals"][:60], OracleSystem(world["db"]), world["reader"]
     first = converse(oracle, goals, reader, reveal="agenda", seed=7)
@@ -185,6 +227,21 @@ def test_the_reader_reads_a_garbled_name_but_not_a_stranger(world):
     assert alternative.no_offer and [r for _, r in alternative.offered] == [venue]
     assert not reader.read(f"i 'm sorry , there are no tables available at {venue['name']} at that time .").no_offer
     assert not reader.read("i do n't have any information on their entrance fee .").no_offer
+    # MultiWOZ wizards' phrasings: no-offers, failed bookings and free venues told apart
+    assert reader.read("we have no 4 star hotels in the north , would you like to try another area ?").no_offer
+    assert reader.read("i do not have a tuscan restaurant , but i do have an international one .").no_offer
+    assert reader.read("unfortunately none of them serve scandanavian food .").no_offer
+    assert not reader.read("i 'm sorry , there are no open reservations for that day and time .").no_offer
+    assert not reader.read("there is not a fee for all saints church .").no_offer
+    # every price range stated of a venue, none from a question that offers ranges to choose from
+    assert reader.read("two are moderately priced and one is cheap .").price_ranges == ("moderate", "cheap")
+    assert reader.read("three hotels pop up - would you like expensive or cheap ?").price_ranges == ()
+    # requests wizards make without naming a slot's usual word; an open question names no slot
+    assert reader.read("where would you like to be picked up ?").requested == ("departure",)
+    assert reader.read("okay , how many diners will there be ?").requested == ("people",)
+    assert reader.read("do you need free parking too ?").requested == ("parking",)
+    assert reader.read("are you looking for anything specific ?").requested == (PREFERENCE,)
+    assert reader.read("train tr6332 will arrive at 19:27 . would you like tickets for that train ?").requested == ()
 
 
 def test_metrics_by_hand(world):

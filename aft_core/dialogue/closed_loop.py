@@ -28,12 +28,15 @@ from aft_core.dialogue.metrics import reliability, summarise
 from aft_core.dialogue.multiwoz_words import corpus_user_words
 from aft_core.dialogue.oracle import OracleSystem
 from aft_core.dialogue.reader import Reader, micro_f1, reader_agreement
+from aft_core.dialogue.rule_system import RuleSystem
 from aft_core.dialogue.selfplay import ModelSystem, converse
 from aft_core.io import atomic_path, write_json_atomic
 from aft_core.layout import ConversationLayout
 from aft_core.stats import paired_bootstrap_p
 
 ORACLE = "oracle (TownInfo rule policy)"
+RULE_SYSTEM = "rule system (venue databases)"  # the anchor on MultiWOZ (aft_core.dialogue.rule_system)
+ANCHORS = (ORACLE, RULE_SYSTEM)
 READER_MIN_F1 = 0.95  # below this agreement with the corpus's gold system acts, no outcome is reported
 
 
@@ -158,8 +161,10 @@ def converse_systems(
     towninfo = (Path(config.data) / "towninfo.json").exists()
     words = corpus_user_words(config.data)  # a MultiWOZ user speaks its own words
     players: dict[str, Any] = {}
-    if config.oracle and towninfo:
-        players[ORACLE] = lambda: OracleSystem(db)
+    if config.oracle:
+        players[ORACLE if towninfo else RULE_SYSTEM] = (
+            (lambda: OracleSystem(db)) if towninfo else (lambda: RuleSystem(db))
+        )
     for name, spec in systems.items():
         players[name] = lambda spec=spec: ModelSystem(
             *load(spec["model"], spec.get("weights")),

@@ -22,7 +22,7 @@ from typing import Any
 from aft_core.data import towninfo
 from aft_core.data.examples import Turn
 from aft_core.data.venues import VenueDB
-from aft_core.dialogue.reader import Reader
+from aft_core.dialogue.reader import Reader, SystemReading
 
 DOMAIN_WORDS = {  # words that open (or switch to) a domain in a user turn
     "restaurant": re.compile(r"\brestaurant\b"),
@@ -51,6 +51,7 @@ class OracleSystem:
     def __init__(self, db: VenueDB):
         self.db = db
         self.reader = Reader(db)
+        self.readings: dict[str, SystemReading] = {}  # each reply re-reads the history: a turn is read once
         self.values = {
             domain: {
                 slot: sorted(
@@ -64,9 +65,10 @@ class OracleSystem:
     def respond(self, histories: Sequence[Sequence[Turn]]) -> list[str]:
         return [self.reply(history) for history in histories]
 
-    def _values_in(self, domain: str, text: str, bare_stars: bool) -> dict[str, str]:
+    def _values_in(self, domain: str, text: str, bare_stars: bool, asked: str | None = None) -> dict[str, str]:
         """Slot values of `domain` named in a user turn; a star rating needs its word 'star' unless the turn
-        answers a question (or a no-offer) where a bare number is the rating ('then 5 is fine .')."""
+        answers a question (or a no-offer) where a bare number is the rating ('then 5 is fine .'). `asked`: the slot
+        the system's last turn asked for."""
         found = {}
         for slot, values in self.values[domain].items():
             for value in values:
@@ -79,6 +81,39 @@ class OracleSystem:
                     break
         return found
 
+    # --- how a user's words are understood: TownInfo's own phrasings (RuleSystem reads MultiWOZ's users) ---------
+
+    def domains_named(self, text: str) -> list[str]:
+        return [d for d, pattern in DOMAIN_WORDS.items() if pattern.search(text)]
+
+    def dont_care(self, text: str) -> bool:
+        return bool(DONT_CARE.search(text))
+
+    def thanks(self, text: str, named: list[str], given: dict[str, str]) -> bool:
+        return bool(THANKS.search(text))
+
+    def wants_booking(self, text: str) -> bool:
+        return bool(re.search(r"\b(book|reference)\b", text))
+
+    def fields_asked(self, text: str, offered: dict[str, Any]) -> list[str]:
+        return [f for f, pattern in ATTRIBUTE_WORDS.items() if re.search(pattern, text) and f in offered]
+
+    def search(self, domain: str, active: dict[str, str]) -> list[dict[str, Any]]:
+        return self.db.matching(domain, active)
+
+    def attributes_reply(self, rng: random.Random, offered: dict[str, Any], fields: list[str]) -> str:
+        return towninfo.inform_attributes(rng, offered, fields)
+
+    def question(self, rng: random.Random, domain: str, belief: dict[str, str]) -> str | None:
+        """The next slot to ask for, in the generator's fixed order (None: search now)."""
+        for slot in towninfo.DOMAIN_SLOTS[domain]:
+            if slot not in belief:
+                return rng.choice(towninfo.ASK[slot])
+        return None
+
+    def slots_of(self, domain: str) -> Sequence[str]:
+        return towninfo.DOMAIN_SLOTS[domain]
+
     def reply(self, history: Sequence[Turn]) -> str:
         rng = random.Random(hashlib.sha256("\n".join(t.text for t in history).encode()).hexdigest())
         domain: str | None = None
@@ -89,39 +124,38 @@ class OracleSystem:
         for turn in history:
             text = turn.text.lower()
             if turn.speaker == "system":
-                reading = self.reader.read(text)
+                reading = self.readings.get(text) or self.readings.setdefault(text, self.reader.read(text))
                 asked = reading.requested[0] if reading.requested else None
                 no_offer = reading.no_offer
                 mine = [record for d, record in reading.offered if d == domain]
                 offered = mine[-1] if mine else offered
                 continue
-            named = [d for d, pattern in DOMAIN_WORDS.items() if pattern.search(text)]
+            named = self.domains_named(text)
             if named and named[0] != domain and (domain is None or not belief.get(named[0])):
                 domain, offered = named[0], None
             if domain is None:
                 continue
-            given = self._values_in(domain, text, asked == "stars" or no_offer)
+            given = self._values_in(domain, text, asked == "stars" or no_offer, asked)
             if given and any(belief.get(domain, {}).get(s) not in (None, v) for s, v in given.items()):
                 offered = None  # a changed constraint: a new search
             belief.setdefault(domain, {}).update(given)
-            if asked in towninfo.DOMAIN_SLOTS[domain] and asked not in given and DONT_CARE.search(text):
+            if asked is not None and asked in self.slots_of(domain) and asked not in given and self.dont_care(text):
                 belief[domain][asked] = "dontcare"
             if turn is not history[-1]:
                 continue
-            if THANKS.search(text):
+            if self.thanks(text, named, given):
                 return rng.choice(towninfo.CLOSINGS)
             if offered is not None:
-                fields = [f for f, pattern in ATTRIBUTE_WORDS.items() if re.search(pattern, text) and f in offered]
+                fields = self.fields_asked(text, offered)
                 if fields:
-                    return towninfo.inform_attributes(rng, offered, fields)
-                if re.search(r"\b(book|reference)\b", text):
+                    return self.attributes_reply(rng, offered, fields)
+                if self.wants_booking(text):
                     ref = hashlib.sha256(("ref:" + "\n".join(t.text for t in history)).encode()).hexdigest()[:8]
                     return towninfo.booked(rng, ref)
-            for slot in towninfo.DOMAIN_SLOTS[domain]:
-                if slot not in belief[domain]:
-                    return rng.choice(towninfo.ASK[slot])
+            if (ask := self.question(rng, domain, belief[domain])) is not None:
+                return ask
             active = {s: v for s, v in belief[domain].items() if v != "dontcare"}
-            matches = self.db.matching(domain, active)
+            matches = self.search(domain, active)
             if not matches:
                 return towninfo.no_match(rng, domain, active)
             return towninfo.recommend(rng, domain, matches[0])

@@ -45,36 +45,69 @@ PATTERNS = {
     "arriveBy": re.compile(r"arriv\w*(?: \w+){0,2} (?:at|by) (\d{1,2}:\d{2})"),
     "entrance fee": re.compile(r"entrance fee is (free|\d+(?:\.\d+)? pounds)"),
 }
+# The attributes a reading can hold of an offered venue: informed by pattern or lookup, or named by the offer
+READ_ATTRIBUTES = frozenset(
+    ("address", "phone", "postcode", "price", "duration", "leaveAt", "arriveBy", "entrance fee", "pricerange",
+     "name", "trainID")
+)  # fmt: skip
 PRICE_RANGES = {"cheap": "cheap", "inexpensive": "cheap", "moderate": "moderate", "moderately": "moderate",
                 "expensive": "expensive"}  # fmt: skip
 PRICE_RANGE = re.compile(r"\b(" + "|".join(PRICE_RANGES) + r")\b")
+# ranges offered to choose from ("would you like expensive or cheap?"), not stated of a venue
+RANGE_CHOICE = re.compile(rf"{PRICE_RANGE.pattern}(?: priced)? or (?:a |an )?{PRICE_RANGE.pattern}")
+# What a no-offer names it has none of ("no 4 star hotels in the north", "no international food")
+VENUE_WORDS = ("hotels?", "guest ?houses?", "restaurants?", "places?", "attractions?", "trains?", "museums?",
+               "cinemas?", "colleges?", "theatres?", "parks?", "pools?", "clubs?", "nightclubs?", "churches",
+               "entertainment", "steakhouses?", "food", "options?", "matches", "listings?")  # fmt: skip
+VENUE_NOUNS = "|".join(VENUE_WORDS)
 # "any", "anything", "anyone", "anywhere"; not a missing attribute ("i don't have any information on their fee")
 ANY = r"any(?:thing|one|where)?(?! (?:information|info|details))"
 NO_OFFER = re.compile(
-    r"\b(there (?:is|are) no(?! (?:fee|charge|entrance fee|need))|(?:there's|there is) nothing|i have no|"
+    r"\b(there (?:is|are) no(?! (?:fee|charge|entrance fee|need|information|info|specific|record of))|"
+    r"(?:there's|there is) nothing|(?:i|we) (?:have|had|got) no(?! (?:information|info|details|record of))|"
+    r"there (?:are|is|were|was) none\b|\bnone (?:of (?:them|those|these|which)|available|in\b|that|match\w*)|"
+    rf"\bno (?:[\w'-]+ ){{0,3}}(?:{VENUE_NOUNS})\b(?! (?:available|free))|"
+    r"nothing (?:is )?(?:coming|came|comes) up|"
+    r"(?:doesn't|does not|didn't|did not) (?:appear|seem|look like) (?:that )?(?:there (?:are|is|were) (?:any|one)|"
+    r"to be any)|"
     r"nothing (?:match\w*|in|that|meets)|"
     r"no (?:results|matches|match|records?)|(?:unable|not able) to find|(?:could|can) ?(?:n't|not) find|cannot find|"
     rf"(?:do|don't|do not) have {ANY}|(?:aren't|isn't|are not|is not) {ANY}|"
     rf"(?:don't|do not|can't|cannot|couldn't) (?:see|find|locate) {ANY}|"
     rf"not (?:able to (?:get|find)|finding|showing|seeing) {ANY}|"
-    r"(?:don't|do not|didn't|did not) (?:happen to |seem to |appear to )?(?:have|be|pull|find|show|get) "
-    rf"(?:{ANY}|one)|(?:haven't|have not|hasn't|has not) (?:found|seen|got) {ANY}|"
-    r"there (?:isn't|aren't|wasn't|weren't|is not|are not)|"
+    r"(?:don't|do not|didn't|did not) (?:happen to |seem to |appear to )?(?:have|be|pull(?: up)?|find|show|get) "
+    rf"(?:{ANY}|one|(?:a|an) [\w' ]{{1,30}}? (?:that|which|fitting|matching) |"
+    rf"(?:a|an) (?:[\w'-]+ ){{0,3}}(?:{VENUE_NOUNS})\b)|(?:haven't|have not|hasn't|has not) (?:found|seen|got) {ANY}|"
+    r"there (?:isn't|aren't|wasn't|weren't|is not|are not)(?! (?:a |an )?(?:fee|charge|entrance fee|need))|"
     r"(?:i|we) have nothing|no \w+(?: \w+)? (?:meets?|match(?:es)?) your|are no \w+)\b"
 )
 # A booking that failed (MultiWOZ's NoBook), not a search that found nothing
 NO_BOOK = re.compile(
-    r"\b(no (?:tables?|rooms?|seats?|availability)|nothing available (?:in|at|for) that (?:time|day)|"
+    r"\b((?:no|any) availability|no (?:available |open )?(?:tables?|rooms?|seats?|availability|reservations?|"
+    r"openings?|vacanc\w*|spots?)|"
+    r"nothing available (?:in|at|for) that (?:time|day)|"
     r"(?:unable|not able) to (?:book|reserve)|(?:could|can) ?(?:n't|not) (?:book|reserve)|"
     r"booking (?:was )?unsuccessful)\b"
 )
-ASKS = re.compile(r"\b(i(?:'ll)? need to know|i need (?:a|the|your)|(?:can|could) you tell me|please tell me)\b")
+ASKS = re.compile(
+    r"\b(i(?:'ll| will)? need (?:to know|a|the|your|more information|some more|a few more)|"
+    r"(?:can|could|would) you (?:please )?(?:tell|give|provide|specify|let me know)|"
+    r"please (?:tell|give|provide|clarify|specify|confirm|let me know)|if you (?:could )?(?:give|provide|let me know|"
+    r"tell)|"
+    r"you'll (?:have|need) to (?:provide|give|tell)|may i ask|provide the)\b"
+    r"|^(?:(?:ok(?:ay)?|sure(?: thing)?|certainly|great|alright|yes|no problem|of course)\W+)*"
+    r"(?:where|what (?:day|time|area|type|kind)|which (?:day|area|station)|when|how many) "  # a question unmarked
+)
 REQMORE = re.compile(r"\b(anything else|anything more|any other information|something else)\b")
 OFFERS = re.compile(
     r"\b(would you like (?:me to|to book|to make|to reserve|more|the|their|a reservation|a booking|information)|"
     r"shall i|should i|can i (?:book|reserve|help|get|give|provide)|do you want me to|which (?:one|of)|"
-    r"how about|is that (?:all|ok|okay|alright)|anything else)\b"
+    r"how about|is (?:that|this) (?:all|ok|okay|alright|the one)|anything else|may i (?:book|reserve)|"
+    r"(?:would you like|do you (?:need|want))(?: to buy| me to book)? (?:any )?(?:tickets?|a reservation|a table|"
+    r"a room)|"
+    r"will (?:that|this) (?:do|work)|would (?:that|this) work|does (?:that|this) (?:time )?(?:work|fit))\b"
 )
+PREFERENCE = "preference"  # a requested "slot" that names none: an open question about the search
 # The words that name a slot, for questions the phrasings below miss ("do you have a time in mind?")
 SLOT_WORDS = {
     "area": re.compile(r"\b(area|location|part of town|side of town)\b"),
@@ -94,27 +127,34 @@ SLOT_WORDS = {
 REQUESTS = {
     "food": re.compile(r"\b(food|cuisine|kind of restaurant|type of restaurant)\b"),
     "area": re.compile(
-        r"\b(area|areas|part of (?:town|the city)|side of town|section of town|where in town|location preference)\b"
+        r"\b(area|areas|part of (?:town|the city|cambridge)|side of town|section of town|where in town|"
+        r"location preference)\b"
     ),
     "pricerange": re.compile(r"\b(price ?range|price preference|spend|budget)\b"),
     "stars": re.compile(r"\bstars?\b"),
-    "type": re.compile(r"\b(type|kind|sort) of (?:attraction|place|lodging|accommodation)|\bparticular type\b"),
     "destination": re.compile(
-        r"\b(where (?:are you|will you be) (?:travel\w*|going|head\w*)|destination|"
-        r"where would you like to go|looking to go|where to|arrival stations?|location the taxi)\b"
+        r"\b(where (?:are you|will you be|you're|you are|is it you are) (?:travel\w*|going|head\w*|looking to travel|"
+        r"wishing)|"
+        r"destination|where (?:would|do) you (?:like|want|need) (?:to go|to travel|the (?:taxi|train|car) to|it to)|"
+        r"looking to go|where to|arrival (?:stations?|city)|location the taxi|(?:taxi|train) be taking you|"
+        r"take you|going to\?|traveling to\?)\b"
     ),
     "departure": re.compile(
-        r"\b(where (?:are you|will you be|would you be|will you) (?:leaving|departing|leave|depart)|"
-        r"depart\w* (?:from|station)|leav\w* from|departure(?! time)|where you will be departing)\b"
+        r"\b(where (?:are you|will you be|would you be|will you) (?:leaving|departing|leave|depart|coming from)|"
+        r"depart\w* (?:from|station|city|site|place|location)|leav\w* from|departure(?! time)|"
+        r"where you will be departing|pick(?:ed)? (?:you )?up|(?:what|which) stations?|"
+        r"where (?:are you|you're|you are) (?:located|staying)|"
+        r"from where|going from|where from)\b"
     ),
     "day": re.compile(
         r"\b((?:what|which) (?:day|dates?|night)|another day|when (?:would you like to stay|did you want to))\b"
     ),
     "people": re.compile(
-        r"\b(how many (?:people|tickets|guests|persons|seats|will)|other guests|party size|just you|"
+        r"\b(how many (?:people|tickets|guests|persons|seats|will|diners|riders|travell?ers|of you|in your party)|"
+        r"for how many|alone or with|other guests|party size|just you|just one (?:guest|person|ticket)|"
         r"number of (?:people|tickets|guests|train tickets))\b"
     ),
-    "time": re.compile(r"\b(what time|day and time|different time|time slot|timeframe)\b"),
+    "time": re.compile(r"\b(what time|day and time|(?:different|another) time|time slot|timeframe)\b"),
     "stay": re.compile(r"\b(how many (?:nights|days)|begin your stay|when would you like to stay)\b"),
     "leaveAt": re.compile(
         r"\b(depart\w* time|time of departure|leave (?:at|after)|(?:like|want) to leave|"
@@ -125,6 +165,23 @@ REQUESTS = {
         r"when (?:would|do) you (?:like to|want to|need to) arrive)\b"
     ),
     "entrance fee": re.compile(r"\bentrance fee\b"),
+    "parking": re.compile(r"\bparking\b"),
+    "internet": re.compile(r"\b(internet|wifi|wi-fi)\b"),
+    "name": re.compile(
+        r"\b(name of the|(?:what|which) (?:hotel|restaurant|attraction|place|guesthouse) (?:are|is|were|did|do))\b"
+    ),
+    "type": re.compile(
+        r"\b(type|kind|sort) of (?:attraction|place|lodging|accommodation)|\bparticular type\b|"
+        r"\b(hotel or (?:a )?guest ?house|guest ?house or (?:a )?hotel|what (?:are|do) you (?:most )?(?:like|"
+        r"interested|enjoy)|"
+        r"what would you like to (?:do|see|visit)|"
+        r"types? of places?)\b"
+    ),
+    # an open question with no slot named: the user answers with what it has not yet said
+    PREFERENCE: re.compile(
+        r"\b(narrow (?:it|that|them|this) down|(?:anything|something|anywhere) (?:in particular|specific|particular)|"
+        r"what (?:exactly )?are you looking for|in mind|broaden your search)\b"
+    ),
 }
 
 
@@ -138,6 +195,7 @@ class SystemReading:
     no_offer: bool = False
     requested: tuple[str, ...] = ()
     goodbye: bool = False
+    price_ranges: tuple[str, ...] = ()  # every price range stated of a venue ("two are moderate, one is cheap")
 
 
 def longest_first(phrases: Iterable[str], word: str) -> re.Pattern[str] | None:
@@ -266,13 +324,15 @@ class Reader:
         sentences = re.split(r"(?<=[?.!])\s+", low)
         questions = [s for s in sentences if s.rstrip().endswith("?") or ASKS.search(s)]
         questions = [s for s in questions if not REQMORE.search(s)]  # "anything else about that hotel or area?"
-        # a price range the system states of a venue: not one it asks about, nor one it found nothing for
+        # the price ranges the system states of venues: not one it asks about, nor one it found nothing for
         stated = [
             PRICE_RANGES[m]
             for s in sentences
-            if s not in questions and not NO_OFFER.search(s)
+            if not (s in questions and (REQUESTS["pricerange"].search(s) or RANGE_CHOICE.search(s)))
+            and not NO_OFFER.search(s)
             for m in PRICE_RANGE.findall(s)
         ]
+        reading.price_ranges = tuple(dict.fromkeys(stated))
         if stated:
             reading.informed["pricerange"] = stated[0]
         reading.requested = tuple(
@@ -342,8 +402,8 @@ def gold_kinds(dialog_act: dict[str, Any], reader: Reader | None = None) -> set[
             elif key == "price":
                 if number := re.search(r"\d+(?:\.\d+)?", value):
                     gold.add(("price", same_value(f"{number.group(0)} pounds")))
-                elif ranges := PRICE_RANGE.findall(normalise(value)):
-                    gold.add(("pricerange", PRICE_RANGES[ranges[0]]))
+                else:
+                    gold.update(("pricerange", PRICE_RANGES[r]) for r in PRICE_RANGE.findall(normalise(value)))
             elif key == "duration":
                 if minutes := re.search(r"(\d+) ?min", value.lower()):
                     gold.add(("duration", same_value(f"{minutes.group(1)} minutes")))
@@ -371,9 +431,10 @@ def read_kinds(reading: SystemReading) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for _, record in reading.offered:
         found.add(("name", same_value(venue_name(record) or "")))
-    for kind in ("address", "phone", "postcode", "price", "pricerange", "duration"):
+    for kind in ("address", "phone", "postcode", "price", "duration"):
         if kind in reading.informed:
             found.add((kind, same_value(reading.informed[kind])))
+    found.update(("pricerange", same_value(r)) for r in reading.price_ranges)
     if reading.reference:
         found.add(("ref", same_value(reading.reference)))
     if reading.no_offer:
@@ -388,9 +449,12 @@ def reader_agreement(reader: Reader, turns: Iterable[tuple[str, dict[str, Any]]]
     (system text, dialog_act) pairs. A (kind, value) pair is a true positive when both hold it for the turn; an
     address also when one holds the other (an annotator's address may run on into the postcode or the town).
     `all` counts only the kinds the corpus annotates at all (gold support > 0): what its annotators never mark
-    (TownInfo names no price range outside NoOffer) cannot be checked on it."""
+    (TownInfo names no price range outside NoOffer) cannot be checked on it. A turn without any act is left out:
+    every system turn does something (greets, informs, asks), so an empty annotation is a missing one."""
     counts = {kind: [0, 0, 0] for kind in SCORED_KINDS}  # tp, fp, fn
     for text, acts in turns:
+        if not acts:
+            continue  # unannotated, not annotated as saying nothing: every system turn acts (1% of MultiWOZ 2.1's)
         gold, read = gold_kinds(acts, reader), read_kinds(reader.read(text))
         for kind in SCORED_KINDS:
             g = {v for k, v in gold if k == kind}

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aft_core.config import REVEAL_MODES
-from aft_core.data.venues import satisfies
+from aft_core.data.venues import satisfies, venue_name
 from aft_core.dialogue import user_words
 from aft_core.dialogue.goals import DomainGoal, Goal
-from aft_core.dialogue.reader import SystemReading, same_value
+from aft_core.dialogue.reader import PREFERENCE, READ_ATTRIBUTES, SystemReading, same_value
 
 if TYPE_CHECKING:
     from aft_core.dialogue.multiwoz_words import RetrievedWords
@@ -55,7 +55,9 @@ class DomainState:
 
     @property
     def missing(self) -> list[str]:
-        return [r for r in self.goal.requests if r not in self.received]
+        """The goal's requests not yet answered, among those the reader can check were given (a MultiWOZ goal may
+        also ask a venue's stars or area; Success asks only for phone, address, postcode and train id)."""
+        return [r for r in self.goal.requests if r in READ_ATTRIBUTES and r not in self.received]
 
     @property
     def done(self) -> bool:
@@ -176,8 +178,9 @@ class AgendaUser:
             slot, value = next(iter(changed.items()))
             said = self.words.inform(self.rng, state.goal.domain, {slot: value}) if self.words else None
             return self._say(said or user_words.relax(self.rng, value), {slot: value})
-        if reading.requested and state.offered is None:  # before an offer, a question is about the search
-            slot = reading.requested[0]
+        asked = [s for s in reading.requested if s != PREFERENCE]  # an open question: answered as by default
+        if asked and state.offered is None:  # before an offer, a question is about the search
+            slot = asked[0]
             if slot in state.active:
                 return self._inform({slot: state.active[slot]})
             said = self.words.inform(self.rng, state.goal.domain, {slot: "dontcare"}) if self.words else None
@@ -221,8 +224,11 @@ class AgendaUser:
         state = self.state
         if state.offered is None:
             return
+        named = [venue_name(r) for _, r in reading.offered if r is state.offered]
         for attribute in state.goal.requests:
-            value = reading.informed.get(attribute)
+            value = reading.informed.get(attribute) or (
+                named[0] if attribute in ("name", "trainID") and named else None
+            )
             if value is not None and same_value(value) == same_value(state.offered.get(attribute, "")):
                 state.received[attribute] = value
         if reading.reference and state.book_asked:
