@@ -72,7 +72,7 @@ def tiny_overrides(variant: dict, **more) -> dict:
             "checks": tiny["checks"],
             "sft": sft,
             "evaluation": {"test_examples": 12},
-            "conversation": {"run": False},  # the stage is tested on TownInfo; MultiWOZ conversations by the rule-system test below
+            "conversation": {"run": False},  # tested on TownInfo; MultiWOZ in the rule-system test
             "sweep": {"branch": tiny["sweep"]["branch"], "grid": {"k": [2], "variants": [{}, {**variant, "steps": 4}]}},
         },
         more,
