@@ -63,9 +63,8 @@ def greedy_cos_idf_unpadded(
     P = (word_precision * precision_scale).sum(dim=1)
     R = (word_recall * recall_scale).sum(dim=1)
     F = 2 * P * R / (P + R)
-    P = P.masked_fill(hyp_masks.sum(dim=1).eq(2) | ref_masks.sum(dim=1).eq(2), 0.0)  # an empty side ([CLS][SEP])
-    R = R.masked_fill(hyp_masks.sum(dim=1).eq(2) | ref_masks.sum(dim=1).eq(2), 0.0)
-    return P, R, F.masked_fill(torch.isnan(F), 0.0)
+    empty = hyp_masks.sum(dim=1).eq(2) | ref_masks.sum(dim=1).eq(2)  # [B] a side with only [CLS][SEP]
+    return P.masked_fill(empty, 0.0), R.masked_fill(empty, 0.0), F.masked_fill(torch.isnan(F), 0.0)
 
 
 def load_bertscore(model: str = "", num_layers: int | None = None) -> BertScore:

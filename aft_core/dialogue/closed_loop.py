@@ -162,9 +162,8 @@ def converse_systems(
     words = corpus_user_words(config.data)  # a MultiWOZ user speaks its own words
     players: dict[str, Any] = {}
     if config.oracle:
-        players[ORACLE if towninfo else RULE_SYSTEM] = (
-            (lambda: OracleSystem(db)) if towninfo else (lambda: RuleSystem(db))
-        )
+        anchor = OracleSystem if towninfo else RuleSystem
+        players[ORACLE if towninfo else RULE_SYSTEM] = lambda: anchor(db)
     for name, spec in systems.items():
         players[name] = lambda spec=spec: ModelSystem(
             *load(spec["model"], spec.get("weights")),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aft_core.data import towninfo
@@ -48,6 +48,8 @@ THANKS = re.compile(r"\b(that is all|that will be all|everything i needed|thank 
 class OracleSystem:
     """TownInfo's rule policy over a venue database; `respond(histories)` -> one reply per history."""
 
+    read_slots: Mapping[str, Sequence[str]] = towninfo.DOMAIN_SLOTS  # the slots read from a user's words, by value
+
     def __init__(self, db: VenueDB):
         self.db = db
         self.reader = Reader(db)
@@ -55,11 +57,11 @@ class OracleSystem:
         self.values = {
             domain: {
                 slot: sorted(
-                    {str(r[slot]).lower() for r in db.venues.get(domain, []) if slot in r}, key=len, reverse=True
+                    {str(r[slot]).lower() for r in db.venues.get(domain, []) if r.get(slot)}, key=len, reverse=True
                 )
                 for slot in slots
             }
-            for domain, slots in towninfo.DOMAIN_SLOTS.items()
+            for domain, slots in self.read_slots.items()
         }
 
     def respond(self, histories: Sequence[Sequence[Turn]]) -> list[str]:
@@ -124,7 +126,9 @@ class OracleSystem:
         for turn in history:
             text = turn.text.lower()
             if turn.speaker == "system":
-                reading = self.readings.get(text) or self.readings.setdefault(text, self.reader.read(text))
+                if text not in self.readings:
+                    self.readings[text] = self.reader.read(text)
+                reading = self.readings[text]
                 asked = reading.requested[0] if reading.requested else None
                 no_offer = reading.no_offer
                 mine = [record for d, record in reading.offered if d == domain]

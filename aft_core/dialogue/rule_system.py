@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aft_core.data.examples import Turn  # noqa: F401  (histories are Turns)
 from aft_core.data.venues import VenueDB
 from aft_core.dialogue.oracle import OracleSystem
 from aft_core.dialogue.reader import normalise
@@ -123,24 +123,17 @@ TIMES = {
 class RuleSystem(OracleSystem):
     """A rule policy over a MultiWOZ-schema database; `respond(histories)` -> one reply per history."""
 
+    read_slots: Mapping[str, Sequence[str]] = READ
+
     def __init__(self, db: VenueDB):
         super().__init__(db)
         self._parsed: dict[tuple[str, str, bool, str | None], dict[str, str]] = {}
-        self.values = {
-            domain: {
-                slot: sorted(
-                    {str(r[slot]).lower() for r in db.venues.get(domain, []) if r.get(slot)}, key=len, reverse=True
-                )
-                for slot in READ[domain]
-            }
-            for domain in READ
-        }
         self.stations = sorted(
             {str(r[k]).lower() for r in db.venues.get("train", []) for k in ("departure", "destination") if r.get(k)},
             key=len,
             reverse=True,
         )
-        types = [t for t in self.values["attraction"].get("type", []) if t]
+        types = self.values["attraction"].get("type", [])
         self.attraction_types = re.compile(r"\b(" + "|".join(re.escape(t) for t in types) + r")s?\b") if types else None
 
     def domains_named(self, text: str) -> list[str]:
@@ -181,17 +174,15 @@ class RuleSystem(OracleSystem):
                 )
             ):
                 found["type"] = "hotel"  # else "a hotel" is often any place to stay
+            for slot, words in (("parking", r"parking"), ("internet", r"(?:internet|wifi|wi-fi)")):
+                if re.search(rf"\b{words}\b", text):
+                    found[slot] = "no" if re.search(rf"\b{NO_THING}(?:free )?{words}\b", text) else "yes"
         if domain == "train":
             for slot, cue in STATION_CUES.items():
                 for station in self.stations:
                     if re.search(rf"\b{cue} (?:the )?{re.escape(station)}\b", text):
                         found[slot] = station
                         break
-        if domain == "hotel":
-            for slot, words in (("parking", r"parking"), ("internet", r"(?:internet|wifi|wi-fi)")):
-                if re.search(rf"\b{words}\b", text):
-                    found[slot] = "no" if re.search(rf"\b{NO_THING}(?:free )?{words}\b", text) else "yes"
-        if domain == "train":
             for slot, pattern in TIMES.items():
                 if match := pattern.search(text):
                     found[slot] = match.group(1).zfill(5)
