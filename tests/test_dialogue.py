@@ -504,6 +504,72 @@ def test_the_task_term_credits_a_reply_by_where_its_conversation_ends(world):
     assert buffer.state() == before
 
 
+def test_a_drawn_multiwoz_utterance_says_nothing_the_user_did_not_mean():
+    """Real user turns lean on their dialogue and their annotations miss values: an utterance is drawn only if, its
+    spans replaced, it names no other domain, no clock time and no other value of its domain's search slots (from
+    the turns' acts and the goals' constraints), and a user's first words about a domain name it."""
+    import random
+
+    from aft_core.dialogue.multiwoz_words import RetrievedWords
+
+    def inform(text: str, **spans: tuple[str, int, int]) -> dict:
+        act = "Restaurant-Inform"
+        return {
+            "text": text,
+            "dialog_act": {act: [[slot, value] for slot, (value, _, _) in spans.items()]},
+            "span_info": [[act, slot, value, start, end] for slot, (value, start, end) in spans.items()],
+        }
+
+    turns = [
+        inform("a table in the west near my hotel please .", Area=("west", 4, 4)),  # another domain
+        inform("the west , and italian food too .", Area=("west", 1, 1)),  # a food the acts missed
+        inform("the west , and unusual food too .", Area=("west", 1, 1)),  # a food only the goals know
+        inform("the west , for 12:30 .", Area=("west", 1, 1)),  # a time
+        inform("somewhere in the west .", Area=("west", 3, 3)),  # says only the area, names no domain
+        inform("i like italian food .", Food=("italian", 2, 2)),
+    ]
+    goals = [{"restaurant": {"info": {"food": "modern european"}, "fail_info": {"food": "unusual"}}}]
+    words = RetrievedWords(turns, goals)
+    rng = random.Random(0)
+    for _ in range(20):  # whatever the draw
+        assert words.inform(rng, "restaurant", {"area": "north"}) == "somewhere in the north ."
+    assert words.inform(rng, "restaurant", {"area": "north"}, opening=True) is None  # names no restaurant
+    assert words.inform(rng, "restaurant", {"food": "thai"}, opening=True) == "i like thai food ."  # a cuisine does
+    bare = RetrievedWords(turns)  # without the goals, "unusual" is not known as a food
+    assert {bare.inform(random.Random(seed), "restaurant", {"area": "north"}) for seed in range(40)} == {
+        "somewhere in the north .",
+        "the north , and unusual food too .",
+    }
+
+
+def test_a_train_id_the_database_reuses_is_read_as_the_train_the_turn_describes():
+    """MultiWOZ's train database gives one id to trains of other days and routes: the reader keeps the one whose
+    day, stations and times the system's turn states, so a user does not take the right train for a wrong one."""
+    from aft_core.data.venues import VenueDB
+    from aft_core.dialogue.reader import Reader
+
+    monday = {"trainID": "TR1234", "day": "monday", "departure": "ely", "destination": "cambridge", "leaveAt": "05:17"}
+    friday = {"trainID": "TR1234", "day": "friday", "departure": "norwich", "destination": "london", "leaveAt": "09:00"}
+    reader = Reader(VenueDB({"train": [monday, friday]}))
+    assert [r for _, r in reader.read("the train to cambridge on monday is tr1234 , leaving at 05:17 .").offered] == [
+        monday
+    ]
+    assert [r for _, r in reader.read("tr1234 leaves norwich at 09:00 .").offered] == [friday]
+    assert [r for _, r in reader.read("how about tr1234 ?").offered] == [monday, friday]  # nothing tells them apart
+
+
+def test_a_user_does_not_ask_for_what_the_database_does_not_know():
+    """An entrance fee the database writes as "?" cannot be given: the user asks for the rest and moves on."""
+    from aft_core.dialogue.goals import DomainGoal
+    from aft_core.dialogue.user import DomainState
+
+    goal = DomainGoal("attraction", {"area": "north"}, {"area": "north"}, ("entrance fee", "postcode"))
+    state = DomainState(goal, dict(goal.constraints))
+    assert state.missing == ["entrance fee", "postcode"]
+    state.offered = {"name": "jesus green outdoor pool", "entrance fee": "?", "postcode": "cb43px"}
+    assert state.missing == ["postcode"]
+
+
 def test_a_multiwoz_user_speaks_retrieved_utterances_with_the_goals_values_and_falls_back_when_none_fits(world):
     """RetrievedWords: a training utterance of the act's signature, the goal's values put where its spans mark the
     original ones; a request needs no value; where no utterance fits (or a valued slot has no span), None and a

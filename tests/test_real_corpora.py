@@ -348,8 +348,10 @@ def test_the_rule_system_is_multiwozs_closed_loop_anchor(tmp_path):
     """With the reader's gate passed on the hold-out's test dialogues, the closed loop runs on MultiWOZ, and its
     anchor row is the rule system over the venue databases (aft_core.dialogue.rule_system) talking to the simulated
     user, who speaks the hold-out's own training utterances. Its success is what the simulator and the reader allow
-    a system that does the right thing: 0.768 full, 0.674 sharded on these 95 goals (whose conversations it was
-    debugged on; on the validation goals, never read, 0.621 and 0.589). Floors a little under those."""
+    a system that does the right thing: 0.895 full, 0.874 sharded on these 95 goals (0.884 and 0.884 on the
+    validation goals, whose conversations the simulator's words, the train reading and its domain reading were
+    debugged on; before those fixes 0.768 and 0.674 here, with the user talking about other domains, keeping stale
+    values and taking a wrong train of a reused id). Floors a little under those."""
     from aft_core.config import ConversationConfig
     from aft_core.data.corpus import hold_out_splits
     from aft_core.dialogue.closed_loop import RULE_SYSTEM, converse_systems
@@ -361,7 +363,7 @@ def test_the_rule_system_is_multiwozs_closed_loop_anchor(tmp_path):
     assert "skipped" not in table and table["reader_f1"] >= 0.95 and table["goals"] >= 90
     success = {mode: rows[0]["success"][0] for mode, rows in table["rows"].items() if rows[0]["system"] == RULE_SYSTEM}
     print(success, table["user_words"])
-    assert success["full"] >= 0.72 and success["sharded"] >= 0.62, success
+    assert success["full"] >= 0.85 and success["sharded"] >= 0.83, success
 
 
 def test_the_multiwoz_reference_row_lands_near_the_literatures_anchor(tmp_path):

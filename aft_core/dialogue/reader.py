@@ -242,6 +242,28 @@ def same_value(value: str) -> str:
     return re.sub(r"[\s.,]", "", str(value).lower())
 
 
+TOLD_APART_BY = ("day", "departure", "destination", "leaveAt", "arriveBy")  # what a turn says of one of its trains
+
+
+def same_id_told_apart(found: list[tuple[str, dict[str, Any]]], text: str) -> list[tuple[str, dict[str, Any]]]:
+    """Of records that share a train id (MultiWOZ's database reuses ids on other days and routes), those whose day,
+    stations and times the turn states most of ("TR7909 ... to cambridge on tuesday"); all of them when it
+    states none."""
+    by_id: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for domain, record in found:
+        by_id.setdefault(f"{domain}:{record.get('trainID') or id(record)}", []).append((domain, record))
+
+    def told(record: dict[str, Any]) -> int:
+        stated = [str(record[k]).lower() for k in TOLD_APART_BY if record.get(k)]
+        return sum(1 for value in stated if re.search(rf"\b{re.escape(value)}\b", text))
+
+    kept: list[tuple[str, dict[str, Any]]] = []
+    for group in by_id.values():
+        best = max(told(r) for _, r in group)
+        kept += [(d, r) for d, r in group if told(r) == best]
+    return kept
+
+
 class Reader:
     """Reads system turns against one corpus's venue databases."""
 
@@ -290,7 +312,7 @@ class Reader:
                 found += [(d, r) for d, r in self._aliases[alias] if id(r) not in known]
                 known |= {id(r) for _, r in self._aliases[alias]}
         if found:
-            return found
+            return same_id_told_apart(found, text)
         words = re.findall(r"[a-z0-9']+", text.lower())
         best: tuple[float, list[tuple[str, dict[str, Any]]]] | None = None
         for size, names in self._names.items():

@@ -56,8 +56,10 @@ QUESTIONS: dict[str, str | dict[str, str]] = {
     "leaveAt": "when would you like to leave ?",
 }
 DOMAIN_WORDS = {
-    "restaurant": re.compile(r"\b(restaurant|place to (?:eat|dine)|somewhere to (?:eat|dine)|food|dine|dining|eat)\b"),
-    "hotel": re.compile(r"\b(hotel|guest ?house|place to stay|somewhere to stay|lodging|accommodations?|stay)\b"),
+    "restaurant": re.compile(
+        r"\b(restaurants?|place to (?:eat|dine)|somewhere to (?:eat|dine)|food|dine|dining|eat)\b"
+    ),
+    "hotel": re.compile(r"\b(hotels?|guest ?houses?|place to stay|somewhere to stay|lodging|accommodations?|stay)\b"),
     "attraction": re.compile(r"\b(attractions?|something to do|places? to (?:go|visit)|entertainment|sights?)\b"),
     "train": re.compile(r"\b(train|trains)\b"),
 }
@@ -111,7 +113,7 @@ SAID = {
 }
 MEMO_SIZE = 200_000  # parsed (domain, user turn) pairs kept before the memo starts afresh
 NOT_CUISINES = ("some", "good", "the", "any", "of", "serves", "serve", "that", "type", "kind", "what", "which",
-                "nice", "great", "fast", "more", "same", "local", "their", "your", "this", "different", "other",
+                "nice", "great", "fast", "more", "same", "local", "their", "your", "my", "this", "different", "other",
                 "cheap", "expensive", "moderate", "moderately", "priced", "cheaper", "pricey")  # fmt: skip
 NO_THING = r"(?:no|not|\w+n't|without)(?: \w+){0,3} "
 TIMES = {
@@ -146,6 +148,8 @@ class RuleSystem(OracleSystem):
             counts = {d: len(set(self._values_in(d, text, False)) & OWN_SLOTS[d]) for d in READ}
             best = max(counts, key=lambda d: counts[d])
             named = [best] if counts[best] else []
+        if not named:  # the domain of a venue it names ("information on parkside pools")
+            named = [d for d, _ in self.reader.venues(normalise(text)) if d in READ and d != "train"][:1]
         if "hotel" in named and "restaurant" in named and re.search(r"\b(stay|hotel|guest ?house)\b", text):
             named.remove("restaurant")  # "a hotel ... near the restaurant"
         return named

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 
 BOOK_SLOTS = ("people", "day", "time", "stay")
+UNKNOWN = "?"  # a database value that says nobody knows it
 ANSWERABLE = ("food", "area", "pricerange", "stars", "type", "destination", "day")  # slots with TownInfo answers
 
 
@@ -56,8 +57,10 @@ class DomainState:
     @property
     def missing(self) -> list[str]:
         """The goal's requests not yet answered, among those the reader can check were given (a MultiWOZ goal may
-        also ask a venue's stars or area; Success asks only for phone, address, postcode and train id)."""
-        return [r for r in self.goal.requests if r in READ_ATTRIBUTES and r not in self.received]
+        also ask a venue's stars or area; Success asks only for phone, address, postcode and train id) and the
+        accepted venue has a value for (MultiWOZ's database writes "?" for an entrance fee nobody knows)."""
+        unknown = {r for r, v in (self.offered or {}).items() if str(v).strip() == UNKNOWN}
+        return [r for r in self.goal.requests if r in READ_ATTRIBUTES and r not in self.received and r not in unknown]
 
     @property
     def done(self) -> bool:
@@ -137,7 +140,7 @@ class AgendaUser:
     def _open_domain(self) -> str:
         state = self.state
         first = self._batch(state.unrevealed)
-        if self.words is not None and first and (said := self.words.inform(self.rng, state.goal.domain, first)):
+        if self.words is not None and first and (said := self.words.inform(self.rng, state.goal.domain, first, True)):
             return self._say(said, first)
         spoken = {s: v for s, v in first.items() if s in ANSWERABLE}
         text = user_words.opening(self.rng, state.goal.domain, spoken, self.index == 0)
