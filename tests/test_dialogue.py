@@ -170,6 +170,27 @@ def test_the_rule_system_reads_a_multiwoz_users_words(world):
     assert reader.read(system.respond([[Turn("user", "i want some kosher food in the east .")]])[0]).no_offer
 
 
+def test_the_rule_system_hears_a_domain_in_a_plural_and_a_venues_bare_name():
+    """MultiWOZ users open a domain with "restaurants" or with a venue's name alone; a star rating no venue has
+    is still a constraint (the search then finds nothing, and the user relaxes it); "my food" names no cuisine."""
+    from aft_core.data.venues import VenueDB
+    from aft_core.dialogue.rule_system import RuleSystem
+
+    system = RuleSystem(
+        VenueDB(
+            {
+                "restaurant": [{"name": "golden house", "food": "chinese", "area": "centre", "pricerange": "cheap"}],
+                "attraction": [{"name": "parkside pools", "type": "swimmingpool", "area": "centre"}],
+                "hotel": [{"name": "worth house", "type": "guesthouse", "stars": "4", "area": "north"}],
+            }
+        )
+    )
+    assert system.domains_named("what cheap restaurants are there ?") == ["restaurant"]
+    assert system.domains_named("i am looking for information on parkside pools .") == ["attraction"]
+    assert system._values_in("hotel", "a star rating of 1 , please .", False) == {"stars": "1"}
+    assert system._values_in("restaurant", "i like my food expensive .", False) == {}
+
+
 def test_the_agenda_mode_is_seeded_and_a_conversation_reruns_exactly(world):
     goals, oracle, reader = world["goals"][:60], OracleSystem(world["db"]), world["reader"]
     first = converse(oracle, goals, reader, reveal="agenda", seed=7)
@@ -556,6 +577,23 @@ def test_a_train_id_the_database_reuses_is_read_as_the_train_the_turn_describes(
     ]
     assert [r for _, r in reader.read("tr1234 leaves norwich at 09:00 .").offered] == [friday]
     assert [r for _, r in reader.read("how about tr1234 ?").offered] == [monday, friday]  # nothing tells them apart
+
+
+def test_the_reader_reads_postcodes_outside_cambridge():
+    """Wizards' Cambridge postcodes in their spellings, and a UK postcode elsewhere (MultiWOZ's one hotel in
+    Huntingdon), but not a train id, a reference number or a phone number."""
+    from aft_core.dialogue.reader import PATTERNS
+
+    def read(text: str) -> str | None:
+        match = PATTERNS["postcode"].search(text)
+        return match.group(1) if match else None
+
+    assert [read(f"the postcode is {p} .") for p in ("cb21eg", "cb2 1tn", "c.b 21tn", "pe296fl", "pe29 6fl")] == [
+        "cb21eg", "cb2 1tn", "c.b 21tn", "pe296fl", "pe29 6fl"
+    ]  # fmt: skip
+    assert [read(t) for t in ("tr7909 leaves at 05:17", "reference number is 7ed1a668", "call 01223 902112")] == [
+        None, None, None
+    ]  # fmt: skip
 
 
 def test_a_user_does_not_ask_for_what_the_database_does_not_know():

@@ -29,7 +29,9 @@ FUZZY_MIN_RATIO = 92.0  # rapidfuzz ratio (0-100) a word window must reach to be
 FUNCTION_WORDS = {"a", "an", "to", "in", "at", "of", "and", "for", "on", "is", "it"}
 PATTERNS = {
     "phone": re.compile(r"(?<!\d)(\d{5} ?\d{6})(?!\d)"),
-    "postcode": re.compile(r"\b(c\.?b\s?\d{1,2}\s?,?\s?\d\s?[a-z]\.?\s?[a-z])\b"),
+    # Cambridge's as wizards write them ("cb2 1 ,tn", "c.b 21tn"), and any other UK one ("pe29 6fl", a hotel in
+    # Huntingdon)
+    "postcode": re.compile(r"\b(c\.?b\s?\d{1,2}\s?,?\s?\d\s?[a-z]\.?\s?[a-z]|[a-z]{1,2}\d{1,2}[a-z]?\s?\d[a-z]{2})\b"),
     # Any reference the system states counts (a lexicalised reply's booking cannot be checked against a booking
     # system; mwzeval counts the [ref] slot's presence): TownInfo's are 8 characters, a model's may be shorter.
     # "reference number is X", "ref # X", "reservation number is X", "the reference number for your booking is X"

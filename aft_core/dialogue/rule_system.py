@@ -116,6 +116,7 @@ NOT_CUISINES = ("some", "good", "the", "any", "of", "serves", "serve", "that", "
                 "nice", "great", "fast", "more", "same", "local", "their", "your", "my", "this", "different", "other",
                 "cheap", "expensive", "moderate", "moderately", "priced", "cheaper", "pricey")  # fmt: skip
 NO_THING = r"(?:no|not|\w+n't|without)(?: \w+){0,3} "
+STARS = re.compile(r"\b([0-5])[ -]?stars?\b|\bstar rating of ([0-5])\b|\brated ([0-5])\b")
 TIMES = {
     "leaveAt": re.compile(r"(?:leav\w*|depart\w*|after|from)(?: \w+){0,3} (\d{1,2}:\d{2})"),
     "arriveBy": re.compile(r"(?:arriv\w*|by|before|get there|there by)(?: \w+){0,3} (\d{1,2}:\d{2})"),
@@ -178,6 +179,8 @@ class RuleSystem(OracleSystem):
                 )
             ):
                 found["type"] = "hotel"  # else "a hotel" is often any place to stay
+            if "stars" not in found and (stars := STARS.search(text)):  # a rating no venue has is still asked for
+                found["stars"] = next(g for g in stars.groups() if g)
             for slot, words in (("parking", r"parking"), ("internet", r"(?:internet|wifi|wi-fi)")):
                 if re.search(rf"\b{words}\b", text):
                     found[slot] = "no" if re.search(rf"\b{NO_THING}(?:free )?{words}\b", text) else "yes"
