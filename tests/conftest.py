@@ -22,9 +22,11 @@ for var, sub in (("MPLCONFIGDIR", "mpl"), ("HF_HOME", "hf"), ("PREFECT_HOME", "p
     Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
 # Under pytest-xdist (the default: `-n 2` in pyproject.toml) each worker process has one core: torch (and every
 # process a test starts) runs one thread. Two workers of two OpenMP threads each on two cores spin-wait on each
-# other's cores: an SFT step measured 10x slower that way.
+# other's cores: an SFT step measured 10x slower that way. A worker inherits the controlling process's
+# environment, which this file has already given AFT_THREADS, so a worker does not read it back: it takes
+# AFT_WORKER_THREADS (default 1). One process alone (-n 0) takes AFT_THREADS, as a user sets it, or 2.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-_THREADS = os.environ.get("AFT_THREADS") or ("1" if _WORKER else "2")
+_THREADS = os.environ.get("AFT_WORKER_THREADS", "1") if _WORKER else (os.environ.get("AFT_THREADS") or "2")
 os.environ.update(
     HF_HUB_OFFLINE="1",
     TRANSFORMERS_OFFLINE="1",
@@ -38,21 +40,24 @@ os.environ.update(
 )
 
 
-# Test files by what they cost, dearest first: under xdist's loadfile each worker takes the next file when it is
-# free, so the long ones start at once and the short ones fill the end (the suite's tail). test_demo reads the
-# shared tiny pipeline run that test_flows builds, and so does test_multiworker's farm, so they come after it. Files not
-# named keep their order, after.
+# Test files by what they cost, dearest first (seconds of one worker's time, measured in a suite of 355 s): under
+# xdist's loadfile each worker takes the next file when it is free, so the long ones start at once and the short
+# ones fill the end (the suite's tail). pyproject.toml passes --no-loadscope-reorder, without which xdist puts the
+# files with the most tests first and ignores this order. test_demo, test_dialogue and test_multiworker's farm read
+# the shared tiny pipeline run that test_flows builds, so they come after it. Files not named keep their order, after.
 FILE_ORDER = (
-    "test_flows.py",
-    "test_hub_models.py",
-    "test_multiworker.py",  # after test_hub_models: its farm reads the tiny pipeline run that test_flows builds first
-    "test_reliability.py",
-    "test_aft.py",
-    "test_dialogue.py",
-    "test_real_corpora.py",
-    "test_adapters.py",
-    "test_demo.py",
-    "test_sft.py",
+    "test_flows.py",  # 106 s
+    "test_hub_models.py",  # 66 s
+    "test_multiworker.py",  # 159 s; after test_hub_models: its farm reads the tiny pipeline run test_flows builds
+    "test_real_corpora.py",  # 89 s
+    "test_reliability.py",  # 66 s
+    "test_dialogue.py",  # 63 s
+    "test_aft.py",  # 28 s
+    "test_adapters.py",  # 27 s
+    "test_demo.py",  # 16 s
+    "test_sft.py",  # 12 s
+    "test_model_folders.py",  # 10 s
+    "test_docs.py",  # 7 s
     "test_fast_step.py",
 )
 

@@ -145,8 +145,10 @@ def converse_systems(
     the simulator on the same goals and seeds; writes the transcripts and the table (ConversationLayout) and
     returns the table."""
     from aft_core.evaluation import load_system
+    from aft_core.models import torch_threads
 
     config.validate()
+    torch.set_num_threads(torch_threads())  # AFT_THREADS, as evaluation and training read it
     load = load or load_system
     layout = ConversationLayout(Path(out_dir))
     reason, reader_f1 = reader_gate(config.data, config.split)
