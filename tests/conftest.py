@@ -40,11 +40,12 @@ os.environ.update(
 )
 
 
-# Test files by what they cost, dearest first (seconds of one worker's time, measured in a suite of 355 s): under
-# xdist's loadfile each worker takes the next file when it is free, so the long ones start at once and the short
-# ones fill the end (the suite's tail). pyproject.toml passes --no-loadscope-reorder, without which xdist puts the
-# files with the most tests first and ignores this order. test_demo, test_dialogue and test_multiworker's farm read
-# the shared tiny pipeline run that test_flows builds, so they come after it. Files not named keep their order, after.
+# Test files by what they cost, the long ones first (seconds of one worker's time, measured in a suite of 355 s):
+# under xdist's loadfile each worker takes the next file when it is free, so the long ones start at once and the
+# short ones fill the end (the suite's tail). test_demo, test_dialogue and test_multiworker's farm read the shared
+# tiny pipeline run that test_flows builds, so they come after it (the farm, the dearest, third: test_flows is
+# building that run meanwhile). pyproject.toml passes --no-loadscope-reorder, without which xdist puts the files
+# with the most tests first and ignores this order. Files not named keep their order, after.
 FILE_ORDER = (
     "test_flows.py",  # 106 s
     "test_hub_models.py",  # 66 s

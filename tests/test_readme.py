@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 
+import pytest
 from conftest import ROOT
 
 
@@ -29,11 +31,7 @@ def test_the_suite_gives_each_xdist_worker_one_thread():
     that conftest already set in the controlling process (AFT_THREADS=2 there); read back, it ran torch on two
     threads in each worker, and the two spin-waited on each other's cores (test_sft 23 s against 3 s alone, the
     whole suite 557 s against 355 s). Each worker, and every process its tests start, must run one."""
-    import os
-
     if not os.environ.get("PYTEST_XDIST_WORKER"):
-        import pytest
-
         pytest.skip("checks an xdist worker; this is one process alone (-n 0), which takes AFT_THREADS or 2")
     import torch
 
