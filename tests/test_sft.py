@@ -66,3 +66,56 @@ def test_learning_rate_defaults_to_the_models_kind_and_is_resolved_into_the_hash
     assert config_id(SFTConfig(model="small")) == config_id(SFTConfig(model="small", learning_rate=1e-3))
     with pytest.raises(AftInputError, match="learning_rate"):
         SFTConfig(data="x", learning_rate=-1.0).validate()
+
+
+def test_the_t5_sft_loss_reads_only_response_positions_and_equals_the_models_own_loss():
+    """`sft_logits` runs the LM head at the labelled positions only ([1,M,V]); the loss and every gradient equal
+    those of transformers' own forward with labels (logits at every position, padding ignored), to rounding."""
+    import torch
+
+    from aft_core.models import build_model, family_of, train_tokenizer
+
+    tokenizer = train_tokenizer(["the museum is free", "there are 3 hotels in the north", "book it please"], 120)
+    model = build_model("tiny", tokenizer, seed=0)
+    family = family_of(model, tokenizer)
+    sources = [[5, 6, 7, 8, 1], [9, 10, 1], [11, 12, 13, 1]]
+    targets = [[14, 15, 1], [16, 17, 18, 19, 20, 1], [21, 1]]  # unequal: the batch pads two of them
+    batch = family.sft_batch(sources, targets, family.pad_id())
+    logits, labels = family.sft_logits(model, batch)
+    assert logits.shape[:2] == (1, sum(len(t) for t in targets)) and labels.tolist() == [sum(targets, [])]
+    loss = family.sft_loss(model, batch)
+    loss.backward()
+    ours = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    theirs = model(**batch).loss
+    theirs.backward()
+    assert float(loss) == pytest.approx(float(theirs), rel=1e-6)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_fused_adamw_is_the_default_update_to_rounding_and_an_unfused_checkpoint_resumes_unfused():
+    import torch
+
+    from aft_core.sft import fused_adamw
+
+    torch.manual_seed(0)
+    start = torch.randn(64, 32)
+    grads = [torch.randn(64, 32) for _ in range(5)]
+    results = []
+    for make in (
+        lambda p: fused_adamw(p, lr=1e-2, weight_decay=0.01),
+        lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.01),
+    ):
+        weight = torch.nn.Parameter(start.clone())
+        optimizer = make([weight])
+        for grad in grads:
+            weight.grad = grad.clone()
+            optimizer.step()
+        results.append((weight.detach(), optimizer))
+    (fused_weight, fused), (plain_weight, plain) = results
+    assert fused.param_groups[0]["fused"] is True
+    torch.testing.assert_close(fused_weight, plain_weight, rtol=1e-5, atol=1e-6)
+    resumed = fused_adamw([torch.nn.Parameter(plain_weight.clone())], lr=1e-2, weight_decay=0.01)
+    resumed.load_state_dict(plain.state_dict())  # as aft_core.checkpoint restores it: the saved settings win
+    assert not resumed.param_groups[0]["fused"]

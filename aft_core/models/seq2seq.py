@@ -165,7 +165,20 @@ class Seq2SeqFamily(ModelFamily):
         return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
 
     def sft_logits(self, model, batch):
-        return model(**batch).logits, batch["labels"]  # labels shifted right by the model into decoder inputs
+        """A T5's logits at the response positions only ([1,M,V]): the LM head and the loss never run over the padding
+        of a batch's shorter targets (about 40% of the decoder's positions at batch 32 on TownInfo). Other models:
+        their own forward's logits [B,T,V] (labels shifted right by the model into decoder inputs)."""
+        if not t5_decoding.supports(model):
+            return model(**batch).logits, batch["labels"]
+        labels = batch["labels"]  # [B,T]
+        encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        hidden = model.get_decoder()(
+            input_ids=model._shift_right(labels),
+            encoder_hidden_states=encoded.last_hidden_state,
+            encoder_attention_mask=batch["attention_mask"],
+        ).last_hidden_state  # [B,T,D], final norm applied
+        read = labels != IGNORE_INDEX  # [B,T]
+        return model.lm_head(t5_decoding.output_scaling(model, hidden[read]))[None], labels[read][None]
 
     def use_sft_attention(self, model):
         """T5: `lean_attention` (the eager arithmetic in fewer passes). SDPA cannot serve: the learned relative

@@ -164,7 +164,11 @@ def _cross_keys_values(attn: Any, encoded: torch.Tensor) -> tuple[torch.Tensor, 
 
 def _output_states(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     """The decoder's final norm and T5's output scaling: what lm_head reads."""
-    hidden = model.get_decoder().final_layer_norm(hidden)
+    return output_scaling(model, model.get_decoder().final_layer_norm(hidden))
+
+
+def output_scaling(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """T5's scaling of the normed decoder output before lm_head (d_model^-0.5 where the config asks for it)."""
     config = model.config
     if getattr(config, "scale_decoder_outputs", config.tie_word_embeddings):
         hidden = hidden * (model.model_dim**-0.5)
