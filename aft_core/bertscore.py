@@ -20,15 +20,20 @@ class BertScore:
     layer: int
     scorer: Any
 
-    def f1(self, candidates: Sequence[str], references: Sequence[str]) -> list[float]:
+    def f1(self, candidates: Sequence[str], references: Sequence[str], pairs_per_call: int = 20_000) -> list[float]:
+        """F1 per (candidate, reference) pair. bert-score embeds each distinct sentence of a call once, so scoring
+        several systems' responses against the same references in one call embeds the references once; calls of at
+        most `pairs_per_call` pairs bound the embeddings it holds. A pair's F1 does not depend on the pairs scored
+        with it (greedy_cos_idf_unpadded; embeddings batched with other sentences agree to float rounding)."""
         # An empty response scores 0 (bert-score's intent; with transformers 5 it crashes on one instead).
         scored = [i for i, c in enumerate(candidates) if c.strip()]
         f1 = [0.0] * len(candidates)
-        if scored:
+        for start in range(0, len(scored), pairs_per_call):
+            part = scored[start : start + pairs_per_call]
             _, _, values = self.scorer.score(
-                [candidates[i] for i in scored], [references[i] for i in scored], batch_size=64, verbose=False
+                [candidates[i] for i in part], [references[i] for i in part], batch_size=64, verbose=False
             )
-            for i, value in zip(scored, values, strict=True):
+            for i, value in zip(part, values, strict=True):
                 f1[i] = float(value)
         return f1
 

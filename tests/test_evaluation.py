@@ -174,3 +174,16 @@ def test_a_pairs_bertscore_does_not_depend_on_the_pairs_batched_with_it(monkeypa
     monkeypatch.setattr(bert_score.utils, "greedy_cos_idf", UPSTREAM["greedy_cos_idf"])
     upstream_alone, upstream_batched = alone_and_batched()
     assert upstream_alone == pytest.approx(alone, abs=1e-5) and abs(upstream_batched - upstream_alone) > 1e-3
+
+
+def test_bertscore_in_calls_of_a_few_pairs_equals_one_call_and_an_empty_response_scores_zero():
+    """Evaluation scores every system's pairs in one call (references embedded once), split into calls of at most
+    `pairs_per_call` pairs; how the pairs are split does not change a pair's F1."""
+    from aft_core.bertscore import load_bertscore
+
+    scorer = load_bertscore()
+    references = ["which part of town do you prefer ?", "the museum is free .", "it is in the north ."] * 2
+    candidates = ["what area ?", "", "it is in the north .", "the museum is free .", "goodbye", "which part of town ?"]
+    one = scorer.f1(candidates, references)
+    split = scorer.f1(candidates, references, pairs_per_call=2)
+    assert split == pytest.approx(one, abs=1e-5) and one[1] == 0.0 and one[2] == pytest.approx(1.0, abs=1e-4)
