@@ -648,3 +648,19 @@ def test_a_multiwoz_user_speaks_retrieved_utterances_with_the_goals_values_and_f
     none_fit = RetrievedWords([])
     assert AgendaUser(goal, "sharded", 0, words=none_fit).open() == AgendaUser(goal, "sharded", 0).open()
     assert none_fit.fallbacks == 1
+
+
+def test_a_degradation_from_no_full_user_success_is_said_not_printed_as_nan():
+    from aft_core.dialogue.closed_loop import conversation_notes, degradation
+
+    failed = [{"outcome": {"success": 0}}] * 3
+    table = {
+        "rows": {"full": [{"system": "SFT"}, {"system": "oracle"}]},
+        "degradation": {
+            "SFT": degradation(failed, failed),
+            "oracle": degradation([{"outcome": {"success": 1}}] * 2, [{"outcome": {"success": 1}}] * 2),
+        },
+    }
+    lines = conversation_notes(table)
+    assert lines[0] == "degradation of success, full → sharded, SFT: none to measure (no full-user success)"
+    assert lines[1].startswith("degradation of success, full → sharded, oracle: +0.000") and "nan" not in "".join(lines)

@@ -14,6 +14,7 @@ for every system), and Laban et al. 2025's reliability is reported: mean P, apti
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,9 @@ def conversation_notes(table: dict[str, Any]) -> list[str]:
     for name in [r["system"] for r in next(iter(table["rows"].values()))]:  # the table's order (JSON sorts keys)
         if name in degradations:
             d = degradations[name]
+            if math.isnan(d["degradation"]):  # a relative drop from no success is undefined, not a figure
+                lines.append(f"degradation of success, full → sharded, {name}: none to measure (no full-user success)")
+                continue
             lines.append(
                 f"degradation of success, full → sharded, {name}: {d['degradation']:+.3f} "
                 f"[{d['low']:+.3f}, {d['high']:+.3f}]"
