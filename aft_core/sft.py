@@ -77,7 +77,7 @@ def dev_loss(
 def fused_adamw(parameters: Any, **settings: Any) -> torch.optim.AdamW:
     """AdamW with torch's fused kernel (one pass per parameter) where it has one for the parameters' device and dtype,
     else the default implementation. The same update rule; on a CPU torch's default is a loop of several element-wise
-    passes per parameter, about 5% of a `small` SFT step (bench/sft_default.py). Fused and unfused differ by rounding
+    passes per parameter, about 5% of a `small` SFT step (torch.profiler). Fused and unfused differ by rounding
     only. A checkpoint written by either resumes as it was written: the optimizer's saved settings (`fused`
     included) are restored with its state."""
     parameters = list(parameters)
