@@ -31,7 +31,7 @@ from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, encode_table
 from aft_core.data.venues import VenueDB
 from aft_core.dialogue.closed_loop import reader_gate
-from aft_core.dialogue.goals import load_goals
+from aft_core.dialogue.goals import Goal, dialogues_file, load_goals, read_dialogues
 from aft_core.dialogue.multiwoz_words import corpus_user_words
 from aft_core.dialogue.reader import Reader
 from aft_core.dialogue.rollout import SelfPlayBuffer
@@ -275,11 +275,18 @@ class BranchRun:
         self.family.check_lengths(self.model, cfg.sft_model, cfg.max_source_tokens, cfg.max_new_tokens)
         self.layers = parse_layers(cfg.layers, self.family.attention_layers(self.model))
         self.pad_id = self.family.pad_id()
-        train = encode_table(tables["train"], self.tokenizer, self.family, cfg.max_source_tokens, 8)
         probe = encode_table(
             tables["validation"].select(range(cfg.probe_size)), self.tokenizer, self.family, cfg.max_source_tokens, 8
         )
-        self.train_rows = train.select_columns(PROMPT_COLUMNS).to_list()
+        # Corpus prompts are the corpus rollout's; a self-play branch's prompts come from its live conversations, so it
+        # does not encode the training split (17,419 TownInfo prompts: about 10 s of a branch's start on a slow CPU).
+        self.train_rows: list[dict[str, Any]] = (
+            encode_table(tables["train"], self.tokenizer, self.family, cfg.max_source_tokens, 8)
+            .select_columns(PROMPT_COLUMNS)
+            .to_list()
+            if cfg.rollout == "corpus"
+            else []
+        )
         self.probe_rows = probe.select_columns(PROMPT_COLUMNS + ["target", "belief_state"]).to_list()
         self.probe_prompts = self.tokenizer.batch_decode(
             [r["input_ids"] for r in self.probe_rows], skip_special_tokens=True
@@ -290,12 +297,17 @@ class BranchRun:
         self.schedule = BatchSchedule([len(r["input_ids"]) for r in self.train_rows], cfg.batch_size, cfg.seed + 1)
         self.state = BranchState(eta_kl=cfg.eta_kl)
         self.pending: list[dict[str, float]] = []  # step metrics since the last checkpoint
-        self.self_play = self_play_buffer(cfg, db) if cfg.rollout == "self_play" else None
-        self.probe_goals = (
-            load_goals(cfg.data, "validation")[: cfg.probe_conversations] if cfg.probe_conversations else []
-        )
-        if self.probe_goals:
-            conversation_gate(cfg, db, "probe_conversations")
+        self.self_play: SelfPlayBuffer | None = None
+        self.probe_goals: list[Goal] = []
+        if cfg.rollout == "self_play" or cfg.probe_conversations:
+            # The corpus's dialogues (40 MB of JSON for TownInfo) are read once, and the reader's gate is run once, for
+            # both the live conversations and the probe conversations.
+            dialogues = read_dialogues(cfg.data) if dialogues_file(Path(cfg.data)) is not None else None
+            field = "rollout" if cfg.rollout == "self_play" else "probe_conversations"
+            db = conversation_gate(cfg, db, field, dialogues)
+            if cfg.rollout == "self_play":
+                self.self_play = self_play_buffer(cfg, db, dialogues)
+            self.probe_goals = load_goals(cfg.data, "validation", dialogues)[: cfg.probe_conversations]
 
     def probe_row(self, step: int, baseline: dict[str, Any] | None) -> dict[str, Any]:
         """Probe metrics of the policy now, with the trend of the steps since the last checkpoint and Δ vs step 0."""
@@ -580,10 +592,13 @@ def run_branch(
     return train(run, branch.root, branch.result, settings, branch.provenance, progress=progress, stop_after=stop_after)
 
 
-def conversation_gate(cfg: AFTConfig, db: VenueDB | None, field: str) -> VenueDB:
+def conversation_gate(
+    cfg: AFTConfig, db: VenueDB | None, field: str, dialogues: dict[str, Any] | None = None
+) -> VenueDB:
     """Refuse (one line, exit 2) a branch setting that needs the user simulator on a corpus that has no goals, or
-    whose system turns the reader cannot follow (the closed-loop stage's gate)."""
-    reason, _ = reader_gate(cfg.data, "test")
+    whose system turns the reader cannot follow (the closed-loop stage's gate; `dialogues`: the corpus's data.json
+    when already read)."""
+    reason, _ = reader_gate(cfg.data, "test", dialogues)
     if reason is not None or db is None:
         reason = reason or "the corpus has no venue database"
         raise AftInputError(
@@ -592,11 +607,11 @@ def conversation_gate(cfg: AFTConfig, db: VenueDB | None, field: str) -> VenueDB
     return db
 
 
-def self_play_buffer(cfg: AFTConfig, db: VenueDB | None) -> SelfPlayBuffer:
-    """The live conversations of a `rollout: self_play` branch, on the corpus's training-split goals."""
-    db = conversation_gate(cfg, db, "rollout")
+def self_play_buffer(cfg: AFTConfig, db: VenueDB, dialogues: dict[str, Any] | None = None) -> SelfPlayBuffer:
+    """The live conversations of a `rollout: self_play` branch, on the corpus's training-split goals (`db`: as
+    `conversation_gate` passed it; `dialogues`: the corpus's data.json when already read)."""
     return SelfPlayBuffer(
-        load_goals(cfg.data, "train"),
+        load_goals(cfg.data, "train", dialogues),
         Reader(db),
         size=cfg.self_play_conversations,
         reveal=cfg.self_play_reveal,

@@ -139,3 +139,15 @@ def test_the_conversations_experiment_asks_the_same_of_the_frontiers_settings():
     wins = {("validation", name, p): 6 for name in conversations.SETTINGS for p in ("star", "last")}
     result = conversations.multiturn.run_protocol(FakeRunner(wins), conversations.SETTINGS, [0, 1, 2], [0], print)
     assert [r["setting"] for r in result["rows"]] == list(conversations.SETTINGS)
+
+
+def test_the_experiment_trains_the_frontiers_sft_whatever_the_preset_cuts_for_its_budget(tmp_path):
+    """towninfo-selfplay trains a shorter SFT to hold its 15 minutes; the experiment's claims are about the frontier's
+    SFT models (towninfo-small's), so its runner takes that SFT and the preset's branch and conversation settings."""
+    from flows.params import preset
+
+    runner = multiturn.ConversationRunner(tmp_path, {}, "towninfo-selfplay", 1, 1, 1)
+    assert preset("towninfo-selfplay").sft != preset("towninfo-small").sft  # else this test checks nothing
+    assert runner.params.sft == preset("towninfo-small").sft
+    assert runner.params.sweep == preset("towninfo-selfplay").sweep
+    assert runner.params.conversation == preset("towninfo-selfplay").conversation
