@@ -413,7 +413,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # turns (the oracle succeeds in 5 to 6). `aft converse` runs the defaults: 100 goals, 20 turns, 5 samples.
         "conversation": {"goals": 50, "max_exchanges": 12, "samples": 0},
     },
-    # AFT on the policy's own conversations (AFT_SPEC §9, ≤ 15 min on 2 CPU cores): the main job's corpus, SFT and
+    # AFT on the policy's own conversations (AFT_SPEC §9, ≤ 15 min on 2 CPU cores): the main job's corpus and
     # closed-loop stage, with E3-20's branch taking its prompts from live conversations with the user simulator on
     # training goals (rollout self_play), once with the per-turn HACA alone and once with the trajectory term added;
     # every checkpoint also probes 20 conversations (the conversation-level Dam and Whirlpool).
@@ -466,7 +466,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "evaluation": {"test_examples": 1000},
     },
-    # The decoder-only counterpart of the main job (AFT_SPEC §8, ≤ 15 min on 2 CPU cores): causal-small (Llama-shaped,
+    # The decoder-only counterpart of the main job (AFT_SPEC §8; meant for ≤ 15 min on 2 CPU cores, but 22 min 27 s on
+    # the slowest kind: docs/benchmarks.md): causal-small (Llama-shaped,
     # about small's size) on the same corpus, the same two branches; A is the self-attention of the rows that predict
     # each response token, renormalised over the history (template tokens and the sink excluded). SFT runs 1,000
     # steps, half the main job's: a decoder-only step runs over prompt and response together, about twice the time
