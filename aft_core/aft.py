@@ -294,7 +294,11 @@ class BranchRun:
         self.scorer = load_bertscore(cfg.bertscore_model)
         self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=cfg.learning_rate)
         self.scheduler = None  # constant learning rate
-        self.schedule = BatchSchedule([len(r["input_ids"]) for r in self.train_rows], cfg.batch_size, cfg.seed + 1)
+        self.schedule = (  # which corpus prompts each step takes; a self-play step takes live conversations instead
+            BatchSchedule([len(r["input_ids"]) for r in self.train_rows], cfg.batch_size, cfg.seed + 1)
+            if cfg.rollout == "corpus"
+            else None
+        )
         self.state = BranchState(eta_kl=cfg.eta_kl)
         self.pending: list[dict[str, float]] = []  # step metrics since the last checkpoint
         self.self_play: SelfPlayBuffer | None = None
@@ -400,6 +404,7 @@ class BranchRun:
     def train_step(self, step: int) -> dict[str, str]:
         cfg, state = self.cfg, self.state
         if self.self_play is None:
+            assert self.schedule is not None  # a corpus branch
             rows = [self.train_rows[i] for i in self.schedule(step)]
         else:  # the next conversations' histories, encoded as corpus prompts are
             if step % cfg.self_play_refresh_every == 0:  # the schedule: fresh conversations (step 0 included)

@@ -396,12 +396,14 @@ class LocalRunner:
         test_examples: int,
         progress: bool,
         preset_name: str = PRESET,
+        pinned: dict[str, Any] | None = None,
     ) -> None:
+        """`pinned`: overrides of the preset that fix what an experiment ran on (see multiturn.PINNED)."""
         from aft_core.data.towninfo import generate_towninfo
         from flows.params import preset
 
         self.out, self.settings, self.progress = out, settings, progress
-        self.params = preset(preset_name)
+        self.params = preset(preset_name, pinned)
         self.data = str(
             generate_towninfo(out / "data", dialogues=self.params.towninfo_dialogues, seed=self.params.towninfo_seed)
         )

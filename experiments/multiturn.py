@@ -58,9 +58,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "self-play, + task": {"rollout": "self_play", "reward_task": 1.0},
 }
 PRESET = "towninfo-selfplay"
-# The claims are about the frontier's SFT models. A preset that trains a shorter SFT to fit its 15-minute budget
-# (towninfo-selfplay: 1,600 steps) takes the SFT of the preset it was cut from here.
-SFT_FROM = {"towninfo-selfplay": "towninfo-small"}
+# The claims are about fixed definitions, whatever a preset's job is later cut to for its 15-minute budget: each
+# value here is what the experiment ran on where the preset now differs. towninfo-selfplay's job trains a 1,600-step
+# SFT; the experiment, the frontier's (towninfo-small's 2,000 steps). towninfo-causal's job gives up its
+# conversations after 12 turns; the experiments' users (experiments/conversations.py too), after 20.
+PINNED: dict[str, dict[str, Any]] = {
+    "towninfo-selfplay": {"sft": {"model": "small", "max_steps": 2000}},
+    "towninfo-causal": {"sft": {"model": "causal-small", "max_steps": 1000}, "conversation": {"max_exchanges": 20}},
+}
 POINTS = ("star", "last")
 ALPHA = 0.05
 
@@ -374,12 +379,8 @@ class ConversationRunner(frontier.LocalRunner):
     ) -> None:
         super().__init__(
             out, settings, dev_examples=1, test_examples=test_examples, progress=sys.stderr.isatty(),
-            preset_name=preset_name,
+            preset_name=preset_name, pinned=PINNED.get(preset_name),
         )  # fmt: skip
-        if preset_name in SFT_FROM:
-            from flows.params import preset
-
-            self.params = self.params.model_copy(update={"sft": preset(SFT_FROM[preset_name]).sft})
         self.goals = {"validation": dev_goals, "test": test_goals}
 
     def converse(self, split: str, key: tuple, systems: dict[str, dict[str, Any]], modes: tuple[str, ...]) -> Any:

@@ -466,20 +466,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "evaluation": {"test_examples": 1000},
     },
-    # The decoder-only counterpart of the main job (AFT_SPEC §8; meant for ≤ 15 min on 2 CPU cores, but 22 min 27 s on
-    # the slowest kind: docs/benchmarks.md): causal-small (Llama-shaped,
+    # The decoder-only counterpart of the main job (AFT_SPEC §8; ≤ 15 min on 2 CPU cores): causal-small (Llama-shaped,
     # about small's size) on the same corpus, the same two branches; A is the self-attention of the rows that predict
-    # each response token, renormalised over the history (template tokens and the sink excluded). SFT runs 1,000
-    # steps, half the main job's: a decoder-only step runs over prompt and response together, about twice the time
-    # (experiments/decoder_only.py gives both families the same 2,000). The AFT rate 1e-5 is calibrated for it too
-    # (README, Calibration: 1e-4 falls into the Dam by step 100, 3e-6 gains less focus).
+    # each response token, renormalised over the history (template tokens and the sink excluded). A decoder-only step
+    # runs over prompt and response together, about twice a T5 step's time, so SFT runs 500 steps (the decoder-only
+    # experiments pin 1,000: experiments/multiturn.py's PINNED; experiments/decoder_only.py gives both families
+    # 2,000), 500 test examples and 30 conversation goals: it took 22 min 27 s on the slowest kind with 1,000 steps,
+    # 1,000 examples and 50 goals of 20 turns, and 18 min 50 s with 800 steps (docs/benchmarks.md). The AFT rate 1e-5
+    # is calibrated for it too (README, Calibration: 1e-4 falls into the Dam by step 100, 3e-6 gains less focus).
     "towninfo-causal": {
         "run_dir": "runs/causal",
-        "sft": {"model": "causal-small", "max_steps": 1000},
+        "sft": {"model": "causal-small", "max_steps": 500},
         "sweep": {**E3_20_AND_SALIENT_COVERAGE, "parallel_branches": 2},  # as in the main job: a core each
-        "evaluation": {"test_examples": 1000},
-        # 50 goals, greedy (the main job's sizing; 20 turns, as experiments/conversations.py runs this preset)
-        "conversation": {"goals": 50, "samples": 0},
+        "evaluation": {"test_examples": 500},
+        "conversation": {"goals": 30, "max_exchanges": 12, "samples": 0},  # greedy; the main job's 12 turns
     },
     # The paper's grid around E3-20 (β=1, γ=0.5, η_kl=0.05, K=4), 500 steps per branch: a GPU-sized job.
     "paper-e3-20": {

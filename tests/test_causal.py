@@ -72,6 +72,73 @@ def test_histories_are_cut_from_the_left_by_whole_turns(chat_model):
     assert len(tiny["input_ids"]) <= 12 and set(t for t in tiny["src_turn"] if t >= 0) == {2}
 
 
+def _cut_one_turn_at_a_time(family, turns, tokenizer, max_tokens):
+    """The left cut written the plain way: render, drop the first turn while too long, map tokens one by one."""
+    from aft_core.data.examples import serialise_history, slot_value_spans
+    from aft_core.models.causal import RESPONSE_CUE, ROLES
+
+    def render(kept, first):
+        if tokenizer.chat_template:
+            messages = [{"role": ROLES[t.speaker], "content": t.text} for t in kept]
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            spans, slots, cursor, start = [], [], 0, []
+            for i, turn in enumerate(kept):
+                at = text.find(turn.text.strip(), cursor)
+                spans.append((at, at + len(turn.text.strip()), first + i, False))
+                slots += slot_value_spans(turn.text.strip(), turn.slot_values, at)
+                cursor = at + len(turn.text.strip())
+        else:
+            text, history, slots = serialise_history(kept)
+            text, spans = f"{text} {RESPONSE_CUE}", [(s.start, s.end, first + s.turn, s.is_tag) for s in history]
+            start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        turn_of, tag_of, salient_of = [], [], []
+        for a, b in enc["offset_mapping"]:
+            span = next((sp for sp in spans if sp[0] <= max(a, b - 1) < sp[1]), None) if b > a else None
+            turn_of.append(span[2] if span else -1)
+            tag_of.append(bool(span and span[3]))
+            salient_of.append(bool(span and not span[3] and any(x < b and y > a for x, y in slots)))
+        n = len(start)
+        return {
+            "input_ids": start + list(enc["input_ids"]),
+            "src_turn": [-1] * n + turn_of,
+            "src_is_tag": [False] * n + tag_of,
+            "src_is_salient": [False] * n + salient_of,
+            "src_is_template": [True] + [k < 0 for k in ([-1] * n + turn_of)[1:]],
+        }
+
+    first = 0
+    row = render(turns, 0)
+    while len(row["input_ids"]) > max_tokens and first < len(turns) - 1:
+        first += 1
+        row = render(turns[first:], first)
+    return row
+
+
+@pytest.mark.parametrize("template", ["chat", "none"])
+def test_the_left_cut_by_bisection_equals_dropping_one_turn_at_a_time(chat_model, template):
+    """Conversations re-encode long histories every round, so the first turn kept is found by bisection and tokens
+    are mapped to turns vectorised; both must give exactly the prompt the plain one-turn-at-a-time cut gives."""
+    _, tokenizer, family = chat_model
+    if template == "none":
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.chat_template = None
+        family = copy.copy(family)
+    conversation = [turn for history in HISTORIES * 2 for turn in history]
+    conversation = [Turn("user" if i % 2 == 0 else "system", t.text, t.slot_values) for i, t in enumerate(conversation)]
+    checked = 0
+    for end in range(1, len(conversation) + 1, 2):  # every history of a growing conversation, as the user's turn
+        history = conversation[:end]
+        longest = len(family.encode_prompts([history], tokenizer, 10_000)[0]["input_ids"])
+        for max_tokens in range(longest, 10, -7):
+            expected = _cut_one_turn_at_a_time(family, history, tokenizer, max_tokens)
+            if len(expected["input_ids"]) > max_tokens:
+                continue  # the current turn alone is too long: cut by tokens after the same turn search
+            assert family.encode_prompts([history], tokenizer, max_tokens)[0] == expected, (end, max_tokens)
+            checked += 1
+    assert checked > 30
+
+
 def test_a_template_free_prompt_starts_with_a_sink_and_ends_with_the_response_cue(towninfo_dir):
     from aft_core.models import build_model
 

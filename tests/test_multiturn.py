@@ -141,13 +141,21 @@ def test_the_conversations_experiment_asks_the_same_of_the_frontiers_settings():
     assert [r["setting"] for r in result["rows"]] == list(conversations.SETTINGS)
 
 
-def test_the_experiment_trains_the_frontiers_sft_whatever_the_preset_cuts_for_its_budget(tmp_path):
-    """towninfo-selfplay trains a shorter SFT to hold its 15 minutes; the experiment's claims are about the frontier's
-    SFT models (towninfo-small's), so its runner takes that SFT and the preset's branch and conversation settings."""
+def test_the_experiments_keep_their_definitions_whatever_a_preset_cuts_for_its_budget(tmp_path):
+    """towninfo-selfplay's job trains a shorter SFT, towninfo-causal's too and gives up its conversations sooner, to
+    hold their 15 minutes; the experiments' claims are about what they ran on: the frontier's SFT (towninfo-small's),
+    the 1,000-step decoder-only SFT and 20-turn conversations. Everything the pins do not name is the preset's."""
     from flows.params import preset
 
-    runner = multiturn.ConversationRunner(tmp_path, {}, "towninfo-selfplay", 1, 1, 1)
-    assert preset("towninfo-selfplay").sft != preset("towninfo-small").sft  # else this test checks nothing
-    assert runner.params.sft == preset("towninfo-small").sft
-    assert runner.params.sweep == preset("towninfo-selfplay").sweep
-    assert runner.params.conversation == preset("towninfo-selfplay").conversation
+    selfplay = multiturn.ConversationRunner(tmp_path / "selfplay", {}, "towninfo-selfplay", 1, 1, 1).params
+    assert preset("towninfo-selfplay").sft != preset("towninfo-small").sft  # else this part checks nothing
+    assert selfplay.sft == preset("towninfo-small").sft
+    assert selfplay.sweep == preset("towninfo-selfplay").sweep
+    assert selfplay.conversation == preset("towninfo-selfplay").conversation
+
+    causal = multiturn.ConversationRunner(tmp_path / "causal", {}, "towninfo-causal", 1, 1, 1).params
+    assert preset("towninfo-causal").conversation.max_exchanges != 20  # else this part checks nothing
+    assert preset("towninfo-causal").sft.max_steps != 1000
+    assert (causal.conversation.max_exchanges, causal.sft.max_steps, causal.sft.model) == (20, 1000, "causal-small")
+    assert causal.sweep == preset("towninfo-causal").sweep
+    assert causal.conversation.goals == preset("towninfo-causal").conversation.goals

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from aft_core.data.batching import pad_batch
@@ -147,14 +148,39 @@ class CausalFamily(ModelFamily):
         return self._pad
 
     def encode_prompts(self, histories, tokenizer, max_tokens):
-        return [self._encode_prompt(list(history), tokenizer, max_tokens) for history in histories]
+        """Every prompt rendered whole and tokenised in one call; only those over `max_tokens` are cut (`_left_cut`).
+        One call for all: a tokenizer call costs about 0.6 ms of Python per text on a slow CPU, and a decoder-only
+        branch encodes the 17,419 training prompts at its start (35 s of it with one call per prompt)."""
+        histories = [list(history) for history in histories]
+        drafts = [_draft(history, 0, tokenizer, self._alternate) for history in histories]
+        if not drafts:
+            return []
+        enc = tokenizer([d.text for d in drafts], add_special_tokens=False, return_offsets_mapping=True)
+        return [
+            _mapped(draft, ids, offsets, tokenizer)
+            if len(draft.start_ids) + len(ids) <= max_tokens
+            else self._left_cut(history, tokenizer, max_tokens)
+            for history, draft, ids, offsets in zip(
+                histories, drafts, enc["input_ids"], enc["offset_mapping"], strict=True
+            )
+        ]
 
-    def _encode_prompt(self, turns: list[Any], tokenizer: Any, max_tokens: int) -> dict[str, list]:
-        first = 0
-        encoded = _render(turns, 0, tokenizer, self._alternate)
-        while len(encoded["input_ids"]) > max_tokens and first < len(turns) - 1:  # whole turns go first
-            first += 1
-            encoded = _render(turns[first:], first, tokenizer, self._alternate)
+    def _left_cut(self, turns: list[Any], tokenizer: Any, max_tokens: int) -> dict[str, list]:
+        """A history too long for `max_tokens`, cut from the left: the fewest leading whole turns dropped, then (if the
+        current turn alone is too long) its left tokens.
+
+        Dropping a leading turn never lengthens a prompt, so the first turn kept is found by bisection over the prompt
+        lengths (about log2(turns) renders, not one render per dropped turn: conversations re-encode every history
+        each round, and a 20-exchange history drops 30 turns), and only the prompt kept gets its token map."""
+        alternate = self._alternate
+        lo, hi = 1, len(turns) - 1  # the first turn kept is in [lo, hi]; hi, the current turn alone, at worst
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _render(turns[mid:], mid, tokenizer, alternate, with_map=False)["length"] > max_tokens:
+                lo = mid + 1
+            else:
+                hi = mid
+        encoded = _render(turns[max(hi, 0) :], max(hi, 0), tokenizer, alternate)
         cut = 0
         while len(encoded["input_ids"]) > max_tokens:  # the current turn alone is too long: cut its left tokens
             cut += len(encoded["input_ids"]) - max_tokens
@@ -411,8 +437,20 @@ def alternating(turns: Sequence[Any], first_index: int) -> tuple[list[dict[str, 
     return messages, kept
 
 
-def _render(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: bool = False) -> dict[str, list]:
-    """One prompt's ids and token map; turn indices count from `first_index` (the turns cut off before it).
+@dataclass
+class _Draft:
+    """A prompt's text before tokenisation, with what its token map needs."""
+
+    text: str
+    start_ids: list[int]  # ids before the text's (a template-free prompt's attention sink)
+    turns: list[Any]  # the turns it shows (a template that insists on alternation drops or joins some)
+    first_index: int  # the index of turns[0] in the whole history
+    spans: list[tuple[int, int, int, bool]] | None = None  # a template-free text's (start, end, turn, is_tag)
+    slot_spans: list[tuple[int, int]] | None = None  # and its slot values' character spans
+
+
+def _draft(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: bool) -> _Draft:
+    """The prompt text of `turns`; turn indices count from `first_index` (the turns cut off before it).
     `alternate`: the template insists on alternating roles (`needs_alternation`), so the messages are made to."""
     if getattr(tokenizer, "chat_template", None):
         if alternate:
@@ -421,8 +459,33 @@ def _render(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: b
         else:
             messages = [{"role": ROLES[t.speaker], "content": t.text} for t in turns]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return _Draft(text, [], list(turns), first_index)
+    text, history_spans, slot_spans = serialise_history(turns)
+    spans = [(sp.start, sp.end, first_index + sp.turn, sp.is_tag) for sp in history_spans]
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return _Draft(f"{text} {RESPONSE_CUE}", [start], list(turns), first_index, spans, slot_spans)
+
+
+def _render(
+    turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: bool = False, with_map: bool = True
+) -> dict[str, Any]:
+    """One prompt's ids and token map (`_draft`, tokenised, `_mapped`).
+    `with_map=False`: only {"length": the prompt's token count}, for the left cut's search."""
+    draft = _draft(turns, first_index, tokenizer, alternate)
+    enc = tokenizer(draft.text, add_special_tokens=False, return_offsets_mapping=with_map)
+    if not with_map:
+        return {"length": len(draft.start_ids) + len(enc["input_ids"])}
+    return _mapped(draft, enc["input_ids"], enc["offset_mapping"], tokenizer)
+
+
+def _mapped(draft: _Draft, ids: Sequence[int], offsets: Sequence[tuple[int, int]], tokenizer: Any) -> dict[str, list]:
+    """The prompt row: ids with each token's turn, speaker tag, slot value and template flags."""
+    text, first_index = draft.text, draft.first_index
+    if draft.spans is not None and draft.slot_spans is not None:
+        spans, slot_spans = draft.spans, draft.slot_spans
+    else:
         spans, slot_spans, cursor = [], [], 0
-        for i, turn in enumerate(turns):
+        for i, turn in enumerate(draft.turns):
             content = turn.text.strip()
             at = text.find(content, cursor)
             if at < 0:
@@ -435,39 +498,46 @@ def _render(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: b
             spans.append((at, at + len(content), first_index + i, False))
             slot_spans += slot_value_spans(content, turn.slot_values, at)
             cursor = at + len(content)
-        start_ids: list[int] = []
-    else:
-        text, history_spans, slot_spans = serialise_history(turns)
-        spans = [(sp.start, sp.end, first_index + sp.turn, sp.is_tag) for sp in history_spans]
-        text = f"{text} {RESPONSE_CUE}"
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        start_ids = [start]
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = start_ids + list(enc["input_ids"])
-    turn_of, tag_of, salient_of, template_of = (
-        [-1] * len(start_ids),
-        [False] * len(start_ids),
-        [False] * len(start_ids),
-        [True] * len(start_ids),
-    )
-    in_slot = bytearray(len(text) + 1)
-    for a, b in slot_spans:
-        in_slot[a:b] = b"\x01" * (b - a)
-    for a, b in enc["offset_mapping"]:
-        last = max(a, b - 1)  # a token's last character decides its span, as for encoder sources
-        span = next((sp for sp in spans if sp[0] <= last < sp[1]), None) if b > a else None
-        turn_of.append(span[2] if span else -1)
-        tag_of.append(bool(span and span[3]))
-        salient_of.append(bool(span and not span[3] and any(in_slot[a:b])))
-        template_of.append(span is None)
+    turn_of, tag_of, salient_of = token_map(offsets, spans, slot_spans, len(text))
+    n = len(draft.start_ids)
+    template_of = [True] * n + [k < 0 for k in turn_of]
     template_of[0] = True  # the attention sink
     return {
-        "input_ids": ids,
-        "src_turn": turn_of,
-        "src_is_tag": tag_of,
-        "src_is_salient": salient_of,
+        "input_ids": draft.start_ids + list(ids),
+        "src_turn": [-1] * n + turn_of,
+        "src_is_tag": [False] * n + tag_of,
+        "src_is_salient": [False] * n + salient_of,
         "src_is_template": template_of,
     }
+
+
+def token_map(
+    offsets: Sequence[tuple[int, int]],
+    spans: Sequence[tuple[int, int, int, bool]],
+    slot_spans: Sequence[tuple[int, int]],
+    text_length: int,
+) -> tuple[list[int], list[bool], list[bool]]:
+    """Per token: its turn (-1 outside every turn: a template token), whether it is a speaker tag, and whether it
+    touches a slot value. A token's last character decides its span, as for encoder sources; an empty token is in
+    none. `spans` (start, end, turn, is_tag) are in text order and do not overlap. Vectorised: conversations
+    re-encode every history each round (a per-token scan over the spans was 30% of a decoder-only conversation)."""
+    bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # [n,2] character start, end
+    starts = np.asarray([sp[0] for sp in spans], dtype=np.int64)  # [spans]
+    ends = np.asarray([sp[1] for sp in spans], dtype=np.int64)
+    last = np.maximum(bounds[:, 0], bounds[:, 1] - 1)  # [n]
+    k = np.searchsorted(starts, last, side="right") - 1  # the last span starting at or before it   [n]
+    inside = (k >= 0) & (bounds[:, 1] > bounds[:, 0])
+    inside &= last < ends[np.maximum(k, 0)] if len(spans) else False
+    turn = np.where(inside, np.asarray([sp[2] for sp in spans] or [0], dtype=np.int64)[np.maximum(k, 0)], -1)
+    tag = inside & np.asarray([sp[3] for sp in spans] or [False], dtype=bool)[np.maximum(k, 0)]
+    in_slot = np.zeros(text_length + 2, dtype=np.int64)  # +1 at a slot value's start, -1 at its end
+    for a, b in slot_spans:
+        in_slot[a] += 1
+        in_slot[b] -= 1
+    slot_chars = np.concatenate(([0], np.cumsum(np.cumsum(in_slot) > 0)))  # slot characters before each character
+    clipped = np.clip(bounds, 0, text_length + 1)
+    salient = inside & ~tag & (slot_chars[clipped[:, 1]] > slot_chars[clipped[:, 0]])
+    return turn.tolist(), tag.tolist(), salient.tolist()
 
 
 def end_of_turn_id(tokenizer: Any) -> int:
