@@ -61,6 +61,19 @@ SETTINGS: dict[str, dict[str, Any]] = {
 E3_20 = {"beta": 1.0, "gamma": 0.5, "eta_kl": 0.05, "k": 4}
 POINTS = ("star", "last")
 PRESET = "towninfo-small"
+# The claims are about fixed definitions, whatever a preset's job is later cut to for its 15-minute budget: each
+# value here is what the experiments ran on where the preset now differs (every runner built on LocalRunner applies
+# them: multiturn.py, conversations.py, decoder_only.py). towninfo-selfplay's job trains a 1,600-step SFT; the
+# experiments, the frontier's (towninfo-small's 2,000 steps). towninfo-causal's job trains 900 steps of 16 examples
+# and gives up its conversations after 12 turns; the experiments trained 1,000 steps of 32 (decoder_only.py: 2,000)
+# and their users give up after 20.
+PINNED: dict[str, dict[str, Any]] = {
+    "towninfo-selfplay": {"sft": {"model": "small", "max_steps": 2000}},
+    "towninfo-causal": {
+        "sft": {"model": "causal-small", "max_steps": 1000, "batch_size": 32},
+        "conversation": {"max_exchanges": 20},
+    },
+}
 # What identifies a setting across runs: a branch config without its SFT model, corpus and seed.
 RUN_SPECIFIC = ("sft_model", "data", "seed")
 
@@ -396,14 +409,12 @@ class LocalRunner:
         test_examples: int,
         progress: bool,
         preset_name: str = PRESET,
-        pinned: dict[str, Any] | None = None,
     ) -> None:
-        """`pinned`: overrides of the preset that fix what an experiment ran on (see multiturn.PINNED)."""
         from aft_core.data.towninfo import generate_towninfo
         from flows.params import preset
 
         self.out, self.settings, self.progress = out, settings, progress
-        self.params = preset(preset_name, pinned)
+        self.params = preset(preset_name, PINNED.get(preset_name))
         self.data = str(
             generate_towninfo(out / "data", dialogues=self.params.towninfo_dialogues, seed=self.params.towninfo_seed)
         )

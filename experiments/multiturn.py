@@ -58,14 +58,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "self-play, + task": {"rollout": "self_play", "reward_task": 1.0},
 }
 PRESET = "towninfo-selfplay"
-# The claims are about fixed definitions, whatever a preset's job is later cut to for its 15-minute budget: each
-# value here is what the experiment ran on where the preset now differs. towninfo-selfplay's job trains a 1,600-step
-# SFT; the experiment, the frontier's (towninfo-small's 2,000 steps). towninfo-causal's job gives up its
-# conversations after 12 turns; the experiments' users (experiments/conversations.py too), after 20.
-PINNED: dict[str, dict[str, Any]] = {
-    "towninfo-selfplay": {"sft": {"model": "small", "max_steps": 2000}},
-    "towninfo-causal": {"sft": {"model": "causal-small", "max_steps": 1000}, "conversation": {"max_exchanges": 20}},
-}
 POINTS = ("star", "last")
 ALPHA = 0.05
 
@@ -379,7 +371,7 @@ class ConversationRunner(frontier.LocalRunner):
     ) -> None:
         super().__init__(
             out, settings, dev_examples=1, test_examples=test_examples, progress=sys.stderr.isatty(),
-            preset_name=preset_name, pinned=PINNED.get(preset_name),
+            preset_name=preset_name,
         )  # fmt: skip
         self.goals = {"validation": dev_goals, "test": test_goals}
 

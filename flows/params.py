@@ -469,14 +469,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The decoder-only counterpart of the main job (AFT_SPEC §8; ≤ 15 min on 2 CPU cores): causal-small (Llama-shaped,
     # about small's size) on the same corpus, the same two branches; A is the self-attention of the rows that predict
     # each response token, renormalised over the history (template tokens and the sink excluded). A decoder-only step
-    # runs over prompt and response together, about twice a T5 step's time, so SFT runs 500 steps (the decoder-only
-    # experiments pin 1,000: experiments/multiturn.py's PINNED; experiments/decoder_only.py gives both families
-    # 2,000), 500 test examples and 30 conversation goals: it took 22 min 27 s on the slowest kind with 1,000 steps,
-    # 1,000 examples and 50 goals of 20 turns, and 18 min 50 s with 800 steps (docs/benchmarks.md). The AFT rate 1e-5
-    # is calibrated for it too (README, Calibration: 1e-4 falls into the Dam by step 100, 3e-6 gains less focus).
+    # runs over prompt and response together, about twice a T5 step's time, so SFT takes 900 steps of 16 examples
+    # (entity accuracy 0.22 on bench/sft_default.py's venue turns for 1,000 such steps, against 0.135 for 500 steps of
+    # 32 in about the same time, and 0.30 for 1,000 of 32, which the decoder-only experiments pin:
+    # experiments/frontier.py's PINNED), 500 test examples and 30 conversation goals. It took 22 min 27 s on the
+    # slowest kind with 1,000 steps of 32, 1,000 examples and 50 goals of 20 turns (docs/benchmarks.md). The AFT rate
+    # 1e-5 is calibrated for it too (README, Calibration: 1e-4 falls into the Dam by step 100, 3e-6 gains less focus).
     "towninfo-causal": {
         "run_dir": "runs/causal",
-        "sft": {"model": "causal-small", "max_steps": 500},
+        "sft": {"model": "causal-small", "max_steps": 900, "batch_size": 16},
         "sweep": {**E3_20_AND_SALIENT_COVERAGE, "parallel_branches": 2},  # as in the main job: a core each
         "evaluation": {"test_examples": 500},
         "conversation": {"goals": 30, "max_exchanges": 12, "samples": 0},  # greedy; the main job's 12 turns

@@ -156,6 +156,7 @@ def test_the_experiments_keep_their_definitions_whatever_a_preset_cuts_for_its_b
     causal = multiturn.ConversationRunner(tmp_path / "causal", {}, "towninfo-causal", 1, 1, 1).params
     assert preset("towninfo-causal").conversation.max_exchanges != 20  # else this part checks nothing
     assert preset("towninfo-causal").sft.max_steps != 1000
+    assert causal.sft == type(causal.sft)(model="causal-small", max_steps=1000)  # every other SFT setting the default
     assert (causal.conversation.max_exchanges, causal.sft.max_steps, causal.sft.model) == (20, 1000, "causal-small")
     assert causal.sweep == preset("towninfo-causal").sweep
     assert causal.conversation.goals == preset("towninfo-causal").conversation.goals
