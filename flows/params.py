@@ -470,11 +470,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # about small's size) on the same corpus, the same two branches; A is the self-attention of the rows that predict
     # each response token, renormalised over the history (template tokens and the sink excluded). A decoder-only step
     # runs over prompt and response together, about twice a T5 step's time, so SFT takes 900 steps of 16 examples
-    # (entity accuracy 0.22 on bench/sft_default.py's venue turns for 1,000 such steps, against 0.135 for 500 steps of
-    # 32 in about the same time, and 0.30 for 1,000 of 32, which the decoder-only experiments pin:
-    # experiments/frontier.py's PINNED), 500 test examples and 30 conversation goals. It took 22 min 27 s on the
-    # slowest kind with 1,000 steps of 32, 1,000 examples and 50 goals of 20 turns (docs/benchmarks.md). The AFT rate
-    # 1e-5 is calibrated for it too (README, Calibration: 1e-4 falls into the Dam by step 100, 3e-6 gains less focus).
+    # (entity accuracy 0.18 on bench/sft_default.py's venue turns; 0.135 for 500 steps of 32 in about the same time;
+    # 0.30 for 1,000 of 32, which the decoder-only experiments pin: experiments/frontier.py's PINNED), 500 test
+    # examples and 30 conversation goals: 13 min 17 s on the slowest kind, 22 min 27 s there with 1,000 steps of 32,
+    # 1,000 examples and 50 goals of 20 turns (docs/benchmarks.md). The AFT rate 1e-5 is calibrated for it too
+    # (README, Calibration: 1e-4 falls into the Dam by step 100, 3e-6 gains less focus).
     "towninfo-causal": {
         "run_dir": "runs/causal",
         "sft": {"model": "causal-small", "max_steps": 900, "batch_size": 16},
