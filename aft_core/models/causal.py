@@ -522,14 +522,16 @@ def token_map(
     none. `spans` (start, end, turn, is_tag) are in text order and do not overlap. Vectorised: conversations
     re-encode every history each round (a per-token scan over the spans was 30% of a decoder-only conversation)."""
     bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # [n,2] character start, end
-    starts = np.asarray([sp[0] for sp in spans], dtype=np.int64)  # [spans]
-    ends = np.asarray([sp[1] for sp in spans], dtype=np.int64)
+    if not spans:
+        return [-1] * len(bounds), [False] * len(bounds), [False] * len(bounds)
+    starts, ends, turns = (np.asarray([sp[i] for sp in spans], dtype=np.int64) for i in range(3))  # [spans] each
+    is_tag = np.asarray([sp[3] for sp in spans], dtype=bool)
     last = np.maximum(bounds[:, 0], bounds[:, 1] - 1)  # [n]
     k = np.searchsorted(starts, last, side="right") - 1  # the last span starting at or before it   [n]
-    inside = (k >= 0) & (bounds[:, 1] > bounds[:, 0])
-    inside &= last < ends[np.maximum(k, 0)] if len(spans) else False
-    turn = np.where(inside, np.asarray([sp[2] for sp in spans] or [0], dtype=np.int64)[np.maximum(k, 0)], -1)
-    tag = inside & np.asarray([sp[3] for sp in spans] or [False], dtype=bool)[np.maximum(k, 0)]
+    at = np.maximum(k, 0)
+    inside = (k >= 0) & (bounds[:, 1] > bounds[:, 0]) & (last < ends[at])
+    turn = np.where(inside, turns[at], -1)
+    tag = inside & is_tag[at]
     in_slot = np.zeros(text_length + 2, dtype=np.int64)  # +1 at a slot value's start, -1 at its end
     for a, b in slot_spans:
         in_slot[a] += 1
