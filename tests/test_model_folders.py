@@ -108,6 +108,61 @@ def test_a_model_type_without_a_generative_head_is_refused(tmp_path, texts):
     assert str(tmp_path / "config.json") in str(info.value)
 
 
+def _tiny_causal_folder(out: Path, texts, model_type: str, **dims) -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = chat_tokenizer(texts)
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, **dims)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "model_type, dims",
+    [
+        ("gptj", dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4)),  # raised a KeyError while loading
+        ("bloom", dict(hidden_size=32, n_layer=2, n_head=4)),  # trained, then failed reading A
+    ],
+)
+def test_a_decoder_whose_attention_bypasses_the_attention_interface_is_refused(
+    tmp_path, towninfo_dir, texts, capsys, model_type, dims
+):
+    """GPT-J, BLOOM and others compute attention in their own code, so AFT's row-reading function never runs."""
+    folder = _tiny_causal_folder(tmp_path / model_type, texts, model_type, **dims)
+    refused(
+        capsys,
+        ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
+        str(folder / "config.json"),
+        f"model_type '{model_type}'",
+        "not through transformers' attention interface",
+    )
+
+
+def test_a_hybrid_whose_layers_do_not_all_attend_is_refused(tmp_path, towninfo_dir, texts, capsys):
+    """RecurrentGemma runs the attention interface in one layer of three: A as a mean over layers is undefined."""
+    folder = _tiny_causal_folder(
+        tmp_path / "recurrent-gemma",
+        texts,
+        "recurrent_gemma",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        lru_width=32,
+        attention_window_size=64,
+        block_types=["recurrent", "recurrent", "attention"],
+    )
+    refused(
+        capsys,
+        ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
+        str(folder / "config.json"),
+        "in 1 of its 3 layers",
+    )
+
+
 def test_weights_that_do_not_match_the_architecture_are_refused(tmp_path, towninfo_dir, texts, capsys):
     folder = _bert_folder(tmp_path / "bert", texts, head=False)
     line = refused(

@@ -159,3 +159,53 @@ def test_the_lean_sft_attention_gives_the_eager_loss_and_gradients():
     bart.set_attn_implementation("eager")
     family_of(bart).use_sft_attention(bart)
     assert bart.config._attn_implementation == "eager"  # only the T5 family takes the lean path
+
+
+@pytest.mark.parametrize("model_type", ["led", "fsmt", "nllb-moe"])
+def test_older_encoder_decoders_train_and_give_the_cross_attention_they_return(tokenizer, model_type):
+    """LED's cross-attention returns its weights only when asked, and before its cache; FSMT decodes from the source
+    ids unless given decoder inputs; NLLB-MoE reads the encoder's output by name. Each: SFT logits on the shifted
+    labels, and A equal to the head and layer mean of the cross-attentions the model itself returns."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    v = len(tokenizer)
+    extra = {
+        "led": dict(attention_window=[8, 8], max_encoder_position_embeddings=64, max_decoder_position_embeddings=64),
+        "fsmt": dict(langs=["en", "en"], src_vocab_size=v, tgt_vocab_size=v),
+        "nllb-moe": dict(num_experts=2, encoder_sparse_step=2, decoder_sparse_step=2),
+    }[model_type]
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=v,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+        decoder_start_token_id=0,
+        **extra,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation="eager").eval()
+    family = family_of(model, tokenizer)
+    batch = family.sft_batch([[5, 6, 7, 1], [8, 1]], [[9, 10, 1], [11, 1]], 0)
+    logits, labels = family.sft_logits(model, batch)
+    assert logits.shape[:2] == labels.shape == (2, 3)  # FSMT's own shift would decode over the 4 source positions
+
+    src = SourceBatch.from_rows([_row([5, 6, 7, 1]), _row([8, 1])], 0)
+    sequences = torch.tensor([[0, 9, 10, 1], [0, 11, 1, 0]])  # [N,T+1]: start, response, EOS, padding
+    with torch.no_grad():
+        record = family.teacher_forced(model, src, sequences, 1, [0, 1])
+        own = model(
+            input_ids=src.input_ids,
+            attention_mask=src.attention_mask,
+            decoder_input_ids=sequences[:, :-1],
+            output_attentions=True,
+        ).cross_attentions  # 2 x [N,H,T,S]
+    expected = torch.stack([layer.mean(dim=1) for layer in own]).mean(dim=0)  # [N,T,S]
+    torch.testing.assert_close(record["attn"], expected)

@@ -81,6 +81,7 @@ def test_the_t5_sft_loss_reads_only_response_positions_and_equals_the_models_own
     sources = [[5, 6, 7, 8, 1], [9, 10, 1], [11, 12, 13, 1]]
     targets = [[14, 15, 1], [16, 17, 18, 19, 20, 1], [21, 1]]  # unequal: the batch pads two of them
     batch = family.sft_batch(sources, targets, family.pad_id())
+    assert torch.equal(batch["decoder_input_ids"], model._shift_right(batch["labels"]))  # as the model shifts them
     logits, labels = family.sft_logits(model, batch)
     assert logits.shape[:2] == (1, sum(len(t) for t in targets)) and labels.tolist() == [sum(targets, [])]
     loss = family.sft_loss(model, batch)

@@ -167,6 +167,19 @@ def encode_sources(histories: Sequence[Sequence[Turn]], tokenizer: Any, max_toke
     ]
 
 
+def touches_spans(bounds: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Per token, whether any of its characters [start, end) lies in one of `spans` (character ranges [a, b),
+    possibly overlapping): bounds [n,2] -> [n] bool, from prefix sums of the covered characters."""
+    size = max((b for _, b in spans), default=0) + 1
+    delta = np.zeros(size, dtype=np.int64)  # +1 where a span starts, -1 where it ends
+    for a, b in spans:
+        delta[a] += 1
+        delta[b] -= 1
+    covered_before = np.concatenate(([0], np.cumsum(np.cumsum(delta) > 0)))  # [size+1] covered characters before each
+    ends = np.clip(bounds, 0, size)  # [n,2]: past the last span nothing more is covered
+    return covered_before[ends[:, 1]] > covered_before[ends[:, 0]]
+
+
 def _source_map(
     ids: list[int],
     offsets: list[tuple[int, int]],
@@ -182,15 +195,9 @@ def _source_map(
     k = np.maximum(np.searchsorted(starts, np.maximum(bounds[:, 0], bounds[:, 1] - 1), side="right") - 1, 0)  # [n]
     span_turn = np.fromiter((s.turn for s in spans), dtype=np.int64, count=len(spans))
     span_tag = np.fromiter((s.is_tag for s in spans), dtype=bool, count=len(spans))
-    in_slot = np.zeros(max((b for _, b in slot_spans), default=0) + 1, dtype=np.int64)  # +1 at a, -1 at b
-    for a, b in slot_spans:
-        in_slot[a] += 1
-        in_slot[b] -= 1
-    slot_chars = np.concatenate(([0], np.cumsum(np.cumsum(in_slot) > 0)))  # [C+2] slot characters before each
-    ends = np.minimum(bounds, len(in_slot))  # [n,2]
     turn_of: list[int] = span_turn[k].tolist()
     tag_of: list[bool] = span_tag[k].tolist()
-    salient_of: list[bool] = ((slot_chars[ends[:, 1]] > slot_chars[ends[:, 0]]) & ~span_tag[k]).tolist()
+    salient_of: list[bool] = (touches_spans(bounds, slot_spans) & ~span_tag[k]).tolist()
 
     budget = max_tokens - 1  # room for EOS
     keep_from = 0

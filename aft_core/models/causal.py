@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from aft_core.data.batching import pad_batch
-from aft_core.data.examples import serialise_history, slot_value_spans
+from aft_core.data.examples import serialise_history, slot_value_spans, touches_spans
 from aft_core.errors import AftInputError
 from aft_core.models.family import (
     IGNORE_INDEX,
@@ -56,8 +56,10 @@ class RowRead:
     rows: torch.Tensor  # [N,T] query positions
     columns: int
     total: list[torch.Tensor] = field(default_factory=list)  # running sum of head means [N,T,columns]
+    reads: int = 0  # layers read in this pass (registry.check_causal_attention: every layer must run the function)
 
     def add(self, probs: torch.Tensor) -> None:
+        self.reads += 1
         if self.total:
             self.total[0] += probs
         else:
@@ -498,7 +500,7 @@ def _mapped(draft: _Draft, ids: Sequence[int], offsets: Sequence[tuple[int, int]
             spans.append((at, at + len(content), first_index + i, False))
             slot_spans += slot_value_spans(content, turn.slot_values, at)
             cursor = at + len(content)
-    turn_of, tag_of, salient_of = token_map(offsets, spans, slot_spans, len(text))
+    turn_of, tag_of, salient_of = token_map(offsets, spans, slot_spans)
     n = len(draft.start_ids)
     template_of = [True] * n + [k < 0 for k in turn_of]
     template_of[0] = True  # the attention sink
@@ -515,7 +517,6 @@ def token_map(
     offsets: Sequence[tuple[int, int]],
     spans: Sequence[tuple[int, int, int, bool]],
     slot_spans: Sequence[tuple[int, int]],
-    text_length: int,
 ) -> tuple[list[int], list[bool], list[bool]]:
     """Per token: its turn (-1 outside every turn: a template token), whether it is a speaker tag, and whether it
     touches a slot value. A token's last character decides its span, as for encoder sources; an empty token is in
@@ -532,13 +533,7 @@ def token_map(
     inside = (k >= 0) & (bounds[:, 1] > bounds[:, 0]) & (last < ends[at])
     turn = np.where(inside, turns[at], -1)
     tag = inside & is_tag[at]
-    in_slot = np.zeros(text_length + 2, dtype=np.int64)  # +1 at a slot value's start, -1 at its end
-    for a, b in slot_spans:
-        in_slot[a] += 1
-        in_slot[b] -= 1
-    slot_chars = np.concatenate(([0], np.cumsum(np.cumsum(in_slot) > 0)))  # slot characters before each character
-    clipped = np.clip(bounds, 0, text_length + 1)
-    salient = inside & ~tag & (slot_chars[clipped[:, 1]] > slot_chars[clipped[:, 0]])
+    salient = inside & ~tag & touches_spans(bounds, slot_spans)
     return turn.tolist(), tag.tolist(), salient.tolist()
 
 

@@ -29,7 +29,7 @@ from aft_core.config import PRESETS, ModelPreset
 from aft_core.errors import AftInputError
 from aft_core.models import adapters
 from aft_core.models.causal import ATTENTION as CAUSAL_ATTENTION
-from aft_core.models.causal import CausalFamily
+from aft_core.models.causal import CausalFamily, RowRead, reading
 from aft_core.models.family import ModelFamily
 from aft_core.models.seq2seq import Seq2SeqFamily
 
@@ -231,6 +231,11 @@ def load_model(
             attn_implementation="eager" if seq2seq else CAUSAL_ATTENTION,
             **kwargs,
         )
+    except KeyError as e:  # GPT-J and others look their attention class up by implementation name
+        if CAUSAL_ATTENTION not in str(e):
+            raise
+        where, problem = Path(source) / "config.json", f"{_architecture(config)} {OWN_ATTENTION}"
+        raise AftInputError(where, "model_type", problem, ATTENTION_INTERFACE_FIX) from e
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # unreadable, truncated or mismatched weights
         raise AftInputError(
             source,
@@ -278,6 +283,16 @@ def check_generative_config(config: Any, where: str | Path) -> None:
         )
 
 
+OWN_ATTENTION = (
+    "computes attention in its own code, not through transformers' attention interface, so AFT cannot read the "
+    "attention of the rows that predict a response"
+)
+ATTENTION_INTERFACE_FIX = (
+    "use a decoder whose transformers class runs its attention through the interface (Llama, Mistral, Qwen, "
+    "Gemma, Phi-3, GPT-2, OPT, GPT-NeoX, …), or an encoder–decoder"
+)
+
+
 def check_loaded_weights(loading: dict[str, Any], config: Any, where: str | Path) -> None:
     """Every weight of the architecture came from the file, and the file holds nothing the architecture lacks
     (transformers' loading info). Otherwise transformers would initialise the missing weights at random and train
@@ -305,16 +320,21 @@ def check_loaded_weights(loading: dict[str, Any], config: Any, where: str | Path
 def check_causal_attention(model: Any, where: str | Path) -> None:
     """A decoder-only model must attend causally: its output at position 0 may not depend on a later token. An
     encoder loaded through AutoModelForCausalLM (e.g. BERT with is_decoder false) attends both ways, so its
-    "causal" loss would see the very tokens it predicts."""
+    "causal" loss would see the very tokens it predicts. And every layer must run AFT's row-reading attention
+    function (a hybrid with recurrent or state-space layers does not), or A over the layers is not what it says."""
     vocab = model.get_input_embeddings().num_embeddings
     ids = torch.arange(4, dtype=torch.long)[None, :] % vocab  # [1,4]
     later = ids.clone()
     later[0, -1] = (later[0, -1] + 1) % vocab
+    config = model.config
+    layers = frozenset(range(int(getattr(config, "num_hidden_layers", 0) or 0)))
+    read = RowRead(layers, rows=torch.tensor([[3]]), columns=4)  # the last row, as a response row is read
     was_training = model.training
     model.eval()
-    first = [model(input_ids=x).logits[0, 0].float() for x in (ids, later)]  # [V] each
+    with reading(read):
+        first = [model(input_ids=ids).logits[0, 0].float()]  # [V]
+    first.append(model(input_ids=later).logits[0, 0].float())
     model.train(was_training)
-    config = model.config
     if not torch.allclose(first[0], first[1], atol=1e-5, rtol=1e-4):
         raise AftInputError(
             Path(where) / "config.json",
@@ -323,6 +343,16 @@ def check_causal_attention(model: Any, where: str | Path) -> None:
             f"decoder{'; is_decoder is false' if getattr(config, 'is_decoder', None) is False else ''}), "
             "so a causal loss would see the tokens it predicts",
             GENERATIVE_FIX,
+        )
+    if read.reads != len(layers):
+        raise AftInputError(
+            Path(where) / "config.json",
+            "architectures",
+            f"{_architecture(config)} {OWN_ATTENTION}"
+            if read.reads == 0
+            else f"{_architecture(config)} ran the row-reading attention in {read.reads} of its {len(layers)} layers "
+            "(the others mix tokens some other way), so A over its layers is not defined",
+            ATTENTION_INTERFACE_FIX,
         )
 
 

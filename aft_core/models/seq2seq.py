@@ -12,6 +12,7 @@ BART's generation config asks), and learned position limits (`max_position_embed
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -139,9 +140,12 @@ class Seq2SeqFamily(ModelFamily):
         else:
             decoder_mask = torch.ones(sequences[:, :-1].shape, dtype=torch.long, device=sequences.device)
             decoder_mask[:, p:] = tgt_mask[:, :-1]  # the prefix is always read
+            # The encoder's output with every field a model reads by name (NLLB-MoE and Switch read router_logits)
+            from transformers.modeling_outputs import MoEModelOutput
+
             with reduced_cross_attention(model, layers or []) as collected:
                 out = model(
-                    encoder_outputs=(encoded.repeat_interleave(repeats, dim=0),),
+                    encoder_outputs=MoEModelOutput(last_hidden_state=encoded.repeat_interleave(repeats, dim=0)),
                     attention_mask=src.attention_mask.repeat_interleave(repeats, dim=0),
                     decoder_input_ids=sequences[:, :-1],
                     decoder_attention_mask=decoder_mask,
@@ -160,14 +164,23 @@ class Seq2SeqFamily(ModelFamily):
     def sft_batch(self, sources, targets, pad_id, device=None):
         input_ids, attention_mask = pad_batch(sources, pad_id)
         labels, label_mask = pad_batch(targets, pad_id)
+        # The decoder inputs are the labels shifted right after the start token, as T5 and BART shift them; given
+        # explicitly, since older models (FSMT, ProphetNet) would otherwise decode from the source ids.
+        start = torch.full_like(labels[:, :1], self.prefix()[0])  # [B,1]
+        decoder_input_ids = torch.cat([start, labels[:, :-1]], dim=1)  # [B,T]
         labels[label_mask == 0] = IGNORE_INDEX
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "decoder_input_ids": decoder_input_ids,
+            "labels": labels,
+        }
         return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
 
     def sft_logits(self, model, batch):
         """A T5's logits at the response positions only ([1,M,V]): the LM head and the loss never run over the padding
         of a batch's shorter targets (about 40% of the decoder's positions at batch 32 on TownInfo). Other models:
-        their own forward's logits [B,T,V] (labels shifted right by the model into decoder inputs)."""
+        their own forward's logits [B,T,V] (decoder inputs: the labels shifted right, from `sft_batch`)."""
         if not t5_decoding.supports(model):
             return model(**batch).logits, batch["labels"]
         labels = batch["labels"]  # [B,T]
@@ -213,6 +226,7 @@ def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k:
         decoder = t5_decoding.T5IncrementalDecoder(model, encoded, attention_mask, k, max_steps)
         return decoder.step, decoder.keep
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+    from transformers.modeling_outputs import MoEModelOutput
 
     encoded, mask = encoded.repeat_interleave(k, dim=0), attention_mask.repeat_interleave(k, dim=0)  # [N,S,D], [N,S]
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
@@ -220,7 +234,7 @@ def _stepper(model: Any, encoded: torch.Tensor, attention_mask: torch.Tensor, k:
 
     def step(ids: torch.Tensor) -> torch.Tensor:
         return model(
-            encoder_outputs=(state["encoded"],),
+            encoder_outputs=MoEModelOutput(last_hidden_state=state["encoded"]),
             attention_mask=state["mask"],
             decoder_input_ids=ids[:, None],
             past_key_values=cache,
@@ -290,10 +304,9 @@ def cross_attention_modules(model: Any) -> list[torch.nn.Module]:
     decoder = model.get_decoder()
     if hasattr(decoder, "block"):  # T5, mT5, Flan-T5
         return [block.layer[1].EncDecAttention for block in decoder.block]
-    if hasattr(decoder, "layers") and all(
-        hasattr(layer, "encoder_attn") for layer in decoder.layers
-    ):  # BART, Marian, Pegasus
-        return [layer.encoder_attn for layer in decoder.layers]
+    for name in ("encoder_attn", "cross_attention", "cross_attn"):  # BART, Marian, Pegasus; NLLB-MoE; ProphetNet
+        if hasattr(decoder, "layers") and all(hasattr(layer, name) for layer in decoder.layers):
+            return [getattr(layer, name) for layer in decoder.layers]
     raise ValueError(
         f"cannot find the cross-attention layers of {type(model).__name__}; "
         "AFT reads them from T5- or BART-style decoders"
@@ -311,7 +324,8 @@ def reduced_cross_attention(model: Any, layers: Sequence[int]) -> Iterator[list[
     total: list[torch.Tensor] = []
 
     def add(module: torch.nn.Module, args: Any, output: tuple) -> None:
-        weights = output[-1]  # T5: (out, position_bias, weights); BART: (out, weights)
+        # T5: (out, position_bias, weights); BART: (out, weights); LED: (out, weights, cache or None)
+        weights = output[-1] if torch.is_tensor(output[-1]) or len(output) < 3 else output[1]
         if weights is None:
             raise RuntimeError("the attention returned no weights; load the model with attn_implementation='eager'")
         head_mean = weights.detach().mean(dim=1)  # [B,H,T,S] -> [B,T,S]
@@ -320,8 +334,17 @@ def reduced_cross_attention(model: Any, layers: Sequence[int]) -> Iterator[list[
         else:
             total.append(head_mean)
 
+    def ask_for_weights(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return args, {**kwargs, "output_attentions": True}
+
     modules = cross_attention_modules(model)
     handles = [modules[i].register_forward_hook(add) for i in layers]
+    # Older attention modules (LED's, FSMT's) return their weights only when asked; ask just the layers read.
+    handles += [
+        modules[i].register_forward_pre_hook(ask_for_weights, with_kwargs=True)
+        for i in layers
+        if "output_attentions" in inspect.signature(modules[i].forward).parameters
+    ]
     result: list[torch.Tensor] = []
     try:
         yield result
