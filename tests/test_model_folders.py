@@ -136,7 +136,7 @@ def test_a_decoder_whose_attention_bypasses_the_attention_interface_is_refused(
         ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
         str(folder / "config.json"),
         f"model_type '{model_type}'",
-        "not through transformers' attention interface",
+        "does not run attention through transformers' attention interface",
     )
 
 

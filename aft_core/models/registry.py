@@ -284,8 +284,8 @@ def check_generative_config(config: Any, where: str | Path) -> None:
 
 
 OWN_ATTENTION = (
-    "computes attention in its own code, not through transformers' attention interface, so AFT cannot read the "
-    "attention of the rows that predict a response"
+    "does not run attention through transformers' attention interface (it computes attention in its own code, or "
+    "has none), so AFT cannot read the attention of the rows that predict a response"
 )
 ATTENTION_INTERFACE_FIX = (
     "use a decoder whose transformers class runs its attention through the interface (Llama, Mistral, Qwen, "
