@@ -1,0 +1,186 @@
+"""Architectures no issue names: a tiny random model of each transformers model type, saved in hub layout, through
+`aft sft` → `train-branch` → `classify` → `evaluate` (in this process); a type that cannot serve must end in the
+one-line error (exit 2) instead. Prints one line per type and exits 1 when any type does otherwise.
+
+    .venv/bin/python bench/architectures.py                      # every listed type (about 15 min on 2 cores)
+    .venv/bin/python bench/architectures.py --only led gptj      # some of them
+
+Each model is built from its config class with generic small sizes (hidden 32, 2 layers, 4 heads), a byte-level
+BPE tokenizer trained on a small TownInfo corpus (with a chat template for decoder-only models), 16 SFT steps,
+2 AFT steps and 12 test examples: it checks that the code paths run and A is read, not what the models learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SEQ2SEQ = [
+    "bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "fsmt", "led", "longt5", "m2m_100", "marian",
+    "mbart", "mt5", "mvp", "nllb-moe", "pegasus", "pegasus_x", "plbart", "switch_transformers", "t5", "umt5",
+]  # fmt: skip
+CAUSAL = [
+    "biogpt", "cohere", "cohere2", "ctrl", "ernie4_5", "exaone4", "gemma", "gemma2", "gemma3_text", "glm", "glm4",
+    "gpt2", "gpt_bigcode", "gpt_neox", "granite", "helium", "internlm3", "llama", "mistral", "mixtral", "nemotron",
+    "olmo", "olmo2", "opt", "persimmon", "phi", "phi3", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "smollm3",
+    "stablelm", "starcoder2",
+]  # fmt: skip
+# Decoders whose attention AFT cannot read (computed in their own code, or none): refused at loading.
+REFUSED = ["bloom", "codegen", "falcon", "gptj", "mamba", "mpt", "openai-gpt", "rwkv", "xglm"]
+
+GENERIC: dict[str, Any] = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    head_dim=8, max_position_embeddings=512, n_embd=32, n_layer=2, n_head=4, n_positions=512, d_model=32,
+    n_layers=2, n_heads=4, num_layers=2, num_heads=4, ffn_dim=64, d_ff=64, d_kv=8, encoder_layers=2,
+    decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+    num_decoder_layers=2,
+)  # fmt: skip
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "fsmt": dict(langs=["en", "en"]),  # src_vocab_size = tgt_vocab_size = the tokenizer's, set below
+    "led": dict(attention_window=[16, 16]),
+    "codegen": dict(rotary_dim=4),
+    "gptj": dict(rotary_dim=4),
+}
+DROPPED: dict[str, tuple[str, ...]] = {"falcon": ("head_dim",)}
+SFT = ["--max-steps", "16", "--eval-every", "8", "--warmup-steps", "2", "--dev-examples", "32", "--batch-size", "8"]
+BRANCH = ["--steps", "2", "--checkpoint-every", "1", "--probe-size", "8", "--batch-size", "2", "--k", "2"]
+SHORT = ["--max-new-tokens", "10", "--max-source-tokens", "96"]
+
+
+def aft(*args: str) -> tuple[int, str, str]:
+    from aft_core.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def build(model_type: str, family: str, texts: list[str], folder: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from bench.hub_models import chat_tokenizer
+
+    if family == "seq2seq":
+        tokenizer = chat_tokenizer(texts, template="", turn_tokens=())
+        tokenizer.chat_template = None
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+        ids = dict(pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=tokenizer.pad_token_id)
+    else:
+        tokenizer = chat_tokenizer(texts)
+        ids = dict(pad_token_id=None)  # some configs default to a pad id beyond this vocabulary (Phi-3's 32000)
+    sizes = {k: v for k, v in GENERIC.items() if k not in DROPPED.get(model_type, ())}
+    vocab = len(tokenizer)
+    extra = dict(OVERRIDES.get(model_type, {}))
+    if model_type == "fsmt":
+        extra.update(src_vocab_size=vocab, tgt_vocab_size=vocab)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=vocab,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **ids,
+        **sizes,
+        **extra,
+    )
+    torch.manual_seed(0)
+    auto = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
+    auto.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def check(model_type: str, family: str, texts: list[str], data: Path, root: Path) -> tuple[bool, str]:
+    """(as expected, what happened)."""
+    folder = root / model_type
+    shutil.rmtree(folder, ignore_errors=True)
+    build(model_type, family, texts, folder)
+    d = str(data)
+    code, _, err = aft(
+        "sft", "--data", d, "--model", str(folder), "--out", str(folder / "sft"), "--quiet", *SFT, *SHORT[2:]
+    )
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    if model_type in REFUSED:
+        ok = code == 2 and len(errors) == 1 and "Fix:" in errors[0] and "Traceback" not in err
+        return ok, f"refused: {errors[0][:140]}" if ok else f"exit {code}, not the one-line error: {err[-300:]}"
+    if code != 0:
+        return False, f"sft exit {code}: {err.strip()[-300:]}"
+    sft = str(folder / "sft" / "model")
+    code, printed, err = aft(
+        "train-branch", "--sft", sft, "--data", d, "--out", str(folder / "branch"), "--quiet", *BRANCH, *SHORT
+    )
+    if code != 0:
+        return False, f"train-branch exit {code}: {err.strip()[-300:]}"
+    status = json.loads(printed)["status"]
+    code, _, err = aft("classify", str(folder / "branch"))
+    if code != 0:
+        return False, f"classify exit {code}: {err.strip()[-300:]}"
+    out = folder / "eval"
+    code, _, err = aft(
+        "evaluate", "--sft", sft, "--branch", str(folder / "branch"), "--data", d, "--out", str(out),
+        "--test-examples", "12", *SHORT,
+    )  # fmt: skip
+    if code != 0:
+        return False, f"evaluate exit {code}: {err.strip()[-300:]}"
+    lookback = [round(row["lookback"], 3) for row in json.loads((out / "table.json").read_text())["rows"]]
+    # Cross-attention falls on the source only; a decoder's rows also attend to the sink, template and response.
+    ok = all(abs(v - 1) < 1e-3 for v in lookback) if family == "seq2seq" else all(0 < v < 1 for v in lookback)
+    return ok, f"branch {status}, lookback {lookback}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", help="model types to check (default: every listed one)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    from aft_core.data.corpus import load_corpus
+    from aft_core.data.dataset import corpus_to_dataset, tokenizer_texts
+    from aft_core.data.towninfo import generate_towninfo
+
+    kinds = {**{t: "seq2seq" for t in SEQ2SEQ}, **{t: "causal" for t in CAUSAL + REFUSED}}
+    chosen = args.only or list(kinds)
+    unknown = [t for t in chosen if t not in kinds]
+    if unknown:
+        print(f"error: --only: {', '.join(unknown)} not listed. Fix: choose from {', '.join(sorted(kinds))}")
+        return 2
+    failed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = generate_towninfo(root / "corpus", dialogues=200, seed=3)
+        texts = tokenizer_texts(corpus_to_dataset(load_corpus(data))["train"])
+        for model_type in chosen:
+            start = time.perf_counter()
+            try:
+                ok, what = check(model_type, kinds[model_type], texts, data, root)
+            except Exception as e:  # a traceback is a failure of this check, reported as one
+                ok, what = False, f"{type(e).__name__}: {str(e)[:300]}"
+            seconds = time.perf_counter() - start
+            print(
+                f"{'ok  ' if ok else 'FAIL'} {kinds[model_type]:7s} {model_type:20s} {seconds:5.1f}s  {what}",
+                flush=True,
+            )
+            if not ok:
+                failed.append(model_type)
+    print(
+        f"{len(chosen) - len(failed)} of {len(chosen)} as expected"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
