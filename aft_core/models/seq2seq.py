@@ -165,7 +165,7 @@ class Seq2SeqFamily(ModelFamily):
         input_ids, attention_mask = pad_batch(sources, pad_id)
         labels, label_mask = pad_batch(targets, pad_id)
         # The decoder inputs are the labels shifted right after the start token, as T5 and BART shift them; given
-        # explicitly, since older models (FSMT, ProphetNet) would otherwise decode from the source ids.
+        # explicitly, since older models (FSMT) would otherwise decode from the source ids.
         start = torch.full_like(labels[:, :1], self.prefix()[0])  # [B,1]
         decoder_input_ids = torch.cat([start, labels[:, :-1]], dim=1)  # [B,T]
         labels[label_mask == 0] = IGNORE_INDEX
