@@ -12,6 +12,7 @@ BART's generation config asks), and learned position limits (`max_position_embed
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -313,6 +314,12 @@ def cross_attention_modules(model: Any) -> list[torch.nn.Module]:
     )
 
 
+@functools.cache
+def _asks_for_weights(module_class: type) -> bool:
+    """Whether this attention class's forward takes `output_attentions` (read once per class, not per pass)."""
+    return "output_attentions" in inspect.signature(module_class.forward).parameters
+
+
 @contextmanager
 def reduced_cross_attention(model: Any, layers: Sequence[int]) -> Iterator[list[torch.Tensor]]:
     """Collect A = mean over heads and `layers` of the cross-attention while a forward pass runs.
@@ -343,7 +350,7 @@ def reduced_cross_attention(model: Any, layers: Sequence[int]) -> Iterator[list[
     handles += [
         modules[i].register_forward_pre_hook(ask_for_weights, with_kwargs=True)
         for i in layers
-        if "output_attentions" in inspect.signature(modules[i].forward).parameters
+        if _asks_for_weights(type(modules[i]))
     ]
     result: list[torch.Tensor] = []
     try:
