@@ -302,7 +302,11 @@ class AFTConfig(MemorySettings):
         1000, "adaptive KL: sequences (B·K per step) over which η_kl moves by the full clipped error"
     )
     ix_mode: str = setting("all", "I_x: all (paper), history (earlier turns), salient (slot values)")
-    layers: str = setting("all", "decoder layers averaged into A: all, last, or indices like '0,1'")
+    layers: str = setting(
+        "all",
+        "decoder layers averaged into A: all, last, or indices like '0,1' (counting attention layers: "
+        "a hybrid's recurrent layers have no A)",
+    )
     reward_attention: str = setting(
         "renormalised",
         "decoder-only A in the reward (AFT_SPEC §8): renormalised over the "

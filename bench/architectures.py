@@ -36,8 +36,14 @@ CAUSAL = [
     "olmo", "olmo2", "opt", "persimmon", "phi", "phi3", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "smollm3",
     "stablelm", "starcoder2",
 ]  # fmt: skip
-# Decoders whose attention AFT cannot read (computed in their own code, or none): refused at loading.
-REFUSED = ["bloom", "codegen", "falcon", "gptj", "mamba", "mpt", "openai-gpt", "rwkv", "xglm"]
+# Hybrids: recurrent, convolution or linear-attention layers beside attention ones; A is read from the latter.
+HYBRID = [
+    "bamba", "falcon_h1", "granitemoehybrid", "jamba", "lfm2", "lfm2_moe", "minimax", "nemotron_h", "olmo_hybrid",
+    "qwen3_next",
+]  # fmt: skip
+# Decoders whose attention AFT cannot read (computed in their own code, or none), or that keep their state outside
+# a transformers cache (RecurrentGemma): refused at loading.
+REFUSED = ["bloom", "codegen", "falcon", "gptj", "mamba", "mpt", "openai-gpt", "recurrent_gemma", "rwkv", "xglm"]
 
 GENERIC: dict[str, Any] = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -51,6 +57,65 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "led": dict(attention_window=[16, 16]),
     "codegen": dict(rotary_dim=4),
     "gptj": dict(rotary_dim=4),
+    # hybrids: two layers, the second an attention layer (Falcon-H1 runs Mamba-2 beside attention in every layer)
+    "bamba": dict(
+        attn_layer_indices=[1],
+        mamba_d_state=8,
+        mamba_n_heads=4,
+        mamba_d_head=16,
+        mamba_n_groups=1,
+        mamba_expand=2,
+        mamba_chunk_size=16,
+    ),
+    "falcon_h1": dict(
+        mamba_d_ssm=64, mamba_d_state=8, mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1, mamba_chunk_size=16
+    ),
+    "granitemoehybrid": dict(
+        layer_types=["mamba", "attention"],
+        mamba_d_state=8,
+        mamba_n_heads=4,
+        mamba_d_head=16,
+        mamba_n_groups=1,
+        mamba_expand=2,
+        mamba_chunk_size=16,
+        num_local_experts=2,
+        num_experts_per_tok=1,
+    ),
+    "jamba": dict(
+        attn_layer_period=2,
+        attn_layer_offset=1,
+        expert_layer_period=2,
+        expert_layer_offset=1,
+        num_experts=2,
+        mamba_d_state=8,
+    ),
+    "lfm2": dict(layer_types=["conv", "full_attention"]),
+    "lfm2_moe": dict(
+        layer_types=["conv", "full_attention"],
+        num_experts=2,
+        num_experts_per_tok=1,
+        moe_intermediate_size=32,
+        num_dense_layers=1,
+    ),
+    "minimax": dict(layer_types=["linear_attention", "full_attention"], num_local_experts=2, num_experts_per_tok=1),
+    "nemotron_h": dict(
+        hybrid_override_pattern="M*", mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=8, n_groups=1, chunk_size=16
+    ),
+    "olmo_hybrid": dict(layer_types=["linear_attention", "full_attention"]),
+    "qwen3_next": dict(
+        layer_types=["linear_attention", "full_attention"],
+        linear_num_value_heads=4,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+    ),
+    "recurrent_gemma": dict(
+        num_hidden_layers=3, lru_width=32, attention_window_size=64, block_types=["recurrent", "recurrent", "attention"]
+    ),
 }
 DROPPED: dict[str, tuple[str, ...]] = {"falcon": ("head_dim",)}
 SFT = ["--max-steps", "16", "--eval-every", "8", "--warmup-steps", "2", "--dev-examples", "32", "--batch-size", "8"]
@@ -95,8 +160,7 @@ def build(model_type: str, family: str, texts: list[str], folder: Path) -> None:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         **ids,
-        **sizes,
-        **extra,
+        **{**sizes, **extra},
     )
     torch.manual_seed(0)
     auto = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
@@ -151,7 +215,7 @@ def main() -> int:
     from aft_core.data.dataset import corpus_to_dataset, tokenizer_texts
     from aft_core.data.towninfo import generate_towninfo
 
-    kinds = {**{t: "seq2seq" for t in SEQ2SEQ}, **{t: "causal" for t in CAUSAL + REFUSED}}
+    kinds = {**{t: "seq2seq" for t in SEQ2SEQ}, **{t: "causal" for t in CAUSAL + HYBRID + REFUSED}}
     chosen = args.only or list(kinds)
     unknown = [t for t in chosen if t not in kinds]
     if unknown:

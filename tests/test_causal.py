@@ -13,6 +13,7 @@ from aft_core.data.corpus import load_corpus
 from aft_core.data.dataset import corpus_to_dataset, tokenizer_texts
 from aft_core.data.examples import Turn
 from aft_core.models import family_of, load_model, train_tokenizer
+from bench.architectures import OVERRIDES
 from bench.hub_models import build_llama_chat
 
 HISTORIES = [
@@ -37,6 +38,24 @@ def chat_model(tmp_path_factory, towninfo_dir):
 def _batch(family, tokenizer, max_tokens=200):
     rows = family.encode_prompts(HISTORIES, tokenizer, max_tokens)
     return rows, SourceBatch.from_rows(rows, family.pad_id())
+
+
+def _assert_greedy_decoding_equals_generate(model, family, rows, src, max_new_tokens=10):
+    ours = family.generate(model, src, max_new_tokens=max_new_tokens, do_sample=False)
+    for b, row in enumerate(rows):
+        ids = torch.tensor([row["input_ids"]])
+        theirs = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=family.eos_id(),
+            pad_token_id=family.pad_id(),
+        )[0, ids.shape[1] :]
+        mine = ours[b, 1:][: theirs.shape[0]]
+        assert torch.equal(mine, theirs), b
+        assert bool((ours[b, 1 + theirs.shape[0] :] == family.pad_id()).all())
+    return ours
 
 
 def test_the_chat_template_renders_the_prompt_and_every_token_keeps_its_turn(chat_model):
@@ -198,20 +217,7 @@ def test_attention_equals_hand_computed_rows_with_the_sink_and_template_dropped(
 def test_greedy_decoding_equals_generate_token_for_token(chat_model):
     model, tokenizer, family = chat_model
     rows, src = _batch(family, tokenizer)
-    ours = family.generate(model, src, max_new_tokens=10, do_sample=False)
-    for b, row in enumerate(rows):
-        ids = torch.tensor([row["input_ids"]])
-        theirs = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=10,
-            do_sample=False,
-            eos_token_id=family.eos_id(),
-            pad_token_id=family.pad_id(),
-        )[0, ids.shape[1] :]
-        mine = ours[b, 1:][: theirs.shape[0]]
-        assert torch.equal(mine, theirs), b
-        assert bool((ours[b, 1 + theirs.shape[0] :] == family.pad_id()).all())
+    _assert_greedy_decoding_equals_generate(model, family, rows, src)
 
 
 def test_k_samples_share_one_prefill_and_follow_the_model(chat_model):
@@ -339,19 +345,9 @@ def test_other_decoder_only_architectures_need_no_code_of_their_own(chat_model, 
     model, tok = load_model(folder)
     model.eval()
     family = family_of(model, tok)
-    assert family.name == "causal" and family.attention_layers(model) == 2
+    assert family.name == "causal" and family.attention_layers(model) == [0, 1]
     rows, src = _batch(family, tok)
-    ours = family.generate(model, src, max_new_tokens=6, do_sample=False)
-    ids = torch.tensor([rows[0]["input_ids"]])
-    theirs = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=6,
-        do_sample=False,
-        eos_token_id=family.eos_id(),
-        pad_token_id=family.pad_id(),
-    )[0, ids.shape[1] :]
-    assert torch.equal(ours[0, 1 : 1 + theirs.shape[0]], theirs)
+    ours = _assert_greedy_decoding_equals_generate(model, family, rows, src, max_new_tokens=6)
     with torch.no_grad():
         tf = family.teacher_forced(model, src, ours, 1, [0, 1])
     length = int(tf["tgt_mask"][0].sum())
@@ -359,3 +355,92 @@ def test_other_decoder_only_architectures_need_no_code_of_their_own(chat_model, 
     s = len(rows[0]["input_ids"])
     torch.testing.assert_close(tf["attn"][0, :length, :s], attn, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(tf["token_logp"][0, :length], logp, rtol=1e-4, atol=1e-5)
+
+
+HYBRIDS = {  # model type: the layers that attend (config sizes: bench/architectures.py's OVERRIDES)
+    "jamba": [1],  # Mamba layers (a recurrent state and a convolution state in transformers' own cache)
+    "lfm2": [1],  # short convolutions
+    "falcon_h1": [0, 1],  # Mamba-2 beside attention in every layer: all layers attend, and state is carried
+    "minimax": [1],  # lightning attention, its state kept in a cache class of the model's own
+    "qwen3_next": [1],  # gated delta rule; its cache updates the recurrent state in place
+}
+
+
+@pytest.mark.parametrize("name", list(HYBRIDS))
+def test_a_hybrid_decodes_as_generate_and_reads_a_from_its_attention_layers_only(chat_model, tmp_path, name):
+    """A hybrid's recurrent layers carry state through every token, so a right-padded prompt's padding would
+    enter its response's state: prompts are left-padded, K samples share a prefill only where transformers' own
+    cache can repeat its rows, and A is the mean over the attention layers. Greedy decoding equals `generate`;
+    log-probs and their gradient equal one unpadded pass per response; A equals the eager attention of the
+    attention layers. With gradients on, each [prompt; y] is one pass (a linear-attention cache updates its state
+    in place, which autograd refuses): the same numbers."""
+    import transformers
+
+    _, tokenizer, _ = chat_model
+    attending = HYBRIDS[name]
+    config = transformers.AutoConfig.for_model(
+        name,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=None,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        **OVERRIDES[name],
+    )
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / name)
+    tokenizer.save_pretrained(tmp_path / name)
+    model, tok = load_model(tmp_path / name)
+    model.eval()
+    family = family_of(model, tok)
+    assert family.attention_layers(model) == attending
+    rows, src = _batch(family, tok)
+    assert len({len(r["input_ids"]) for r in rows}) == 3  # three prompt lengths: two of them padded
+    _assert_greedy_decoding_equals_generate(model, family, rows, src, max_new_tokens=6)
+    torch.manual_seed(0)
+    samples = family.generate(model, src, max_new_tokens=6, do_sample=True, k=2)
+    with torch.no_grad():  # the shared prompt pass (where the cache can repeat its rows)
+        tf = family.teacher_forced(model, src, samples, 2, attending)
+    model.zero_grad(set_to_none=True)
+    graded = family.teacher_forced(model, src, samples, 2, attending)  # with gradients: one pass per response
+    (graded["token_logp"] * graded["tgt_mask"]).sum().backward()
+    batched = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    mask = tf["tgt_mask"]
+    torch.testing.assert_close(graded["attn"][mask], tf["attn"][mask], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(graded["token_logp"][mask].detach(), tf["token_logp"][mask], rtol=1e-4, atol=5e-5)
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    total = 0.0
+    for n in range(samples.shape[0]):
+        row, length = rows[n // 2], int(tf["tgt_mask"][n].sum())
+        response = tf["labels"][n, :length].tolist()
+        ids = torch.tensor([row["input_ids"] + response])
+        s = len(row["input_ids"])
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, s - 1 : s - 1 + length], dim=-1)
+        logp = logp.gather(1, torch.tensor(response)[:, None])[:, 0]
+        # Jamba's Mamba scan runs sequentially over cached steps and in parallel over a whole pass: about 1e-5 apart
+        # (a left-padded pass by hand equals the unpadded one exactly)
+        torch.testing.assert_close(tf["token_logp"][n, :length], logp.detach(), rtol=1e-4, atol=5e-5)
+        total = total + logp.sum()
+        with torch.no_grad():
+            attentions = eager(input_ids=ids, output_attentions=True).attentions
+        if len(attentions) == config.num_hidden_layers:  # one per layer (MiniMax), else one per attention layer
+            attentions = tuple(attentions[i] for i in attending)
+        query = torch.arange(length) + s - 1
+        raw = torch.stack([a[0].mean(dim=0) for a in attentions]).mean(dim=0)[query, :s]  # [T,S]
+        raw = raw * ~torch.tensor(row["src_is_template"])
+        torch.testing.assert_close(
+            tf["attn"][n, :length, :s], raw / raw.sum(dim=-1, keepdim=True), rtol=1e-4, atol=1e-6
+        )
+        assert float(tf["attn"][n, :length, s:].abs().sum()) == 0.0  # padding columns
+    total.backward()
+    alone = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    assert float((batched - alone).norm() / alone.norm()) < 1e-5

@@ -16,6 +16,7 @@ from aft_core.data.dataset import corpus_to_dataset, tokenizer_texts
 from aft_core.data.examples import Turn
 from aft_core.errors import AftInputError
 from aft_core.models import load_model
+from bench.architectures import OVERRIDES
 from bench.hub_models import CHAT_TEMPLATE, build_gemma2_chat, build_llama_chat, chat_tokenizer
 
 SFT_ARGS = [
@@ -140,8 +141,9 @@ def test_a_decoder_whose_attention_bypasses_the_attention_interface_is_refused(
     )
 
 
-def test_a_hybrid_whose_layers_do_not_all_attend_is_refused(tmp_path, towninfo_dir, texts, capsys):
-    """RecurrentGemma runs the attention interface in one layer of three: A as a mean over layers is undefined."""
+def test_a_decoder_that_keeps_its_state_outside_a_cache_is_refused(tmp_path, towninfo_dir, texts, capsys):
+    """RecurrentGemma keeps its recurrent state inside the model and returns no past_key_values, so AFT's decoding
+    (a prompt pass, then cached steps) cannot drive it."""
     folder = _tiny_causal_folder(
         tmp_path / "recurrent-gemma",
         texts,
@@ -159,7 +161,8 @@ def test_a_hybrid_whose_layers_do_not_all_attend_is_refused(tmp_path, towninfo_d
         capsys,
         ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
         str(folder / "config.json"),
-        "in 1 of its 3 layers",
+        "returns no transformers cache",
+        "past_key_values",
     )
 
 
@@ -279,63 +282,44 @@ def test_a_budget_beyond_a_sliding_attention_window_is_refused_with_the_fix(gemm
     )
 
 
-def test_a_gemma_style_checkpoint_goes_through_sft_branch_and_evaluate(gemma, towninfo_dir, tmp_path, capsys):
+def _sft_branch_evaluate(folder: Path, towninfo_dir: Path, out: Path, *branch_args: str) -> dict:
+    """`aft sft` → `train-branch` (2 steps) → `evaluate` (12 test examples) on a model folder; the test table."""
     data = str(towninfo_dir)
-    assert main(["sft", "--data", data, "--model", str(gemma), "--out", str(tmp_path / "sft"), *SFT_ARGS]) == 0
-    sft_model = str(tmp_path / "sft" / "model")
-    assert (
-        main(
-            [
-                "train-branch",
-                "--sft",
-                sft_model,
-                "--data",
-                data,
-                "--out",
-                str(tmp_path / "branch"),
-                "--steps",
-                "2",
-                "--checkpoint-every",
-                "1",
-                "--probe-size",
-                "8",
-                "--batch-size",
-                "2",
-                "--k",
-                "2",
-                "--max-new-tokens",
-                "10",
-                "--max-source-tokens",
-                "96",
-                "--learning-rate",
-                "1e-3",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "evaluate",
-                "--sft",
-                sft_model,
-                "--branch",
-                str(tmp_path / "branch"),
-                "--data",
-                data,
-                "--out",
-                str(tmp_path / "eval"),
-                "--test-examples",
-                "12",
-                "--max-new-tokens",
-                "10",
-                "--max-source-tokens",
-                "96",
-            ]
-        )
-        == 0
-    )
-    table = json.loads((tmp_path / "eval" / "table.json").read_text())
+    assert main(["sft", "--data", data, "--model", str(folder), "--out", str(out / "sft"), *SFT_ARGS]) == 0
+    sft_model = str(out / "sft" / "model")
+    short = ["--max-new-tokens", "10", "--max-source-tokens", "96"]
+    branch = ["--sft", sft_model, "--data", data, "--out", str(out / "branch"), "--steps", "2", "--checkpoint-every"]
+    branch += ["1", "--probe-size", "8", "--batch-size", "2", "--k", "2", "--learning-rate", "1e-3", "--quiet"]
+    assert main(["train-branch", *branch, *short, *branch_args]) == 0
+    evaluate = ["--sft", sft_model, "--branch", str(out / "branch"), "--data", data, "--out", str(out / "eval")]
+    assert main(["evaluate", *evaluate, "--test-examples", "12", *short]) == 0
+    return json.loads((out / "eval" / "table.json").read_text())
+
+
+def test_a_gemma_style_checkpoint_goes_through_sft_branch_and_evaluate(gemma, towninfo_dir, tmp_path):
+    table = _sft_branch_evaluate(gemma, towninfo_dir, tmp_path)
     assert table["rows"][0]["system"] == "SFT" and len(table["rows"]) >= 2
-    assert all(0 < row["lookback"] < 1 and torch.isfinite(torch.tensor(row["focus"])) for row in table["rows"])
+
+
+def test_a_hybrid_reads_a_from_its_attention_layers_through_sft_branch_and_evaluate(tmp_path, towninfo_dir, texts):
+    """A Jamba-style hybrid (a Mamba layer, then an attention layer) is served: A is read from its attention layer,
+    and `--layers 0` counts attention layers, so it names layer 1 of the model."""
+    from aft_core.models import family_of
+
+    folder = _tiny_causal_folder(
+        tmp_path / "jamba",
+        texts,
+        "jamba",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **OVERRIDES["jamba"],
+    )
+    model, tokenizer = load_model(folder)
+    assert family_of(model, tokenizer).attention_layers(model) == [1]
+    table = _sft_branch_evaluate(folder, towninfo_dir, tmp_path, "--layers", "0")
+    assert [row["system"] for row in table["rows"]][0] == "SFT" and len(table["rows"]) >= 2
+    assert all(0 < row["lookback"] < 1 for row in table["rows"])  # decoder rows also attend to the template
+    assert json.loads((tmp_path / "branch" / "config.json").read_text())["layers"] == "0"

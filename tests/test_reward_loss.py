@@ -152,6 +152,11 @@ def test_attention_helpers():
     assert parse_layers("last", 4) == [3] and parse_layers("0,-1", 4) == [0, 3] and parse_layers("all", 2) == [0, 1]
     with pytest.raises(ValueError):
         parse_layers("7", 4)
+    hybrid = [1, 3, 5]  # a hybrid's attention layers: indices count them, in the model's order
+    assert parse_layers("all", hybrid) == hybrid and parse_layers("last", hybrid) == [5]
+    assert parse_layers("0,-1", hybrid) == [1, 5] and parse_layers("1", [3, 1, 5]) == [3]
+    with pytest.raises(ValueError, match=r"\[-3, 3\)"):
+        parse_layers("3", hybrid)
     labels = torch.tensor([[5, 1, 0, 0], [5, 6, 7, 8], [0, 5, 1, 9]])
     assert response_mask(labels, 1).tolist() == [[True, True, False, False], [True] * 4, [True, True, True, False]]
     turn = torch.tensor([[0, 0, 1, 1, 2, 2, -1, -1]])

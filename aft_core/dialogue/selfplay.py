@@ -64,7 +64,7 @@ class ModelSystem:
         self.model, self.tokenizer, self.temperature = model, tokenizer, temperature
         self.family = family_of(model, tokenizer)
         self.max_source_tokens, self.max_new_tokens, self.batch_size = max_source_tokens, max_new_tokens, batch_size
-        self.layers = list(range(self.family.attention_layers(model)))
+        self.layers = self.family.attention_layers(model)
 
     @torch.no_grad()
     def respond(self, histories: Sequence[Sequence[Turn]]) -> list[Reply]:

@@ -39,8 +39,10 @@ from aft_core.models.family import (
     first_id,
     mean_over_response,
     register_attention_function,
+    repeat_cache_rows,
     response_mask,
     scored,
+    standard_cache,
 )
 
 ATTENTION = "aft_rows"  # the attention implementation every decoder-only model runs with
@@ -56,10 +58,12 @@ class RowRead:
     rows: torch.Tensor  # [N,T] query positions
     columns: int
     total: list[torch.Tensor] = field(default_factory=list)  # running sum of head means [N,T,columns]
-    reads: int = 0  # layers read in this pass (registry.check_causal_attention: every layer must run the function)
+    reads: int = 0  # layers read in this pass (attended_layers: a layer that ran twice would be counted twice)
+    seen: set[int] = field(default_factory=set)  # their indices
 
-    def add(self, probs: torch.Tensor) -> None:
+    def add(self, probs: torch.Tensor, layer: int) -> None:
         self.reads += 1
+        self.seen.add(layer)
         if self.total:
             self.total[0] += probs
         else:
@@ -98,7 +102,8 @@ def row_attention(
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     read = _READING.get()
-    if read is not None and getattr(module, "layer_idx", None) in read.layers:
+    layer = getattr(module, "layer_idx", None)
+    if read is not None and layer in read.layers:
         with torch.no_grad():
             n, h, _, d = query.shape
             rows = read.rows  # [N,T]
@@ -114,12 +119,68 @@ def row_attention(
                 )
                 scores = scores + mask_rows[..., : scores.shape[-1]].float()
             probs = torch.softmax(scores, dim=-1)[..., : read.columns]  # [N,H,T,S]
-            read.add(probs.mean(dim=1))  # [N,T,S]
+            read.add(probs.mean(dim=1), layer)  # [N,T,S]
     kwargs.pop("softcap", None)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
 register_attention_function(ATTENTION, row_attention)
+
+
+@dataclass(frozen=True)
+class LayerProbe:
+    """What one short pass shows of a decoder's layers."""
+
+    attended: tuple[int, ...]  # the layers that run AFT's row-reading attention, by their index in the model
+    recurrent: bool  # its cache carries state through padding (a hybrid's recurrent or convolution layers)
+    shared_prefill: bool  # its cache's rows can be repeated, so K samples or responses share one prompt pass
+
+
+def probe_layers(model: Any) -> LayerProbe:
+    """One 4-token pass with the cache on, kept on the model. A transformer decoder attends in every layer; a
+    hybrid in its attention layers only (its recurrent or state-space layers mix tokens with no attention matrix,
+    so A is the mean over the layers that have one), and its cache holds recurrent state, which padding between a
+    prompt and its response would corrupt (`CausalFamily.teacher_forced` then left-pads).
+
+    Raises ValueError(problem) or ValueError(problem, fix) for a model AFT cannot serve: an attention layer that
+    runs twice in one pass, or no cache returned."""
+    from transformers.cache_utils import DynamicLayer, LinearAttentionCacheLayerMixin
+
+    known = getattr(model, "_aft_layer_probe", None)
+    if isinstance(known, LayerProbe):
+        return known
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.arange(4, dtype=torch.long)[None, :] % vocab  # [1,4]
+    read = RowRead(frozenset(range(int(model.config.num_hidden_layers))), rows=torch.tensor([[3]]), columns=4)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), reading(read):
+            out = model(input_ids=ids.to(next(model.parameters()).device), use_cache=True)
+    finally:
+        model.train(was_training)
+    name = type(model).__name__
+    if read.reads != len(read.seen):
+        raise ValueError(
+            f"{name} runs one attention layer index more than once per pass ({read.reads} reads of "
+            f"{len(read.seen)} layers), so A over its layers is not defined"
+        )
+    cache = getattr(out, "past_key_values", None)
+    if cache is None or not getattr(cache, "layers", None):
+        raise ValueError(
+            f"{name} returns no transformers cache (past_key_values), so AFT's decoding cannot continue a prompt "
+            "(it keeps its state inside the model)",
+            "use a decoder whose forward returns past_key_values (a transformer, or a hybrid such as Jamba, "
+            "Granite 4, Qwen3-Next, LFM2 or Falcon-H1)",
+        )
+    standard = standard_cache(cache)
+    recurrent = not standard or any(  # a cache of the model's own may keep state beside its layers (MiniMax's)
+        isinstance(layer, LinearAttentionCacheLayerMixin) or not isinstance(layer, DynamicLayer)
+        for layer in cache.layers
+    )
+    probe = LayerProbe(tuple(sorted(read.seen)), recurrent, standard)
+    model._aft_layer_probe = probe
+    return probe
 
 
 class CausalFamily(ModelFamily):
@@ -141,7 +202,7 @@ class CausalFamily(ModelFamily):
         self._pad = _pad_id(tokenizer, config, self._end)
 
     def attention_layers(self, model):
-        return model.config.num_hidden_layers
+        return list(probe_layers(model).attended)
 
     def eos_id(self) -> int:
         return self._end
@@ -206,22 +267,21 @@ class CausalFamily(ModelFamily):
     @torch.no_grad()
     def generate(self, model, src, *, max_new_tokens, do_sample, k=1, temperature=1.0, state=None):
         lengths = src.attention_mask.sum(dim=1)  # [B]
-        b, s = src.input_ids.shape
-        shift = s - lengths  # left-pad: a row's tokens end at column S-1, so every row's next position is S
-        index = torch.arange(s, device=lengths.device)[None, :] - shift[:, None]  # [B,S]
-        valid = index >= 0
-        ids = src.input_ids.gather(1, index.clamp(min=0)).masked_fill(~valid, self._pad)
-        mask = valid.long()
+        b = src.input_ids.shape[0]
+        ids, mask = _left_padded(src.input_ids, lengths, self._pad)
+        if k > 1 and not probe_layers(model).shared_prefill:  # a cache of the model's own: one prefill per sample
+            ids, mask, lengths = (x.repeat_interleave(k, dim=0) for x in (ids, mask, lengths))
+            b, k = b * k, 1
         out = model(
             input_ids=ids,
             attention_mask=mask,
-            position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+            position_ids=_positions(mask),
             use_cache=True,
             logits_to_keep=1,
         )
         cache = out.past_key_values
         if k > 1:
-            cache.batch_repeat_interleave(k)  # the K samples continue one prefill
+            repeat_cache_rows(cache, b, k, ids.device)  # the K samples continue one prefill
         state = {"mask": mask.repeat_interleave(k, dim=0), "position": lengths.repeat_interleave(k)}
 
         def step(tokens: torch.Tensor) -> torch.Tensor:
@@ -260,13 +320,27 @@ class CausalFamily(ModelFamily):
         labels = sequences[:, 1:]  # [N,T]
         tgt_mask = response_mask(labels, self._end)
         lengths = src.attention_mask.sum(dim=1)  # [B]
-        ids = src.input_ids.masked_fill(src.attention_mask == 0, self._pad)
-        pass_ = (
-            _uncached_pass if checkpointing(model) else _shared_prompt_pass
-        )  # a recomputed block cannot write a cache
-        hidden, raw = pass_(
-            _base(model), ids, src.attention_mask, lengths, labels, repeats, layers
-        )  # [N,T,D], Â [N,T,S]
+        probe = probe_layers(model)
+        # A recomputed block cannot write a cache; a cache of the model's own cannot be repeated per response; and
+        # a linear-attention cache updates its state in place, which autograd refuses once the state is in the graph
+        # (Qwen3-Next's gated delta rule): those score each [prompt; y] in one pass.
+        uncached = checkpointing(model) or not probe.shared_prefill or (probe.recurrent and torch.is_grad_enabled())
+        pass_ = _uncached_pass if uncached else _shared_prompt_pass
+        if probe.recurrent:
+            # A recurrent layer would carry a right-padded prompt's padding into the response's state: the prompt
+            # is left-padded instead (as in `generate`), its positions given, and Â's columns moved back.
+            ids, mask = _left_padded(src.input_ids, lengths, self._pad)
+            last = torch.full_like(lengths, ids.shape[1] - 1)
+            hidden, raw = pass_(
+                _base(model), ids, mask, lengths, labels, repeats, layers, last=last, positions=_positions(mask)
+            )  # [N,T,D], Â [N,T,S] in the left-padded columns
+            if raw is not None:
+                raw = _right_aligned(raw, (ids.shape[1] - lengths).repeat_interleave(repeats))
+        else:
+            ids = src.input_ids.masked_fill(src.attention_mask == 0, self._pad)
+            hidden, raw = pass_(
+                _base(model), ids, src.attention_mask, lengths, labels, repeats, layers, last=lengths - 1
+            )  # [N,T,D], Â [N,T,S]
         logits = _output_logits(model, hidden[tgt_mask])  # [M,V]
         attn = lookback = None
         if raw is not None:
@@ -336,21 +410,27 @@ def _shared_prompt_pass(
     labels: torch.Tensor,
     repeats: int,
     layers: Sequence[int],
+    *,
+    last: torch.Tensor,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The prompt once per prompt, its KV cache repeated for its K responses (gradients flow through it), then the
-    responses: hidden states [N,T,D] at the positions that predict y_1..y_T, and Â [N,T,S] read there (or None)."""
+    responses: hidden states [N,T,D] at the positions that predict y_1..y_T, and Â [N,T,S] read there (or None).
+
+    lengths [B]: prompt tokens; last [B]: the column of each prompt's last token; positions [B,S]: the prompt's
+    position ids where they are not its columns (a left-padded prompt)."""
     b, s = ids.shape
     n, t = labels.shape
-    last = (lengths - 1)[:, None]  # [B,1] the position that predicts y_1
+    last = last[:, None]  # [B,1] the position that predicts y_1
     first_read = RowRead(frozenset(layers), last, s) if layers else None
     with reading(first_read):
-        out = base(input_ids=ids, attention_mask=attention_mask, use_cache=True)
+        out = base(input_ids=ids, attention_mask=attention_mask, position_ids=positions, use_cache=True)
     width = out.last_hidden_state.shape[-1]
     hidden = [out.last_hidden_state.gather(1, last[..., None].expand(b, 1, width)).repeat_interleave(repeats, dim=0)]
     rest_read = None
     if t > 1:
         cache = out.past_key_values
-        cache.batch_repeat_interleave(repeats)  # K responses continue one prompt pass
+        repeat_cache_rows(cache, b, repeats, ids.device)  # K responses continue one prompt pass
         mask = torch.cat(
             [attention_mask.repeat_interleave(repeats, dim=0), attention_mask.new_ones(n, t - 1)], dim=1
         )  # [N,S+T-1]: prompt padding masked
@@ -381,23 +461,57 @@ def _uncached_pass(
     labels: torch.Tensor,
     repeats: int,
     layers: Sequence[int],
+    *,
+    last: torch.Tensor,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`_shared_prompt_pass` as one pass over [prompt; y] per response, no cache (what gradient checkpointing can
     recompute): the same positions, masks and rows, so the same hidden states and Â."""
     s = ids.shape[1]
     n, t = labels.shape
     lengths = lengths.repeat_interleave(repeats)  # [N]
+    last = last.repeat_interleave(repeats)  # [N]
     prompt_mask = attention_mask.repeat_interleave(repeats, dim=0)  # [N,S]
+    prompt_positions = (
+        torch.arange(s, device=ids.device).expand(n, s)
+        if positions is None
+        else positions.repeat_interleave(repeats, 0)
+    )  # [N,S]
     steps = torch.arange(t - 1, device=labels.device)
     full_ids = torch.cat([ids.repeat_interleave(repeats, dim=0), labels[:, :-1]], dim=1)  # [N,S+T-1]
     mask = torch.cat([prompt_mask, prompt_mask.new_ones(n, t - 1)], dim=1)
-    positions = torch.cat([torch.arange(s, device=ids.device).expand(n, s), lengths[:, None] + steps[None, :]], dim=1)
-    rows = torch.cat([(lengths - 1)[:, None], s + steps[None, :].expand(n, t - 1)], dim=1)  # [N,T] query positions
+    positions = torch.cat([prompt_positions, lengths[:, None] + steps[None, :]], dim=1)
+    rows = torch.cat([last[:, None], s + steps[None, :].expand(n, t - 1)], dim=1)  # [N,T] query positions
     read = RowRead(frozenset(layers), rows, s) if layers else None
     with reading(read):
         out = base(input_ids=full_ids, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
     hidden = out.gather(1, rows[..., None].expand(n, t, out.shape[-1]))  # [N,T,D]
     return hidden, (read.mean() if read is not None else None)
+
+
+def _left_padded(ids: torch.Tensor, lengths: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded prompts [B,S] moved to the right edge: a row's tokens end at column S-1, so every row's next
+    position is column S. Returns the ids and the attention mask [B,S]."""
+    s = ids.shape[1]
+    shift = s - lengths  # [B]
+    index = torch.arange(s, device=lengths.device)[None, :] - shift[:, None]  # [B,S]
+    valid = index >= 0
+    return ids.gather(1, index.clamp(min=0)).masked_fill(~valid, pad), valid.long()
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch [B,S]: 0 at each row's first token (pads get 0)."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def _right_aligned(raw: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Â [N,T,S] read over left-padded prompt columns, moved back to the right-padded columns the token map uses:
+    column j of row n is left column j + shift[n] (zero beyond the prompt)."""
+    s = raw.shape[-1]
+    index = torch.arange(s, device=raw.device)[None, :] + shift[:, None]  # [N,S]
+    inside = index < s
+    moved = raw.gather(2, index.clamp(max=s - 1)[:, None, :].expand_as(raw))  # [N,T,S]
+    return moved * inside[:, None, :]
 
 
 def needs_alternation(tokenizer: Any) -> bool:

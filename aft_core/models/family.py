@@ -39,8 +39,9 @@ class ModelFamily:
         self.config = config  # the model's config: what a family reads its settings from
         self.generation_config = generation_config
 
-    def attention_layers(self, model: Any) -> int:
-        """How many layers A can be read from (decoder layers)."""
+    def attention_layers(self, model: Any) -> list[int]:
+        """The layers A can be read from, by their index in the model (every decoder layer, or a hybrid's
+        attention layers)."""
         raise NotImplementedError
 
     def eos_id(self) -> int:
@@ -129,19 +130,23 @@ def register_attention_function(name: str, function: Callable[..., Any]) -> None
     AttentionMaskInterface.register(name, eager_mask)
 
 
-def parse_layers(spec: str, num_layers: int) -> list[int]:
-    """`all`, `last`, or comma-separated layer indices (negative counts from the end)."""
+def parse_layers(spec: str, layers: Sequence[int] | int) -> list[int]:
+    """`all`, `last`, or comma-separated indices (negative counts from the end) into `layers`, the model's attention
+    layers by their index in the model (an int n: layers 0..n-1). In a hybrid with recurrent layers, index 0 is
+    its first attention layer, whatever its place in the stack."""
+    attending = list(range(layers)) if isinstance(layers, int) else sorted(layers)
+    n = len(attending)
     if spec == "all":
-        return list(range(num_layers))
+        return attending
     if spec == "last":
-        return [num_layers - 1]
+        return attending[-1:]
     try:
-        picked = [int(p) % num_layers if -num_layers <= int(p) < num_layers else None for p in spec.split(",")]
+        picked = [int(p) % n if -n <= int(p) < n else None for p in spec.split(",")]
     except ValueError:
         picked = [None]
     if None in picked:
-        raise ValueError(f"layers must be 'all', 'last' or indices in [-{num_layers}, {num_layers}), got {spec!r}")
-    return sorted({p for p in picked if p is not None})
+        raise ValueError(f"layers must be 'all', 'last' or indices in [-{n}, {n}), got {spec!r}")
+    return sorted({attending[p] for p in picked if p is not None})
 
 
 def response_mask(labels: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -214,10 +219,38 @@ def decode_loop(
     return torch.cat(tokens, dim=1)
 
 
+def standard_cache(cache: Any) -> bool:
+    """Whether a cache is built from transformers.cache_utils' own classes only. A model's own cache class may keep
+    state beside its layers that the generic row operations miss (MiniMax's and Falcon-H1's keep their recurrent
+    state so): such a cache is never repeated or cut by row here."""
+    halves = [getattr(cache, "self_attention_cache", None), getattr(cache, "cross_attention_cache", None)]
+    parts: list[Any] = [part for part in halves if part is not None] or [cache]
+    module = "transformers.cache_utils"
+    return type(cache).__module__ == module and all(
+        type(part).__module__ == module and all(type(layer).__module__ == module for layer in part.layers)
+        for part in parts
+    )
+
+
+def repeat_cache_rows(cache: Any, rows: int, repeats: int, device: torch.device) -> None:
+    """Each of a standard cache's `rows` rows `repeats` times, in place (row b becomes rows b·r .. b·r+r-1):
+    `reorder_cache` where a layer holds linear-attention state (every layer kind implements it for beam search;
+    `batch_repeat_interleave` of a hybrid layer repeats its keys and values only), else `batch_repeat_interleave`."""
+    from transformers.cache_utils import LinearAttentionCacheLayerMixin
+
+    if not standard_cache(cache):
+        raise ValueError(f"{type(cache).__name__} is not a transformers cache whose rows can be repeated")
+    if any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers):
+        cache.reorder_cache(torch.arange(rows, device=device).repeat_interleave(repeats))
+    else:
+        cache.batch_repeat_interleave(repeats)
+
+
 def cache_rows_keeper(cache: Any, per_row: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], bool]:
     """decode_loop's `keep` for a transformers cache and the stepper's other per-row tensors (`per_row`, indexed in
     place by name): rows are dropped (`batch_select_indices`) when every cache layer is a plain dynamic one, whose
-    only per-row state is its keys and values; any other (static, quantised, linear-attention) cache is left whole."""
+    only per-row state is its keys and values; any other (static, quantised, linear-attention, a model's own) cache
+    is left whole."""
     from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer, EncoderDecoderCache
 
     def keep(rows: torch.Tensor) -> bool:
@@ -227,7 +260,8 @@ def cache_rows_keeper(cache: Any, per_row: dict[str, torch.Tensor]) -> Callable[
             else [cache]
         )
         layers = [layer for part in parts for layer in getattr(part, "layers", [None])]
-        if not layers or any(type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers):
+        plain = (DynamicLayer, DynamicSlidingWindowLayer)
+        if not layers or not standard_cache(cache) or any(type(layer) not in plain for layer in layers):
             return False
         cache.batch_select_indices(rows)
         for name, tensor in per_row.items():

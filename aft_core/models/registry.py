@@ -29,7 +29,7 @@ from aft_core.config import PRESETS, ModelPreset
 from aft_core.errors import AftInputError
 from aft_core.models import adapters
 from aft_core.models.causal import ATTENTION as CAUSAL_ATTENTION
-from aft_core.models.causal import CausalFamily, RowRead, reading
+from aft_core.models.causal import CausalFamily, probe_layers
 from aft_core.models.family import ModelFamily
 from aft_core.models.seq2seq import Seq2SeqFamily
 
@@ -320,20 +320,18 @@ def check_loaded_weights(loading: dict[str, Any], config: Any, where: str | Path
 def check_causal_attention(model: Any, where: str | Path) -> None:
     """A decoder-only model must attend causally: its output at position 0 may not depend on a later token. An
     encoder loaded through AutoModelForCausalLM (e.g. BERT with is_decoder false) attends both ways, so its
-    "causal" loss would see the very tokens it predicts. And every layer must run AFT's row-reading attention
-    function (a hybrid with recurrent or state-space layers does not), or A over the layers is not what it says."""
+    "causal" loss would see the very tokens it predicts. And its attention must run through AFT's row-reading
+    attention function, in every layer or (a hybrid with recurrent or state-space layers) in its attention layers,
+    which are then the layers A is read from (`causal.probe_layers`)."""
     vocab = model.get_input_embeddings().num_embeddings
     ids = torch.arange(4, dtype=torch.long)[None, :] % vocab  # [1,4]
     later = ids.clone()
     later[0, -1] = (later[0, -1] + 1) % vocab
     config = model.config
-    layers = frozenset(range(int(getattr(config, "num_hidden_layers", 0) or 0)))
-    read = RowRead(layers, rows=torch.tensor([[3]]), columns=4)  # the last row, as a response row is read
     was_training = model.training
     model.eval()
-    with reading(read):
-        first = [model(input_ids=ids).logits[0, 0].float()]  # [V]
-    first.append(model(input_ids=later).logits[0, 0].float())
+    with torch.no_grad():
+        first = [model(input_ids=ids).logits[0, 0].float(), model(input_ids=later).logits[0, 0].float()]  # [V] x2
     model.train(was_training)
     if not torch.allclose(first[0], first[1], atol=1e-5, rtol=1e-4):
         raise AftInputError(
@@ -344,16 +342,16 @@ def check_causal_attention(model: Any, where: str | Path) -> None:
             "so a causal loss would see the tokens it predicts",
             GENERATIVE_FIX,
         )
-    if read.reads != len(layers):
+    try:
+        layers = probe_layers(model).attended
+    except ValueError as e:
+        problem, fix = (e.args + (ATTENTION_INTERFACE_FIX,))[:2]
+        raise AftInputError(Path(where) / "config.json", "architectures", problem, fix) from None
+    if not layers:
         raise AftInputError(
-            Path(where) / "config.json",
-            "architectures",
-            f"{_architecture(config)} {OWN_ATTENTION}"
-            if read.reads == 0
-            else f"{_architecture(config)} ran the row-reading attention in {read.reads} of its {len(layers)} layers "
-            "(the others mix tokens some other way), so A over its layers is not defined",
+            Path(where) / "config.json", "architectures", f"{_architecture(config)} {OWN_ATTENTION}",
             ATTENTION_INTERFACE_FIX,
-        )
+        )  # fmt: skip
 
 
 def check_chat_template(tokenizer: Any, where: str | Path) -> None:

@@ -12,7 +12,6 @@ BART's generation config asks), and learned position limits (`max_position_embed
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,12 +40,12 @@ class Seq2SeqFamily(ModelFamily):
     name = "seq2seq"
     auto_class = "AutoModelForSeq2SeqLM"
 
-    def attention_layers(self, model: Any) -> int:
+    def attention_layers(self, model: Any) -> list[int]:
         config = model.config
         for key in ("num_decoder_layers", "decoder_layers"):
             if isinstance(getattr(config, key, None), int):
-                return getattr(config, key)
-        return len(cross_attention_modules(model))
+                return list(range(getattr(config, key)))
+        return list(range(len(cross_attention_modules(model))))
 
     def encode_prompts(self, histories, tokenizer, max_tokens):
         return encode_sources(histories, tokenizer, max_tokens)
@@ -314,10 +313,15 @@ def cross_attention_modules(model: Any) -> list[torch.nn.Module]:
     )
 
 
-@functools.cache
-def _asks_for_weights(module_class: type) -> bool:
-    """Whether this attention class's forward takes `output_attentions` (read once per class, not per pass)."""
-    return "output_attentions" in inspect.signature(module_class.forward).parameters
+_ASKS_FOR_WEIGHTS: dict[type, bool] = {}
+
+
+def _asks_for_weights(module: torch.nn.Module) -> bool:
+    """Whether this attention module's forward takes `output_attentions` (read once per class, not per pass)."""
+    kind = type(module)
+    if kind not in _ASKS_FOR_WEIGHTS:
+        _ASKS_FOR_WEIGHTS[kind] = "output_attentions" in inspect.signature(module.forward).parameters
+    return _ASKS_FOR_WEIGHTS[kind]
 
 
 @contextmanager
@@ -350,7 +354,7 @@ def reduced_cross_attention(model: Any, layers: Sequence[int]) -> Iterator[list[
     handles += [
         modules[i].register_forward_pre_hook(ask_for_weights, with_kwargs=True)
         for i in layers
-        if _asks_for_weights(type(modules[i]))
+        if _asks_for_weights(modules[i])
     ]
     result: list[torch.Tensor] = []
     try:
