@@ -58,7 +58,7 @@ class RowRead:
     rows: torch.Tensor  # [N,T] query positions
     columns: int
     total: list[torch.Tensor] = field(default_factory=list)  # running sum of head means [N,T,columns]
-    reads: int = 0  # layers read in this pass (attended_layers: a layer that ran twice would be counted twice)
+    reads: int = 0  # layers read in this pass (probe_layers: a layer that ran twice would be counted twice)
     seen: set[int] = field(default_factory=set)  # their indices
 
     def add(self, probs: torch.Tensor, layer: int) -> None:
