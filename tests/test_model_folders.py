@@ -106,7 +106,27 @@ def test_a_model_type_without_a_generative_head_is_refused(tmp_path, texts):
     with pytest.raises(AftInputError) as info:
         load_model(tmp_path)
     assert "DistilBertModel" in str(info.value) and "not a generative model" in str(info.value)
-    assert str(tmp_path / "config.json") in str(info.value)
+    assert str(tmp_path / "config.json") in str(info.value) and "could not be loaded" not in str(info.value)
+
+
+def test_an_encoder_decoder_with_two_vocabularies_is_refused(tmp_path, texts):
+    """FSMT (facebook/wmt19-*) encodes the source with one vocabulary and decodes with another; AFT has one
+    tokenizer for history and response, so it would score and train the response in the wrong vocabulary."""
+    from transformers import FSMTConfig
+
+    tokenizer = chat_tokenizer(texts)
+    vocab = len(tokenizer)
+    FSMTConfig(
+        langs=["en", "de"], src_vocab_size=vocab, tgt_vocab_size=vocab + 8, d_model=32, encoder_layers=1,
+        decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, architectures=["FSMTForConditionalGeneration"],
+    ).save_pretrained(tmp_path)  # fmt: skip
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")  # never read: the config is refused first
+    with pytest.raises(AftInputError) as info:
+        load_model(tmp_path)
+    assert "tgt_vocab_size" in str(info.value) and "separate source and target vocabularies" in str(info.value)
+    assert str(tmp_path / "config.json") in str(info.value) and "one shared vocabulary" in str(info.value)
 
 
 def _tiny_causal_folder(out: Path, texts, model_type: str, **dims) -> Path:

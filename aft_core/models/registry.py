@@ -231,6 +231,8 @@ def load_model(
             attn_implementation="eager" if seq2seq else CAUSAL_ATTENTION,
             **kwargs,
         )
+    except AftInputError:  # a refusal of the config's own (check_generative_config): not wrapped as a load failure
+        raise
     except KeyError as e:  # GPT-J and others look their attention class up by implementation name
         if CAUSAL_ATTENTION not in str(e):
             raise
@@ -280,6 +282,15 @@ def check_generative_config(config: Any, where: str | Path) -> None:
             "model_type",
             f"{_architecture(config)} is not a generative model: transformers has no {kind} for it",
             GENERATIVE_FIX,
+        )
+    source_vocab, target_vocab = getattr(config, "src_vocab_size", None), getattr(config, "tgt_vocab_size", None)
+    if seq2seq and source_vocab is not None and target_vocab is not None and source_vocab != target_vocab:
+        raise AftInputError(
+            Path(where) / "config.json",
+            "tgt_vocab_size",
+            f"{_architecture(config)} has separate source and target vocabularies ({source_vocab} and "
+            f"{target_vocab} tokens), but AFT encodes the history and the response with one tokenizer",
+            "use an encoder–decoder with one shared vocabulary (T5, BART, Pegasus, Marian, …)",
         )
 
 
