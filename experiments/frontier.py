@@ -350,7 +350,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         result["answer"],
         "",
-        f"Wall time {meta['seconds'] / 60:.1f} min; {meta['branches']} branches, {meta['steps_run']} AFT steps run.",
+        wall_time(meta),
     ]
     return "\n".join(lines) + "\n"
 
@@ -438,7 +438,7 @@ class LocalRunner:
     def branch(self, sft_seed: int, setting: str, aft_seed: int) -> dict[str, Any]:
         from aft_core.aft import run_branch
         from aft_core.judging import judge_branch
-        from aft_core.layout import verdict_fields
+        from aft_core.layout import BranchLayout, verdict_fields
 
         values = {
             **self.params.sweep.branch.model_dump(),
@@ -452,11 +452,13 @@ class LocalRunner:
         }
         cfg = AFTConfig(**values).validate()
         folder = self.out / "branches" / slug(setting) / f"sft{sft_seed}-aft{aft_seed}"
+        reused = BranchLayout(folder).result.exists()  # finished by an earlier invocation of this experiment
         result = run_branch(cfg, folder, progress=self.progress)
         verdict = verdict_fields(judge_branch(folder))
         return {
             **result,
             **verdict,
+            "reused": reused,
             "setting": setting_key(dataclasses.asdict(cfg)),
             "points": point_systems(self.sft_models[sft_seed], folder),
         }
@@ -474,6 +476,29 @@ class LocalRunner:
                 folder,
             )
         return layout.read_per_example()
+
+
+def branch_times(branches: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The branches' share of an experiment's meta: AFT steps, training seconds as each branch stored them, and
+    how many were finished by an earlier invocation of the experiment (a resumed run)."""
+    return {
+        "steps_run": sum(b["steps"] for b in branches.values()),
+        "branch_seconds": sum(float(b.get("seconds", 0.0)) for b in branches.values()),
+        "branches_reused": sum(bool(b.get("reused")) for b in branches.values()),
+    }
+
+
+def wall_time(meta: dict[str, Any]) -> str:
+    """The closing line: this invocation's wall time, and, for a resumed run, what earlier invocations did."""
+    line = f"Wall time {meta['seconds'] / 60:.1f} min; {meta['branches']} branches, {meta['steps_run']} AFT steps run."
+    if meta.get("branches_reused"):
+        line = (
+            f"Wall time of this invocation {meta['seconds'] / 60:.1f} min; {meta['branches_reused']} of "
+            f"{meta['branches']} branches were finished by earlier invocations (resumed), whose time it does not "
+            f"count; the {meta['branches']} branches' own training took {meta['branch_seconds'] / 60:.1f} min, "
+            f"{meta['steps_run']} AFT steps."
+        )
+    return line
 
 
 def main() -> int:
@@ -510,7 +535,7 @@ def main() -> int:
         "test_examples": args.test_examples,
         "seconds": time.monotonic() - started,
         "branches": len(result["branches"]),
-        "steps_run": sum(b["steps"] for b in result["branches"].values()),
+        **branch_times(result["branches"]),
         "provenance": machine_provenance(),
         "basis": pipeline_basis(runner.params.model_dump()),
     }

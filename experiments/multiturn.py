@@ -315,7 +315,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         result["answer"],
         "",
-        f"Wall time {meta['seconds'] / 60:.1f} min; {meta['branches']} branches, {meta['steps_run']} AFT steps run.",
+        frontier.wall_time(meta),
     ]
     return "\n".join(lines) + "\n"
 
@@ -447,7 +447,7 @@ def main(
         "test_examples": args.test_examples,
         "seconds": time.monotonic() - started,
         "branches": len(result["branches"]),
-        "steps_run": sum(b["steps"] for b in result["branches"].values()),
+        **frontier.branch_times(result["branches"]),
         "provenance": machine_provenance(),
     }
     text = markdown(result).replace("# Training on its own conversations:", f"# {title}:", 1)

@@ -209,6 +209,24 @@ def test_a_consistent_gain_across_sft_models_survives_and_is_written_and_shown(t
     assert frontier_html(tmp_path / "nowhere") == ""
 
 
+def test_a_resumed_experiment_says_its_wall_time_is_this_invocations_only():
+    """Branches finished by an earlier invocation are counted as reused, and the closing line says so instead of
+    passing one invocation's minutes off as the experiment's."""
+    branches = {
+        "a/sft0-aft0": {"steps": 300, "seconds": 240.0, "reused": True},
+        "a/sft1-aft0": {"steps": 250, "seconds": 180.0, "reused": False},
+    }
+    times = frontier.branch_times(branches)
+    assert times == {"steps_run": 550, "branch_seconds": 420.0, "branches_reused": 1}
+    line = frontier.wall_time({"seconds": 90.0, "branches": 2, **times})
+    assert line.startswith("Wall time of this invocation 1.5 min; 1 of 2 branches were finished by earlier")
+    assert "training took 7.0 min, 550 AFT steps" in line
+    fresh = frontier.branch_times({k: {**b, "reused": False} for k, b in branches.items()})
+    assert frontier.wall_time({"seconds": 90.0, "branches": 2, **fresh}) == (
+        "Wall time 1.5 min; 2 branches, 550 AFT steps run."
+    )
+
+
 def test_the_summary_prints_this_run_as_one_draw_beside_the_frontier_interval(tmp_path):
     from aft_core.layout import RunLayout
     from tasks.summary import one_draw_lines, pipeline_basis
