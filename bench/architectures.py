@@ -52,34 +52,18 @@ GENERIC: dict[str, Any] = dict(
     decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
     num_decoder_layers=2,
 )  # fmt: skip
+# Mamba-2 mixers at the generic sizes (hidden 32: 4 heads of 16 = 2 × hidden), shared by Bamba, Falcon-H1, Granite 4
+MAMBA2: dict[str, Any] = dict(mamba_d_state=8, mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1, mamba_chunk_size=16)
 OVERRIDES: dict[str, dict[str, Any]] = {
     "fsmt": dict(langs=["en", "en"]),  # src_vocab_size = tgt_vocab_size = the tokenizer's, set below
     "led": dict(attention_window=[16, 16]),
     "codegen": dict(rotary_dim=4),
     "gptj": dict(rotary_dim=4),
     # hybrids: two layers, the second an attention layer (Falcon-H1 runs Mamba-2 beside attention in every layer)
-    "bamba": dict(
-        attn_layer_indices=[1],
-        mamba_d_state=8,
-        mamba_n_heads=4,
-        mamba_d_head=16,
-        mamba_n_groups=1,
-        mamba_expand=2,
-        mamba_chunk_size=16,
-    ),
-    "falcon_h1": dict(
-        mamba_d_ssm=64, mamba_d_state=8, mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1, mamba_chunk_size=16
-    ),
+    "bamba": dict(attn_layer_indices=[1], mamba_expand=2, **MAMBA2),
+    "falcon_h1": dict(mamba_d_ssm=64, **MAMBA2),
     "granitemoehybrid": dict(
-        layer_types=["mamba", "attention"],
-        mamba_d_state=8,
-        mamba_n_heads=4,
-        mamba_d_head=16,
-        mamba_n_groups=1,
-        mamba_expand=2,
-        mamba_chunk_size=16,
-        num_local_experts=2,
-        num_experts_per_tok=1,
+        layer_types=["mamba", "attention"], mamba_expand=2, num_local_experts=2, num_experts_per_tok=1, **MAMBA2
     ),
     "jamba": dict(
         attn_layer_period=2,

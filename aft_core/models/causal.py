@@ -328,19 +328,17 @@ class CausalFamily(ModelFamily):
         pass_ = _uncached_pass if uncached else _shared_prompt_pass
         if probe.recurrent:
             # A recurrent layer would carry a right-padded prompt's padding into the response's state: the prompt
-            # is left-padded instead (as in `generate`), its positions given, and Â's columns moved back.
+            # is left-padded instead (as in `generate`), its positions given, and Â's columns moved back below.
             ids, mask = _left_padded(src.input_ids, lengths, self._pad)
-            last = torch.full_like(lengths, ids.shape[1] - 1)
-            hidden, raw = pass_(
-                _base(model), ids, mask, lengths, labels, repeats, layers, last=last, positions=_positions(mask)
-            )  # [N,T,D], Â [N,T,S] in the left-padded columns
-            if raw is not None:
-                raw = _right_aligned(raw, (ids.shape[1] - lengths).repeat_interleave(repeats))
+            last, positions = torch.full_like(lengths, ids.shape[1] - 1), _positions(mask)
         else:
             ids = src.input_ids.masked_fill(src.attention_mask == 0, self._pad)
-            hidden, raw = pass_(
-                _base(model), ids, src.attention_mask, lengths, labels, repeats, layers, last=lengths - 1
-            )  # [N,T,D], Â [N,T,S]
+            mask, last, positions = src.attention_mask, lengths - 1, None
+        hidden, raw = pass_(
+            _base(model), ids, mask, lengths, labels, repeats, layers, last=last, positions=positions
+        )  # [N,T,D], Â [N,T,S]
+        if probe.recurrent and raw is not None:
+            raw = _right_aligned(raw, (ids.shape[1] - lengths).repeat_interleave(repeats))
         logits = _output_logits(model, hidden[tgt_mask])  # [M,V]
         attn = lookback = None
         if raw is not None:
