@@ -6,7 +6,7 @@ Three tables are checked, each against its own suite:
     examples         one row per training example: unique ids, a non-empty current user turn that
                      nearly always fits the source budget (a rare longer one is legal: its left end is
                      cut), most sources fit it whole, target lengths sane, annotations present where
-                     the format promises them (MultiWOZ schema: belief states and slot spans)
+                     the format promises them (MultiWOZ 2.1 and 2.2 or SGD: belief states and slot spans)
 The budgets are the SFT config's (the pipeline derives them; they are not declared twice); the
 `mostly` shares let the rare legal row through while a corrupt corpus still fails.
 Lengths are in whitespace words, an optimistic stand-in for tokens: the data checks run before a
@@ -27,6 +27,9 @@ from aft_core.config import _check, check_shares, setting
 from aft_core.data.corpus import Corpus
 
 EXAMPLES_SHOWN = 5  # failing values quoted per expectation
+# Formats whose system turns promise a belief state and whose turns promise slot spans: MultiWOZ 2.1's original
+# schema, and MultiWOZ 2.2's / SGD's schema-guided layout (user-turn states, frame spans)
+ANNOTATED_FORMATS = ("multiwoz", "schema-guided")
 
 
 @dataclass
@@ -139,7 +142,7 @@ def build_suites(cfg: DataCheckConfig, corpus_format: str) -> dict[str, list[Any
             ),
         ],
     }
-    if corpus_format == "multiwoz":
+    if corpus_format in ANNOTATED_FORMATS:
         suites["examples"] += [
             E.ExpectColumnValuesToBeInSet(column="has_belief_state", value_set=[True], mostly=cfg.annotated_mostly),
             E.ExpectColumnValuesToBeInSet(column="has_slot_values", value_set=[True], mostly=cfg.annotated_mostly),

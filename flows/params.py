@@ -307,7 +307,7 @@ def check_parameters(params: PipelineParams) -> None:
                 "data",
                 f"{e.where} ({e.field}): {e.problem}",
                 f"{e.fix}; the corpus is set by --set data=PATH (a MultiWOZ file or folder, "
-                "or a ConvLab unified data.zip)",
+                "a MultiWOZ 2.2 or SGD folder, or a ConvLab unified data.zip)",
             ) from e
         splits = set(corpus.examples)
         hold_out = len(splits) == 1 and corpus.format == "multiwoz"

@@ -1,4 +1,5 @@
-"""Loading dialogue corpora into examples: the MultiWOZ 2.x original schema and the ConvLab unified schema.
+"""Loading dialogue corpora into examples: the MultiWOZ 2.x original schema, the ConvLab unified schema, and (in
+aft_core.data.schema_guided) MultiWOZ 2.2's and SGD's schema-guided layout.
 
 Accepted inputs (AFT_SPEC §1):
 - MultiWOZ original: one `.json` / `.json.zip` holding `{dialogue_id: {"goal", "log"}}` (split taken
@@ -8,6 +9,8 @@ Accepted inputs (AFT_SPEC §1):
   holds the venue databases.
 - ConvLab unified: a `.json` list of dialogues, or `data.zip` holding `data/dialogues.json`;
   each dialogue carries its `data_split`.
+- Schema-guided (MultiWOZ 2.2, SGD): `train/`, `dev/`, `test/` folders of `dialogues_NNN.json`, one such folder,
+  or one such file (aft_core.data.schema_guided).
 A corpus that holds a single split (like MultiWOZ's shared validation file) is divided into
 train/validation/test by `hold_out_splits`, deterministically and by dialogue.
 Bad input raises `AftInputError` naming the file, the field and the fix.
@@ -45,7 +48,7 @@ HOLDOUT_FILE = "holdout.json"
 class Corpus:
     """Examples per split, plus where they came from."""
 
-    format: str  # "multiwoz" or "unified"
+    format: str  # "multiwoz", "unified" or "schema-guided"
     source: Path
     examples: dict[str, list[Example]]
     dialogues: dict[str, int]  # split -> number of dialogues
@@ -88,14 +91,20 @@ def load_corpus(path: str | Path, split: str | None = None) -> Corpus:
 
 
 def _load_corpus(path: Path, split: str | None) -> Corpus:
+    from aft_core.data import schema_guided  # it builds on this module's unified loader
+
     if not path.exists():
         raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing corpus file or folder")
     if path.is_dir():
         if any((path / n).exists() for n in ("data.zip", "dialogues.json")):
             return load_unified(path / ("data.zip" if (path / "data.zip").exists() else "dialogues.json"))
+        if schema_guided.is_schema_guided(path):
+            return schema_guided.load_schema_guided(path, split=split)
         return load_multiwoz(path, split=split)
     data = read_json(path, "data/dialogues.json" if path.name == "data.zip" else None)
     if isinstance(data, list):
+        if schema_guided.looks_schema_guided(data):
+            return schema_guided.load_schema_guided(path, data=data, split=split)
         return load_unified(path, data=data)
     if isinstance(data, dict):
         return load_multiwoz(path, split=split, data=data)
@@ -243,8 +252,10 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
             raise AftInputError(
                 path,
                 "<folder>",
-                "holds no data.json, train/val/test.json(.zip) or data.zip",
-                "point at a MultiWOZ data file, a folder of split files, or a unified data.zip",
+                "holds no data.json, train/val/test.json(.zip), data.zip or train/dev/test folders of "
+                "dialogues_NNN.json",
+                "point at a MultiWOZ data file, a folder of split files, a unified data.zip, or a MultiWOZ 2.2 / SGD "
+                "folder",
             )
         db_dir = path / "db"
         if (path / HOLDOUT_FILE).is_file():
@@ -359,79 +370,88 @@ def load_unified(path: Path, data: list | None = None) -> Corpus:
     counts: dict[str, int] = {}
     seen: dict[str, str] = {}
     for n, dialogue in enumerate(data):
-        if not isinstance(dialogue, dict) or not isinstance(dialogue.get("turns"), list):
-            raise AftInputError(
-                path,
-                f"[{n}].turns",
-                f"dialogue {n} has no 'turns' list",
-                "each dialogue needs dialogue_id, data_split and turns (ConvLab unified schema)",
-            )
-        dialogue_id = str(dialogue.get("dialogue_id", n))
-        split_raw = str(dialogue.get("data_split", "")).lower()
-        if split_raw not in SPLIT_ALIASES:
-            raise AftInputError(
-                path, f"{dialogue_id}.data_split", f"unknown split '{split_raw}'", "use train, validation or test"
-            )
-        split = SPLIT_ALIASES[split_raw]
-        if dialogue_id in seen:
-            raise AftInputError(
-                path,
-                f"{dialogue_id}.dialogue_id",
-                f"dialogue id appears twice (splits '{seen[dialogue_id]}' and '{split}')",
-                "give every dialogue a unique id and one split",
-            )
-        seen[dialogue_id] = split
-        turns: list[Turn] = []
-        states: list[dict[str, dict[str, str]]] = []
-        for i, raw_turn in enumerate(dialogue["turns"]):
-            field_name = f"{dialogue_id}.turns[{i}]"
-            if not isinstance(raw_turn, dict) or raw_turn.get("speaker") not in ("user", "system"):
-                raise AftInputError(
-                    path, f"{field_name}.speaker", "speaker must be 'user' or 'system'", "fix the turn's speaker field"
-                )
-            text = raw_turn.get("utterance")
-            if not isinstance(text, str) or not text.strip():
-                raise AftInputError(
-                    path,
-                    f"{field_name}.utterance",
-                    "empty or missing utterance",
-                    "remove the dialogue or fill the turn's utterance",
-                )
-            if turns and turns[-1].speaker == raw_turn["speaker"]:
-                raise AftInputError(
-                    path,
-                    f"{field_name}.speaker",
-                    f"two '{raw_turn['speaker']}' turns in a row: turns must alternate",
-                    "merge consecutive turns of one speaker",
-                )
-            values = tuple(
-                dict.fromkeys(
-                    str(a.get("value"))
-                    for a in (raw_turn.get("dialogue_acts") or {}).get("non-categorical", [])
-                    if isinstance(a, dict) and a.get("value")
-                )
-            )
-            turns.append(Turn(raw_turn["speaker"], " ".join(text.split()), values))
-            raw_state = raw_turn.get("state")
-            state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
-            states.append(
-                {
-                    d: {s: v for s, v in slots.items() if isinstance(v, str) and v}
-                    for d, slots in state.items()
-                    if isinstance(slots, dict)
-                }
-            )
-        if not any(t.speaker == "system" for t in turns[1:]):
-            raise AftInputError(
-                path,
-                f"{dialogue_id}.turns",
-                f"dialogue '{dialogue_id}' has no system turn after the first",
-                "drop dialogues without a system response",
-            )
-        # In the unified schema the state sits on user turns; the system turn answers the state just before it.
-        states = [states[i - 1] if i and turns[i].speaker == "system" else {} for i in range(len(turns))]
-        domains = [str(d) for d in dialogue.get("domains") or []]
-        examples.setdefault(split, []).extend(examples_from_turns(dialogue_id, split, turns, states, domains))
+        split, dialogue_examples = unified_dialogue_examples(path, n, dialogue, seen)
+        examples.setdefault(split, []).extend(dialogue_examples)
         counts[split] = counts.get(split, 0) + 1
     db_dir = path.parent / "db"
     return Corpus("unified", path, examples, counts, db_dir if db_dir.is_dir() else None)
+
+
+def check_turn_list(path: Path, n: int, dialogue: Any, fix: str) -> None:
+    """The `n`-th dialogue of a list-of-dialogues file must be an object with a `turns` list; `fix` says what a
+    dialogue of that schema holds."""
+    if not isinstance(dialogue, dict) or not isinstance(dialogue.get("turns"), list):
+        raise AftInputError(path, f"[{n}].turns", f"dialogue {n} has no 'turns' list", fix)
+
+
+def unified_dialogue_examples(path: Path, n: int, dialogue: Any, seen: dict[str, str]) -> tuple[str, list[Example]]:
+    """(split, examples) of the `n`-th dialogue of `path` in the unified schema (dialogue_id, data_split, domains,
+    turns of speaker, utterance, dialogue_acts.non-categorical values and state); `seen` maps the ids read so far to
+    their split, and gains this one."""
+    check_turn_list(path, n, dialogue, "each dialogue needs dialogue_id, data_split and turns (ConvLab unified schema)")
+    dialogue_id = str(dialogue.get("dialogue_id", n))
+    split_raw = str(dialogue.get("data_split", "")).lower()
+    if split_raw not in SPLIT_ALIASES:
+        raise AftInputError(
+            path, f"{dialogue_id}.data_split", f"unknown split '{split_raw}'", "use train, validation or test"
+        )
+    split = SPLIT_ALIASES[split_raw]
+    if dialogue_id in seen:
+        raise AftInputError(
+            path,
+            f"{dialogue_id}.dialogue_id",
+            f"dialogue id appears twice (splits '{seen[dialogue_id]}' and '{split}')",
+            "give every dialogue a unique id and one split",
+        )
+    seen[dialogue_id] = split
+    turns: list[Turn] = []
+    states: list[dict[str, dict[str, str]]] = []
+    for i, raw_turn in enumerate(dialogue["turns"]):
+        field_name = f"{dialogue_id}.turns[{i}]"
+        if not isinstance(raw_turn, dict) or raw_turn.get("speaker") not in ("user", "system"):
+            raise AftInputError(
+                path, f"{field_name}.speaker", "speaker must be 'user' or 'system'", "fix the turn's speaker field"
+            )
+        text = raw_turn.get("utterance")
+        if not isinstance(text, str) or not text.strip():
+            raise AftInputError(
+                path,
+                f"{field_name}.utterance",
+                "empty or missing utterance",
+                "remove the dialogue or fill the turn's utterance",
+            )
+        if turns and turns[-1].speaker == raw_turn["speaker"]:
+            raise AftInputError(
+                path,
+                f"{field_name}.speaker",
+                f"two '{raw_turn['speaker']}' turns in a row: turns must alternate",
+                "merge consecutive turns of one speaker",
+            )
+        values = tuple(
+            dict.fromkeys(
+                str(a.get("value"))
+                for a in (raw_turn.get("dialogue_acts") or {}).get("non-categorical", [])
+                if isinstance(a, dict) and a.get("value")
+            )
+        )
+        turns.append(Turn(raw_turn["speaker"], " ".join(text.split()), values))
+        raw_state = raw_turn.get("state")
+        state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
+        states.append(
+            {
+                d: {s: v for s, v in slots.items() if isinstance(v, str) and v}
+                for d, slots in state.items()
+                if isinstance(slots, dict)
+            }
+        )
+    if not any(t.speaker == "system" for t in turns[1:]):
+        raise AftInputError(
+            path,
+            f"{dialogue_id}.turns",
+            f"dialogue '{dialogue_id}' has no system turn after the first",
+            "drop dialogues without a system response",
+        )
+    # In the unified schema the state sits on user turns; the system turn answers the state just before it.
+    states = [states[i - 1] if i and turns[i].speaker == "system" else {} for i in range(len(turns))]
+    domains = [str(d) for d in dialogue.get("domains") or []]
+    return split, examples_from_turns(dialogue_id, split, turns, states, domains)
