@@ -34,12 +34,14 @@ SETTINGS = {name: frontier.SETTINGS[name] for name in ("E3-20 (focus)", "salient
 PRESET = "towninfo-small"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     return multiturn.main(
+        argv,
         settings=SETTINGS,
         preset_name=PRESET,
         name="conversations",
         title="Single-turn AFT in whole conversations",
+        description=__doc__,
     )
 
 

@@ -418,10 +418,11 @@ def main(
     preset_name: str = PRESET,
     name: str = "multiturn",
     title: str = "Training on its own conversations",
+    description: str | None = __doc__,
 ) -> int:
-    """The experiment's command line; experiments/conversations.py calls it with the frontier's settings, writing
-    `<name>.json`, `<name>.md` (headed `title`) and `<name>.png` in OUT."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The experiment's command line; experiments/conversations.py calls it with the frontier's settings and its own
+    `description` (its --help), writing `<name>.json`, `<name>.md` (headed `title`) and `<name>.png` in OUT."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="experiment folder (share it to share the SFT models)")
     parser.add_argument(
         "--preset", default=preset_name, help=f"the preset whose corpus, SFT and branch are used ({preset_name})"

@@ -63,6 +63,21 @@ FILE_ORDER = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _library_log_handlers_write_to_an_open_stream():
+    """transformers binds its log handler to the sys.stderr of its first log call. When that call falls inside a
+    capsys test, the handler keeps that test's stream, which is closed after it, and a later test's warning prints
+    '--- Logging error --- Traceback ...' into that test's stderr (test_bad_input.py run alone failed on it). A
+    handler left with a closed stream is pointed at the current one before each test."""
+    import logging
+    import sys
+
+    for handler in logging.getLogger("transformers").handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+            # not setStream, which flushes the closed stream; transformers also pinned `flush` to it
+            handler.stream, handler.flush = sys.stderr, sys.stderr.flush  # type: ignore[method-assign]
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(FILE_ORDER)}
     items.sort(key=lambda item: rank.get(item.path.name, len(FILE_ORDER)))

@@ -141,6 +141,21 @@ def test_the_conversations_experiment_asks_the_same_of_the_frontiers_settings():
     assert [r["setting"] for r in result["rows"]] == list(conversations.SETTINGS)
 
 
+def test_each_experiment_describes_itself_in_its_help(capsys):
+    """conversations.py runs multiturn.py's command line; its --help must say what it asks, not multiturn's question."""
+    spec = importlib.util.spec_from_file_location("conversations", ROOT / "experiments" / "conversations.py")
+    conversations = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conversations)
+    for module, own, other in (
+        (conversations, "Does single-turn AFT change whole conversations?", "Does training on its own"),
+        (multiturn, "Does training on its own conversations help?", "Does single-turn AFT"),
+    ):
+        with pytest.raises(SystemExit):
+            module.main(["--help"])
+        shown = capsys.readouterr().out
+        assert own in shown and other not in shown
+
+
 def test_the_experiments_keep_their_definitions_whatever_a_preset_cuts_for_its_budget(tmp_path):
     """towninfo-selfplay's job trains a shorter SFT, towninfo-causal's too and gives up its conversations sooner, to
     hold their 15 minutes; the experiments' claims are about what they ran on: the frontier's SFT (towninfo-small's),
