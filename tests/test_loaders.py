@@ -231,6 +231,10 @@ def test_multiwoz22_as_shipped_loads_its_splits_spans_acts_and_states(tmp_path):
     dev = load_corpus(root / "dev")
     assert dev.dialogues == {"validation": 1} and dev.db_dir == root / "db"
     assert load_corpus(root / "test" / "dialogues_001.json").dialogues == {"test": 1}
+    # beside MultiWOZ 2.1's data.json (whose goals conversations need) the 2.1 file is read
+    write_json(root / "data.json", multiwoz_fixture())
+    assert load_corpus(root).format == "multiwoz"
+    (root / "data.json").unlink()
     assert load_corpus(root / "test" / "dialogues_001.json").examples["test"][1].history[1].slot_values == (
         "Pizza Hut",
     )  # dialog_acts.json names MUL0001 only

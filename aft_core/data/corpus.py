@@ -98,7 +98,8 @@ def _load_corpus(path: Path, split: str | None) -> Corpus:
     if path.is_dir():
         if any((path / n).exists() for n in ("data.zip", "dialogues.json")):
             return load_unified(path / ("data.zip" if (path / "data.zip").exists() else "dialogues.json"))
-        if schema_guided.is_schema_guided(path):
+        multiwoz_files = any(_find(path, stem) for stem in ("data", "train", "val", "test"))
+        if not multiwoz_files and schema_guided.is_schema_guided(path):  # data.json's goals make it the richer one
             return schema_guided.load_schema_guided(path, split=split)
         return load_multiwoz(path, split=split)
     data = read_json(path, "data/dialogues.json" if path.name == "data.zip" else None)
