@@ -229,7 +229,9 @@ def default_sft_learning_rate(model: str) -> float:
 class SFTConfig(MemorySettings):
     """Supervised fine-tuning on (history -> system turn) examples."""
 
-    data: str = setting("", "corpus path: MultiWOZ file/folder, unified data.zip, or a TownInfo folder")
+    data: str = setting(
+        "", "corpus path: MultiWOZ 2.1 file/folder, MultiWOZ 2.2 or SGD folder, unified data.zip, or a TownInfo folder"
+    )
     model: str = setting("small", "a preset (tiny, small, large), a saved model folder, or hf:<org>/<name>")
     max_source_tokens: int = setting(192, "source budget; longer histories lose their oldest turns first")
     max_target_tokens: int = setting(48, "target budget, EOS included; longer targets are cut on the right")

@@ -214,7 +214,11 @@ class PipelineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     run_dir: str = Field("runs/main", description="run folder; every stage writes below it")
-    data: str = Field("", description="corpus path; empty = generate the built-in TownInfo corpus in run_dir/data")
+    data: str = Field(
+        "",
+        description="corpus path (MultiWOZ 2.1 file or folder, MultiWOZ 2.2 or SGD folder, ConvLab unified data.zip); "
+        "empty = generate the built-in TownInfo corpus in run_dir/data",
+    )
     towninfo_dialogues: int = Field(3000, ge=10, description="TownInfo dialogues (when data is empty)")
     towninfo_seed: int = Field(0, description="TownInfo generator seed (when data is empty)")
     checks: CheckSettings = Field(default_factory=CheckSettings, description="data-check thresholds")
