@@ -216,7 +216,8 @@ class PipelineParams(BaseModel):
     run_dir: str = Field("runs/main", description="run folder; every stage writes below it")
     data: str = Field(
         "",
-        description="corpus path (MultiWOZ 2.1 file or folder, MultiWOZ 2.2 or SGD folder, ConvLab unified data.zip); "
+        description="corpus path (MultiWOZ 2.1 file or folder, MultiWOZ 2.2 or SGD folder, ConvLab unified data.zip, "
+        "a folder of the hub's parquet copies of MultiWOZ 2.2, SGD or DailyDialog); "
         "empty = generate the built-in TownInfo corpus in run_dir/data",
     )
     towninfo_dialogues: int = Field(3000, ge=10, description="TownInfo dialogues (when data is empty)")
@@ -311,7 +312,7 @@ def check_parameters(params: PipelineParams) -> None:
                 "data",
                 f"{e.where} ({e.field}): {e.problem}",
                 f"{e.fix}; the corpus is set by --set data=PATH (a MultiWOZ file or folder, "
-                "a MultiWOZ 2.2 or SGD folder, or a ConvLab unified data.zip)",
+                "a MultiWOZ 2.2 or SGD folder, a ConvLab unified data.zip, or a folder of the hub's parquet copies)",
             ) from e
         splits = set(corpus.examples)
         hold_out = len(splits) == 1 and corpus.format == "multiwoz"

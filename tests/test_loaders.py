@@ -118,6 +118,83 @@ def test_unified_json_and_zip(tmp_path):
     assert load_corpus(tmp_path / "data.zip").stats()["examples"] == {"train": 2, "test": 1}
 
 
+# ConvLab's unified MultiWOZ spells 2.1's slots its own way (book day, price range, leave at)
+UNIFIED_SPELLING = {"pricerange": "price range", "leaveAt": "leave at", "arriveBy": "arrive by"}
+UNIFIED_BOOK_SPELLING = {"day": "book day", "people": "book people", "stay": "book stay", "time": "book time"}
+
+
+def test_unified_multiwoz_reads_its_slot_names_and_the_venue_tables_in_its_zip(tmp_path):
+    """ConvLab's unified MultiWOZ data.zip: states under its slot names, categorical values, data/<domain>_db.json."""
+    from aft_core.data.venues import VenueDB, entity_correct
+
+    state = {"hotel": {"name": "", "price range": "cheap", "type": "hotel", "book day": "", "book people": "6"}}
+    dialogue = {
+        "dialogue_id": "multiwoz21-train-0",
+        "data_split": "train",
+        "domains": ["hotel"],
+        "turns": [
+            {
+                "speaker": "user",
+                "utterance": "a cheap place to stay , a hotel for 6",
+                "dialogue_acts": {
+                    "categorical": [{"slot": "price range", "value": "cheap"}, {"slot": "parking", "value": "yes"}],
+                    "non-categorical": [{"slot": "type", "value": "hotel", "start": 23, "end": 28}],
+                    "binary": [],
+                },
+                "state": state,
+            },
+            {"speaker": "system", "utterance": "the cambridge belfry is cheap .", "dialogue_acts": {}},
+        ],
+    }
+    hotels = [
+        {"name": "the cambridge belfry", "pricerange": "cheap", "type": "hotel"},
+        {"name": "the gonville hotel", "pricerange": "expensive", "type": "hotel"},
+    ]
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as zf:
+        zf.writestr("data/dialogues.json", json.dumps([dialogue]))
+        zf.writestr("data/hotel_db.json", json.dumps(hotels))
+        zf.writestr("data/taxi_db.json", json.dumps({"taxi_colors": ["black"]}))
+    corpus = load_corpus(tmp_path / "data.zip")
+    (example,) = corpus.examples["train"]
+    assert example.belief_state == {"hotel": {"pricerange": "cheap", "type": "hotel", "people": "6"}}
+    assert example.history[0].slot_values == ("hotel", "cheap")  # "yes" (parking) is not written in the turn
+    assert corpus.db_dir == tmp_path / "data.zip"
+    db = VenueDB.load(corpus.db_dir)
+    assert set(db.venues) == {"hotel"} and "taxi_db.json" in db.skipped["taxi"]
+    # the price range is a constraint, not dropped for want of a field of that name
+    assert entity_correct(db, "try the cambridge belfry", example.belief_state)
+    assert not entity_correct(db, "try the gonville hotel", example.belief_state)
+
+
+def test_real_multiwoz_states_under_the_unified_names_give_the_21_states(tmp_path):
+    """The real 2.1 belief states of 120 dialogues, written under ConvLab's unified slot names: read back as 2.1's."""
+    from aft_core.data.corpus import multiwoz_belief_state, read_json
+
+    source = shared_path("multiwoz21", "val.json.zip")
+    dialogues = dict(list(read_json(source).items())[:120])
+    unified = []
+    for dialogue_id, dialogue in dialogues.items():
+        turns = []
+        for i, turn in enumerate(dialogue["log"]):
+            state: dict[str, dict[str, str]] = {}
+            if i % 2 == 0 and i + 1 < len(dialogue["log"]):
+                metadata = dialogue["log"][i + 1].get("metadata") or {}
+                for domain, parts in metadata.items():
+                    semi = multiwoz_belief_state({domain: {"semi": parts.get("semi")}}).get(domain, {})
+                    book = multiwoz_belief_state({domain: {"book": parts.get("book")}}).get(domain, {})
+                    state[domain] = {UNIFIED_SPELLING.get(k, k): v for k, v in semi.items()} | {
+                        UNIFIED_BOOK_SPELLING.get(k, k): v for k, v in book.items()
+                    }
+            speaker = "user" if i % 2 == 0 else "system"
+            turns.append({"speaker": speaker, "utterance": turn["text"], "dialogue_acts": {}, "state": state})
+        unified.append({"dialogue_id": dialogue_id, "data_split": "validation", "domains": [], "turns": turns})
+    write_json(tmp_path / "val.json", dialogues)
+    original = load_corpus(tmp_path / "val.json").examples["validation"]
+    converted = load_corpus(write_json(tmp_path / "dialogues.json", unified)).examples["validation"]
+    assert [ex.belief_state for ex in converted] == [ex.belief_state for ex in original]
+    assert sum(bool(ex.belief_state) for ex in converted) > 0.9 * len(converted)
+
+
 def test_dataset_tables_lend_validation_from_train(tmp_path):
     data = unified_fixture()
     data.append(dict(data[0], dialogue_id="d-train-1"))

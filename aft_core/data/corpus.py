@@ -11,6 +11,8 @@ Accepted inputs (AFT_SPEC §1):
   each dialogue carries its `data_split`.
 - Schema-guided (MultiWOZ 2.2, SGD): `train/`, `dev/`, `test/` folders of `dialogues_NNN.json`, one such folder,
   or one such file (aft_core.data.schema_guided).
+- The Hugging Face hub's parquet copies of MultiWOZ 2.2, SGD and DailyDialog: a `.parquet` file or a folder of
+  them (aft_core.data.hub_parquet).
 A corpus that holds a single split (like MultiWOZ's shared validation file) is divided into
 train/validation/test by `hold_out_splits`, deterministically and by dialogue.
 Bad input raises `AftInputError` naming the file, the field and the fix.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,21 @@ SPLIT_ALIASES = {
     "test": "test",
 }
 MULTIWOZ_EMPTY_VALUES = {"", "not mentioned", "none"}
+# MultiWOZ slot names as other releases spell them (MultiWOZ 2.2 `bookday`, `leaveat`; ConvLab's unified schema
+# `book day`, `price range`, `leave at`), compared without spaces and case, read as MultiWOZ 2.1 spells them: the
+# fields of its venue databases, which entity accuracy matches a belief state against (a name the records lack
+# would silently drop that constraint)
+MULTIWOZ21_SLOTS = {
+    "leaveat": "leaveAt",
+    "arriveby": "arriveBy",
+    "bookday": "day",
+    "bookpeople": "people",
+    "booktime": "time",
+    "bookstay": "stay",
+    "pricerange": "pricerange",
+    "openhours": "openhours",
+    "trainid": "trainID",
+}
 NON_DOMAIN_GOAL_KEYS = {"topic", "message"}
 HOLDOUT_FILE = "holdout.json"
 
@@ -52,7 +70,7 @@ class Corpus:
     source: Path
     examples: dict[str, list[Example]]
     dialogues: dict[str, int]  # split -> number of dialogues
-    db_dir: Path | None = None  # venue databases (`<domain>_db.json`), when the corpus has them
+    db_dir: Path | None = None  # venue databases (`<domain>_db.json`): a folder, or a data.zip holding them
     holdout: dict[str, Any] | None = None  # how the splits were held out of a single-split source (hold_out_splits)
 
     def stats(self) -> dict[str, Any]:
@@ -91,7 +109,7 @@ def load_corpus(path: str | Path, split: str | None = None) -> Corpus:
 
 
 def _load_corpus(path: Path, split: str | None) -> Corpus:
-    from aft_core.data import schema_guided  # it builds on this module's unified loader
+    from aft_core.data import hub_parquet, schema_guided  # they build on this module's unified loader
 
     if not path.exists():
         raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing corpus file or folder")
@@ -101,7 +119,11 @@ def _load_corpus(path: Path, split: str | None) -> Corpus:
         multiwoz_files = any(_find(path, stem) for stem in ("data", "train", "val", "test"))
         if not multiwoz_files and schema_guided.is_schema_guided(path):  # data.json's goals make it the richer one
             return schema_guided.load_schema_guided(path, split=split)
+        if not multiwoz_files and next(path.rglob("*.parquet"), None) is not None:
+            return hub_parquet.load_hub_parquet(path)
         return load_multiwoz(path, split=split)
+    if path.suffix == ".parquet":
+        return hub_parquet.load_hub_parquet(path)
     data = read_json(path, "data/dialogues.json" if path.name == "data.zip" else None)
     if isinstance(data, list):
         if schema_guided.looks_schema_guided(data):
@@ -375,7 +397,33 @@ def load_unified(path: Path, data: list | None = None) -> Corpus:
         examples.setdefault(split, []).extend(dialogue_examples)
         counts[split] = counts.get(split, 0) + 1
     db_dir = path.parent / "db"
-    return Corpus("unified", path, examples, counts, db_dir if db_dir.is_dir() else None)
+    if db_dir.is_dir():
+        return Corpus("unified", path, examples, counts, db_dir)
+    # ConvLab's unified MultiWOZ ships its venue databases inside data.zip (data/<domain>_db.json)
+    return Corpus("unified", path, examples, counts, path if zip_holds_venue_tables(path) else None)
+
+
+def zip_holds_venue_tables(path: Path) -> bool:
+    """Does the zip at `path` hold `<domain>_db.json` members (ConvLab unified data.zip's venue databases)?"""
+    import zipfile
+
+    if path.suffix != ".zip":
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(Path(n).name.endswith("_db.json") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def in_text(value: str, text: str) -> bool:
+    """Is `value` written in `text` as whole words (case-insensitive)?"""
+    return re.search(rf"(?<!\w){re.escape(value.strip().lower())}(?!\w)", text.lower()) is not None
+
+
+def multiwoz21_slot(name: str) -> str:
+    """A belief-state slot name in MultiWOZ 2.1's spelling where it is one of MULTIWOZ21_SLOTS, else as given."""
+    return MULTIWOZ21_SLOTS.get(name.replace(" ", "").lower(), name)
 
 
 def check_turn_list(path: Path, n: int, dialogue: Any, fix: str) -> None:
@@ -428,23 +476,34 @@ def unified_dialogue_examples(path: Path, n: int, dialogue: Any, seen: dict[str,
                 f"two '{raw_turn['speaker']}' turns in a row: turns must alternate",
                 "merge consecutive turns of one speaker",
             )
+        acts = raw_turn.get("dialogue_acts") or {}
+        # non-categorical values are spans of the utterance; a categorical one (`cheap`, `centre`) counts where the
+        # utterance says it, as MultiWOZ 2.1's span annotations mark it
         values = tuple(
             dict.fromkeys(
-                str(a.get("value"))
-                for a in (raw_turn.get("dialogue_acts") or {}).get("non-categorical", [])
-                if isinstance(a, dict) and a.get("value")
+                [str(a.get("value")) for a in acts.get("non-categorical", []) if isinstance(a, dict) and a.get("value")]
+                + [
+                    str(a["value"])
+                    for a in acts.get("categorical", [])
+                    if isinstance(a, dict) and str(a.get("value") or "").strip() and in_text(str(a["value"]), text)
+                ]
             )
         )
         turns.append(Turn(raw_turn["speaker"], " ".join(text.split()), values))
         raw_state = raw_turn.get("state")
         state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
-        states.append(
-            {
-                d: {s: v for s, v in slots.items() if isinstance(v, str) and v}
-                for d, slots in state.items()
-                if isinstance(slots, dict)
+        filled = {
+            d: {
+                multiwoz21_slot(str(s)): v
+                for s, v in slots.items()
+                if isinstance(v, str) and v.strip().lower() not in MULTIWOZ_EMPTY_VALUES
             }
-        )
+            for d, slots in state.items()
+            if isinstance(slots, dict)
+        }
+        # ConvLab's unified MultiWOZ lists every domain in every state, unfilled ones with "": a domain with no
+        # filled slot is not in the state (entity accuracy would take any of its venues as answering it)
+        states.append({d: slots for d, slots in filled.items() if slots})
     if not any(t.speaker == "system" for t in turns[1:]):
         raise AftInputError(
             path,

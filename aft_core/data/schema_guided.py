@@ -30,22 +30,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from aft_core.data.corpus import SPLIT_ALIASES, Corpus, check_turn_list, read_json, unified_dialogue_examples
+from aft_core.data.corpus import (
+    SPLIT_ALIASES,
+    Corpus,
+    check_turn_list,
+    multiwoz21_slot,
+    read_json,
+    unified_dialogue_examples,
+)
 from aft_core.data.examples import Example
 from aft_core.errors import AftInputError
 
 FORMAT = "schema-guided"
 DIALOGUE_FILE = re.compile(r"dialogues_\d+\.json$")
 DIALOG_ACTS = "dialog_acts.json"  # MultiWOZ 2.2's acts with their spans, beside the split folders
-# MultiWOZ 2.2 slot names (after the `<service>-` prefix) that MultiWOZ 2.1 and its venue databases spell otherwise
-MULTIWOZ22_SLOTS = {
-    "leaveat": "leaveAt",
-    "arriveby": "arriveBy",
-    "bookday": "day",
-    "bookpeople": "people",
-    "booktime": "time",
-    "bookstay": "stay",
-}
 LAYOUT_FIX = "point at a folder of train/dev/test folders of dialogues_NNN.json files (MultiWOZ 2.2 or SGD)"
 
 
@@ -210,7 +208,7 @@ def turn_values(text: str, frames: list[dict[str, Any]], turn_acts: Any) -> list
 
 def frame_state(frames: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     """The belief state of a user turn: service -> slot -> the first of its accepted values (MultiWOZ 2.2's
-    `<service>-` prefix dropped and its names read as MultiWOZ 2.1's, MULTIWOZ22_SLOTS)."""
+    `<service>-` prefix dropped and its names read as MultiWOZ 2.1's, corpus.MULTIWOZ21_SLOTS)."""
     state: dict[str, dict[str, str]] = {}
     for frame in frames:
         service = str(frame.get("service", ""))
@@ -224,7 +222,7 @@ def frame_state(frames: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
             if not isinstance(value, str) or not value.strip():
                 continue
             name = str(slot).removeprefix(f"{service}-")
-            slots[MULTIWOZ22_SLOTS.get(name, name)] = value
+            slots[multiwoz21_slot(name)] = value
         if slots:
             state[service] = slots
     return state

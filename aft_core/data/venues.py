@@ -38,16 +38,19 @@ class VenueDB:
 
     @classmethod
     def load(cls, db_dir: str | Path) -> VenueDB:
+        """The `<domain>_db.json` tables of a folder, or the members so named of a zip (ConvLab's unified data.zip
+        keeps them in data/)."""
         db_dir = Path(db_dir)
         venues: dict[str, list[dict[str, Any]]] = {}
         skipped: dict[str, str] = {}
-        for file in sorted(db_dir.glob("*_db.json")):
-            records = read_json(file, fix="restore the venue database file")
-            domain = file.name[: -len("_db.json")]
+        for file, member in venue_files(db_dir):
+            records = read_json(file, member, fix="restore the venue database file")
+            name = Path(member).name if member else file.name
+            domain = name[: -len("_db.json")]
             if not isinstance(records, list):
                 # MultiWOZ's taxi_db.json is a JSON object of colours, types and phone formats, not venues:
                 # by rule, a file that is not a list of records is not a venue table and is skipped (and named).
-                skipped[domain] = f"{file.name} is a JSON {type(records).__name__}, not a list of venue records"
+                skipped[domain] = f"{name} is a JSON {type(records).__name__}, not a list of venue records"
                 continue
             venues[domain] = [r for r in records if isinstance(r, dict)]
         if not venues:
@@ -71,6 +74,20 @@ class VenueDB:
 
     def matching(self, domain: str, constraints: dict[str, str]) -> list[dict[str, Any]]:
         return [r for r in self.venues.get(domain, []) if satisfies(r, constraints)]
+
+
+def venue_files(db: Path) -> list[tuple[Path, str | None]]:
+    """(file, zip member or None) of each `<domain>_db.json` in the folder or zip `db`, in name order."""
+    if db.is_file() and db.suffix == ".zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(db) as zf:
+                members = sorted(n for n in zf.namelist() if Path(n).name.endswith("_db.json"))
+        except (zipfile.BadZipFile, OSError) as e:
+            raise AftInputError(db, "<zip>", f"cannot be read ({type(e).__name__})", "restore the zip") from None
+        return [(db, m) for m in members]
+    return [(f, None) for f in sorted(db.glob("*_db.json"))]
 
 
 def venue_name(record: dict[str, Any]) -> str | None:
