@@ -339,7 +339,10 @@ TABLE1_COLUMNS = (
     ("inform", "Inform"),
     ("success", "Success"),
 )  # table column -> heading, in Table 1's order
-NO_VENUE_DATABASE = "Entity accuracy: not computed, the corpus has no venue database (db/<domain>_db.json beside it)."
+NO_VENUE_DATABASE = (
+    "Entity accuracy: not computed, the corpus has no venue database (db/<domain>_db.json, or <domain>_db.json "
+    "beside data.json)."
+)
 PAPER_TABLE1 = (  # T5-Large on MultiWOZ 2.1 (AFT_SPEC §7), bert-score's default encoder
     ("Base T5-Large", -3.333, 0.146, 0.672, 113.3),
     ("T5-Large SFT", -3.656, 0.024, 0.804, 37.3),

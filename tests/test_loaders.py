@@ -76,6 +76,23 @@ def test_multiwoz_zip_and_list_files(tmp_path):
     assert {ex.dialogue_id for ex in corpus.examples["test"]} == {"MUL0002.json"}
 
 
+def test_multiwoz_as_released_json_list_files_and_tables_beside_data_json(tmp_path):
+    """MultiWOZ 2.0 and 2.4 name their lists valListFile.json / testListFile.json (one id per line; a JSON list is
+    read too), and every release keeps <domain>_db.json beside data.json."""
+    write_json(tmp_path / "data.json", multiwoz_fixture())
+    (tmp_path / "valListFile.json").write_text('["MUL0001.json"]')
+    (tmp_path / "testListFile.json").write_text("MUL0002.json\n")
+    write_json(tmp_path / "restaurant_db.json", [{"name": "pizza hut", "food": "italian"}])
+    corpus = load_corpus(tmp_path)
+    assert corpus.dialogues == {"validation": 1, "test": 1} and corpus.db_dir == tmp_path
+    (tmp_path / "db").mkdir()  # a db/ folder, where there is one, is the corpus's tables
+    assert load_corpus(tmp_path).db_dir == tmp_path / "db"
+    (tmp_path / "valListFile.json").write_text('["MUL0009.json"]')
+    with pytest.raises(AftInputError, match="names dialogue 'MUL0009.json'") as e:
+        load_corpus(tmp_path)
+    assert e.value.where.endswith("valListFile.json")
+
+
 def test_multiwoz_one_file_per_split(tmp_path):
     data = multiwoz_fixture()
     write_json(tmp_path / "train.json", {"MUL0001.json": data["MUL0001.json"]})

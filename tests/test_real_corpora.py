@@ -439,3 +439,29 @@ def test_a_multiwoz_user_speaks_the_hold_outs_own_training_utterances(tmp_path):
     replayed = buffer()
     replayed.restore(live.state())
     assert [s.history[0].text for s in replayed.slots] == [s.history[0].text for s in live.slots]
+
+
+def test_multiwoz_as_released_with_json_lists_and_its_tables_beside_data_json(tmp_path):
+    """MultiWOZ 2.x as its authors ship it (MULTIWOZ2.1/: data.json, valListFile and testListFile, which 2.0 and 2.4
+    name .json, and the <domain>_db.json tables beside data.json rather than in db/): the shared file in that layout
+    gives the hold-out's examples (its split lists read), its venue tables, and conversations (goals, the reader's
+    gate, the user's retrieved words)."""
+    from aft_core.config import ConversationConfig
+    from aft_core.data.corpus import hold_out_splits, load_corpus, read_json
+    from aft_core.dialogue.closed_loop import converse_systems
+
+    source = shared_path("multiwoz21", "val.json.zip")
+    hold_out_splits(source, tmp_path / "held")
+    release = tmp_path / "MULTIWOZ2.1"
+    release.mkdir()
+    (release / "data.json").write_text(json.dumps(read_json(source)))
+    for stem in ("val", "test"):
+        (release / f"{stem}ListFile.json").write_text((tmp_path / "held" / f"{stem}ListFile.txt").read_text())
+    for table in (source.parent / "db").glob("*_db.json"):
+        (release / table.name).symlink_to(table)
+    corpus, held = load_corpus(release), load_corpus(tmp_path / "held")
+    assert corpus.examples == held.examples and corpus.db_dir == release
+    assert corpus.dialogues == {"train": 799, "validation": 100, "test": 100}
+    config = ConversationConfig(data=str(release), split="test", goals=6, reveal="full", samples=0)
+    table = converse_systems({}, config, tmp_path / "conversations")
+    assert "skipped" not in table and table["goals"] == 6 and table["user_words"]["retrieved"] > 0

@@ -60,6 +60,12 @@ MULTIWOZ21_SLOTS = {
 }
 NON_DOMAIN_GOAL_KEYS = {"topic", "message"}
 HOLDOUT_FILE = "holdout.json"
+# The files naming a MultiWOZ folder's held-out dialogues, one id per line: MultiWOZ 2.1 ships .txt, 2.0 and 2.4
+# ship .json (the same lines); the first that exists is read
+LIST_FILES = {
+    "validation": ("valListFile.txt", "valListFile.json"),
+    "test": ("testListFile.txt", "testListFile.json"),
+}
 
 
 @dataclass
@@ -186,7 +192,8 @@ def hold_out_splits(
     if old.exists() and json.loads(old.read_text()) == record:
         return record  # the same hold-out is already in place
     data_link = out / ("data.json.zip" if source.suffix == ".zip" else "data.json")
-    links = [(data_link, source)] + ([(out / "db", source.parent / "db")] if (source.parent / "db").is_dir() else [])
+    tables = venue_tables(source.parent)
+    links = [(data_link, source)] + ([(out / "db", tables)] if tables is not None else [])
     for link, target in links:
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -215,8 +222,27 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_list(path: Path) -> list[str]:
-    return [line.strip() for line in io.read_text(path).splitlines() if line.strip()]
+def list_file(folder: Path, split: str) -> Path | None:
+    """The file listing the dialogues of `split` (validation or test) in a MultiWOZ folder, when it has one."""
+    return next((folder / name for name in LIST_FILES[split] if (folder / name).is_file()), None)
+
+
+def read_split_list(path: Path) -> list[str]:
+    """The dialogue ids of a list file: one per line, or a JSON list of them."""
+    text = io.read_text(path)
+    if text.lstrip().startswith("["):
+        ids = io.read_json(path, fix="write one dialogue id per line, or a JSON list of ids")
+        if isinstance(ids, list):
+            return [str(i).strip() for i in ids if str(i).strip()]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def venue_tables(folder: Path) -> Path | None:
+    """Where a corpus folder's venue databases (`<domain>_db.json`) lie: its `db/` (TownInfo, ConvLab), else the
+    folder itself (MultiWOZ 2.x as released keeps restaurant_db.json ... beside data.json); None when neither."""
+    if (folder / "db").is_dir():
+        return folder / "db"
+    return folder if folder.is_dir() and any(folder.glob("*_db.json")) else None
 
 
 def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None) -> Corpus:
@@ -229,22 +255,22 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
         if whole is not None:
             dialogues = read_json(whole)
             _check_object(whole, dialogues)
-            lists = {"validation": path / "valListFile.txt", "test": path / "testListFile.txt"}
             assigned: dict[str, str] = {}
-            for split_name, list_file in lists.items():
-                if not list_file.exists():
+            for split_name in LIST_FILES:
+                listing = list_file(path, split_name)
+                if listing is None:
                     continue
-                for dialogue_id in _read_list(list_file):
+                for dialogue_id in read_split_list(listing):
                     if dialogue_id not in dialogues:
                         raise AftInputError(
-                            list_file,
+                            listing,
                             dialogue_id,
                             f"names dialogue '{dialogue_id}', which {whole.name} lacks",
                             "remove the id from the list or use the matching data file",
                         )
                     if dialogue_id in assigned:
                         raise AftInputError(
-                            list_file,
+                            listing,
                             dialogue_id,
                             f"dialogue already listed for split '{assigned[dialogue_id]}'",
                             "list each dialogue in one split only",
@@ -280,14 +306,14 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
                 "point at a MultiWOZ data file, a folder of split files, a unified data.zip, or a MultiWOZ 2.2 / SGD "
                 "folder",
             )
-        db_dir = path / "db"
+        db_dir = venue_tables(path)
         if (path / HOLDOUT_FILE).is_file():
             holdout = io.read_json(path / HOLDOUT_FILE, fix="delete the hold-out folder and rerun: it is rebuilt")
     else:
         dialogues = data if data is not None else read_json(path)
         _check_object(path, dialogues)
         by_split[split or _split_from_name(path)] = (path, dialogues)
-        db_dir = path.parent / "db"
+        db_dir = venue_tables(path.parent)
 
     examples: dict[str, list[Example]] = {}
     counts: dict[str, int] = {}
@@ -296,7 +322,7 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
         for dialogue_id, dialogue in dialogues.items():
             examples[split_name].extend(_multiwoz_examples(file, split_name, dialogue_id, dialogue))
         counts[split_name] = len(dialogues)
-    return Corpus("multiwoz", path, examples, counts, db_dir if db_dir.is_dir() else None, holdout)
+    return Corpus("multiwoz", path, examples, counts, db_dir, holdout)
 
 
 def _check_object(path: Path, data: Any) -> None:

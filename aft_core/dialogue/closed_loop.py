@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from aft_core.config import ConversationConfig
+from aft_core.data.corpus import venue_tables
 from aft_core.data.venues import VenueDB
-from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues
+from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues, venue_folder
 from aft_core.dialogue.metrics import reliability, summarise
 from aft_core.dialogue.multiwoz_words import corpus_user_words
 from aft_core.dialogue.oracle import OracleSystem
@@ -50,10 +51,10 @@ def reader_gate(
     A conversation depends on them all (the simulated user acts on requests and no-offers); corpus Inform and
     Success read only OUTCOME_KINDS (aft_core.dialogue.context_to_response)."""
     folder = Path(data)
-    if not (folder.is_dir() and dialogues_file(folder) is not None and (folder / "db").is_dir()):
+    if not (folder.is_dir() and dialogues_file(folder) is not None and venue_tables(folder) is not None):
         return (
             f"{folder} has no MultiWOZ-schema dialogue goals with venue databases (a folder with data.json and "
-            "db/), so there is nothing for a user to pursue"
+            "db/ or <domain>_db.json), so there is nothing for a user to pursue"
         ), None
     agreement = micro_f1(reader_agreement_on(folder, split, dialogues), kinds)
     if not agreement >= READER_MIN_F1:
@@ -78,7 +79,7 @@ def reader_agreement_on(
         for n, t in enumerate(dialogues[i].get("log", []))
         if n % 2 == 1
     ]
-    return reader_agreement(Reader(VenueDB.load(folder / "db")), turns)
+    return reader_agreement(Reader(VenueDB.load(venue_folder(folder))), turns)
 
 
 def mcnemar_p(a: list[float], b: list[float]) -> float:
@@ -152,17 +153,19 @@ def converse_systems(
     torch.set_num_threads(torch_threads())  # AFT_THREADS, as evaluation and training read it
     load = load or load_system
     layout = ConversationLayout(Path(out_dir))
-    reason, reader_f1 = reader_gate(config.data, config.split)
+    folder = Path(config.data)
+    dialogues = read_dialogues(folder) if folder.is_dir() and dialogues_file(folder) else None  # read once here
+    reason, reader_f1 = reader_gate(config.data, config.split, dialogues)
     if reason is not None:
         skipped = {"skipped": reason, "data": config.data, "split": config.split}
         write_json_atomic(layout.table, skipped)
         return skipped
-    goals = load_goals(config.data, config.split)
+    goals = load_goals(config.data, config.split, dialogues)
     goals = goals[: config.goals] if config.goals else goals
-    db = VenueDB.load(Path(config.data) / "db")
+    db = VenueDB.load(venue_folder(Path(config.data)))
     reader = Reader(db)
     towninfo = (Path(config.data) / "towninfo.json").exists()
-    words = corpus_user_words(config.data)  # a MultiWOZ user speaks its own words
+    words = corpus_user_words(config.data, dialogues)  # a MultiWOZ user speaks its own words
     players: dict[str, Any] = {}
     if config.oracle:
         anchor = OracleSystem if towninfo else RuleSystem

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from aft_core.data.venues import VenueDB
-from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues
+from aft_core.dialogue.goals import dialogues_file, load_goals, read_dialogues, venue_folder
 from aft_core.dialogue.metrics import dialogue_outcome
 from aft_core.dialogue.reader import OUTCOME_KINDS, Reader
 from aft_core.stats import bootstrap_ci
@@ -40,7 +40,7 @@ def dialogue_success(per_example: pd.DataFrame, data: str | Path, split: str) ->
     if dialogues is None:  # the gate reads the dialogue file too, so it has refused such a folder already
         return {"skipped": f"{folder} has no data.json"}
     goals = {g.dialogue_id: g for g in load_goals(folder, split, dialogues)}
-    reader = Reader(VenueDB.load(folder / "db"))
+    reader = Reader(VenueDB.load(venue_folder(folder)))
     frame = per_example.assign(
         dialogue_id=per_example["example_id"].str.rsplit("/", n=1).str[0],
         turn=per_example["example_id"].str.rsplit("/", n=1).str[1].astype(int),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aft_core import io
+from aft_core.data.corpus import LIST_FILES, list_file, read_split_list, venue_tables
 from aft_core.errors import AftInputError
 
 VENUE_DOMAINS = ("restaurant", "hotel", "attraction", "train")
@@ -104,6 +105,17 @@ def dialogues_file(corpus_dir: str | Path) -> Path | None:
     return next((folder / n for n in ("data.json", "data.json.zip") if (folder / n).exists()), None)
 
 
+def venue_folder(corpus_dir: str | Path) -> Path:
+    """The folder of a MultiWOZ-schema corpus's venue databases: its db/, or the corpus folder itself where the
+    `<domain>_db.json` files lie beside data.json (MultiWOZ 2.x as released)."""
+    tables = venue_tables(Path(corpus_dir))
+    if tables is None:
+        raise AftInputError(
+            corpus_dir, "db", "the folder holds no venue databases", "put db/<domain>_db.json beside data.json"
+        )
+    return tables
+
+
 def read_dialogues(corpus_dir: str | Path) -> dict[str, Any]:
     """The dialogues of a MultiWOZ-schema corpus folder (its data.json or data.json.zip)."""
     folder = Path(corpus_dir)
@@ -120,16 +132,13 @@ def read_dialogues(corpus_dir: str | Path) -> dict[str, Any]:
 
 
 def load_goals(corpus_dir: str | Path, split: str = "test", dialogues: dict[str, Any] | None = None) -> list[Goal]:
-    """Goals of one split of a MultiWOZ-schema corpus folder (data.json with valListFile.txt/testListFile.txt,
+    """Goals of one split of a MultiWOZ-schema corpus folder (data.json with its valListFile/testListFile,
     as TownInfo writes and MultiWOZ 2.1 ships; `dialogues`: its data.json when already read); dialogues without a
     venue domain are left out."""
     folder = Path(corpus_dir)
     dialogues = dialogues if dialogues is not None else read_dialogues(folder)
-    lists = {name: folder / f"{stem}ListFile.txt" for name, stem in (("validation", "val"), ("test", "test"))}
-    listed = {
-        name: [line.strip() for line in io.read_text(path).splitlines() if line.strip()] if path.exists() else []
-        for name, path in lists.items()
-    }
+    listings = {name: list_file(folder, name) for name in LIST_FILES}
+    listed = {name: read_split_list(path) if path is not None else [] for name, path in listings.items()}
     if split == "train":
         held = set(listed["validation"]) | set(listed["test"])
         ids = [k for k in dialogues if k not in held]

@@ -196,16 +196,18 @@ class RetrievedWords:
         return cls(turns, [data[d].get("goal") or {} for d in train_ids])
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> RetrievedWords:
-        """From a MultiWOZ-schema corpus folder: its dialogues minus those its validation and test lists name."""
+    def from_folder(cls, folder: str | Path, data: dict[str, Any] | None = None) -> RetrievedWords:
+        """From a MultiWOZ-schema corpus folder: its dialogues (`data`, when already read) minus those its
+        validation and test lists name."""
+        from aft_core.data.corpus import LIST_FILES, list_file, read_split_list
         from aft_core.dialogue.goals import read_dialogues
 
         folder = Path(folder)
-        data = read_dialogues(folder)
-        held = set()
-        for name in ("valListFile.txt", "testListFile.txt"):
-            if (folder / name).exists():
-                held |= {line.strip() for line in (folder / name).read_text().splitlines() if line.strip()}
+        data = data if data is not None else read_dialogues(folder)
+        held: set[str] = set()
+        for split in LIST_FILES:
+            listing = list_file(folder, split)
+            held |= set(read_split_list(listing)) if listing is not None else set()
         return cls.from_corpus(data, [d for d in data if d not in held])
 
     def coverage(self, turns: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -286,7 +288,8 @@ def says_only(utterance: Utterance, slots: dict[str, str]) -> bool:
     return True
 
 
-def corpus_user_words(folder: str | Path) -> RetrievedWords | None:
+def corpus_user_words(folder: str | Path, data: dict[str, Any] | None = None) -> RetrievedWords | None:
     """The words a simulated user on the corpus in `folder` speaks beside TownInfo's own: none for TownInfo (its
-    generator's paraphrases are the user's words), a MultiWOZ-schema corpus's own training utterances otherwise."""
-    return None if (Path(folder) / "towninfo.json").exists() else RetrievedWords.from_folder(folder)
+    generator's paraphrases are the user's words), a MultiWOZ-schema corpus's own training utterances otherwise
+    (`data`: its data.json, when already read)."""
+    return None if (Path(folder) / "towninfo.json").exists() else RetrievedWords.from_folder(folder, data)
