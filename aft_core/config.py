@@ -231,8 +231,8 @@ class SFTConfig(MemorySettings):
 
     data: str = setting(
         "",
-        "corpus path: MultiWOZ 2.1 file/folder, MultiWOZ 2.2 or SGD folder, unified data.zip, the hub's parquet "
-        "copies (MultiWOZ 2.2, SGD, DailyDialog), or a TownInfo folder",
+        "corpus path: MultiWOZ 2.x file/folder, MultiWOZ 2.2 or SGD folder, unified data.zip, chat-messages "
+        ".jsonl files, the hub's parquet copies (MultiWOZ 2.2, SGD, DailyDialog, chat datasets), or a TownInfo folder",
     )
     model: str = setting("small", "a preset (tiny, small, large), a saved model folder, or hf:<org>/<name>")
     max_source_tokens: int = setting(192, "source budget; longer histories lose their oldest turns first")

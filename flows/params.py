@@ -216,8 +216,9 @@ class PipelineParams(BaseModel):
     run_dir: str = Field("runs/main", description="run folder; every stage writes below it")
     data: str = Field(
         "",
-        description="corpus path (MultiWOZ 2.1 file or folder, MultiWOZ 2.2 or SGD folder, ConvLab unified data.zip, "
-        "a folder of the hub's parquet copies of MultiWOZ 2.2, SGD or DailyDialog); "
+        description="corpus path (MultiWOZ 2.x file or folder, MultiWOZ 2.2 or SGD folder, ConvLab unified data.zip, "
+        "chat-messages .jsonl files, a folder of the hub's parquet copies of MultiWOZ 2.2, SGD, DailyDialog or a chat "
+        "dataset); "
         "empty = generate the built-in TownInfo corpus in run_dir/data",
     )
     towninfo_dialogues: int = Field(3000, ge=10, description="TownInfo dialogues (when data is empty)")
@@ -312,7 +313,8 @@ def check_parameters(params: PipelineParams) -> None:
                 "data",
                 f"{e.where} ({e.field}): {e.problem}",
                 f"{e.fix}; the corpus is set by --set data=PATH (a MultiWOZ file or folder, "
-                "a MultiWOZ 2.2 or SGD folder, a ConvLab unified data.zip, or a folder of the hub's parquet copies)",
+                "a MultiWOZ 2.2 or SGD folder, a ConvLab unified data.zip, chat-messages .jsonl files, or a folder "
+                "of the hub's parquet copies)",
             ) from e
         splits = set(corpus.examples)
         hold_out = len(splits) == 1 and corpus.format == "multiwoz"

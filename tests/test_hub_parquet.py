@@ -317,7 +317,7 @@ def test_hub_copies_that_cannot_be_read_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(AftInputError, match="names no split"):
         load_corpus(tmp_path / "x")
     write_parquet([{"text": "a"}], Features({"text": Value("string")}), tmp_path / "other" / "train.parquet")
-    with pytest.raises(AftInputError, match="neither 'turns'") as e:
+    with pytest.raises(AftInputError, match="none of 'turns'") as e:
         load_corpus(tmp_path / "other")
     assert "multi_woz_v22" in e.value.fix
     bad = [{"dialog": ["only the user speaks"], "act": [1], "emotion": [0]}]

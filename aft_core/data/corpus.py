@@ -13,6 +13,8 @@ Accepted inputs (AFT_SPEC §1):
   or one such file (aft_core.data.schema_guided).
 - The Hugging Face hub's parquet copies of MultiWOZ 2.2, SGD and DailyDialog: a `.parquet` file or a folder of
   them (aft_core.data.hub_parquet).
+- Chat messages (TRL's conversational format, ShareGPT): `.jsonl` / `.json` files of `messages` records, or a
+  folder of them (aft_core.data.chat_messages).
 A corpus that holds a single split (like MultiWOZ's shared validation file) is divided into
 train/validation/test by `hold_out_splits`, deterministically and by dialogue.
 Bad input raises `AftInputError` naming the file, the field and the fix.
@@ -72,7 +74,7 @@ LIST_FILES = {
 class Corpus:
     """Examples per split, plus where they came from."""
 
-    format: str  # "multiwoz", "unified" or "schema-guided"
+    format: str  # "multiwoz", "unified", "schema-guided" or "chat"
     source: Path
     examples: dict[str, list[Example]]
     dialogues: dict[str, int]  # split -> number of dialogues
@@ -115,7 +117,7 @@ def load_corpus(path: str | Path, split: str | None = None) -> Corpus:
 
 
 def _load_corpus(path: Path, split: str | None) -> Corpus:
-    from aft_core.data import hub_parquet, schema_guided  # they build on this module's unified loader
+    from aft_core.data import chat_messages, hub_parquet, schema_guided  # they build on the unified loader
 
     if not path.exists():
         raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing corpus file or folder")
@@ -125,15 +127,21 @@ def _load_corpus(path: Path, split: str | None) -> Corpus:
         multiwoz_files = any(_find(path, stem) for stem in ("data", "train", "val", "test"))
         if not multiwoz_files and schema_guided.is_schema_guided(path):  # data.json's goals make it the richer one
             return schema_guided.load_schema_guided(path, split=split)
+        if not multiwoz_files and chat_messages.chat_files(path):
+            return chat_messages.load_chat_messages(path)
         if not multiwoz_files and next(path.rglob("*.parquet"), None) is not None:
             return hub_parquet.load_hub_parquet(path)
         return load_multiwoz(path, split=split)
     if path.suffix == ".parquet":
         return hub_parquet.load_hub_parquet(path)
+    if path.suffix == ".jsonl":
+        return chat_messages.load_chat_messages(path)
     data = read_json(path, "data/dialogues.json" if path.name == "data.zip" else None)
     if isinstance(data, list):
         if schema_guided.looks_schema_guided(data):
             return schema_guided.load_schema_guided(path, data=data, split=split)
+        if data and chat_messages.is_chat_record(data[0]):
+            return chat_messages.load_chat_messages(path, data=data)
         return load_unified(path, data=data)
     if isinstance(data, dict):
         return load_multiwoz(path, split=split, data=data)
@@ -220,6 +228,23 @@ def _find(folder: Path, stem: str) -> Path | None:
         if (folder / name).exists():
             return folder / name
     return None
+
+
+def split_in_name(file: Path, default: str | None = None) -> str:
+    """The split a data file holds: the first word of its name that names one (`train-00000-of-00001.parquet`,
+    `validation.jsonl`), else its folder's name, else `default`; without one, an AftInputError."""
+    for word in re.split(r"[-_.\s]", file.stem.lower()):
+        if word in SPLIT_ALIASES:
+            return SPLIT_ALIASES[word]
+    split = SPLIT_ALIASES.get(file.parent.name.lower()) or default
+    if split is None:
+        raise AftInputError(
+            file,
+            "<file name>",
+            "names no split (train, validation or test), and neither does its folder",
+            "name the file for its split (train…, validation…, test…) or put it in a folder so named",
+        )
+    return split
 
 
 def list_file(folder: Path, split: str) -> Path | None:

@@ -21,17 +21,18 @@ What each copy becomes:
   `dialogue_acts.span_info` plays the part of the release's `dialog_acts.json`. The hub's default configuration
   (`v2.2_active_only`) keeps only frames with an active intent, so it has fewer slot spans and states than `v2.2`;
 - DailyDialog rows (`dialog`, a list of utterances) become dialogues whose speakers alternate from the user, with
-  ids `<split>-<row>`; they carry no annotations (use I_x = history).
+  ids `<split>-<row>`; they carry no annotations (use I_x = history);
+- rows of a chat dataset (`messages` or `conversations`) are read as aft_core.data.chat_messages reads them.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-from aft_core.data.corpus import SPLIT_ALIASES, Corpus, unified_dialogue_examples
+from aft_core.data.chat_messages import CHAT_KEYS, chat_dialogue
+from aft_core.data.corpus import Corpus, split_in_name, unified_dialogue_examples
 from aft_core.data.examples import Example
 from aft_core.data.schema_guided import FORMAT as SCHEMA_GUIDED
 from aft_core.data.schema_guided import as_unified
@@ -51,7 +52,7 @@ def parquet_files(path: Path) -> dict[str, list[Path]]:
         raise AftInputError(path, "<folder>", "holds no .parquet files", FIX)
     found: dict[str, list[Path]] = {}
     for file in files:
-        split = split_of(file)
+        split = split_in_name(file)
         if found.get(split) and found[split][0].parent != file.parent:
             raise AftInputError(
                 file,
@@ -61,22 +62,6 @@ def parquet_files(path: Path) -> dict[str, list[Path]]:
             )
         found.setdefault(split, []).append(file)
     return found
-
-
-def split_of(file: Path) -> str:
-    """The split a parquet file holds: the first word of its name that names a split, else its folder's name."""
-    for word in re.split(r"[-_.]", file.stem.lower()):
-        if word in SPLIT_ALIASES:
-            return SPLIT_ALIASES[word]
-    split = SPLIT_ALIASES.get(file.parent.name.lower())
-    if split is None:
-        raise AftInputError(
-            file,
-            "<file name>",
-            "names no split (train, validation or test), and neither does its folder",
-            "name the file train-….parquet, validation-….parquet or test-….parquet, or put it in a folder so named",
-        )
-    return split
 
 
 def read_rows(file: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -159,6 +144,9 @@ def load_hub_parquet(path: Path) -> Corpus:
                 formats.add(SCHEMA_GUIDED)
                 speakers = class_names(features, "speaker") or list(SPEAKER_NAMES)
                 dialogues = [schema_guided_dialogue(file, n, row, split, speakers) for n, row in enumerate(rows)]
+            elif any(k in columns for k in CHAT_KEYS):
+                formats.add("chat")
+                dialogues = [chat_dialogue(file, n, row, split) for n, row in enumerate(rows)]
             elif "dialog" in columns:
                 formats.add("unified")
                 dialogues = [daily_dialog_dialogue(file, n, row, split) for n, row in enumerate(rows)]
@@ -166,7 +154,8 @@ def load_hub_parquet(path: Path) -> Corpus:
                 raise AftInputError(
                     file,
                     "<columns>",
-                    f"has columns {sorted(columns)}: neither 'turns' (MultiWOZ 2.2, SGD) nor 'dialog' (DailyDialog)",
+                    f"has columns {sorted(columns)}: none of 'turns' (MultiWOZ 2.2, SGD), 'messages' or "
+                    "'conversations' (chat) and 'dialog' (DailyDialog)",
                     FIX,
                 )
             for n, dialogue in enumerate(dialogues):
@@ -176,7 +165,7 @@ def load_hub_parquet(path: Path) -> Corpus:
     if not examples:
         raise AftInputError(path, "<rows>", "its parquet files hold no dialogues", FIX)
     if len(formats) > 1:
-        raise AftInputError(path, "<columns>", "mixes corpora (dialogues with turns and DailyDialog rows)", FIX)
+        raise AftInputError(path, "<columns>", f"mixes corpora of kinds {sorted(formats)}", FIX)
     root = path if path.is_dir() else path.parent
     beside = [root / "db", root.parent / "db"]  # a db/ the user put beside the download
     return Corpus(formats.pop(), path, examples, counts, next((d for d in beside if d.is_dir()), None))

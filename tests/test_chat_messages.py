@@ -1,0 +1,109 @@
+"""Conversations in the chat-messages format (TRL's conversational format, ShareGPT, the hub's chat datasets):
+JSONL, JSON and parquet files of `messages` records load as alternating user and system turns."""
+
+import json
+
+import pytest
+from conftest import shared_path, write_json
+
+from aft_core.data.corpus import load_corpus, read_json
+from aft_core.errors import AftInputError
+
+
+def write_jsonl(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+CHAT = {
+    "id": "c1",
+    "messages": [
+        {"role": "system", "content": "You are a helpful travel agent."},
+        {"role": "user", "content": "I need a hotel."},
+        {"role": "user", "content": "In the north."},
+        {"role": "assistant", "content": "The Acorn is in the north."},
+        {"role": "tool", "content": '{"ref": "AB1"}'},
+        {"role": "user", "content": [{"type": "text", "text": "Book it."}, {"type": "image"}]},
+        {"role": "assistant", "content": "Booked , reference AB1 ."},
+    ],
+}
+
+
+def test_chat_messages_in_jsonl_json_and_sharegpt(tmp_path):
+    for split in ("train", "validation", "test"):
+        write_jsonl(tmp_path / "chats" / f"{split}.jsonl", [CHAT | {"id": f"{split}-c1"}])
+    corpus = load_corpus(tmp_path / "chats")
+    assert corpus.format == "chat" and corpus.dialogues == {"train": 1, "validation": 1, "test": 1}
+    first, second = corpus.examples["test"]
+    # the system instruction and the tool output are left out; the user's two messages are one turn
+    assert [(t.speaker, t.text) for t in second.history] == [
+        ("user", "I need a hotel. In the north."),
+        ("system", "The Acorn is in the north."),
+        ("user", "Book it."),
+    ]
+    assert (first.target, second.target, second.dialogue_id) == (
+        "The Acorn is in the north.",
+        "Booked , reference AB1 .",
+        "test-c1",
+    )
+    assert first.belief_state == {} and first.history[0].slot_values == ()
+    # a .json list of records, ShareGPT's {from, value}; a lone file without a split word is train
+    sharegpt = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello !"}]}
+    corpus = load_corpus(write_json(tmp_path / "sharegpt.json", [sharegpt, sharegpt]))
+    assert corpus.dialogues == {"train": 2} and [e.dialogue_id for e in corpus.examples["train"]] == [
+        "train-0",
+        "train-1",
+    ]
+
+
+def test_chat_input_that_cannot_be_read_names_the_file_line_and_field(tmp_path):
+    bad = write_jsonl(tmp_path / "train.jsonl", [CHAT])
+    bad.write_text(bad.read_text() + "{not json\n")
+    with pytest.raises(AftInputError, match="is not a JSON object") as e:
+        load_corpus(bad)
+    assert e.value.field == "line 2"
+    odd = {"messages": [{"role": "user", "content": "hi"}, {"role": "narrator", "content": "..."}]}
+    with pytest.raises(AftInputError, match="unknown role 'narrator'") as e:
+        load_corpus(write_jsonl(tmp_path / "test.jsonl", [odd]))
+    assert e.value.field == "test-0.messages[1].role"
+    only_user = {"messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "be brief"}]}
+    with pytest.raises(AftInputError, match="no system turn"):
+        load_corpus(write_jsonl(tmp_path / "x" / "train.jsonl", [only_user]))
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "chats.jsonl").write_text(json.dumps(CHAT) + "\n")
+    with pytest.raises(AftInputError, match="names no split"):
+        load_corpus(tmp_path / "y")
+
+
+def test_real_dialogues_as_chat_messages_give_the_unified_examples(tmp_path):
+    """The first 60 dialogues of each split of the shared DailyDialog written as chat records (JSONL, and parquet as
+    the hub stores chat datasets): the same histories and targets as the unified loader's."""
+    datasets = pytest.importorskip("datasets")
+    unified = read_json(shared_path("dailydialog", "data.zip"), "data/dialogues.json")
+    kept: dict[str, list] = {}
+    for d in unified:
+        if len(kept.setdefault(d["data_split"], [])) < 60:
+            kept[d["data_split"]].append(d)
+    (tmp_path / "unified").mkdir()
+    expected = load_corpus(write_json(tmp_path / "unified" / "dialogues.json", [d for ds in kept.values() for d in ds]))
+    roles = {"user": "user", "system": "assistant"}
+    for split, ds in kept.items():
+        records = [
+            {
+                "id": d["dialogue_id"],
+                "messages": [{"role": roles[t["speaker"]], "content": t["utterance"]} for t in d["turns"]],
+            }
+            for d in ds
+        ]
+        write_jsonl(tmp_path / "jsonl" / f"{split}.jsonl", records)
+        datasets.Dataset.from_list(records).to_parquet(
+            str(tmp_path / "hub" / "data" / f"{split}-00000-of-00001.parquet")
+        )
+    for folder in ("jsonl", "hub"):
+        corpus = load_corpus(tmp_path / folder)
+        assert corpus.format == "chat" and corpus.dialogues == expected.dialogues
+        for split, examples in corpus.examples.items():
+            assert [(e.example_id, [(t.speaker, t.text) for t in e.history], e.target) for e in examples] == [
+                (e.example_id, [(t.speaker, t.text) for t in e.history], e.target) for e in expected.examples[split]
+            ]
