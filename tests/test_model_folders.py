@@ -343,3 +343,33 @@ def test_a_hybrid_reads_a_from_its_attention_layers_through_sft_branch_and_evalu
     assert [row["system"] for row in table["rows"]][0] == "SFT" and len(table["rows"]) >= 2
     assert all(0 < row["lookback"] < 1 for row in table["rows"])  # decoder rows also attend to the template
     assert json.loads((tmp_path / "branch" / "config.json").read_text())["layers"] == "0"
+
+
+def test_an_encoder_decoder_without_cross_attention_layers_is_refused_before_sft(tmp_path, towninfo_dir, texts, capsys):
+    """T5Gemma 2's decoder attends to the source and its own tokens in one merged attention: no cross-attention
+    layers to read A from. It trained through SFT and then failed at its first branch with a traceback."""
+    from bench.architectures import build
+
+    build("t5gemma2", "seq2seq", texts, tmp_path / "t5gemma2")
+    refused(
+        capsys,
+        ["sft", "--data", str(towninfo_dir), "--model", str(tmp_path / "t5gemma2"), "--out", str(tmp_path / "sft"),
+         *SFT_ARGS],
+        "model_type 't5gemma2'",
+        "no separate cross-attention layers",
+    )  # fmt: skip
+    assert not (tmp_path / "sft" / "checkpoints").exists() and not (tmp_path / "sft" / "model").exists()
+
+
+def test_a_causal_lm_whose_base_prefix_names_no_module_trains(tmp_path, towninfo_dir, texts):
+    """Llama 4's text model names `language_model` as its base prefix but keeps its transformer in `model`; SFT read
+    the prefix and failed with an AttributeError."""
+    from bench.architectures import build
+
+    build("llama4_text", "causal", texts, tmp_path / "llama4")
+    out = tmp_path / "sft"
+    assert (
+        main(["sft", "--data", str(towninfo_dir), "--model", str(tmp_path / "llama4"), "--out", str(out), *SFT_ARGS])
+        == 0
+    )
+    assert json.loads((out / "sft_result.json").read_text())["steps"] == 8

@@ -670,8 +670,21 @@ def _pad_id(tokenizer: Any, config: Any, end: int) -> int:
 
 
 def _base(model: Any) -> Any:
-    """The transformer under the LM head (what returns last_hidden_state)."""
-    return getattr(model, model.base_model_prefix)
+    """The transformer under the LM head (what returns last_hidden_state): the module its `base_model_prefix` names,
+    or, where a class names one it does not have (Llama 4's text model: prefix `language_model`, module `model`),
+    its `model`, as transformers' causal LMs call it, or the decoder it hands out."""
+    for base in (getattr(model, model.base_model_prefix, None), getattr(model, "model", None)):
+        if isinstance(base, torch.nn.Module):
+            return base
+    decoder = model.get_decoder()
+    if decoder is model or not isinstance(decoder, torch.nn.Module):
+        raise AftInputError(
+            getattr(model.config, "_name_or_path", "") or type(model).__name__,
+            "architectures",
+            f"{type(model).__name__} has no transformer under its LM head ('{model.base_model_prefix}', 'model')",
+            "use a causal LM class whose model holds its transformer (Llama, Qwen, Mistral, Gemma, …)",
+        )
+    return decoder
 
 
 def _output_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:

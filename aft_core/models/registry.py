@@ -246,7 +246,9 @@ def load_model(
             "check the folder holds config.json, model.safetensors and the tokenizer files",
         ) from e
     check_loaded_weights(loading, config, source)
-    if not seq2seq:
+    if seq2seq:
+        check_cross_attention(model, source)
+    else:
         check_causal_attention(model, source)
         check_chat_template(tokenizer, source)
     check_tokenizer_matches(model, tokenizer, source)
@@ -325,6 +327,25 @@ def check_loaded_weights(loading: dict[str, Any], config: Any, where: str | Path
         + " — missing weights would be initialised at random",
         "use the weights saved with this config.json (save_pretrained writes both)",
     )
+
+
+def check_cross_attention(model: Any, where: str | Path) -> None:
+    """An encoder–decoder's A is its decoder's cross-attention, read per layer from separate cross-attention
+    modules (T5's EncDecAttention, BART's encoder_attn, …). A decoder that attends to the source and to its own
+    tokens in one merged attention (T5Gemma 2) has none, so it is refused here, before SFT, not at its first
+    branch."""
+    from aft_core.models.seq2seq import cross_attention_modules
+
+    try:
+        cross_attention_modules(model)
+    except ValueError:
+        raise AftInputError(
+            Path(where) / "config.json",
+            "architectures",
+            f"{_architecture(model.config)} has no separate cross-attention layers in its decoder (it may "
+            "attend to the source and its own tokens in one merged attention), so A over the history is not read",
+            "use an encoder–decoder with cross-attention layers (T5, T5Gemma, BART, Pegasus, Marian, …)",
+        ) from None
 
 
 @torch.no_grad()
