@@ -317,15 +317,15 @@ def check_parameters(params: PipelineParams) -> None:
                 "of the hub's parquet copies)",
             ) from e
         splits = set(corpus.examples)
-        hold_out = len(splits) == 1 and corpus.format == "multiwoz"
+        hold_out = len(splits) == 1  # divided by dialogue (corpus.hold_out_splits)
         missing = {"train", "validation", params.evaluation.split} - splits
         if missing and not hold_out:
             raise AftInputError(
                 "parameters",
                 "data",
                 f"{params.data} has splits {sorted(splits)}, no {sorted(missing)}",
-                "give a corpus with train, validation and test splits, or a single MultiWOZ split "
-                "file (it is then divided by dialogue)",
+                "give a corpus with train, validation and test splits, or one with a single split (it is then "
+                "divided by dialogue)",
             )
         if corpus.db_dir:
             try:

@@ -107,3 +107,35 @@ def test_real_dialogues_as_chat_messages_give_the_unified_examples(tmp_path):
             assert [(e.example_id, [(t.speaker, t.text) for t in e.history], e.target) for e in examples] == [
                 (e.example_id, [(t.speaker, t.text) for t in e.history], e.target) for e in expected.examples[split]
             ]
+
+
+def test_a_single_chat_file_is_held_out_by_dialogue(tmp_path):
+    """One chat file (one split) is divided by dialogue as a single MultiWOZ file is: lists and a record beside a
+    link-free folder, every example in its dialogue's split, the same hold-out from any file order; the pipeline's
+    parameter check accepts it."""
+    from aft_core.data.corpus import hold_out_splits
+    from flows.params import PipelineParams, check_parameters
+
+    records = [
+        {"id": f"c{i}", "messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}]}
+        for i in range(40)
+    ]
+    source = write_jsonl(tmp_path / "chats.jsonl", records)
+    shuffled = write_jsonl(tmp_path / "shuffled" / "chats.jsonl", records[::-1])
+    record = hold_out_splits(source, tmp_path / "held")
+    assert record["dialogues"] == {"test": 4, "validation": 4, "train": 32} and record["format"] == "chat"
+    held = load_corpus(tmp_path / "held")
+    assert held.format == "chat" and held.dialogues == {"train": 32, "validation": 4, "test": 4}
+    assert held.holdout == record and not list((tmp_path / "held").glob("*.jsonl"))  # nothing copied
+    assert all(ex.split == split for split, exs in held.examples.items() for ex in exs)
+    hold_out_splits(shuffled, tmp_path / "held-again")
+    again = load_corpus(tmp_path / "held-again")
+    assert {s: {e.dialogue_id for e in exs} for s, exs in again.examples.items()} == {
+        s: {e.dialogue_id for e in exs} for s, exs in held.examples.items()
+    }
+    check_parameters(PipelineParams(run_dir=str(tmp_path / "run"), data=str(source)))
+    (tmp_path / "gone.jsonl").write_text(source.read_text())
+    hold_out_splits(tmp_path / "gone.jsonl", tmp_path / "held-gone")
+    (tmp_path / "gone.jsonl").unlink()
+    with pytest.raises(AftInputError, match="which does not exist"):
+        load_corpus(tmp_path / "held-gone")

@@ -298,7 +298,7 @@ def test_hold_out_is_by_dialogue_deterministic_and_independent_of_file_order(mul
 def test_hold_out_refuses_a_corpus_that_has_its_splits(dailydialog_slice, tmp_path):
     from aft_core.data.corpus import hold_out_splits
 
-    with pytest.raises(AftInputError, match="single-split MultiWOZ"):
+    with pytest.raises(AftInputError, match="needs a single-split corpus"):
         hold_out_splits(dailydialog_slice, tmp_path / "out")
 
 

@@ -22,6 +22,7 @@ Bad input raises `AftInputError` naming the file, the field and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -116,12 +117,39 @@ def load_corpus(path: str | Path, split: str | None = None) -> Corpus:
         raise AftInputError(path, "<structure>", problem, CORPUS_FIX) from None
 
 
+def load_held_out(path: Path) -> Corpus:
+    """A hold-out folder of a corpus other than MultiWOZ's schema (hold_out_splits): its source, read by its own
+    loader, with each example in the split its dialogue is listed in (train when in neither list)."""
+    record = io.read_json(path / HOLDOUT_FILE, fix="delete the hold-out folder and rerun: it is rebuilt")
+    source = Path(str(record.get("source", ""))) if isinstance(record, dict) else Path()
+    if not source.exists():
+        raise AftInputError(
+            path / HOLDOUT_FILE, "source", f"names {source}, which does not exist", "restore it, or delete the folder"
+        )
+    corpus = load_corpus(source)
+    listed: dict[str, str] = {}
+    for split in LIST_FILES:
+        listing = list_file(path, split)
+        listed.update({dialogue: split for dialogue in (read_split_list(listing) if listing is not None else [])})
+    examples: dict[str, list[Example]] = {}
+    dialogues: dict[str, set[str]] = {}
+    for example in (ex for exs in corpus.examples.values() for ex in exs):
+        split = listed.get(example.dialogue_id, "train")
+        examples.setdefault(split, []).append(dataclasses.replace(example, split=split))
+        dialogues.setdefault(split, set()).add(example.dialogue_id)
+    counts = {split: len(ids) for split, ids in dialogues.items()}
+    return Corpus(corpus.format, path, examples, counts, corpus.db_dir, record)
+
+
 def _load_corpus(path: Path, split: str | None) -> Corpus:
     from aft_core.data import chat_messages, hub_parquet, schema_guided  # they build on the unified loader
 
     if not path.exists():
         raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing corpus file or folder")
     if path.is_dir():
+        held = path / HOLDOUT_FILE
+        if held.is_file() and "format" in io.read_json(held, fix="delete the hold-out folder and rerun"):
+            return load_held_out(path)
         if any((path / n).exists() for n in ("data.zip", "dialogues.json")):
             return load_unified(path / ("data.zip" if (path / "data.zip").exists() else "dialogues.json"))
         multiwoz_files = any(_find(path, stem) for stem in ("data", "train", "val", "test"))
@@ -159,23 +187,24 @@ def _load_corpus(path: Path, split: str | None) -> Corpus:
 def hold_out_splits(
     source: str | Path, out_dir: str | Path, test_share: float = 0.1, validation_share: float = 0.1
 ) -> dict[str, Any]:
-    """Divide a single-split MultiWOZ-schema corpus into train/validation/test, by dialogue, deterministically.
+    """Divide a single-split corpus into train/validation/test, by dialogue, deterministically.
 
     Dialogues are ordered by sha256 of their id (independent of file order); the first `test_share`
-    of them are test, the next `validation_share` validation, the rest train. `out_dir` becomes a
-    MultiWOZ folder that every stage loads as it is: `data.json[.zip]` and `db/` are links to the
-    source (nothing copied), `valListFile.txt`/`testListFile.txt` name the held-out dialogues, and
-    `holdout.json` records the rule and the counts. Returns that record.
+    of them are test, the next `validation_share` validation, the rest train. `out_dir` becomes a folder
+    that every stage loads as it is: `valListFile.txt`/`testListFile.txt` name the held-out dialogues,
+    `holdout.json` records the rule and the counts, and nothing is copied. For the MultiWOZ schema it is a
+    MultiWOZ folder (`data.json[.zip]` and `db/` are links to the source; its goals serve conversations); for
+    any other corpus `holdout.json` also names the source and its format, and `load_held_out` reads the source
+    and gives each example its dialogue's split. Returns the record.
     """
     source, out = Path(source).resolve(), Path(out_dir)
     corpus = load_corpus(source)
-    if len(corpus.examples) != 1 or corpus.format != "multiwoz":
+    if len(corpus.examples) != 1:
         raise AftInputError(
             source,
             "<splits>",
-            f"hold-out needs a single-split MultiWOZ-schema corpus, this one is "
-            f"{corpus.format} with splits {sorted(corpus.examples)}",
-            "pass one MultiWOZ split file, or a corpus that already has train/validation/test",
+            f"hold-out needs a single-split corpus, this one has splits {sorted(corpus.examples)}",
+            "pass a corpus with one split (one file), or use its train/validation/test as they are",
         )
     ids = sorted(
         {ex.dialogue_id for exs in corpus.examples.values() for ex in exs},
@@ -189,19 +218,22 @@ def hold_out_splits(
             f"{len(ids)} dialogues are too few to hold out test and validation dialogues and keep some for training",
             "use a larger corpus file",
         )
-    record = {
+    record: dict[str, Any] = {
         "source": str(source),
         "rule": f"dialogues ordered by sha256(dialogue_id): first {test_share:.0%} test, "
         f"next {validation_share:.0%} validation, the rest train",
         "dialogues": {"test": n_test, "validation": n_val, "train": len(ids) - n_test - n_val},
     }
+    if corpus.format != "multiwoz":
+        record["format"] = corpus.format  # read through the source's own loader (load_held_out)
     out.mkdir(parents=True, exist_ok=True)
     old = out / HOLDOUT_FILE
     if old.exists() and json.loads(old.read_text()) == record:
         return record  # the same hold-out is already in place
-    data_link = out / ("data.json.zip" if source.suffix == ".zip" else "data.json")
-    tables = venue_tables(source.parent)
-    links = [(data_link, source)] + ([(out / "db", tables)] if tables is not None else [])
+    tables = venue_tables(source.parent) if corpus.format == "multiwoz" else None
+    links = [(out / "db", tables)] if tables is not None else []
+    if corpus.format == "multiwoz":
+        links.insert(0, (out / ("data.json.zip" if source.suffix == ".zip" else "data.json"), source))
     for link, target in links:
         if link.is_symlink() or link.exists():
             link.unlink()
