@@ -361,3 +361,23 @@ def test_real_daily_dialog_in_the_hub_copy_gives_the_unified_examples(tmp_path):
             for a, b in pairs
         )
     assert corpus.stats()["dialogues"] == {"train": 60, "validation": 60, "test": 60}
+
+
+def test_a_save_to_disk_folder_loads_as_the_parquet_copy(tmp_path):
+    """`load_dataset(...).save_to_disk(DIR)` leaves train/ validation/ test/ folders of Arrow stream files: read as
+    the parquet copy is."""
+    release = multiwoz22_fixture(tmp_path / "MultiWOZ_2.2")
+    acts = read_json(release / "dialog_acts.json")
+    splits = {}
+    for folder, split in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        rows = [columnar(hub_row(d, acts), MULTIWOZ22) for d in read_json(release / folder / "dialogues_001.json")]
+        splits[split] = datasets.Dataset.from_list(rows, features=MULTIWOZ22)
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "saved"))
+    assert sorted(p.parent.name for p in (tmp_path / "saved").rglob("*.arrow")) == ["test", "train", "validation"]
+    corpus = load_corpus(tmp_path / "saved")
+    assert corpus.format == "schema-guided" and corpus.examples == load_corpus(release).examples
+    (arrow,) = (tmp_path / "saved" / "test").glob("*.arrow")
+    assert load_corpus(arrow).dialogues == {"test": 1}
+    arrow.write_bytes(b"not arrow")
+    with pytest.raises(AftInputError, match="not a readable Arrow stream file"):
+        load_corpus(tmp_path / "saved")

@@ -157,10 +157,10 @@ def _load_corpus(path: Path, split: str | None) -> Corpus:
             return schema_guided.load_schema_guided(path, split=split)
         if not multiwoz_files and chat_messages.chat_files(path):
             return chat_messages.load_chat_messages(path)
-        if not multiwoz_files and next(path.rglob("*.parquet"), None) is not None:
+        if not multiwoz_files and hub_parquet.table_files_under(path):
             return hub_parquet.load_hub_parquet(path)
         return load_multiwoz(path, split=split)
-    if path.suffix == ".parquet":
+    if path.suffix in hub_parquet.TABLE_SUFFIXES:
         return hub_parquet.load_hub_parquet(path)
     if path.suffix == ".jsonl":
         return chat_messages.load_chat_messages(path)

@@ -2,7 +2,8 @@
 `schema_guided_dstc8` (SGD) and `daily_dialog`, as `snapshot_download` or the hub's file browser leaves them.
 
 Accepted inputs: one `.parquet` file, or a folder holding them at any depth (the hub's
-`data/train-00000-of-00001.parquet`, its parquet conversion's `<config>/<split>/0000.parquet`, a cache snapshot).
+`data/train-00000-of-00001.parquet`, its parquet conversion's `<config>/<split>/0000.parquet`, a cache snapshot);
+`.arrow` files likewise (`datasets`' `save_to_disk` folders: `train/data-00000-of-00001.arrow`, and its cache).
 A file's split is a word of its name (`train`, `validation`, `test`, ...) or else its folder's name; the shards of
 one split lie in one folder, so a download holding two configurations (`v2.2/` and `v2.2_active_only/`) is refused
 with the fix of naming one.
@@ -45,11 +46,19 @@ FIX = (
 SPEAKER_NAMES = ("USER", "SYSTEM")  # the ClassLabel order published for multi_woz_v22 and schema_guided_dstc8
 
 
+TABLE_SUFFIXES = (".parquet", ".arrow")  # the hub's files; `datasets`' save_to_disk folders and its cache
+
+
+def table_files_under(folder: Path) -> list[Path]:
+    """Every parquet or Arrow file under `folder`, in name order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix in TABLE_SUFFIXES and p.is_file())
+
+
 def parquet_files(path: Path) -> dict[str, list[Path]]:
-    """split -> its parquet files (name order), for one file or every `.parquet` under a folder."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.parquet") if p.is_file())
+    """split -> its parquet or Arrow files (name order), for one file or every such file under a folder."""
+    files = [path] if path.is_file() else table_files_under(path)
     if not files:
-        raise AftInputError(path, "<folder>", "holds no .parquet files", FIX)
+        raise AftInputError(path, "<folder>", "holds no .parquet or .arrow files", FIX)
     found: dict[str, list[Path]] = {}
     for file in files:
         split = split_in_name(file)
@@ -65,14 +74,20 @@ def parquet_files(path: Path) -> dict[str, list[Path]]:
 
 
 def read_rows(file: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(rows as records, the file's `huggingface` features metadata or {}) of one parquet file."""
+    """(rows as records, the file's `huggingface` features metadata or {}) of one parquet file, or of one Arrow
+    stream file as `datasets`' save_to_disk and cache write them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(file)
+        if file.suffix == ".arrow":
+            with pa.memory_map(str(file)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+        else:
+            table = pq.read_table(file)
     except (pa.ArrowException, OSError) as e:
-        raise AftInputError(file, "<file>", f"is not a readable parquet file ({type(e).__name__})", FIX) from None
+        kind = "Arrow stream" if file.suffix == ".arrow" else "parquet"
+        raise AftInputError(file, "<file>", f"is not a readable {kind} file ({type(e).__name__})", FIX) from None
     schema = table.schema
     raw = (schema.metadata or {}).get(b"huggingface")
     try:
