@@ -117,20 +117,17 @@ def load_corpus(path: str | Path, split: str | None = None) -> Corpus:
         raise AftInputError(path, "<structure>", problem, CORPUS_FIX) from None
 
 
-def load_held_out(path: Path) -> Corpus:
-    """A hold-out folder of a corpus other than MultiWOZ's schema (hold_out_splits): its source, read by its own
-    loader, with each example in the split its dialogue is listed in (train when in neither list)."""
-    record = io.read_json(path / HOLDOUT_FILE, fix="delete the hold-out folder and rerun: it is rebuilt")
-    source = Path(str(record.get("source", ""))) if isinstance(record, dict) else Path()
+def load_held_out(path: Path, record: dict[str, Any]) -> Corpus:
+    """A hold-out folder of a corpus other than MultiWOZ's schema (hold_out_splits; `record`: its holdout.json):
+    its source, read by its own loader, with each example in the split its dialogue is listed in (train when in
+    neither list)."""
+    source = Path(str(record.get("source", "")))
     if not source.exists():
         raise AftInputError(
             path / HOLDOUT_FILE, "source", f"names {source}, which does not exist", "restore it, or delete the folder"
         )
     corpus = load_corpus(source)
-    listed: dict[str, str] = {}
-    for split in LIST_FILES:
-        listing = list_file(path, split)
-        listed.update({dialogue: split for dialogue in (read_split_list(listing) if listing is not None else [])})
+    listed = {dialogue: split for split, ids in listed_dialogues(path).items() for dialogue in ids}
     examples: dict[str, list[Example]] = {}
     dialogues: dict[str, set[str]] = {}
     for example in (ex for exs in corpus.examples.values() for ex in exs):
@@ -147,9 +144,10 @@ def _load_corpus(path: Path, split: str | None) -> Corpus:
     if not path.exists():
         raise AftInputError(path, "<path>", "does not exist", "pass the path of an existing corpus file or folder")
     if path.is_dir():
-        held = path / HOLDOUT_FILE
-        if held.is_file() and "format" in io.read_json(held, fix="delete the hold-out folder and rerun"):
-            return load_held_out(path)
+        if (path / HOLDOUT_FILE).is_file():
+            record = io.read_json(path / HOLDOUT_FILE, fix="delete the hold-out folder and rerun: it is rebuilt")
+            if isinstance(record, dict) and "format" in record:
+                return load_held_out(path, record)
         if any((path / n).exists() for n in ("data.zip", "dialogues.json")):
             return load_unified(path / ("data.zip" if (path / "data.zip").exists() else "dialogues.json"))
         multiwoz_files = any(_find(path, stem) for stem in ("data", "train", "val", "test"))
@@ -282,6 +280,11 @@ def split_in_name(file: Path, default: str | None = None) -> str:
 def list_file(folder: Path, split: str) -> Path | None:
     """The file listing the dialogues of `split` (validation or test) in a MultiWOZ folder, when it has one."""
     return next((folder / name for name in LIST_FILES[split] if (folder / name).is_file()), None)
+
+
+def listed_dialogues(folder: Path) -> dict[str, list[str]]:
+    """split (validation, test) -> the dialogue ids its list file in `folder` names; [] where there is none."""
+    return {split: read_split_list(f) if (f := list_file(folder, split)) is not None else [] for split in LIST_FILES}
 
 
 def read_split_list(path: Path) -> list[str]:

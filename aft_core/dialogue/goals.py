@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aft_core import io
-from aft_core.data.corpus import LIST_FILES, list_file, read_split_list, venue_tables
+from aft_core.data.corpus import listed_dialogues, venue_tables
 from aft_core.errors import AftInputError
 
 VENUE_DOMAINS = ("restaurant", "hotel", "attraction", "train")
@@ -137,8 +137,7 @@ def load_goals(corpus_dir: str | Path, split: str = "test", dialogues: dict[str,
     venue domain are left out."""
     folder = Path(corpus_dir)
     dialogues = dialogues if dialogues is not None else read_dialogues(folder)
-    listings = {name: list_file(folder, name) for name in LIST_FILES}
-    listed = {name: read_split_list(path) if path is not None else [] for name, path in listings.items()}
+    listed = listed_dialogues(folder)
     if split == "train":
         held = set(listed["validation"]) | set(listed["test"])
         ids = [k for k in dialogues if k not in held]

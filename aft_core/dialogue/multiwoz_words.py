@@ -199,15 +199,12 @@ class RetrievedWords:
     def from_folder(cls, folder: str | Path, data: dict[str, Any] | None = None) -> RetrievedWords:
         """From a MultiWOZ-schema corpus folder: its dialogues (`data`, when already read) minus those its
         validation and test lists name."""
-        from aft_core.data.corpus import LIST_FILES, list_file, read_split_list
+        from aft_core.data.corpus import listed_dialogues
         from aft_core.dialogue.goals import read_dialogues
 
         folder = Path(folder)
         data = data if data is not None else read_dialogues(folder)
-        held: set[str] = set()
-        for split in LIST_FILES:
-            listing = list_file(folder, split)
-            held |= set(read_split_list(listing)) if listing is not None else set()
+        held = {dialogue for ids in listed_dialogues(folder).values() for dialogue in ids}
         return cls.from_corpus(data, [d for d in data if d not in held])
 
     def coverage(self, turns: Sequence[dict[str, Any]]) -> dict[str, float]:
