@@ -119,6 +119,8 @@ def evaluate_systems(
     tables = corpus_to_dataset(corpus)
     if cfg.split not in tables:
         raise AftInputError(cfg.data, cfg.split, "the corpus has no such split", "evaluate a corpus with a test split")
+    if (empty := corpus.empty_ix(cfg.ix_mode, cfg.split)) is not None:
+        raise AftInputError(cfg.data, "ix_mode", *empty)
     table = tables[cfg.split]
     if cfg.test_examples:
         table = table.select(range(min(cfg.test_examples, len(table))))

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -25,6 +25,9 @@ from aft_core.attractors import THRESHOLD_SETS, AttractorThresholds, thresholds_
 from aft_core.config import AFTConfig, ConversationConfig, EvalConfig, SFTConfig, config_id, settings_of
 from aft_core.errors import AftInputError
 from data_checks.suites import DataCheckConfig
+
+if TYPE_CHECKING:
+    from aft_core.data.corpus import Corpus
 
 
 def model_of(cls: type, name: str, exclude: tuple[str, ...] = (), **defaults: Any) -> type[BaseModel]:
@@ -303,7 +306,8 @@ def check_parameters(params: PipelineParams) -> None:
     from aft_core.data.venues import VenueDB
 
     check_run_dir(params.run_dir)
-    has_venue_db = True  # the built-in TownInfo corpus has one
+    has_venue_db = True  # the built-in TownInfo corpus has one (and slot annotations, and multi-turn histories)
+    corpus = None
     if params.data:
         try:
             corpus = load_corpus(params.data)
@@ -350,6 +354,8 @@ def check_parameters(params: PipelineParams) -> None:
         except AftInputError as e:
             raise _as_parameter(prefix, e) from e
     configs = branch_configs("tiny", data, params.sweep, params.sft.max_source_tokens)
+    if corpus is not None:
+        check_ix_modes(params, corpus)
     conversational = [p["config"] for p in configs if p["config"]["rollout"] == "self_play"]
     conversational += [p["config"] for p in configs if p["config"]["probe_conversations"] > 0]
     if params.data and conversational:
@@ -383,6 +389,17 @@ def check_parameters(params: PipelineParams) -> None:
             f"folder {bertscore} does not exist",
             "leave it empty for the offline MiniLM encoder, or name an existing encoder folder",
         )
+
+
+def check_ix_modes(params: PipelineParams, corpus: Corpus) -> None:
+    """Refuse an I_x (a branch's, or sweep.branch's, which the evaluation's Focus column reads) that is empty on
+    every example of the corpus: `salient` without slot annotations, `history` on single exchanges (Corpus.empty_ix)."""
+    grid, shared = params.sweep.grid, params.sweep.branch.ix_mode
+    uses = [("sweep.branch.ix_mode", shared)]
+    uses += [(grid.source_of("ix_mode", v), p.get("ix_mode", shared)) for v, p in grid.points_with_variant()]
+    for path, ix_mode in dict.fromkeys(uses):
+        if (empty := corpus.empty_ix(ix_mode)) is not None:
+            raise AftInputError("parameters", path, f"{params.data}: {empty[0]}", empty[1])
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

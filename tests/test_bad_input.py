@@ -37,6 +37,20 @@ def test_zip_without_expected_file(tmp_path):
     expect_error(lambda: load_corpus(tmp_path / "data.zip"), "data/dialogues.json")
 
 
+def test_a_release_archive_says_to_unzip_it(tmp_path):
+    """MultiWOZ_2.1.zip as downloaded holds a folder of data.json, split lists and venue tables: the error says to
+    unzip it and names the folder to pass; a zip whose only JSON file is a data.json inside a folder still loads."""
+    dialogue = {"goal": {}, "log": [{"text": "hi", "metadata": {}}, {"text": "hello", "metadata": {}}]}
+    with zipfile.ZipFile(tmp_path / "MultiWOZ_2.1.zip", "w") as zf:
+        zf.writestr("MultiWOZ_2.1/data.json", json.dumps({"d1.json": dialogue}))
+        zf.writestr("MultiWOZ_2.1/valListFile.txt", "d1.json\n")
+        zf.writestr("MultiWOZ_2.1/hotel_db.json", "[]")
+    expect_error(lambda: load_corpus(tmp_path / "MultiWOZ_2.1.zip"), "release archive", "unzip it", "MultiWOZ_2.1")
+    with zipfile.ZipFile(tmp_path / "one.zip", "w") as zf:
+        zf.writestr("MultiWOZ_2.1/data.json", json.dumps({"d1.json": dialogue}))
+    assert load_corpus(tmp_path / "one.zip").dialogues == {"train": 1}
+
+
 def test_wrong_schema(tmp_path):
     expect_error(lambda: load_corpus(write_json(tmp_path / "x.json", {"d1": {"turns": []}})), "d1.log")
     expect_error(lambda: load_corpus(write_json(tmp_path / "y.json", "hello")), "top-level JSON is a str")

@@ -139,3 +139,40 @@ def test_a_single_chat_file_is_held_out_by_dialogue(tmp_path):
     (tmp_path / "gone.jsonl").unlink()
     with pytest.raises(AftInputError, match="which does not exist"):
         load_corpus(tmp_path / "held-gone")
+
+
+def test_an_empty_i_x_is_refused_before_any_work(tmp_path):
+    """Single exchanges without annotations leave I_x salient (slot values) and I_x history (earlier turns) empty on
+    every example: focus and coverage would read 0 and every candidate the same reward, so a branch would train on
+    uniform weights without a word. The pipeline's check names the parameter it came from; a branch and the
+    evaluation refuse it on their own too. I_x all, and multi-turn chats for history, pass."""
+    from aft_core.aft import run_branch
+    from aft_core.config import AFTConfig, EvalConfig
+    from aft_core.evaluation import evaluate_systems
+    from flows.params import PipelineParams, check_parameters
+
+    exchange = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    for split in ("train", "validation", "test"):
+        write_jsonl(
+            tmp_path / "single" / f"{split}.jsonl", [{"id": f"{split}{i}", "messages": exchange} for i in range(3)]
+        )
+        write_jsonl(tmp_path / "multi" / f"{split}.jsonl", [CHAT | {"id": f"{split}-c1"}])
+    single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
+    run = str(tmp_path / "run")
+    check_parameters(PipelineParams(run_dir=run, data=single))
+    salient = {"sweep": {"grid": {"variants": [{}, {"ix_mode": "salient", "beta": 0.0}]}}}
+    with pytest.raises(AftInputError, match=r"sweep\.grid\.variants\[1\]\.ix_mode.*no turn of .*has one.*use ix_mode"):
+        check_parameters(PipelineParams(run_dir=run, data=single, **salient))
+    with pytest.raises(AftInputError, match=r"sweep\.branch\.ix_mode.*answers a first user turn"):
+        check_parameters(PipelineParams(run_dir=run, data=single, sweep={"branch": {"ix_mode": "history"}}))
+    with pytest.raises(AftInputError, match=r"sweep\.grid\.other\.ix_mode.*answers a first user turn"):
+        check_parameters(
+            PipelineParams(run_dir=run, data=single, sweep={"grid": {"other": {"ix_mode": ["all", "history"]}}})
+        )
+    check_parameters(PipelineParams(run_dir=run, data=multi, sweep={"branch": {"ix_mode": "history"}}))
+    with pytest.raises(AftInputError, match=r"'ix_mode'.*no turn of this corpus's train split"):
+        run_branch(AFTConfig(sft_model="tiny", data=multi, ix_mode="salient"), tmp_path / "branch", progress=False)
+    assert not (tmp_path / "branch").exists()
+    with pytest.raises(AftInputError, match=r"'ix_mode'.*this corpus's test split answers a first user turn"):
+        evaluate_systems({}, EvalConfig(data=single, ix_mode="history"), tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()

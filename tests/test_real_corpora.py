@@ -465,3 +465,79 @@ def test_multiwoz_as_released_with_json_lists_and_its_tables_beside_data_json(tm
     config = ConversationConfig(data=str(release), split="test", goals=6, reveal="full", samples=0)
     table = converse_systems({}, config, tmp_path / "conversations")
     assert "skipped" not in table and table["goals"] == 6 and table["user_words"]["retrieved"] > 0
+
+
+def _value_agreement(ours, gold) -> tuple[float, float]:
+    """Precision and recall of turns' slot values against gold ones, micro-averaged over (turn, value) pairs."""
+    both = sum(len(set(a) & set(b)) for a, b in zip(ours, gold, strict=True))
+    return both / sum(len(set(a)) for a in ours), both / sum(len(set(b)) for b in gold)
+
+
+def test_multiwoz_2_0_reads_its_acts_from_dialogue_acts_json(tmp_path):
+    """MultiWOZ 2.0 as released: data.json turns hold text and metadata only, the system turns' acts are in
+    dialogue_acts.json (keyed by the id without .json, "k" for the k-th system turn, "No Annotation" and acts past a
+    dialogue's end among them). The shared file in that layout gives the hold-out's examples with slot values (the
+    salient I_x) close to 2.1's spans, and the reader of system text the same gold acts and F1 as 2.1's layout; without
+    the acts file conversations are skipped with that reason, not with a meaningless F1. A dialogue_acts.json beside
+    a data.json that has its own acts (2.1) changes nothing."""
+    from aft_core.data.corpus import hold_out_splits, load_corpus, read_json
+    from aft_core.dialogue.closed_loop import reader_gate
+
+    source = shared_path("multiwoz21", "val.json.zip")
+    hold_out_splits(source, tmp_path / "held")
+    dialogues = read_json(source)
+    stripped, acts = {}, {}
+    for dialogue_id, dialogue in dialogues.items():
+        log = dialogue["log"]
+        stripped[f"{dialogue_id}.json"] = {
+            **dialogue,
+            "log": [{"text": t["text"], "metadata": t["metadata"]} for t in log],
+        }
+        acts[dialogue_id] = {str(i // 2 + 1): log[i]["dialog_act"] or "No Annotation" for i in range(1, len(log), 2)}
+        acts[dialogue_id][str(len(log) // 2 + 1)] = {"general-bye": [["none", "none"]]}  # an act past the end
+    release = tmp_path / "MULTIWOZ2"
+    release.mkdir()
+    (release / "data.json").write_text(json.dumps(stripped))
+    (release / "dialogue_acts.json").write_text(json.dumps(acts))
+    for stem in ("val", "test"):
+        ids = (tmp_path / "held" / f"{stem}ListFile.txt").read_text().split()
+        (release / f"{stem}ListFile.json").write_text("".join(f"{i}.json\n" for i in ids))
+    for table in (source.parent / "db").glob("*_db.json"):
+        (release / table.name).symlink_to(table)
+
+    corpus, held = load_corpus(release), load_corpus(tmp_path / "held")
+    assert corpus.dialogues == held.dialogues == {"train": 799, "validation": 100, "test": 100}
+    pairs = [
+        (a, b) for split in held.examples for a, b in zip(corpus.examples[split], held.examples[split], strict=True)
+    ]
+    assert all(a.dialogue_id == f"{b.dialogue_id}.json" and a.target == b.target for a, b in pairs)
+    system = [(a.history[-2].slot_values, b.history[-2].slot_values) for a, b in pairs if len(b.history) > 1]
+    user = [(a.history[-1].slot_values, b.history[-1].slot_values) for a, b in pairs]
+    precision, recall = _value_agreement(*zip(*system, strict=True))  # measured 0.999 / 0.994
+    assert precision >= 0.99 and recall >= 0.99
+    precision, recall = _value_agreement(*zip(*user, strict=True))  # the state's values the user writes: 0.899 / 0.895
+    assert precision >= 0.85 and recall >= 0.85
+    assert corpus.empty_ix("salient") is None
+    assert (
+        reader_gate(release, "test")
+        == reader_gate(tmp_path / "held", "test")
+        == (None, pytest.approx(0.9516, abs=1e-3))
+    )
+
+    (release / "dialogue_acts.json").rename(tmp_path / "acts.json")
+    reason, f1 = reader_gate(release, "test")
+    assert f1 is None and "carry no dialogue acts" in reason and "dialogue_acts.json" in reason
+    without = load_corpus(release).examples["test"]
+    assert not any(ex.history[-2].slot_values for ex in without if len(ex.history) > 1)  # no system value made up
+
+    whole = tmp_path / "MULTIWOZ2.1"
+    whole.mkdir()
+    (whole / "data.json").write_text(json.dumps(dialogues))
+    (whole / "dialogue_acts.json").write_text(
+        json.dumps({k: {"1": {"Hotel-Inform": [["Area", "east"]]}} for k in acts})
+    )
+
+    def seen(examples):
+        return [(ex.dialogue_id, ex.history, ex.target) for ex in examples]
+
+    assert seen(load_corpus(whole).examples["train"]) == seen(load_corpus(source).examples["validation"])

@@ -63,6 +63,7 @@ MULTIWOZ21_SLOTS = {
 }
 NON_DOMAIN_GOAL_KEYS = {"topic", "message"}
 HOLDOUT_FILE = "holdout.json"
+RELEASE_ACTS = "dialogue_acts.json"  # MultiWOZ 2.0's system acts, beside data.json (with_release_acts)
 # The files naming a MultiWOZ folder's held-out dialogues, one id per line: MultiWOZ 2.1 ships .txt, 2.0 and 2.4
 # ship .json (the same lines); the first that exists is read
 LIST_FILES = {
@@ -94,6 +95,28 @@ class Corpus:
             "db_dir": str(self.db_dir) if self.db_dir else None,
             "holdout": self.holdout,
         }
+
+    def empty_ix(self, ix_mode: str, split: str | None = None) -> tuple[str, str] | None:
+        """(why, fix) when the I_x of `ix_mode` (AFT_SPEC §4) is empty for every example of `split` (of every split
+        when None or absent), else None. Such an I_x is no error in the arithmetic (focus and coverage read 0, every
+        candidate gets the same reward), so a branch on it would train on uniform weights without a word."""
+        if split not in self.examples:
+            split = None
+        examples = self.examples[split] if split else [ex for exs in self.examples.values() for ex in exs]
+        where = f"this corpus's {split} split" if split else "this corpus"
+        if ix_mode == "salient" and not any(turn.slot_values for ex in examples for turn in ex.history):
+            return (
+                f"I_x salient is the tokens of annotated slot values, and no turn of {where} has one",
+                "use ix_mode all or history, or a corpus whose turns carry slot annotations (MultiWOZ span_info or "
+                "dialogue acts, SGD / MultiWOZ 2.2 slots)",
+            )
+        if ix_mode == "history" and not any(len(ex.history) > 1 for ex in examples):
+            return (
+                f"I_x history is the tokens of turns before the current user turn, and every example of {where} "
+                "answers a first user turn",
+                "use ix_mode all or salient, or a corpus of multi-turn dialogues",
+            )
+        return None
 
 
 CORPUS_FIX = "pass a MultiWOZ or ConvLab unified JSON file (or its .zip)"
@@ -162,6 +185,8 @@ def _load_corpus(path: Path, split: str | None) -> Corpus:
         return hub_parquet.load_hub_parquet(path)
     if path.suffix == ".jsonl":
         return chat_messages.load_chat_messages(path)
+    if path.suffix == ".zip" and path.name != "data.zip":
+        refuse_release_archive(path)
     data = read_json(path, "data/dialogues.json" if path.name == "data.zip" else None)
     if isinstance(data, list):
         if schema_guided.looks_schema_guided(data):
@@ -177,6 +202,28 @@ def _load_corpus(path: Path, split: str | None) -> Corpus:
         f"top-level JSON is a {type(data).__name__}",
         "MultiWOZ files hold an object {dialogue_id: {goal, log}}; unified files a list of dialogues",
     )
+
+
+def refuse_release_archive(path: Path) -> None:
+    """A release archive as downloaded (MultiWOZ_2.1.zip: a folder holding data.json, the split lists and the venue
+    tables) is not one corpus file: the one-line error says to unzip it, rather than that the zip holds too many
+    JSON files."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return  # read_json names the damage
+    inner = sorted(n for n in names if Path(n).name == "data.json" and "/" in n.strip("/"))
+    if inner and sum(n.endswith(".json") for n in names) > 1:  # a lone data.json inside is read as one file
+        folder = Path(inner[0]).parent
+        raise AftInputError(
+            path,
+            "<zip member>",
+            f"is a release archive: its {folder}/ holds data.json with the split lists and venue tables",
+            f"unzip it and pass the folder (e.g. {path.parent / folder})",
+        )
 
 
 # --- hold-out of a single-split corpus --------------------------------------------------------------
@@ -297,6 +344,38 @@ def read_split_list(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def with_release_acts(folder: Path, dialogues: dict[str, Any]) -> dict[str, Any]:
+    """The dialogues of a MultiWOZ folder's data.json with the system turns' acts of its `dialogue_acts.json` where
+    the turns carry none: MultiWOZ 2.0 keeps them in that file alone, keyed by the dialogue id without `.json` and
+    by "k" for the k-th system turn (log[2k-1]), "No Annotation" where a turn has none. Each such turn gets them as
+    its `dialog_act`, as 2.1 has them, so the reader of system text, corpus Inform/Success and the salient I_x read
+    2.0 as they read 2.1. Unchanged (the same object) when data.json has acts (2.1 on) or the file is absent."""
+    acts_file = folder / RELEASE_ACTS
+    has_acts = any(isinstance(t, dict) and "dialog_act" in t for d in dialogues.values() for t in d.get("log") or [])
+    if has_acts or not acts_file.is_file():
+        return dialogues
+    acts = io.read_json(acts_file, fix=f"restore MultiWOZ 2.0's {RELEASE_ACTS}, or remove it")
+    if not isinstance(acts, dict):
+        raise AftInputError(
+            acts_file, "<root>", "expected an object {dialogue_id: {turn: acts}}", f"restore {RELEASE_ACTS}"
+        )
+    merged = {}
+    for dialogue_id, dialogue in dialogues.items():
+        by_turn = acts.get(dialogue_id, acts.get(dialogue_id.removesuffix(".json")))
+        log = dialogue.get("log") if isinstance(dialogue, dict) else None
+        if not isinstance(by_turn, dict) or not isinstance(log, list):
+            merged[dialogue_id] = dialogue
+            continue
+        log = [dict(t) if isinstance(t, dict) else t for t in log]
+        for key, turn_acts in by_turn.items():
+            index = 2 * int(key) - 1 if str(key).isdigit() else -1
+            # acts past the log's end ("garbage annotation" at some dialogues' ends) have no turn to go to
+            if 0 < index < len(log) and isinstance(log[index], dict) and isinstance(turn_acts, dict):
+                log[index]["dialog_act"] = turn_acts
+        merged[dialogue_id] = {**dialogue, "log": log}
+    return merged
+
+
 def venue_tables(folder: Path) -> Path | None:
     """Where a corpus folder's venue databases (`<domain>_db.json`) lie: its `db/` (TownInfo, ConvLab), else the
     folder itself (MultiWOZ 2.x as released keeps restaurant_db.json ... beside data.json); None when neither."""
@@ -315,6 +394,7 @@ def load_multiwoz(path: Path, split: str | None = None, data: dict | None = None
         if whole is not None:
             dialogues = read_json(whole)
             _check_object(whole, dialogues)
+            dialogues = with_release_acts(path, dialogues)
             assigned: dict[str, str] = {}
             for split_name in LIST_FILES:
                 listing = list_file(path, split_name)
@@ -427,7 +507,11 @@ def _multiwoz_examples(file: Path, split: str, dialogue_id: str, dialogue: Any) 
     log = dialogue["log"]
     turns, states = [], []
     for i, raw_turn in enumerate(log):
-        text = raw_turn.get("text") if isinstance(raw_turn, dict) else None
+        if not isinstance(raw_turn, dict):
+            raise AftInputError(
+                file, f"{dialogue_id}.log[{i}]", f"{where} turn {i} is not an object", "give every turn a 'text'"
+            )
+        text = raw_turn.get("text")
         if not isinstance(text, str):
             raise AftInputError(
                 file,
@@ -442,12 +526,7 @@ def _multiwoz_examples(file: Path, split: str, dialogue_id: str, dialogue: Any) 
                 f"{where} turn {i} is an empty utterance",
                 "remove the dialogue or fill the turn's text",
             )
-        values = tuple(
-            dict.fromkeys(
-                str(span[2]) for span in raw_turn.get("span_info") or [] if isinstance(span, list) and len(span) >= 3
-            )
-        )
-        turns.append(Turn("user" if i % 2 == 0 else "system", " ".join(text.split()), values))
+        turns.append(Turn("user" if i % 2 == 0 else "system", " ".join(text.split()), _turn_values(log, i)))
         states.append(multiwoz_belief_state(raw_turn.get("metadata")) if i % 2 == 1 else {})
     if len(turns) < 2:
         raise AftInputError(
@@ -457,6 +536,28 @@ def _multiwoz_examples(file: Path, split: str, dialogue_id: str, dialogue: Any) 
     goal: dict[str, Any] = raw_goal if isinstance(raw_goal, dict) else {}
     domains = [d for d, v in goal.items() if d not in NON_DOMAIN_GOAL_KEYS and isinstance(v, dict) and v]
     return examples_from_turns(dialogue_id, split, turns, states, domains)
+
+
+def _turn_values(log: list[dict[str, Any]], i: int) -> tuple[str, ...]:
+    """The slot values of turn `i`: its `span_info` spans (MultiWOZ 2.1 on). A MultiWOZ 2.0 turn has no spans: a
+    system turn's are the values of its acts (with_release_acts) that its text writes, a user turn's the values of
+    the belief state after it (the next turn's metadata) that its text writes."""
+    turn = log[i]
+    if "span_info" in turn:
+        spans = turn.get("span_info") or []
+        return tuple(dict.fromkeys(str(span[2]) for span in spans if isinstance(span, list) and len(span) >= 3))
+    if i % 2 == 1:
+        found = turn.get("dialog_act")
+        acts: dict[str, Any] = found if isinstance(found, dict) else {}
+        pairs = [pair for listed in acts.values() if isinstance(listed, list) for pair in listed]
+        said = [pair[1] for pair in pairs if isinstance(pair, list) and len(pair) >= 2]
+    else:
+        after = log[i + 1].get("metadata") if i + 1 < len(log) and isinstance(log[i + 1], dict) else None
+        said = [v for slots in multiwoz_belief_state(after).values() for v in slots.values()]
+    text = turn["text"]
+    # a value is a word or more ("?" marks a request, "none" an empty slot)
+    written = [v for v in said if isinstance(v, str) and re.search(r"\w", v) and v.strip().lower() != "none"]
+    return tuple(dict.fromkeys(v for v in written if in_text(v, text)))
 
 
 # --- ConvLab unified schema ---------------------------------------------------------------------

@@ -57,6 +57,12 @@ def reader_gate(
             "db/ or <domain>_db.json), so there is nothing for a user to pursue"
         ), None
     agreement = micro_f1(reader_agreement_on(folder, split, dialogues), kinds)
+    if math.isnan(agreement):
+        return (
+            f"the {split} system turns of {folder} carry no dialogue acts to check the reader of system text "
+            "against (MultiWOZ 2.0 keeps them in dialogue_acts.json beside data.json), so Inform and Success read "
+            "by it could not be trusted"
+        ), None
     if not agreement >= READER_MIN_F1:
         over = f" over {', '.join(kinds)}" if kinds else ""
         return (

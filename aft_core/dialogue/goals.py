@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aft_core import io
-from aft_core.data.corpus import listed_dialogues, venue_tables
+from aft_core.data.corpus import listed_dialogues, venue_tables, with_release_acts
 from aft_core.errors import AftInputError
 
 VENUE_DOMAINS = ("restaurant", "hotel", "attraction", "train")
@@ -128,7 +128,7 @@ def read_dialogues(corpus_dir: str | Path) -> dict[str, Any]:
             "point at a MultiWOZ-schema corpus folder (data.json, valListFile.txt, testListFile.txt)",
         )
     dialogues: dict[str, Any] = io.read_json(path, fix="restore the corpus file")
-    return dialogues
+    return with_release_acts(folder, dialogues)
 
 
 def load_goals(corpus_dir: str | Path, split: str = "test", dialogues: dict[str, Any] | None = None) -> list[Goal]:
