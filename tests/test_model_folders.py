@@ -373,3 +373,25 @@ def test_a_causal_lm_whose_base_prefix_names_no_module_trains(tmp_path, towninfo
         == 0
     )
     assert json.loads((out / "sft_result.json").read_text())["steps"] == 8
+
+
+def test_a_bfloat16_checkpoint_trains_in_float32(tmp_path, towninfo_dir, texts):
+    """Most hub decoders are saved in bfloat16, and transformers loads them so. An AdamW step of lr 1e-5 is below
+    bfloat16's precision at the weights' size and would be lost, so a model is loaded in float32 (the checkpoint's
+    values, upcast); SFT from it moves the weights and saves float32."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    folder = build_llama_chat(tmp_path / "llama", texts)
+    AutoModelForCausalLM.from_pretrained(folder).to(torch.bfloat16).save_pretrained(folder)
+    stored = load_file(folder / "model.safetensors")
+    assert {t.dtype for t in stored.values()} == {torch.bfloat16}
+    model, _ = load_model(folder, for_training=True)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    loaded = dict(model.named_parameters())
+    assert all(torch.equal(loaded[name], value.float()) for name, value in stored.items() if name in loaded)
+    argv = ["sft", "--model", str(folder), "--data", str(towninfo_dir), "--out", str(tmp_path / "sft")]
+    assert main([*argv, *SFT_ARGS, "--learning-rate", "1e-5"]) == 0
+    trained = load_file(tmp_path / "sft" / "model" / "model.safetensors")
+    assert {t.dtype for t in trained.values()} == {torch.float32}
+    assert any(not torch.equal(trained[name], value.float()) for name, value in stored.items() if name in trained)

@@ -229,6 +229,10 @@ def load_model(
             config=config,
             output_loading_info=True,
             attn_implementation="eager" if seq2seq else CAUSAL_ATTENTION,
+            # float32 weights whatever the checkpoint was saved in: transformers loads a bfloat16 checkpoint (most
+            # hub decoders) as bfloat16, where an AdamW step of lr 1e-5 is below the weights' precision and is lost,
+            # and log-probabilities, KL and A lose digits. A GPU step runs under bfloat16 autocast (aft_core.aft).
+            dtype=torch.float32,
             **kwargs,
         )
     except AftInputError:  # a refusal of the config's own (check_generative_config): not wrapped as a load failure
