@@ -170,6 +170,37 @@ def test_the_rule_system_reads_a_multiwoz_users_words(world):
     assert reader.read(system.respond([[Turn("user", "i want some kosher food in the east .")]])[0]).no_offer
 
 
+def test_constraints_without_corpus_words_are_said_as_a_multiwoz_user_would(world):
+    """Where the corpus's own user utterances run out (every turn of MultiWOZ 2.0, which annotates no user acts),
+    the user speaks TownInfo's words, which have none for a train's departure and times or a hotel's parking and
+    wifi. Those are said as MultiWOZ users say them, not as "the leaveAt should be 12:45", and the rule system reads
+    every one back (with "the departure should be cambridge" it asked for the departure until the user gave up: the
+    rule system's success on 20 goals of the shared MultiWOZ hold-out in 2.0's layout was 0.50, now 0.85)."""
+    from aft_core.dialogue.goals import DomainGoal, Goal
+    from aft_core.dialogue.rule_system import RuleSystem
+    from aft_core.dialogue.user import AgendaUser
+
+    system, reader = RuleSystem(world["db"]), world["reader"]
+    train = {"departure": "cambridge", "destination": "ely", "day": "monday", "leaveAt": "09:15"}
+    later = {"departure": "cambridge", "destination": "ely", "day": "friday", "arriveBy": "11:30"}
+    hotel = {"area": "north", "parking": "yes", "internet": "no"}
+    goals = [
+        (d, Goal(f"g{i}", (DomainGoal(d, c, c),)))
+        for i, (d, c) in enumerate([("train", train), ("train", later), ("hotel", hotel)])
+    ]
+    for reveal in ("full", "sharded"):
+        for domain, goal in goals:
+            user = AgendaUser(goal, reveal, seed=3)
+            user.open()
+            while user.state.unrevealed and len(user.turns) < 8:
+                user.respond(reader.read("okay ."))
+            assert not user.state.unrevealed
+            for turn in user.turns:
+                assert "should be" not in turn.text, turn.text
+                read = system._values_in(domain, turn.text, False)
+                assert {s: read.get(s) for s in turn.revealed} == turn.revealed, (turn.text, read)
+
+
 def test_the_rule_system_hears_a_domain_in_a_plural_and_a_venues_bare_name():
     """MultiWOZ users open a domain with "restaurants" or with a venue's name alone; a star rating no venue has
     is still a constraint (the search then finds nothing, and the user relaxes it); "my food" names no cuisine."""

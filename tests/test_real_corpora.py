@@ -480,8 +480,9 @@ def test_multiwoz_2_0_reads_its_acts_from_dialogue_acts_json(tmp_path):
     salient I_x) close to 2.1's spans, and the reader of system text the same gold acts and F1 as 2.1's layout; without
     the acts file conversations are skipped with that reason, not with a meaningless F1. A dialogue_acts.json beside
     a data.json that has its own acts (2.1) changes nothing."""
+    from aft_core.config import ConversationConfig
     from aft_core.data.corpus import hold_out_splits, load_corpus, read_json
-    from aft_core.dialogue.closed_loop import reader_gate
+    from aft_core.dialogue.closed_loop import conversation_caption, converse_systems, reader_gate
 
     source = shared_path("multiwoz21", "val.json.zip")
     hold_out_splits(source, tmp_path / "held")
@@ -523,6 +524,12 @@ def test_multiwoz_2_0_reads_its_acts_from_dialogue_acts_json(tmp_path):
         == reader_gate(tmp_path / "held", "test")
         == (None, pytest.approx(0.9516, abs=1e-3))
     )
+
+    # 2.0 annotates no user acts, so its user speaks TownInfo's phrases throughout, MultiWOZ's constraints included
+    table = converse_systems({}, ConversationConfig(data=str(release), goals=20, samples=0), tmp_path / "conversations")
+    assert table["user_words"]["retrieved"] == 0 and "said 0 of" in conversation_caption(table)
+    rule = {mode: rows[0]["success"][0] for mode, rows in table["rows"].items()}
+    assert rule["full"] >= 0.8 and rule["sharded"] >= 0.8, rule  # 0.85 / 0.85 (0.50 / 0.45 before said_plainly)
 
     (release / "dialogue_acts.json").rename(tmp_path / "acts.json")
     reason, f1 = reader_gate(release, "test")

@@ -269,9 +269,17 @@ CONVERSATION_HEADER = [
 
 
 def conversation_caption(table: dict[str, Any]) -> str:
+    words = table.get("user_words")
+    said = ""
+    if words:  # how much of the user's speech was the corpus's own (the rest: TownInfo's phrases)
+        total = words["retrieved"] + words["fallbacks"]
+        said = (
+            f" The user said {words['retrieved']} of {total} utterances in the corpus's own words (retrieved by "
+            "dialogue act), the rest in TownInfo's phrases."
+        )
     return (
         f"Closed-loop conversations: {table['goals']} {table['split']} goals, seed {table['seed']}, the user gives "
-        f"up after {table['max_exchanges']} turns. Outcomes read from the system's words by a matcher "
+        f"up after {table['max_exchanges']} turns.{said} Outcomes read from the system's words by a matcher "
         f"(aft_core.dialogue.reader; F1 {table['reader_f1']:.3f} against the gold system acts of these dialogues); "
         "lexicalised, not the delexicalised leaderboard setting; mean [95% bootstrap CI]; p: McNemar (success), "
         "paired bootstrap (inform) against SFT."

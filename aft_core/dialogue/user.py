@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aft_core.config import REVEAL_MODES
+from aft_core.data.corpus import in_text
 from aft_core.data.venues import satisfies, venue_name
 from aft_core.dialogue import user_words
 from aft_core.dialogue.goals import DomainGoal, Goal
@@ -130,12 +131,10 @@ class AgendaUser:
         if self.words is not None and (said := self.words.inform(self.rng, domain, slots)):
             return self._say(said, slots)
         spoken = {s: v for s, v in slots.items() if s in ANSWERABLE}
-        if not spoken:  # a slot TownInfo users have no words for: said plainly
-            return self._say(" ".join(f"the {s} should be {v} ." for s, v in slots.items()), slots)
-        text = user_words.slot_answers(self.rng, domain, spoken)
-        rest = {s: v for s, v in slots.items() if s not in spoken}
-        text += "".join(f" the {s} should be {v} ." for s, v in rest.items())
-        return self._say(text, slots)
+        plain = [user_words.said_plainly(self.rng, s, v) for s, v in slots.items() if s not in spoken]
+        if not spoken:  # slots TownInfo users have no words for: said as a MultiWOZ user would
+            return self._say(" ".join(plain), slots)
+        return self._say(" ".join([user_words.slot_answers(self.rng, domain, spoken), *plain]), slots)
 
     def _open_domain(self) -> str:
         state = self.state
@@ -144,8 +143,9 @@ class AgendaUser:
             return self._say(said, first)
         spoken = {s: v for s, v in first.items() if s in ANSWERABLE}
         text = user_words.opening(self.rng, state.goal.domain, spoken, self.index == 0)
-        # what the TownInfo phrase has no words for (a MultiWOZ hotel's type), said plainly
-        text += "".join(f" the {s} should be {v} ." for s, v in first.items() if str(v).lower() not in text)
+        # what the TownInfo phrase has no words for (a MultiWOZ train's departure, a hotel's parking), said plainly
+        unsaid = {s: v for s, v in first.items() if s not in spoken or not in_text(str(v), text)}
+        text = " ".join([text, *(user_words.said_plainly(self.rng, s, v) for s, v in unsaid.items())])
         return self._say(text, first)
 
     def open(self) -> str:

@@ -125,6 +125,34 @@ def slot_answer(rng: random.Random, domain: str, slot: str, value: str) -> str:
     return rng.choice(options[slot])
 
 
+# A MultiWOZ goal's constraints that TownInfo users never state (the simulator only: the generator never draws them)
+PLAIN: dict[str, list[str] | dict[str, list[str]]] = {
+    "departure": [
+        "i am leaving from {v} .",
+        "i will depart from {v} .",
+        "from {v} please .",
+        "i am departing from {v} .",
+    ],
+    "leaveAt": ["i want to leave after {v} .", "i would like to leave after {v} .", "leaving after {v} please ."],
+    "arriveBy": ["i need to arrive by {v} .", "i want to get there by {v} .", "arriving by {v} please ."],
+    "name": ["i am looking for {v} .", "it is called {v} .", "the place is {v} ."],
+    "department": ["the {v} department please .", "i need the {v} department ."],
+    "parking": {"yes": ["i need free parking .", "it should have free parking ."], "no": ["i do not need parking ."]},
+    "internet": {"yes": ["it should have free wifi .", "i need internet ."], "no": ["i do not need internet ."]},
+}
+
+
+def said_plainly(rng: random.Random, slot: str, value: str) -> str:
+    """A constraint TownInfo's phrases have no words for (a MultiWOZ train's departure time, a hotel's parking), in
+    words a MultiWOZ user would use ("i want to leave after 12:45 ."); "the <slot> should be <value> ." for a slot
+    without any."""
+    found = PLAIN.get(slot)
+    options = found.get(str(value).lower()) if isinstance(found, dict) else found
+    if not options:
+        return f"the {slot} should be {value} ."
+    return rng.choice(options).format(v=value)
+
+
 def slot_answers(rng: random.Random, domain: str, slots: dict[str, str]) -> str:
     """Several constraints in one turn (the simulator's `agenda` mode): one answer per slot, joined."""
     return " ".join(slot_answer(rng, domain, slot, value) for slot, value in slots.items())
