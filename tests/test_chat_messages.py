@@ -158,6 +158,8 @@ def test_an_empty_i_x_is_refused_before_any_work(tmp_path):
         )
         write_jsonl(tmp_path / "multi" / f"{split}.jsonl", [CHAT | {"id": f"{split}-c1"}])
     single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
+    assert load_corpus(single).stats()["ix_nonempty"] == {"salient": 0.0, "history": 0.0}  # `aft data stats`
+    assert load_corpus(multi).stats()["ix_nonempty"] == {"salient": 0.0, "history": 0.5}
     run = str(tmp_path / "run")
     check_parameters(PipelineParams(run_dir=run, data=single))
     salient = {"sweep": {"grid": {"variants": [{}, {"ix_mode": "salient", "beta": 0.0}]}}}

@@ -94,6 +94,11 @@ class Corpus:
             "history_words_max": max(words, default=0),
             "db_dir": str(self.db_dir) if self.db_dir else None,
             "holdout": self.holdout,
+            # the share of examples whose I_x is not empty, for each I_x that can be (empty_ix refuses a zero)
+            "ix_nonempty": {
+                "salient": _share(lambda ex: any(t.slot_values for t in ex.history), self.examples),
+                "history": _share(lambda ex: len(ex.history) > 1, self.examples),
+            },
         }
 
     def empty_ix(self, ix_mode: str, split: str | None = None) -> tuple[str, str] | None:
@@ -117,6 +122,12 @@ class Corpus:
                 "use ix_mode all or salient, or a corpus of multi-turn dialogues",
             )
         return None
+
+
+def _share(holds: Any, examples: dict[str, list[Example]]) -> float:
+    """The share of all splits' examples for which `holds(example)` is true (0.0 without examples)."""
+    every = [ex for exs in examples.values() for ex in exs]
+    return round(sum(1 for ex in every if holds(ex)) / len(every), 4) if every else 0.0
 
 
 CORPUS_FIX = "pass a MultiWOZ or ConvLab unified JSON file (or its .zip)"
