@@ -51,6 +51,12 @@ def test_a_release_archive_says_to_unzip_it(tmp_path):
     assert load_corpus(tmp_path / "one.zip").dialogues == {"train": 1}
 
 
+def test_a_malformed_dialogue_beside_multiwoz_20s_acts_is_the_one_line_error(tmp_path):
+    write_json(tmp_path / "data.json", {"d1.json": "not a dialogue"})
+    write_json(tmp_path / "dialogue_acts.json", {"d1": {"1": {"Hotel-Inform": [["Area", "east"]]}}})
+    expect_error(lambda: load_corpus(tmp_path), "d1.json.log", "no 'log' list")
+
+
 def test_wrong_schema(tmp_path):
     expect_error(lambda: load_corpus(write_json(tmp_path / "x.json", {"d1": {"turns": []}})), "d1.log")
     expect_error(lambda: load_corpus(write_json(tmp_path / "y.json", "hello")), "top-level JSON is a str")

@@ -362,7 +362,8 @@ def with_release_acts(folder: Path, dialogues: dict[str, Any]) -> dict[str, Any]
     its `dialog_act`, as 2.1 has them, so the reader of system text, corpus Inform/Success and the salient I_x read
     2.0 as they read 2.1. Unchanged (the same object) when data.json has acts (2.1 on) or the file is absent."""
     acts_file = folder / RELEASE_ACTS
-    has_acts = any(isinstance(t, dict) and "dialog_act" in t for d in dialogues.values() for t in d.get("log") or [])
+    logs = [d["log"] for d in dialogues.values() if isinstance(d, dict) and isinstance(d.get("log"), list)]
+    has_acts = any(isinstance(t, dict) and "dialog_act" in t for log in logs for t in log)
     if has_acts or not acts_file.is_file():
         return dialogues
     acts = io.read_json(acts_file, fix=f"restore MultiWOZ 2.0's {RELEASE_ACTS}, or remove it")
