@@ -28,6 +28,7 @@ import json
 import os
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,7 @@ class Corpus:
             "db_dir": str(self.db_dir) if self.db_dir else None,
             "holdout": self.holdout,
             # the share of examples whose I_x is not empty, for each I_x that can be (empty_ix refuses a zero)
-            "ix_nonempty": {
-                "salient": _share(lambda ex: any(t.slot_values for t in ex.history), self.examples),
-                "history": _share(lambda ex: len(ex.history) > 1, self.examples),
-            },
+            "ix_nonempty": {mode: _share(holds, self.examples) for mode, holds in IX_NONEMPTY.items()},
         }
 
     def empty_ix(self, ix_mode: str, split: str | None = None) -> tuple[str, str] | None:
@@ -109,22 +107,31 @@ class Corpus:
             split = None
         examples = self.examples[split] if split else [ex for exs in self.examples.values() for ex in exs]
         where = f"this corpus's {split} split" if split else "this corpus"
-        if ix_mode == "salient" and not any(turn.slot_values for ex in examples for turn in ex.history):
+        holds = IX_NONEMPTY.get(ix_mode)
+        if holds is None or any(holds(ex) for ex in examples):
+            return None
+        if ix_mode == "salient":
             return (
                 f"I_x salient is the tokens of annotated slot values, and no turn of {where} has one",
                 "use ix_mode all or history, or a corpus whose turns carry slot annotations (MultiWOZ span_info or "
                 "dialogue acts, SGD / MultiWOZ 2.2 slots)",
             )
-        if ix_mode == "history" and not any(len(ex.history) > 1 for ex in examples):
-            return (
-                f"I_x history is the tokens of turns before the current user turn, and every example of {where} "
-                "answers a first user turn",
-                "use ix_mode all or salient, or a corpus of multi-turn dialogues",
-            )
-        return None
+        return (
+            f"I_x history is the tokens of turns before the current user turn, and every example of {where} "
+            "answers a first user turn",
+            "use ix_mode all or salient, or a corpus of multi-turn dialogues",
+        )
 
 
-def _share(holds: Any, examples: dict[str, list[Example]]) -> float:
+# Whether an example's I_x can hold a token, for the I_x that can be empty (`all` always holds the prompt): salient
+# needs a turn with annotated slot values, history a turn before the current user turn
+IX_NONEMPTY: dict[str, Callable[[Example], bool]] = {
+    "salient": lambda ex: any(turn.slot_values for turn in ex.history),
+    "history": lambda ex: len(ex.history) > 1,
+}
+
+
+def _share(holds: Callable[[Example], bool], examples: dict[str, list[Example]]) -> float:
     """The share of all splits' examples for which `holds(example)` is true (0.0 without examples)."""
     every = [ex for exs in examples.values() for ex in exs]
     return round(sum(1 for ex in every if holds(ex)) / len(every), 4) if every else 0.0
@@ -568,7 +575,9 @@ def _turn_values(log: list[dict[str, Any]], i: int) -> tuple[str, ...]:
         said = [v for slots in multiwoz_belief_state(after).values() for v in slots.values()]
     text = turn["text"]
     # a value is a word or more ("?" marks a request, "none" an empty slot)
-    written = [v for v in said if isinstance(v, str) and re.search(r"\w", v) and v.strip().lower() != "none"]
+    written = [
+        v for v in said if isinstance(v, str) and re.search(r"\w", v) and v.strip().lower() not in MULTIWOZ_EMPTY_VALUES
+    ]
     return tuple(dict.fromkeys(v for v in written if in_text(v, text)))
 
 
