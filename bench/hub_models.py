@@ -3,7 +3,8 @@
 - T5 v1.1: gated-gelu, untied head, a SentencePiece (unigram) `spiece.model` with 100 extra ids;
 - BART: byte-level BPE (vocab.json + merges.txt), decoder start </s>, forced BOS <s>, learned positions;
 - a Llama-shaped causal LM whose tokenizer has a chat template and an end-of-turn token, and no pad token;
-- a Gemma-2-shaped causal LM with Gemma's own chat template (strict user/assistant alternation, no system role).
+- a Gemma-2-shaped causal LM with Gemma's own chat template (strict user/assistant alternation, no system role);
+- Qwen2.5's chat template (a default system prompt before the first turn), for tokenizers built with `chat_tokenizer`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ GEMMA_CHAT_TEMPLATE = (
     "{% else %}{% set role = message['role'] %}{% endif %}"
     "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+
+
+# Qwen2.5's chat template (Qwen/Qwen2.5-0.5B-Instruct), tools left out: ChatML, and a default system prompt when the
+# messages have none, so the rendered text holds words before the first turn that a short turn can also be.
+QWEN_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a "
+    "helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
+    "'\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 

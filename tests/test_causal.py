@@ -444,3 +444,29 @@ def test_a_hybrid_decodes_as_generate_and_reads_a_from_its_attention_layers_only
     alone = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     model.zero_grad(set_to_none=True)
     assert float((batched - alone).norm() / alone.norm()) < 1e-5
+
+
+def test_turns_are_found_after_the_templates_own_words_not_inside_them(chat_model, towninfo_dir):
+    """Qwen2.5's template writes a default system prompt ("… a helpful assistant.") before the first turn and
+    `<|im_start|>` before each: a turn "help" or "start" must map to its own tokens, not to those words."""
+    from aft_core.models.causal import CausalFamily
+    from bench.hub_models import QWEN_CHAT_TEMPLATE, chat_tokenizer
+
+    model, _, _ = chat_model
+    texts = tokenizer_texts(corpus_to_dataset(load_corpus(towninfo_dir))["train"])
+    tokenizer = chat_tokenizer(texts, QWEN_CHAT_TEMPLATE, ("<|im_start|>", "<|im_end|>"))
+    family = CausalFamily(model.config, None, tokenizer)
+    history = [Turn("user", "help"), Turn("system", "what would you like ?"), Turn("user", "start", ("start",))]
+    row = family.encode_prompts([history], tokenizer, 200)[0]
+    ids, turn_of = row["input_ids"], row["src_turn"]
+    text = tokenizer.decode(ids)
+    prompt = text.index("helpful assistant")
+    assert prompt < text.index("help<|im_end|>")  # the collision this test is about is there
+    for index, turn in enumerate(history):
+        tokens = [i for i, t in zip(ids, turn_of, strict=True) if t == index]
+        assert tokenizer.decode(tokens).strip() == turn.text, (index, tokenizer.decode(tokens))
+        before = tokenizer.decode(ids[: turn_of.index(index)])  # everything before the turn's first token
+        assert before.endswith(("user\n", "assistant\n")) and "helpful assistant." in before, (index, before)
+    salient = [i for i, s in zip(ids, row["src_is_salient"], strict=True) if s]
+    assert tokenizer.decode(salient).strip() == "start"
+    assert "<|im_start|>" not in tokenizer.decode([i for i, t in zip(ids, turn_of, strict=True) if t >= 0])

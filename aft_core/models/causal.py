@@ -22,6 +22,7 @@ import contextvars
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -561,6 +562,31 @@ class _Draft:
     first_index: int  # the index of turns[0] in the whole history
     spans: list[tuple[int, int, int, bool]] | None = None  # a template-free text's (start, end, turn, is_tag)
     slot_spans: list[tuple[int, int]] | None = None  # and its slot values' character spans
+    alternate: bool = False  # its chat messages were made to alternate (`alternating`)
+
+
+def _messages(turns: Sequence[Any], alternate: bool) -> list[dict[str, str]]:
+    """The chat messages of `turns` (made to alternate roles where the template insists)."""
+    if alternate:
+        return alternating(turns, 0)[0]
+    return [{"role": ROLES[t.speaker], "content": t.text} for t in turns]
+
+
+def _glue(draft: _Draft, tokenizer: Any) -> list[int]:
+    """How many characters the chat template writes before each turn's text, counted from the end of the turn before
+    (from the start for the first): the same messages rendered with a marker for each text, so a default system
+    prompt (Qwen2.5's "… You are a helpful assistant.") or a role header (`<|im_start|>user`) is known to be the
+    template's, even where a turn's text ("help", "start") also occurs in it."""
+    markers = [SimpleNamespace(speaker=t.speaker, text=f"AFTTURNMARKER{i}X") for i, t in enumerate(draft.turns)]
+    text = tokenizer.apply_chat_template(
+        _messages(markers, draft.alternate), tokenize=False, add_generation_prompt=True
+    )
+    glue, cursor = [], 0
+    for marker in markers:
+        at = text.find(marker.text, cursor)
+        glue.append(at - cursor if at >= 0 else -1)  # -1: the template does not show it verbatim
+        cursor = at + len(marker.text) if at >= 0 else cursor
+    return glue
 
 
 def _draft(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: bool) -> _Draft:
@@ -568,12 +594,10 @@ def _draft(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: bo
     `alternate`: the template insists on alternating roles (`needs_alternation`), so the messages are made to."""
     if getattr(tokenizer, "chat_template", None):
         if alternate:
-            messages, kept = alternating(turns, first_index)
+            kept = alternating(turns, first_index)[1]
             turns, first_index = [turn for _, turn in kept], kept[0][0]
-        else:
-            messages = [{"role": ROLES[t.speaker], "content": t.text} for t in turns]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return _Draft(text, [], list(turns), first_index)
+        text = tokenizer.apply_chat_template(_messages(turns, alternate), tokenize=False, add_generation_prompt=True)
+        return _Draft(text, [], list(turns), first_index, alternate=alternate)
     text, history_spans, slot_spans = serialise_history(turns)
     spans = [(sp.start, sp.end, first_index + sp.turn, sp.is_tag) for sp in history_spans]
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -599,9 +623,13 @@ def _mapped(draft: _Draft, ids: Sequence[int], offsets: Sequence[tuple[int, int]
         spans, slot_spans = draft.spans, draft.slot_spans
     else:
         spans, slot_spans, cursor = [], [], 0
-        for i, turn in enumerate(draft.turns):
+        for i, (turn, glue) in enumerate(zip(draft.turns, _glue(draft, tokenizer), strict=True)):
             content = turn.text.strip()
-            at = text.find(content, cursor)
+            # where the template puts the text (a template may trim it, so also past its leading whitespace);
+            # else the first occurrence after the turn before, for templates that rewrite what a marker shows
+            expected = (cursor + glue, cursor + glue + len(turn.text) - len(turn.text.lstrip())) if glue >= 0 else ()
+            at = next((a for a in expected if text.startswith(content, a)), None)
+            at = text.find(content, cursor) if at is None else at
             if at < 0:
                 raise AftInputError(
                     getattr(tokenizer, "name_or_path", "tokenizer"),
