@@ -574,6 +574,7 @@ def run_branch(
     hold_point("branch_start")  # test-only (aft_core.faults); nothing without AFT_HOLD
     branch = BranchLayout(Path(out_dir))
     corpus = load_corpus(cfg.data)
+    corpus.require_splits("train", "validation")
     if (empty := corpus.empty_ix(cfg.ix_mode, "train")) is not None:
         raise AftInputError(cfg.data, "ix_mode", *empty)
     tables = corpus_to_dataset(corpus)

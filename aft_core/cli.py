@@ -2,6 +2,7 @@
 
     aft data towninfo --out DIR [--dialogues N] [--seed S]   write the built-in synthetic corpus
     aft data stats PATH                                      one JSON object describing a corpus
+    aft data holdout PATH --out DIR                          a single-split corpus divided by dialogue
     aft sft --data PATH --model PRESET|DIR --out DIR [...]   supervised fine-tuning (resumable)
     aft train-branch --sft DIR --data PATH --out DIR [...]   one AFT branch: train (resumable), then judge
     aft classify BRANCH_DIR [--thresholds sft|paper] [--threshold KEY=VALUE ...]
@@ -63,6 +64,13 @@ def cmd_towninfo(args: argparse.Namespace) -> int:
 
     out = generate_towninfo(args.out, dialogues=args.dialogues, seed=args.seed)
     print(json.dumps({"corpus": str(out)}))
+    return 0
+
+
+def cmd_holdout(args: argparse.Namespace) -> int:
+    from aft_core.data.corpus import hold_out_splits
+
+    print(json.dumps({"corpus": str(args.out), **hold_out_splits(args.path, args.out)}, indent=2))
     return 0
 
 
@@ -271,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     stats = data.add_parser("stats", help="print format, dialogues and examples per split, history lengths")
     stats.add_argument("path", help="corpus file or folder")
     stats.set_defaults(func=cmd_stats)
+
+    holdout = data.add_parser(
+        "holdout",
+        help="divide a single-split corpus (a MultiWOZ validation file, one chat JSONL file) into train/validation/"
+        "test by dialogue, as aft-pipeline does; the folder written is what --data then takes (nothing is copied)",
+    )
+    holdout.add_argument("path", help="corpus file or folder with one split")
+    holdout.add_argument("--out", required=True, help="folder to write (links and list files)")
+    holdout.set_defaults(func=cmd_holdout)
 
     sft = sub.add_parser("sft", help="supervised fine-tuning (resumes an interrupted run in the same --out)")
     add_config_options(sft, SFTConfig)

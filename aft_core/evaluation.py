@@ -116,9 +116,8 @@ def evaluate_systems(
     out = EvaluationLayout(Path(out_dir))
     torch.set_num_threads(torch_threads())
     corpus = load_corpus(cfg.data)
+    corpus.require_splits(cfg.split)
     tables = corpus_to_dataset(corpus)
-    if cfg.split not in tables:
-        raise AftInputError(cfg.data, cfg.split, "the corpus has no such split", "evaluate a corpus with a test split")
     if (empty := corpus.empty_ix(cfg.ix_mode, cfg.split)) is not None:
         raise AftInputError(cfg.data, "ix_mode", *empty)
     table = tables[cfg.split]

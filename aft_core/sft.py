@@ -245,6 +245,7 @@ def run_sft(
     cfg.validate()
     out = SFTLayout(Path(out_dir))
     corpus = load_corpus(cfg.data)  # bad input fails here, before anything is written
+    corpus.require_splits("train", "validation")
     claim_run_dir(out.root, out.config.name, {**dataclasses.asdict(cfg), "config_id": config_id(cfg)})
     done = finished_result(out.result)
     if done is not None:

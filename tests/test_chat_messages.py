@@ -141,6 +141,35 @@ def test_a_single_chat_file_is_held_out_by_dialogue(tmp_path):
         load_corpus(tmp_path / "held-gone")
 
 
+def test_a_single_split_corpus_is_refused_by_the_stages_with_the_holdout_command_that_divides_it(tmp_path, capsys):
+    """`aft sft` on one file (MultiWOZ's validation file, one chat file) has no train split to train on: it ended in
+    a KeyError traceback. The stages now refuse it naming `aft data holdout`, whose folder they then take."""
+    from aft_core.cli import main
+
+    records = [
+        {"id": f"c{i}", "messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}]}
+        for i in range(40)
+    ]
+    source = write_jsonl(tmp_path / "chats.jsonl", records)
+    sft = ["sft", "--model", "tiny", "--max-steps", "1", "--eval-every", "1", "--dev-examples", "2", "--quiet"]
+    fix = f"aft data holdout {source.resolve()} --out DIR"
+
+    def refused(argv):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        line = next(line for line in err.splitlines() if line.startswith("error:"))
+        assert "Traceback" not in err and "has no " in line and "(its splits: " in line and fix in line, line
+
+    refused([*sft, "--data", str(source), "--out", str(tmp_path / "sft")])
+    assert not (tmp_path / "sft").exists()  # refused before anything is written
+    assert main(["data", "holdout", str(source), "--out", str(tmp_path / "held")]) == 0
+    assert json.loads(capsys.readouterr().out)["dialogues"] == {"test": 4, "validation": 4, "train": 32}
+    assert main([*sft, "--data", str(tmp_path / "held"), "--out", str(tmp_path / "sft")]) == 0
+    model = str(tmp_path / "sft" / "model")
+    refused(["train-branch", "--sft", model, "--data", str(source), "--out", str(tmp_path / "b"), "--quiet"])
+    refused(["evaluate", "--sft", model, "--data", str(source), "--out", str(tmp_path / "e")])
+
+
 def test_an_empty_i_x_is_refused_before_any_work(tmp_path):
     """Single exchanges without annotations leave I_x salient (slot values) and I_x history (earlier turns) empty on
     every example: focus and coverage would read 0 and every candidate the same reward, so a branch would train on

@@ -99,6 +99,22 @@ class Corpus:
             "ix_nonempty": {mode: _share(holds, self.examples) for mode, holds in IX_NONEMPTY.items()},
         }
 
+    def require_splits(self, *splits: str) -> None:
+        """Refuse, with the fix, a corpus that lacks a split a stage reads (SFT and a branch train on `train` and
+        probe `validation`; evaluation reads `test`). A single-split corpus (MultiWOZ's validation file, one chat
+        JSONL file) is what `aft data holdout` divides by dialogue, as aft-pipeline does."""
+        missing = [split for split in splits if split not in self.examples]
+        if not missing:
+            return
+        have = ", ".join(sorted(self.examples))
+        fix = (
+            f"divide it by dialogue with `aft data holdout {self.source} --out DIR` (what aft-pipeline does with a "
+            "single-split corpus) and pass DIR"
+            if len(self.examples) == 1
+            else "pass a corpus with train, validation and test splits"
+        )
+        raise AftInputError(self.source, "<splits>", f"has no {' or '.join(missing)} split (its splits: {have})", fix)
+
     def empty_ix(self, ix_mode: str, split: str | None = None) -> tuple[str, str] | None:
         """(why, fix) when the I_x of `ix_mode` (AFT_SPEC §4) is empty for every example of `split` (of every split
         when None or absent), else None. Such an I_x is no error in the arithmetic (focus and coverage read 0, every
