@@ -451,11 +451,16 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def check_tokenizer_matches(model: Any, tokenizer: Any, where: str | Path) -> None:
     vocab = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
+        beyond = tokenizer.convert_ids_to_tokens(list(range(vocab, min(len(tokenizer), vocab + 5))))
         raise AftInputError(
             where,
             "tokenizer",
-            f"has {len(tokenizer)} tokens but the model embeds only {vocab}",
-            "use the tokenizer saved with this model",
+            # transformers may load a saved tokenizer as its model type's class, which can add tokens of its own
+            # (a generic tokenizer beside a Qwen2 config becomes a Qwen2Tokenizer with <|endoftext|>)
+            f"has {len(tokenizer)} tokens but the model embeds only {vocab} (loaded as {type(tokenizer).__name__}; "
+            f"beyond the embeddings: {', '.join(map(str, beyond))}{', …' if len(tokenizer) > vocab + 5 else ''})",
+            "use the tokenizer saved with this model, or give the model embeddings for every token "
+            "(model.resize_token_embeddings(len(tokenizer)), then save both)",
         )
     if tokenizer.eos_token_id is None:
         raise AftInputError(where, "tokenizer", "has no EOS token", "use a tokenizer that names its eos_token")
