@@ -32,22 +32,29 @@ SEQ2SEQ = [
     "umt5",
 ]  # fmt: skip
 CAUSAL = [
-    "apertus", "arcee", "biogpt", "bitnet", "cohere", "cohere2", "ctrl", "dbrx", "deepseek_v2", "deepseek_v3",
-    "ernie4_5", "exaone4", "gemma", "gemma2", "gemma3_text", "gemma3n_text", "gemma4_text", "glm", "glm4",
-    "glm4_moe", "glm4_moe_lite", "gpt2", "gpt_bigcode", "gpt_neox", "gpt_oss", "granite", "granitemoe", "helium",
-    "internlm3", "llama", "llama4_text", "minicpm3", "ministral", "mistral", "mixtral", "nemotron", "olmo", "olmo2",
-    "olmo3", "olmoe", "opt", "persimmon", "phi", "phi3", "phimoe", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss",
-    "smollm3", "stablelm", "starcoder2", "vaultgemma",
+    "afmoe", "apertus", "arcee", "aria_text", "axk1", "axk2", "beam", "biogpt", "bitnet", "cohere", "cohere2",
+    "cohere2_moe", "ctrl", "cwm", "dbrx", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "doge",
+    "ernie4_5", "ernie4_5_moe", "exaone4", "exaone_moe", "flex_olmo", "flint", "gemma", "gemma2", "gemma3_text",
+    "gemma3n_text", "gemma4_text", "glm", "glm4", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "gpt2", "gpt_bigcode",
+    "gpt_neox", "gpt_oss", "granite", "granite_swa", "granitemoe", "granitemoe_swa", "granitemoeshared", "helium",
+    "hunyuan_v1_dense", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hyperclovax", "inkling2_text", "inkling_text",
+    "internlm3", "iquestcoder", "jais2", "jetmoe", "kolibri1", "laguna", "llama", "llama4_text", "mellum",
+    "mimo_v2_flash", "minicpm3", "minimax_m2", "minimax_m3_vl_text", "ministral", "ministral3", "mistral",
+    "mixtral", "nanochat", "nemotron", "olmo", "olmo2", "olmo3", "olmoe", "opt", "persimmon", "phi", "phi3",
+    "phimoe", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "smollm3", "solar_open", "stablelm",
+    "starcoder2", "vaultgemma", "youtu", "zaya",
 ]  # fmt: skip
 # Hybrids: recurrent, convolution or linear-attention layers beside attention ones; A is read from the latter.
 HYBRID = [
-    "bamba", "falcon_h1", "granitemoehybrid", "jamba", "lfm2", "lfm2_moe", "minimax", "nemotron_h", "olmo_hybrid",
-    "qwen3_5_text", "qwen3_next",
+    "bailing_hybrid", "bamba", "falcon_h1", "granitemoehybrid", "jamba", "kimi_linear", "lfm2", "lfm2_moe", "lfm3",
+    "minimax", "nemotron_h", "olmo_hybrid", "qwen3_5_moe_text", "qwen3_5_text", "qwen3_next",
 ]  # fmt: skip
-# Decoders whose attention AFT cannot read (computed in their own code, or none), or that keep their state outside
+# Decoders whose attention AFT cannot read (computed in their own code, or none, or one layer run more than once a
+# pass: DiffLlama, HRM), or that keep their state outside
 # a transformers cache (RecurrentGemma): refused at loading.
 REFUSED = [
-    "bloom", "codegen", "falcon", "gpt_neo", "gptj", "mamba", "mpt", "openai-gpt", "recurrent_gemma", "rwkv", "xglm",
+    "bloom", "codegen", "diffllama", "falcon", "falcon_mamba", "gpt_neo", "gpt_neox_japanese", "gptj", "hrm_text",
+    "mamba", "mpt", "openai-gpt", "recurrent_gemma", "rwkv", "xglm",
 ]  # fmt: skip
 # Encoder–decoders whose decoder attends to the source and its own tokens in one merged attention (no cross-attention
 # layers to read A from): refused at loading.
@@ -75,6 +82,10 @@ MLA_MOE: dict[str, Any] = dict(
 LINEAR_ATTENTION: dict[str, Any] = dict(
     linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8, linear_value_head_dim=8
 )
+KDA_MLA: dict[str, Any] = dict(
+    MLA, layer_types=["linear_attention", "full_attention"], mlp_layer_types=["dense", "dense"], linear_head_dim=8,
+    linear_num_heads=4,
+)  # fmt: skip
 OVERRIDES: dict[str, dict[str, Any]] = {
     "fsmt": dict(langs=["en", "en"]),  # src_vocab_size = tgt_vocab_size = the tokenizer's, set below
     "deepseek_v2": MLA_MOE,
@@ -97,6 +108,15 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "gpt_neo": dict(attention_types=[[["global", "local"], 1]], window_size=256),
     "gpt_oss": dict(sliding_window=256),  # the released 128 would refuse the benchmark's 96 + 48 tokens, as it should
     "qwen3_5_text": dict(layer_types=["linear_attention", "full_attention"], **LINEAR_ATTENTION),
+    "qwen3_5_moe_text": dict(layer_types=["linear_attention", "full_attention"], **LINEAR_ATTENTION),
+    # Kimi Delta Attention beside MLA layers (Kimi-Linear, Ling/Bailing hybrids), dense MLPs at this size
+    "kimi_linear": KDA_MLA,
+    "bailing_hybrid": KDA_MLA,
+    "lfm3": dict(layer_types=["conv", "full_attention"]),
+    # released windows (128) would refuse the benchmark's 96 + 48 tokens, as they should
+    **{t: dict(sliding_window=256) for t in ("granite_swa", "granitemoe_swa", "mimo_v2_flash")},
+    **{t: MLA_MOE for t in ("deepseek_v32", "glm_moe_dsa", "axk2")},
+    **{t: dict(MLA, q_lora_rank=16) for t in ("youtu", "axk1")},
     "led": dict(attention_window=[16, 16]),
     "codegen": dict(rotary_dim=4),
     "gptj": dict(rotary_dim=4),
@@ -142,6 +162,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 DROPPED: dict[str, tuple[str, ...]] = {
     "falcon": ("head_dim",),
     **{t: ("head_dim",) for t in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite", "minicpm3")},  # MLA sets its own
+    **{t: ("head_dim",) for t in ("youtu", "axk1", "kimi_linear", "bailing_hybrid")},
 }
 SFT = ["--max-steps", "16", "--eval-every", "8", "--warmup-steps", "2", "--dev-examples", "32", "--batch-size", "8"]
 BRANCH = ["--steps", "2", "--checkpoint-every", "1", "--probe-size", "8", "--batch-size", "2", "--k", "2"]
@@ -162,7 +183,7 @@ def aft(*args: str) -> tuple[int, str, str]:
 
 def build(model_type: str, family: str, texts: list[str], folder: Path) -> None:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from bench.hub_models import chat_tokenizer
 
@@ -193,8 +214,15 @@ def build(model_type: str, family: str, texts: list[str], folder: Path) -> None:
         config = AutoConfig.for_model(model_type, vocab_size=vocab, **special, **{**sizes, **extra})
     torch.manual_seed(0)
     auto = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
-    auto.from_config(config).save_pretrained(folder)
+    model = auto.from_config(config)
+    config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    # transformers loads the tokenizer as the model type's class, which may add tokens (Qwen2's <|endoftext|>):
+    # embed them, as a released model does
+    loaded = len(AutoTokenizer.from_pretrained(folder))
+    if loaded > vocab:
+        model.resize_token_embeddings(loaded)
+    model.save_pretrained(folder)
 
 
 def check(model_type: str, family: str, texts: list[str], data: Path, root: Path) -> tuple[bool, str]:

@@ -375,6 +375,33 @@ def test_a_causal_lm_whose_base_prefix_names_no_module_trains(tmp_path, towninfo
     assert json.loads((out / "sft_result.json").read_text())["steps"] == 8
 
 
+def test_a_generic_tokenizer_beside_a_qwen2_config_is_refused_naming_the_token_transformers_adds(
+    tmp_path, towninfo_dir, texts, capsys
+):
+    """transformers 5 loads a generic saved tokenizer as the model type's class: a Qwen2Tokenizer, which adds
+    <|endoftext|>. The model embeds only the tokens it was built for, so the folder is refused; the line says what
+    happened and how to fix it, where it used to say "use the tokenizer saved with this model", which was."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = chat_tokenizer(texts)
+    folder = tmp_path / "qwen2"
+    config = AutoConfig.for_model(
+        "qwen2", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    refused(
+        capsys,
+        ["sft", "--data", str(towninfo_dir), "--model", str(folder), "--out", str(tmp_path / "sft"), *SFT_ARGS],
+        f"has {len(tokenizer) + 1} tokens but the model embeds only {len(tokenizer)}",
+        "loaded as Qwen2Tokenizer",
+        "<|endoftext|>",
+        "resize_token_embeddings",
+    )
+
+
 def test_a_bfloat16_checkpoint_trains_in_float32(tmp_path, towninfo_dir, texts):
     """Most hub decoders are saved in bfloat16, and transformers loads them so. An AdamW step of lr 1e-5 is below
     bfloat16's precision at the weights' size and would be lost, so a model is loaded in float32 (the checkpoint's
