@@ -359,9 +359,15 @@ def check_parameters(params: PipelineParams) -> None:
     conversational = [p["config"] for p in configs if p["config"]["rollout"] == "self_play"]
     conversational += [p["config"] for p in configs if p["config"]["probe_conversations"] > 0]
     if params.data and conversational:
+        from aft_core.data.corpus import hold_out_splits
         from aft_core.dialogue.closed_loop import reader_gate
 
-        reason, _ = reader_gate(params.data, "test")  # the built-in TownInfo always has goals a reader can follow
+        # The built-in TownInfo always has goals a reader can follow. A single split is gated as the run will hold it
+        # out (links and lists in a temporary folder: no copy), so its goals are the hold-out's test dialogues'.
+        with tempfile.TemporaryDirectory() as held:
+            if hold_out:
+                hold_out_splits(params.data, held)
+            reason, _ = reader_gate(held if hold_out else params.data, "test")
         if reason is not None:
             field = "rollout" if conversational[0]["rollout"] == "self_play" else "probe_conversations"
             raise AftInputError(

@@ -344,6 +344,21 @@ def test_the_reader_is_measured_on_the_multiwoz_hold_out_and_on_dialogues_it_was
     assert unseen["all"]["support"] > 2500 and unseen["all"]["f1"] >= 0.94
 
 
+def test_self_play_on_the_single_multiwoz_file_is_gated_on_the_hold_out_the_run_will_make(tmp_path):
+    """The multiwoz21 preset passes the shared file, which the run holds out by dialogue. The parameter check gated
+    self-play and probe conversations on the file itself, found no goal folder and refused them; it now gates on
+    the hold-out the run will make. `aft converse` given the file says to hold it out, with the command."""
+    from aft_core.dialogue.closed_loop import reader_gate
+    from flows.params import check_parameters, preset
+
+    source = shared_path("multiwoz21", "val.json.zip")
+    self_play = {"run_dir": str(tmp_path / "r"), "sweep": {"grid": {"other": {"rollout": ["corpus", "self_play"]}}}}
+    check_parameters(preset("multiwoz21", self_play))  # raised "… has no MultiWOZ-schema dialogue goals …"
+    assert not (tmp_path / "r").exists()
+    reason, f1 = reader_gate(source, "test")
+    assert f1 is None and reason is not None and f"aft data holdout {source} --out DIR" in reason
+
+
 def test_the_rule_system_is_multiwozs_closed_loop_anchor(tmp_path):
     """With the reader's gate passed on the hold-out's test dialogues, the closed loop runs on MultiWOZ, and its
     anchor row is the rule system over the venue databases (aft_core.dialogue.rule_system) talking to the simulated

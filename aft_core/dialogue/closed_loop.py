@@ -51,6 +51,12 @@ def reader_gate(
     A conversation depends on them all (the simulated user acts on requests and no-offers); corpus Inform and
     Success read only OUTCOME_KINDS (aft_core.dialogue.context_to_response)."""
     folder = Path(data)
+    if folder.is_file() and venue_tables(folder.parent) is not None:  # the multiwoz21 preset's shared file, say
+        return (
+            f"{folder} is a single dialogue file: its goals are pursued on its held-out test dialogues, which a "
+            f"hold-out folder names (write one with `aft data holdout {folder} --out DIR`, as aft-pipeline does, and "
+            "pass DIR)"
+        ), None
     if not (folder.is_dir() and dialogues_file(folder) is not None and venue_tables(folder) is not None):
         return (
             f"{folder} has no MultiWOZ-schema dialogue goals with venue databases (a folder with data.json and "
