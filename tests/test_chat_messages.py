@@ -162,8 +162,14 @@ def test_a_single_split_corpus_is_refused_by_the_stages_with_the_holdout_command
 
     refused([*sft, "--data", str(source), "--out", str(tmp_path / "sft")])
     assert not (tmp_path / "sft").exists()  # refused before anything is written
+    before = source.read_bytes()
+    assert main(["data", "holdout", str(source), "--out", str(tmp_path)]) == 2  # the source's own folder
+    assert "holds files of its own (chats.jsonl)" in capsys.readouterr().err and source.read_bytes() == before
     assert main(["data", "holdout", str(source), "--out", str(tmp_path / "held")]) == 0
     assert json.loads(capsys.readouterr().out)["dialogues"] == {"test": 4, "validation": 4, "train": 32}
+    (tmp_path / "held" / "holdout.json").unlink()  # as a hold-out interrupted before its record: redone in place
+    assert main(["data", "holdout", str(source), "--out", str(tmp_path / "held")]) == 0
+    capsys.readouterr()
     assert main([*sft, "--data", str(tmp_path / "held"), "--out", str(tmp_path / "sft")]) == 0
     model = str(tmp_path / "sft" / "model")
     refused(["train-branch", "--sft", model, "--data", str(source), "--out", str(tmp_path / "b"), "--quiet"])

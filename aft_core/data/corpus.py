@@ -305,8 +305,24 @@ def hold_out_splits(
     }
     if corpus.format != "multiwoz":
         record["format"] = corpus.format  # read through the source's own loader (load_held_out)
-    out.mkdir(parents=True, exist_ok=True)
     old = out / HOLDOUT_FILE
+    # Never replace a user's files by links: only a hold-out's own files (links, lists, a temporary name left by an
+    # interrupted write) may be there already
+    own = {HOLDOUT_FILE, "testListFile.txt", "valListFile.txt"}
+    foreign = sorted(
+        p.name
+        for p in (out.iterdir() if out.is_dir() else ())
+        if not p.is_symlink() and p.name not in own and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+    )
+    if foreign:
+        raise AftInputError(
+            out,
+            "--out",
+            f"holds files of its own ({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''}), so it is not a "
+            "hold-out folder",
+            "pass a new or empty folder",
+        )
+    out.mkdir(parents=True, exist_ok=True)
     if old.exists() and json.loads(old.read_text()) == record:
         return record  # the same hold-out is already in place
     tables = venue_tables(source.parent) if corpus.format == "multiwoz" else None
@@ -314,7 +330,7 @@ def hold_out_splits(
     if corpus.format == "multiwoz":
         links.insert(0, (out / ("data.json.zip" if source.suffix == ".zip" else "data.json"), source))
     for link, target in links:
-        if link.is_symlink() or link.exists():
+        if link.is_symlink():
             link.unlink()
         os.symlink(target, link)
     write_text_atomic(out / "testListFile.txt", "\n".join(ids[:n_test]) + "\n")
