@@ -15,6 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+TEMPORARY_SUFFIX = ".tmp"  # `.<name>.<random>.tmp` beside the file or folder it will replace
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is a temporary name of `atomic_path` / `atomic_dir`, as an interrupted write leaves one."""
+    return path.name.startswith(".") and path.name.endswith(TEMPORARY_SUFFIX)
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -27,7 +34,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
@@ -74,7 +81,7 @@ def replace_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent))
     try:
         yield tmp
         old = path.with_name(path.name + ".old")

@@ -308,11 +308,12 @@ def hold_out_splits(
     old = out / HOLDOUT_FILE
     # Never replace a user's files by links: only a hold-out's own files (links, lists, a temporary name left by an
     # interrupted write) may be there already
-    own = {HOLDOUT_FILE, "testListFile.txt", "valListFile.txt"}
+    lists = {split: LIST_FILES[split][0] for split in ("test", "validation")}
+    own = {HOLDOUT_FILE, *lists.values()}
     foreign = sorted(
         p.name
         for p in (out.iterdir() if out.is_dir() else ())
-        if not p.is_symlink() and p.name not in own and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        if not p.is_symlink() and p.name not in own and not io.is_temporary(p)
     )
     if foreign:
         raise AftInputError(
@@ -333,8 +334,8 @@ def hold_out_splits(
         if link.is_symlink():
             link.unlink()
         os.symlink(target, link)
-    write_text_atomic(out / "testListFile.txt", "\n".join(ids[:n_test]) + "\n")
-    write_text_atomic(out / "valListFile.txt", "\n".join(ids[n_test : n_test + n_val]) + "\n")
+    write_text_atomic(out / lists["test"], "\n".join(ids[:n_test]) + "\n")
+    write_text_atomic(out / lists["validation"], "\n".join(ids[n_test : n_test + n_val]) + "\n")
     write_json_atomic(old, record)  # last: its presence marks a complete hold-out folder
     return record
 

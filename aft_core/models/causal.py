@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -572,21 +573,27 @@ def _messages(turns: Sequence[Any], alternate: bool) -> list[dict[str, str]]:
     return [{"role": ROLES[t.speaker], "content": t.text} for t in turns]
 
 
-def _glue(draft: _Draft, tokenizer: Any) -> list[int]:
+def _glue(draft: _Draft, tokenizer: Any) -> tuple[int, ...]:
     """How many characters the chat template writes before each turn's text, counted from the end of the turn before
     (from the start for the first): the same messages rendered with a marker for each text, so a default system
     prompt (Qwen2.5's "… You are a helpful assistant.") or a role header (`<|im_start|>user`) is known to be the
-    template's, even where a turn's text ("help", "start") also occurs in it."""
-    markers = [SimpleNamespace(speaker=t.speaker, text=f"AFTTURNMARKER{i}X") for i, t in enumerate(draft.turns)]
-    text = tokenizer.apply_chat_template(
-        _messages(markers, draft.alternate), tokenize=False, add_generation_prompt=True
-    )
+    template's, even where a turn's text ("help", "start") also occurs in it. It depends on the speakers alone, so
+    it is rendered once per template and sequence of speakers (histories are re-encoded every conversation round)."""
+    speakers = tuple(t.speaker for t in draft.turns)
+    return _glue_of(tokenizer, tokenizer.chat_template, speakers, draft.alternate)
+
+
+@functools.lru_cache(maxsize=4096)
+def _glue_of(tokenizer: Any, template: str, speakers: tuple[str, ...], alternate: bool) -> tuple[int, ...]:
+    """`_glue` for one template (`template` keys the cache: a tokenizer's template can be replaced)."""
+    markers = [SimpleNamespace(speaker=s, text=f"AFTTURNMARKER{i}X") for i, s in enumerate(speakers)]
+    text = tokenizer.apply_chat_template(_messages(markers, alternate), tokenize=False, add_generation_prompt=True)
     glue, cursor = [], 0
     for marker in markers:
         at = text.find(marker.text, cursor)
         glue.append(at - cursor if at >= 0 else -1)  # -1: the template does not show it verbatim
         cursor = at + len(marker.text) if at >= 0 else cursor
-    return glue
+    return tuple(glue)
 
 
 def _draft(turns: Sequence[Any], first_index: int, tokenizer: Any, alternate: bool) -> _Draft:
